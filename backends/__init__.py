@@ -1,0 +1,1 @@
+"""Backend adapters: one module per serving engine behind one protocol (base)."""

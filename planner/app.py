@@ -1,0 +1,205 @@
+"""The command line: run an action on the composed request, print the product on stdout, map errors to exit codes.
+
+Exit codes (DESIGN.md): 0 ok; 2 bad input; 3 nothing meets the target; 4 launch failed; 5 target missed;
+70 internal error (traceback saved to a file, shown with debug=true). Hydra's own exit 1 becomes 2.
+"""
+
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from planner.errors import InputError, NoFeasiblePlan, PlannerError
+
+log = logging.getLogger("planner")
+
+_HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
+                "--shell-completion", "-sc", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+                "--resolve", "--package", "-p", "--run", "-r", "--version")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one job produced: its exit code and, when a plan was made, the plan document."""
+
+    code: int
+    doc: Optional[dict] = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PLANNER_CACHE_DIR", Path.home() / ".cache" / "planner"))
+
+
+def plan_path(doc: dict, out: Optional[str]) -> Path:
+    if out:
+        return Path(out)
+    req = doc["request"]
+    parts = [req["model"]["name"], req["hw"]["name"], req["target"]["name"]]
+    if req["workload"]["name"] != "chat":
+        parts.append(req["workload"]["name"])
+    if req["precision"]["name"] != "auto":
+        parts.append(req["precision"]["name"])
+    if any(v is not None for v in req["pins"].values()):
+        parts.append("pinned")
+    return Path("plans") / ("-".join(parts) + ".yaml")
+
+
+def run(overrides: list[str]) -> Outcome:
+    """Compose, plan and print for one set of overrides. Raises PlannerError subclasses."""
+    from planner import catalog, compose, document, present, search
+
+    overrides = compose.split_plan_file(overrides)
+    with compose.Composer() as composer:
+        cfg = composer.compose(overrides)
+        if cfg.plan_file:
+            doc = document.load(cfg.plan_file)
+            _emit(doc, cfg.format.value, None)
+            return Outcome(0, doc)
+        _check_action(cfg.action.value)
+        extra: list[str] = []
+        if cfg.model.name == "hf":
+            from omegaconf import OmegaConf
+
+            path = OmegaConf.select(cfg, "model.path", throw_on_missing=False)
+            if path is None or OmegaConf.is_missing(cfg.model, "path"):
+                raise InputError("model=hf needs model.path=DIR, a local Hugging Face model directory with "
+                                 "config.json. Fix: add model.path=/path/to/model.")
+            extra += catalog.model_overrides(path)
+        if extra:
+            cfg = composer.compose(extra + overrides)
+        cfg, found = compose.resolve_hardware(composer, cfg, extra + overrides)
+        if found:
+            log.warning("hw=%s: %s", cfg.hw.name, found)
+        req = compose.to_request(cfg)
+        fmt, out, save = cfg.format.value, cfg.out, cfg.save
+    try:
+        compiled = search.compile_plan(req)
+    except NoFeasiblePlan:
+        raise
+    doc = document.build(req, compiled)
+    path = plan_path(doc, out)
+    if save:
+        document.write(doc, path)
+    _emit(doc, fmt, str(path) if save else None)
+    return Outcome(0, doc)
+
+
+def _check_action(action: str) -> None:
+    later = {"render": 6, "launch": 7, "verify": 7, "explain": 4, "rules": 4, "diagnose": 4}
+    if action in later:
+        raise InputError(
+            f"action={action} is not available in planner {_version()} yet (it arrives with issue #{later[action]}). "
+            "Fix: use action=plan (the default) for now.")
+
+
+def _version() -> str:
+    from planner import __version__
+
+    return __version__
+
+
+def _emit(doc: dict, fmt: str, saved_to: Optional[str]) -> None:
+    from planner import document, present
+
+    if fmt in ("json", "yaml"):
+        sys.stdout.write(document.dumps(doc, fmt))
+    else:
+        present.show(doc, saved_to=saved_to)
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """Print an error the way DESIGN.md says and return its exit code."""
+    if isinstance(exc, InputError):
+        sys.stderr.write("error: " + "\n\nerror: ".join(exc.paragraphs) + "\n")
+        return exc.exit_code
+    if isinstance(exc, PlannerError) and exc.exit_code != 70:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    where = cache_dir() / "last-error.txt"
+    text = "".join(traceback.format_exception(exc))
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(text)
+        saved = f"traceback saved to {where}"
+    except OSError:
+        saved = "traceback could not be saved"
+    sys.stderr.write(f"internal error (a bug in the planner): {type(exc).__name__}: {exc} ({saved}; "
+                     "debug=true shows it)\n")
+    if debug:
+        sys.stderr.write(text)
+    return 70
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "debug=true" in argv or "debug=True" in argv
+    _setup_logging(debug)
+    if any(a.split("=", 1)[0] in _HYDRA_FLAGS for a in argv):
+        return _hydra_main(argv, debug)
+    try:
+        return run(argv).code
+    except BaseException as exc:  # noqa: BLE001 - the one place every error becomes an exit code
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        return report(exc, debug)
+
+
+# --- Hydra's own entry point: multirun sweeps, --cfg, --help ---------------------------------------------------
+
+_SWEEP: list[Outcome] = []
+
+
+def _hydra_job(cfg) -> int:
+    """One job of a Hydra run/sweep: recompose from the job's overrides through the same path as a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        outcome = run(overrides)
+    except BaseException as exc:  # noqa: BLE001 - never sys.exit inside a sweep: record the code
+        outcome = Outcome(report(exc, bool(cfg.debug)))
+    _SWEEP.append(outcome)
+    return outcome.code
+
+
+def _hydra_main(argv: list[str], debug: bool) -> int:
+    import hydra
+
+    from planner import schema
+
+    schema.register_configs()
+    _SWEEP.clear()
+    entry = hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")(_hydra_job)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "planner"] + argv
+    try:
+        entry()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code == 1:
+            sys.stderr.write("error: Hydra could not compose the config from these overrides (its message is "
+                             "above). Fix: check each group=option and key=value; `python -m planner --help` lists "
+                             "the groups and their options.\n")
+            return 2
+        return code
+    finally:
+        sys.argv = saved
+    if len(_SWEEP) > 1:
+        from planner import present
+
+        present.compare([o.doc for o in _SWEEP if o.doc])
+    codes = [o.code for o in _SWEEP]
+    return max(codes) if codes else 0
+
+
+def main_exit() -> None:
+    """The `planner` console script."""
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Compose the Hydra config from command-line overrides, and turn Hydra's errors into our one-paragraph errors.
+
+The single-run path uses Hydra's compose API (fast, and its exceptions can be caught and explained); multirun
+goes through @hydra.main in planner.app, which then calls `request_from_cfg` here for each job.
+"""
+
+import logging
+from typing import Any, Optional
+
+from planner import discover, schema
+from planner.errors import InputError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+CONFIG_MODULE = "conf"
+GROUPS = ("model", "hw", "target", "workload", "precision", "backend")
+
+
+def split_plan_file(overrides: list[str]) -> list[str]:
+    """`plan=FILE` (a saved plan) shares its key with the `plan.<field>` pins: rewrite it to `plan_file=FILE`."""
+    return [f"plan_file={o[5:]}" if o.startswith("plan=") else o for o in overrides]
+
+
+class Composer:
+    """Holds an initialized Hydra (config module `conf`) and composes configs from overrides."""
+
+    def __init__(self) -> None:
+        from hydra import initialize_config_module
+        from hydra.core.global_hydra import GlobalHydra
+
+        schema.register_configs()
+        if not GlobalHydra.instance().is_initialized():
+            self._ctx = initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3")
+            self._ctx.__enter__()
+        else:
+            self._ctx = None
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+            self._ctx = None
+
+    def __enter__(self) -> "Composer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def options(self, group: str) -> list[str]:
+        from hydra.core.global_hydra import GlobalHydra
+
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+    def compose(self, overrides: list[str]) -> Any:
+        """The composed DictConfig, or InputError listing every bad override at once."""
+        from hydra import compose
+
+        self._check_choices(overrides)
+        try:
+            return compose(config_name="config", overrides=overrides)
+        except Exception as exc:  # Hydra/OmegaConf raise many types; each becomes a paragraph below
+            first = exc
+        problems = []
+        for override in overrides:
+            if override.split("=", 1)[0] in GROUPS:
+                continue
+            base = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
+            try:
+                compose(config_name="config", overrides=base + [override])
+            except Exception as exc:
+                problems.append(explain_hydra_error(exc, override))
+        raise InputError(*(problems or [explain_hydra_error(first, None)]))
+
+    def _check_choices(self, overrides: list[str]) -> None:
+        problems = []
+        for override in overrides:
+            key, _, value = override.partition("=")
+            group = key.lstrip("+~")
+            if group in GROUPS and value and "," not in value:
+                valid = self.options(group)
+                if value not in valid:
+                    problems.append(
+                        f"{group}={value}: no such {group} in the catalog (conf/{group}/).{did_you_mean(value, valid)} "
+                        f"Valid: {', '.join(valid)}. Fix: pick one of these, or add conf/{group}/{value}.yaml."
+                    )
+        if problems:
+            raise InputError(*problems)
+
+
+def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
+    """One paragraph for a Hydra/OmegaConf composition error: field=value, what is wrong, Fix."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    cause: BaseException = exc
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    where = f"{override}: " if override else ""
+    if isinstance(cause, ConfigKeyError) or "Could not override" in str(exc) or "Key '" in str(exc):
+        key = override.split("=", 1)[0] if override else getattr(cause, "full_key", "?")
+        parent, _, leaf = key.rpartition(".")
+        return (
+            f"{where}'{key}' is not a field of this config{_field_hint(parent, leaf)}. "
+            "Fix: check the spelling; `python -m planner --cfg job` prints every field with its current value."
+        )
+    if isinstance(cause, ValidationError):
+        key = getattr(cause, "full_key", None) or (override or "?").split("=", 1)[0]
+        value = getattr(cause, "value", None)
+        expected = getattr(cause, "ref_type_str", None) or "another type"
+        return (
+            f"{where}{key}={value!r} has the wrong type or value: {cause.msg.splitlines()[0]} "
+            f"(expected {expected}). Fix: give {key} a value of that type, e.g. a number without units."
+        )
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{where}{msg}. Fix: check the override's syntax (key=value, group=option); see README's config groups."
+
+
+def _field_hint(parent: str, leaf: str) -> str:
+    group = parent.split(".")[0]
+    spec = {"plan": "Pins", "model": "ModelSpec", "hw": "HwSpec", "target": "TargetSpec",
+            "workload": "WorkloadSpec", "precision": "PrecisionSpec", "backend": "BackendSpec"}.get(group)
+    if not spec:
+        return ""
+    import dataclasses
+
+    from planner import specs
+
+    cls = getattr(specs, spec)
+    if parent.count(".") == 1 and parent.endswith(".gpu"):
+        cls = specs.GpuSpec
+    names = [f.name for f in dataclasses.fields(cls)]
+    return f" ({parent} has: {', '.join(names)}).{did_you_mean(leaf, names)}".rstrip(".")
+
+
+def resolve_hardware(composer: Composer, cfg: Any, overrides: list[str]) -> tuple[Any, Optional[str]]:
+    """Recompose with the discovered machine when the hw preset asks for discovery (hw=auto, hw=cpu)."""
+    if not cfg.hw.discover:
+        return cfg, None
+    found = discover.local_overrides(want_gpu=cfg.hw.name == "auto")
+    # The user's own overrides come last so they still win over what was discovered.
+    return composer.compose(list(found.overrides) + overrides), found.summary
+
+
+def to_request(cfg: Any):
+    """The frozen Request, or InputError naming what is missing or invalid in the composed config."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        return schema.to_request(cfg)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key
+        raise InputError(
+            f"{key} is required but has no value (???). Fix: set it on the command line ({key}=...) or in the "
+            f"config file of its group (conf/{key.split('.')[0]}/)."
+        ) from None
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
+        raise InputError(f"The composed config is invalid: {exc}. Fix: check the values you overrode.") from None

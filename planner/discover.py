@@ -1,0 +1,152 @@
+"""Discover this machine's accelerators (pynvml) or, with none, its CPU (psutil), as config overrides.
+
+`hw=auto` and `hw=cpu` ask for it; the result is a list of Hydra overrides applied on a second composition, so
+the discovered values go through the same validation as anything a user types.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+# NVML product names → conf/gpu entries. Matched in order on the lower-cased name; first hit wins.
+_NVML_NAMES = [
+    (r"h200", "h200"),
+    (r"h100.*pcie", "h100-pcie"),
+    (r"h100", "h100-sxm"),
+    (r"b200", "b200"),
+    (r"a100.*(80|sxm4-80)", "a100-80g"),
+    (r"a100", "a100-40g"),
+    (r"l40s", "l40s"),
+    (r"\bl4\b", "l4"),
+    (r"a10g", "a10g"),
+    (r"\bt4\b", "t4"),
+    (r"v100", "v100"),
+]
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """What was found, and the overrides that describe it."""
+
+    summary: str
+    overrides: tuple[str, ...]
+
+
+def catalog_name(nvml_name: str) -> Optional[str]:
+    """The conf/gpu entry for an NVML product name, e.g. 'NVIDIA H100 80GB HBM3' → 'h100-sxm'."""
+    low = nvml_name.lower()
+    for pattern, name in _NVML_NAMES:
+        if re.search(pattern, low):
+            return name
+    return None
+
+
+def gpus() -> list[tuple[str, float]]:
+    """(NVML name, memory GiB) of each local NVIDIA GPU; empty when there is no driver or no GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # pynvml raises NVMLError_LibraryNotFound etc. when no driver: no GPU here
+        log.debug("NVML unavailable: %s", exc)
+        return []
+    try:
+        found = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else name
+            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+            found.append((name, total / 2**30))
+        return found
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _two_digits(x: float) -> float:
+    """Round to 2 significant digits, so run-to-run noise does not change the plan file."""
+    return float(f"{x:.2g}")
+
+
+def measure_cpu() -> tuple[float, float]:
+    """(memory bandwidth GB/s, fp32 matmul TFLOP/s) of this CPU: best of a few short numpy runs (~0.1 s).
+
+    Bandwidth: copying a 64 MiB array reads and writes it (2 × 64 MiB moved). Matmul: a 512³ fp32 GEMM on the
+    BLAS numpy uses, all cores.
+    """
+    import time
+
+    import numpy as np
+
+    src = np.ones(8 * 2**20)  # 64 MiB of float64
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    bandwidth = 2 * src.nbytes / best / 1e9
+    a = np.ones((512, 512), dtype=np.float32)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    tflops = 2 * 512**3 / best / 1e12
+    return _two_digits(bandwidth), _two_digits(tflops)
+
+
+def cpu_overrides() -> Discovered:
+    """The CPU profile: physical cores and total memory (psutil), bandwidth and matmul speed (numpy)."""
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    mem_gib = psutil.virtual_memory().total / 2**30
+    bandwidth, tflops = measure_cpu()
+    return Discovered(
+        summary=(f"no GPU asked for or found: using the CPU profile ({cores} cores, {mem_gib:.1f} GiB memory from "
+                 f"psutil; {bandwidth:g} GB/s copy bandwidth, {tflops:g} TFLOP/s fp32 matmul measured with numpy)"),
+        overrides=(
+            "gpu@hw.gpu=cpu",
+            f"hw.gpu.num_cores={cores}",
+            f"hw.gpu.memory_gib={mem_gib:.1f}",
+            f"hw.gpu.hbm_bandwidth_gb_s={bandwidth:g}",
+            f"hw.gpu.dense_tflops_fp32={tflops:g}",
+            f"hw.gpu.dense_tflops_fp16={tflops:g}",
+            f"hw.gpu.dense_tflops_bf16={tflops:g}",
+            "hw.gpus_per_node=1",
+            "hw.intra_node=none",
+        ),
+    )
+
+
+def local_overrides(want_gpu: bool = True) -> Discovered:
+    """Overrides describing this machine: its GPUs when there are any (and `want_gpu`), else its CPU."""
+    found = gpus() if want_gpu else []
+    if not found:
+        return cpu_overrides()
+    name, mem_gib = found[0]
+    entry = catalog_name(name)
+    if entry is None:
+        from planner.errors import InputError
+
+        raise InputError(
+            f"hw=auto found GPU '{name}' ({mem_gib:.1f} GiB), which is not in the catalog (conf/gpu/). "
+            "Fix: name the closest catalog GPU with hw=<preset> (python -m planner --info defaults lists them) "
+            "or add a conf/gpu/<name>.yaml for it."
+        )
+    mixed = {n for n, _ in found}
+    summary = f"found {len(found)} x {name} ({mem_gib:.1f} GiB each, NVML) → gpu={entry}"
+    if len(mixed) > 1:
+        summary += f"; mixed GPUs {sorted(mixed)}: planning for the first model only"
+    return Discovered(
+        summary=summary,
+        overrides=(
+            f"gpu@hw.gpu={entry}",
+            f"hw.gpus_per_node={len(found)}",
+            f"hw.gpu.memory_gib={mem_gib:.2f}",
+        ),
+    )

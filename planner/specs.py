@@ -1,0 +1,310 @@
+"""Typed inputs of the planner: frozen specs built once from the composed Hydra config.
+
+Each spec's fields are exactly the keys of its conf/ group; `planner.schema` derives the mutable Hydra schema
+from these classes, so the YAML, the validation and the code share one definition.
+"""
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class Arch(str, enum.Enum):
+    """GPU (or CPU) micro-architecture; decides which number formats the hardware runs natively."""
+
+    volta = "volta"
+    turing = "turing"
+    ampere = "ampere"
+    ada = "ada"
+    hopper = "hopper"
+    blackwell = "blackwell"
+    cdna3 = "cdna3"
+    cpu = "cpu"
+
+
+class DeviceKind(str, enum.Enum):
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class Interconnect(str, enum.Enum):
+    """How the devices of one node talk to each other."""
+
+    nvlink = "nvlink"
+    pcie = "pcie"
+    xgmi = "xgmi"
+    none = "none"
+
+
+class Objective(str, enum.Enum):
+    latency = "latency"
+    throughput = "throughput"
+    cost = "cost"
+
+
+class Weights(str, enum.Enum):
+    """Weight precision asked for in precision/ (auto: the planner chooses)."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    float32 = "float32"
+    fp8 = "fp8"
+    int8 = "int8"
+    awq = "awq"
+    gptq = "gptq"
+    nvfp4 = "nvfp4"
+
+
+class KvPrecision(str, enum.Enum):
+    """KV-cache element type asked for in precision/ (auto: the compute dtype, unless a rule chooses fp8)."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    float32 = "float32"
+    fp8 = "fp8"
+
+
+class Dtype(str, enum.Enum):
+    """Compute (activation) dtype of the plan."""
+
+    bf16 = "bf16"
+    fp16 = "fp16"
+    float32 = "float32"
+
+
+class Quantization(str, enum.Enum):
+    """Weight quantization of the plan (none: weights in the compute dtype)."""
+
+    none = "none"
+    fp8 = "fp8"
+    int8 = "int8"
+    awq = "awq"
+    gptq = "gptq"
+    nvfp4 = "nvfp4"
+
+
+class BackendName(str, enum.Enum):
+    auto = "auto"
+    vllm = "vllm"
+    trtllm = "trtllm"
+    tgi = "tgi"
+    sglang = "sglang"
+
+
+class Action(str, enum.Enum):
+    plan = "plan"
+    render = "render"
+    launch = "launch"
+    verify = "verify"
+    explain = "explain"
+    rules = "rules"
+    diagnose = "diagnose"
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer; field names and values as in the model's HF config.json."""
+
+    name: str
+    hf_repo: str
+    source: str
+    model_type: str
+    architecture: str
+    num_params_b: float  # published total parameter count, billions (MoE: all experts)
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int  # dense MLP width (MoE: of the dense layers, if any)
+    vocab_size: int
+    max_position_embeddings: int  # tokens
+    head_dim: Optional[int] = None  # None: hidden_size / num_attention_heads
+    torch_dtype: str = "bfloat16"  # the checkpoint's dtype
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # biases on q/k/v (Qwen2)
+    # Mixture of experts (0 experts: dense).
+    num_experts: int = 0  # routed experts per MoE layer
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: Optional[int] = None  # width of one routed expert
+    num_shared_experts: int = 0  # always-active experts, each moe_intermediate_size wide
+    shared_expert_intermediate_size: Optional[int] = None  # Qwen2-MoE style single shared expert
+    first_dense_layers: int = 0  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
+    # Multi-head latent attention (DeepSeek-V2/V3); None: ordinary (GQA/MHA) attention.
+    kv_lora_rank: Optional[int] = None
+    q_lora_rank: Optional[int] = None
+    qk_nope_head_dim: Optional[int] = None
+    qk_rope_head_dim: Optional[int] = None
+    v_head_dim: Optional[int] = None
+    # Sliding-window attention: window in tokens, and how many layers use it (the rest attend globally).
+    sliding_window: Optional[int] = None
+    sliding_window_layers: int = 0
+    # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
+    quantization: Optional[str] = None
+    quantization_bits: Optional[int] = None
+    path: Optional[str] = None  # local directory for model=hf
+
+    @property
+    def head_dim_eff(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One accelerator (or the CPU profile): datasheet numbers, each with the unit in its name."""
+
+    name: str
+    source: str
+    architecture: Arch
+    compute_capability: float  # CUDA compute capability (9.0 = Hopper); 0 for non-CUDA devices
+    memory_gib: float  # device memory as the driver reports it, GiB (2^30 bytes)
+    hbm_bandwidth_gb_s: float  # peak memory bandwidth, GB/s (10^9 bytes)
+    dense_tflops_fp16: float  # dense tensor throughput, TFLOP/s (no sparsity)
+    kind: DeviceKind = DeviceKind.gpu
+    vendor: str = "nvidia"
+    marketing_name: str = ""
+    num_cores: Optional[int] = None  # SMs (GPU) or physical cores (CPU)
+    dense_tflops_bf16: Optional[float] = None  # None: not supported natively
+    dense_tflops_fp8: Optional[float] = None
+    dense_tflops_int8: Optional[float] = None  # TOPS
+    dense_tflops_fp4: Optional[float] = None
+    dense_tflops_fp32: Optional[float] = None  # non-tensor FP32
+    nvlink_bandwidth_gb_s: Optional[float] = None  # per GPU, both directions together; None: no NVLink
+    pcie_bandwidth_gb_s: float = 32.0  # per direction, GB/s
+    price_usd_per_hour: Optional[float] = None  # indicative on-demand price of one GPU
+    price_source: str = ""
+
+    def supports(self, fmt: str) -> bool:
+        """True if the hardware has native math for `fmt` (bf16, fp8, int8, fp4)."""
+        return getattr(self, f"dense_tflops_{fmt}") is not None
+
+
+@dataclass(frozen=True)
+class HwSpec:
+    """A deployment target: a GPU model, how many per node, how many nodes, and how they connect."""
+
+    name: str
+    source: str
+    gpu: GpuSpec
+    gpus_per_node: int
+    nodes: int = 1
+    intra_node: Interconnect = Interconnect.nvlink
+    inter_node_bandwidth_gb_s: Optional[float] = None  # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
+    discover: bool = False  # fill gpu and gpus_per_node from this machine (pynvml / psutil)
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def price_usd_per_hour(self) -> Optional[float]:
+        p = self.gpu.price_usd_per_hour
+        return None if p is None else p * self.total_gpus
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Service-level objectives; None means no bound."""
+
+    name: str
+    objective: Objective
+    ttft_ms: Optional[float] = None
+    tpot_ms: Optional[float] = None
+    e2e_latency_ms: Optional[float] = None
+    percentile: float = 90.0  # the SLOs hold at this percentile
+    min_request_rate: Optional[float] = None  # requests/s to sustain
+    min_output_throughput_tok_s: Optional[float] = None
+    max_usd_per_hour: Optional[float] = None
+    min_concurrency: int = 32  # requests of the workload's mean length the KV cache must hold at once
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Traffic shape; names follow `vllm bench serve` where it has one."""
+
+    name: str
+    input_len: int  # mean prompt tokens
+    output_len: int  # mean generated tokens
+    range_ratio: float = 0.0  # lengths uniform in [len*(1-r), len*(1+r)] (vllm bench serve --random-range-ratio)
+    request_rate: Optional[float] = None  # requests/s (Poisson); None: as fast as possible
+    burstiness: float = 1.0  # gamma shape of inter-arrival times; 1 = Poisson
+    max_concurrency: Optional[int] = None  # requests in flight; None: unbounded
+    shared_prefix_len: int = 0  # tokens of prompt shared by all requests (system prompt, RAG context)
+    stream: bool = True
+    num_prompts: int = 200  # requests in a verification run
+    max_model_len: Optional[int] = None  # context to serve; None: input and output at their largest
+    description: str = ""
+
+    @property
+    def max_input_len(self) -> int:
+        return int(self.input_len * (1 + self.range_ratio))
+
+    @property
+    def max_output_len(self) -> int:
+        return int(self.output_len * (1 + self.range_ratio))
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    name: str
+    weights: Weights = Weights.auto
+    kv_cache: KvPrecision = KvPrecision.auto
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: BackendName = BackendName.auto
+
+
+@dataclass(frozen=True)
+class Pins:
+    """`plan.<field>=value` overrides: fixed values the planner must respect (None: free)."""
+
+    backend: Optional[BackendName] = None
+    tensor_parallel: Optional[int] = None
+    pipeline_parallel: Optional[int] = None
+    replicas: Optional[int] = None
+    dtype: Optional[Dtype] = None
+    quantization: Optional[Quantization] = None
+    kv_cache_dtype: Optional[KvPrecision] = None
+    max_model_len: Optional[int] = None
+    max_num_seqs: Optional[int] = None
+    max_num_batched_tokens: Optional[int] = None
+    gpu_memory_utilization: Optional[float] = None
+    enable_prefix_caching: Optional[bool] = None
+    enable_chunked_prefill: Optional[bool] = None
+
+    def given(self) -> dict:
+        """The pinned fields only, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything the user asked for, resolved: the planner's one input."""
+
+    model: ModelSpec
+    hw: HwSpec
+    target: TargetSpec
+    workload: WorkloadSpec
+    precision: PrecisionSpec
+    backend: BackendSpec = field(default_factory=BackendSpec)
+    pins: Pins = field(default_factory=Pins)
