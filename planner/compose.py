@@ -55,23 +55,25 @@ class Composer:
         """The composed DictConfig, or InputError listing every bad override at once."""
         from hydra import compose
 
-        self._check_choices(overrides)
-        try:
-            return compose(config_name="config", overrides=overrides)
-        except Exception as exc:  # Hydra/OmegaConf raise many types; each becomes a paragraph below
-            first = exc
-        problems = []
+        problems = self._check_choices(overrides)
+        if not problems:
+            try:
+                return compose(config_name="config", overrides=overrides)
+            except Exception as exc:  # Hydra/OmegaConf raise many types; each becomes a paragraph below
+                first = exc
+        # Find every bad override, not just the first: try each value override on its own, over the group
+        # choices when those are valid (a field can exist in one model's config and not in another's).
+        base = [] if problems else [o for o in overrides if o.split("=", 1)[0] in GROUPS]
         for override in overrides:
             if override.split("=", 1)[0] in GROUPS:
                 continue
-            base = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
             try:
                 compose(config_name="config", overrides=base + [override])
             except Exception as exc:
                 problems.append(explain_hydra_error(exc, override))
         raise InputError(*(problems or [explain_hydra_error(first, None)]))
 
-    def _check_choices(self, overrides: list[str]) -> None:
+    def _check_choices(self, overrides: list[str]) -> list[str]:
         problems = []
         for override in overrides:
             key, _, value = override.partition("=")
@@ -83,8 +85,7 @@ class Composer:
                         f"{group}={value}: no such {group} in the catalog (conf/{group}/).{did_you_mean(value, valid)} "
                         f"Valid: {', '.join(valid)}. Fix: pick one of these, or add conf/{group}/{value}.yaml."
                     )
-        if problems:
-            raise InputError(*problems)
+        return problems
 
 
 def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
@@ -105,10 +106,10 @@ def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
     if isinstance(cause, ValidationError):
         key = getattr(cause, "full_key", None) or (override or "?").split("=", 1)[0]
         value = getattr(cause, "value", None)
-        expected = getattr(cause, "ref_type_str", None) or "another type"
         return (
-            f"{where}{key}={value!r} has the wrong type or value: {cause.msg.splitlines()[0]} "
-            f"(expected {expected}). Fix: give {key} a value of that type, e.g. a number without units."
+            f"{where}{key}={value!r} has the wrong type or value: {cause.msg.splitlines()[0]}. "
+            f"Fix: give {key} a value of the type its field declares (planner/specs.py), e.g. a number without "
+            "units, true/false, or one of the listed choices."
         )
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"{where}{msg}. Fix: check the override's syntax (key=value, group=option); see README's config groups."
@@ -128,7 +129,8 @@ def _field_hint(parent: str, leaf: str) -> str:
     if parent.count(".") == 1 and parent.endswith(".gpu"):
         cls = specs.GpuSpec
     names = [f.name for f in dataclasses.fields(cls)]
-    return f" ({parent} has: {', '.join(names)}).{did_you_mean(leaf, names)}".rstrip(".")
+    return f" ({parent} has: {', '.join(names)}).{did_you_mean(leaf, names)}".rstrip(".?") + \
+        ("?" if did_you_mean(leaf, names) else "")
 
 
 def resolve_hardware(composer: Composer, cfg: Any, overrides: list[str]) -> tuple[Any, Optional[str]]:

@@ -270,10 +270,14 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     per_token = kv_bytes_per_token(m, kv_dt, tp, pp)
     total = gpu.memory_gib * GIB
     if gpu.kind is DeviceKind.cpu:
+        # Weights and every worker's KV space share the machine's memory with the OS and the server process.
         block = consts["block_size"]["cpu"]
+        usable = total * consts["cpu_memory_fraction"]
+        world = tp * pp
         kv_budget = (cpu_kv_space_gib or 0) * GIB
+        if (weights + kv_budget) * world > usable:
+            kv_budget = 0.0
         act = overhead = 0.0
-        usable = weights + kv_budget
     else:
         block = consts["block_size"]["gpu"]
         usable = total * (gpu_memory_utilization or 0.0)

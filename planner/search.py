@@ -110,16 +110,19 @@ def choose_max_model_len(req: Request) -> tuple[int, str]:
 
 
 def parallel_layouts(req: Request) -> Iterator[tuple[int, int]]:
-    """(TP, PP) in order of GPUs used, then less PP: TP within a node (a divisor of the attention heads), PP
-    across nodes or stages."""
+    """(TP, PP) in order of GPUs used: TP within a node (a divisor of the attention heads, over NVLink); PP only
+    on top of a full node of TP, across nodes, where it costs one activation transfer per stage instead of two
+    all-reduces per layer (reference/llm-serving-expert.txt §2 Multi-GPU)."""
     hw, model, pins = req.hw, req.model, req.pins
     tps = [t for t in (1, 2, 4, 8, 16) if t <= hw.gpus_per_node and model.num_attention_heads % t == 0]
     if pins.tensor_parallel:
         tps = [pins.tensor_parallel]
-    pps = [p for p in (1, 2, 3, 4, 8, 16) if p <= model.num_hidden_layers]
+    layouts = [(t, 1) for t in tps]
+    pps = [p for p in range(2, hw.nodes + 1) if p <= model.num_hidden_layers]
     if pins.pipeline_parallel:
-        pps = [pins.pipeline_parallel]
-    layouts = [(t, p) for t in tps for p in pps if t * p <= hw.total_gpus or pins.tensor_parallel]
+        layouts = [(t, pins.pipeline_parallel) for t in tps]
+    elif tps:
+        layouts += [(tps[-1], p) for p in pps]
     yield from sorted(layouts, key=lambda tp_pp: (tp_pp[0] * tp_pp[1], tp_pp[1]))
 
 
@@ -164,8 +167,9 @@ def compile_plan(req: Request) -> CompiledPlan:
             if on_cpu:
                 need = want_seqs * max_model_len * memory.kv_bytes_per_token(model, kv_dtype.value, tp, pp)
                 cpu_space = max(1, math.ceil(need / GIB))
-                room = gpu.memory_gib * 0.9 - memory.weight_bytes_per_gpu(model, tp, pp, dtype, quant) * world / GIB
-                cpu_space = min(cpu_space, max(0, math.floor(room / 2 / world)))
+                room = (gpu.memory_gib * consts["cpu_memory_fraction"]
+                        - memory.weight_bytes_per_gpu(model, tp, pp, dtype, quant) * world / GIB)
+                cpu_space = min(cpu_space, max(0, math.floor(room / world)))
             mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv_dtype,
                                    max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
                                    max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
@@ -256,28 +260,39 @@ def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int) 
     total_w = memory.param_counts(model).total
     lines = [
         f"{model.name} does not fit hw={req.hw.name} ({req.hw.total_gpus} x {gpu.name}, {gpu.memory_gib:.1f} GiB "
-        f"each) with precision={req.precision.name}: the closest layout, TP {tp} x PP {pp} with {quant.value} "
-        f"weights, puts {m.weights_gib:.1f} GiB of weights, {m.activations_gib:.1f} GiB of activations and "
+        f"each) with precision={req.precision.name}: the closest layout, TP {tp} x PP {pp} with "
+        f"{'unquantized' if quant is Quantization.none else quant.value} weights, puts {m.weights_gib:.1f} GiB of weights, {m.activations_gib:.1f} GiB of activations and "
         f"{m.runtime_overhead_gib:.1f} GiB of runtime on each GPU against {m.usable_gib:.1f} GiB usable "
-        f"({gpu.memory_gib:.1f} GiB x gpu_memory_utilization), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a "
+        f"({gpu.memory_gib:.1f} GiB x {m.usable_gib / gpu.memory_gib:.2f}), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a "
         f"KV cache of {m.kv_cache_tokens:,} tokens where {want_tokens:,} are needed "
         f"({req.target.min_concurrency} requests x {mean_len} tokens, and at least max_model_len "
         f"{m.max_model_len:,}).",
     ]
     fixes = []
+    consts = memory.engine_constants()
+    util = m.usable_gib / gpu.memory_gib if gpu.kind is not DeviceKind.cpu else None
+
+    def works(q: Quantization, t: int, p: int) -> Optional[memory.MemoryBreakdown]:
+        cpu_space = None
+        if gpu.kind is DeviceKind.cpu:
+            room = gpu.memory_gib * consts["cpu_memory_fraction"] - memory.weight_bytes_per_gpu(
+                model, t, p, Dtype.bf16, q) * t * p / GIB
+            cpu_space = max(0, math.floor(room / (t * p)))
+        b = memory.breakdown(model, gpu, tp=t, pp=p, dtype=Dtype.bf16, quant=q, kv_dtype=KvPrecision.auto,
+                             max_model_len=m.max_model_len, max_num_seqs=256, max_num_batched_tokens=8192,
+                             gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
+        return b if b.fits and b.kv_cache_tokens >= want_tokens else None
+
     for q in (Quantization.fp8, Quantization.awq):
-        if q is not quant and not _needs(q.value, gpu):
-            w = memory.weight_bytes_per_gpu(model, tp, pp, Dtype.bf16, q) / GIB
-            if w < m.usable_gib * 0.8:
-                fixes.append(f"precision={'fp8' if q is Quantization.fp8 else 'int4-awq'} ({w:.1f} GiB of weights "
-                             f"per GPU at TP {tp})")
-                break
-    for n in (2, 4, 8):
-        if n * tp * pp > req.hw.total_gpus and model.num_attention_heads % (n * tp) == 0:
-            w = memory.weight_bytes_per_gpu(model, n * tp, pp, Dtype.bf16, quant) / GIB
-            if w < m.usable_gib * 0.7:
-                fixes.append(f"{n * tp * pp} GPUs (TP {n * tp}: {w:.1f} GiB of weights per GPU)")
-                break
+        if q is not quant and not _needs(q.value, gpu) and (b := works(q, tp, pp)):
+            fixes.append(f"precision={'fp8' if q is Quantization.fp8 else 'int4-awq'} ({b.weights_gib:.1f} GiB "
+                         f"of weights per GPU at TP {tp}, KV cache {b.kv_cache_tokens:,} tokens)")
+            break
+    for t in (2, 4, 8, 16):
+        if t * pp > req.hw.total_gpus and model.num_attention_heads % t == 0 and (b := works(quant, t, pp)):
+            fixes.append(f"{t * pp} x {gpu.name} (TP {t}: {b.weights_gib:.1f} GiB of weights per GPU, KV cache "
+                         f"{b.kv_cache_tokens:,} tokens)")
+            break
     fixes.append(f"a smaller workload or target (target.min_concurrency={req.target.min_concurrency}, "
                  f"plan.max_model_len)")
     lines.append(f"Weights total {total_w / 1e9:.1f}B parameters. Fix: " + "; or ".join(fixes) + ".")
