@@ -1,0 +1,48 @@
+"""Shared fixtures: compose a Request in-process (Hydra compose API) and run the real CLI in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner import compose, discover
+from planner.specs import Request
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite plans/ golden files from the planner")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_cpu(monkeypatch):
+    """hw=cpu measures bandwidth with numpy; tests get fixed numbers so plans are reproducible."""
+    monkeypatch.setattr(discover, "measure_cpu", lambda: (20.0, 0.5))
+
+
+def request_for(*overrides: str) -> Request:
+    """Compose like the CLI does (hw discovery included) and return the frozen Request."""
+    with compose.Composer() as c:
+        cfg = c.compose(list(overrides))
+        cfg, _ = compose.resolve_hardware(c, cfg, list(overrides))
+        return compose.to_request(cfg)
+
+
+@pytest.fixture
+def req():
+    return request_for
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    """The real entry point, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "planner", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
