@@ -150,6 +150,7 @@ def compile_plan(req: Request) -> CompiledPlan:
                               "vLLM: continuous batching, paged KV cache, runs on every GPU here and on CPU"
                               if backend is BackendName.vllm else f"backend={backend.value} as asked"))
     dtype = choose_dtype(req, decisions, notes)
+    quant_options = quantization_options(req)
     kv_dtype, kv_why = choose_kv_dtype(req, dtype)
     max_model_len, len_why = choose_max_model_len(req)
     batch, batch_why = _batch_defaults(gpu)
@@ -160,7 +161,7 @@ def compile_plan(req: Request) -> CompiledPlan:
     want_tokens = max(max_model_len, req.target.min_concurrency * mean_len)
 
     tried = []
-    for quant, q_why, q_src in quantization_options(req):
+    for quant, q_why, q_src in quant_options:
         for tp, pp in parallel_layouts(req):
             world = tp * pp
             cpu_space = None

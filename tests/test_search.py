@@ -1,0 +1,101 @@
+"""The first search: smallest layout that fits, precision the GPU supports, pins respected, clear failures."""
+
+import pytest
+
+from planner import search
+from planner.errors import InputError, NoFeasiblePlan
+from planner.specs import Dtype, KvPrecision, Quantization
+
+from conftest import request_for
+
+
+def plan_for(*overrides):
+    return search.compile_plan(request_for(*overrides))
+
+
+def test_llama3_70b_bf16_on_h100x4_needs_tensor_parallel():
+    p = plan_for("model=llama3-70b", "hw=h100x4", "precision=bf16").plan
+    assert p.tensor_parallel >= 2 and p.quantization is Quantization.none and p.dtype is Dtype.bf16
+
+
+def test_small_model_uses_one_gpu_per_replica_and_replicates():
+    p = plan_for("model=llama3-8b", "hw=h100x4").plan
+    assert (p.tensor_parallel, p.replicas) == (1, 4)
+
+
+def test_405b_bf16_on_two_nodes_is_tp8_pp2():
+    p = plan_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16").plan
+    assert (p.tensor_parallel, p.pipeline_parallel, p.nodes) == (8, 2, 2)
+
+
+def test_llama3_70b_bf16_on_one_h100_is_infeasible_with_the_arithmetic():
+    with pytest.raises(NoFeasiblePlan, match=r"131.4 GiB of weights.*73.3 GiB usable.*Fix:.*precision=int4-awq"):
+        plan_for("model=llama3-70b", "hw=h100x1", "precision=bf16")
+
+
+def test_volta_gets_fp16_never_bf16_or_fp8():
+    c = plan_for("model=llama3-70b", "hw=v100x8")
+    assert c.plan.dtype is Dtype.fp16 and c.plan.quantization not in (Quantization.fp8,)
+    assert c.plan.kv_cache_dtype is KvPrecision.fp16
+
+
+def test_bf16_asked_on_volta_is_planned_fp16_with_a_note():
+    c = plan_for("model=llama3-8b", "hw=v100x8", "precision=bf16")
+    assert c.plan.dtype is Dtype.fp16 and any("bf16" in n for n in c.notes)
+
+
+def test_ampere_never_gets_fp8_weights_when_auto():
+    for model in ("llama3-70b", "qwen2.5-72b", "mixtral-8x7b"):
+        assert plan_for(f"model={model}", "hw=a100x4").plan.quantization is not Quantization.fp8
+
+
+@pytest.mark.parametrize("overrides,match", [
+    pytest.param(["hw=a100x4", "precision=fp8"], r"precision.weights=fp8: fp8 needs compute capability >= 8.9.*Fix:",
+                 id="fp8-on-ampere"),
+    pytest.param(["hw=a100x4", "precision=fp8-kv"], r"precision.kv_cache=fp8.*Fix:", id="fp8-kv-on-ampere"),
+    pytest.param(["hw=v100x8", "precision=int4-awq"], r"awq needs compute capability >= 7.5", id="awq-on-volta"),
+])
+def test_unsupported_precision_is_an_input_error(overrides, match):
+    with pytest.raises(InputError, match=match):
+        plan_for(*overrides)
+
+
+def test_fp8_on_hopper_halves_the_weights():
+    bf16 = plan_for("model=llama3-70b", "hw=h100x4", "plan.tensor_parallel=4").memory
+    fp8 = plan_for("model=llama3-70b", "hw=h100x4", "plan.tensor_parallel=4", "precision=fp8").memory
+    assert fp8.weights_gib == pytest.approx(bf16.weights_gib / 2, rel=0.05)
+    assert fp8.kv_cache_tokens > 2 * bf16.kv_cache_tokens  # fp8 KV too, and more room
+
+
+def test_pins_are_respected():
+    c = plan_for("model=llama3-70b", "hw=h100x8", "plan.tensor_parallel=8", "plan.max_num_seqs=64",
+                 "plan.gpu_memory_utilization=0.85", "plan.enable_prefix_caching=false")
+    p = c.plan
+    assert (p.tensor_parallel, p.max_num_seqs, p.gpu_memory_utilization, p.enable_prefix_caching) == (8, 64, 0.85,
+                                                                                                      False)
+    assert {d.field: d.by for d in c.decisions}["tensor_parallel"] == "pin"
+
+
+def test_max_num_seqs_is_bounded_by_kv_capacity():
+    c = plan_for("model=llama3-70b", "hw=h100x1")  # fits only as int4, little KV left
+    assert c.plan.max_num_seqs <= c.memory.kv_cache_tokens // (512 + 256)
+
+
+def test_every_plan_field_is_explained():
+    c = plan_for("model=llama3-70b", "hw=h100x4")
+    explained = {d.field for d in c.decisions}
+    derived = {"model_path", "nodes", "gpus_per_replica", "expert_parallel", "data_parallel", "speculative",
+               "kv_cache_space_gib"}
+    assert {f for f in c.plan.__dataclass_fields__} - derived <= explained
+    assert all(d.why for d in c.decisions)
+
+
+def test_deepseek_v3_keeps_its_fp8_checkpoint():
+    c = plan_for("model=deepseek-v3", "hw=h200x8")
+    assert c.plan.quantization is Quantization.fp8 and c.plan.tensor_parallel == 8
+
+
+def test_cpu_plan_sizes_the_kv_space_in_whole_gib():
+    c = plan_for("model=llama3.2-1b", "hw=cpu")
+    assert c.plan.gpu_memory_utilization is None and c.plan.kv_cache_space_gib >= 1
+    assert c.memory.kv_cache_gib == c.plan.kv_cache_space_gib
