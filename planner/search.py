@@ -96,16 +96,22 @@ def choose_kv_dtype(req: Request, dtype: Dtype) -> tuple[KvPrecision, str]:
 
 def choose_max_model_len(req: Request) -> tuple[int, str]:
     model, wl = req.model, req.workload
+    limit = model.max_position_embeddings
     if req.pins.max_model_len:
-        return req.pins.max_model_len, "given as plan.max_model_len"
-    if wl.max_model_len:
+        need, why = req.pins.max_model_len, "given as plan.max_model_len"
+    elif wl.max_model_len:
         need, why = wl.max_model_len, f"workload.max_model_len={wl.max_model_len}"
     else:
         need = math.ceil((wl.max_input_len + wl.max_output_len) / 256) * 256
         why = (f"the workload's longest request ({wl.max_input_len} in + {wl.max_output_len} out tokens), "
                "rounded up to 256; a longer context would only cost KV cache")
-    if need > model.max_position_embeddings:
-        return model.max_position_embeddings, f"{why}, capped at the model's {model.max_position_embeddings}"
+        if need > limit >= wl.input_len + wl.output_len:
+            return limit, f"{why}, capped at the model's {limit} (the longest requests will be cut)"
+    if need > limit:
+        raise InputError(
+            f"workload={wl.name} needs a context of {need:,} tokens ({why}), but {model.name} supports "
+            f"{limit:,} (max_position_embeddings in its config.json). Fix: a model with a longer context, "
+            f"shorter requests (workload.input_len/output_len), or plan.max_model_len={limit}.")
     return need, why
 
 
@@ -158,7 +164,8 @@ def compile_plan(req: Request) -> CompiledPlan:
     util = pins.gpu_memory_utilization or (None if on_cpu else consts["gpu_memory_utilization_default"])
     mean_len = wl.input_len + wl.output_len
     want_seqs = pins.max_num_seqs or (batch["max_num_seqs"] if on_cpu else 256)
-    want_tokens = max(max_model_len, req.target.min_concurrency * mean_len)
+    concurrency = min(req.target.min_concurrency, wl.max_concurrency or req.target.min_concurrency)
+    want_tokens = max(max_model_len, concurrency * mean_len)
 
     tried = []
     for quant, q_why, q_src in quant_options:
@@ -179,16 +186,17 @@ def compile_plan(req: Request) -> CompiledPlan:
             if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
                 return _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype, kv_why,
                                max_model_len, len_why, max_num_batched_tokens, batch_why, util, tp, pp, mem,
-                               want_seqs, mean_len, cpu_space, tried)
-    raise NoFeasiblePlan(_explain_no_fit(req, tried, want_tokens, mean_len))
+                               want_seqs, mean_len, cpu_space, tried, concurrency)
+    raise NoFeasiblePlan(_explain_no_fit(req, tried, want_tokens, mean_len, concurrency))
 
 
 def _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype, kv_why, max_model_len, len_why,
-            max_num_batched_tokens, batch_why, util, tp, pp, mem, want_seqs, mean_len, cpu_space, tried):
+            max_num_batched_tokens, batch_why, util, tp, pp, mem, want_seqs, mean_len, cpu_space, tried,
+            concurrency):
     hw, wl, pins = req.hw, req.workload, req.pins
     world = tp * pp
-    fit_why = (f"smallest layout whose KV cache ({mem.kv_cache_tokens:,} tokens) holds the target's "
-               f"{req.target.min_concurrency} concurrent requests of {mean_len} tokens; weights "
+    fit_why = (f"smallest layout whose KV cache ({mem.kv_cache_tokens:,} tokens) holds {concurrency} concurrent "
+               f"requests of {mean_len} tokens (target.min_concurrency, workload.max_concurrency); weights "
                f"{mem.weights_gib:.1f} GiB/GPU of {mem.usable_gib:.1f} GiB usable")
     decisions.append(Decision("quantization", quant.value, "pin" if pins.quantization else "default", q_why, q_src))
     decisions.append(Decision("kv_cache_dtype", kv_dtype.value, "pin" if pins.kv_cache_dtype else "default",
@@ -237,21 +245,20 @@ def _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype
         speculative=None, kv_cache_space_gib=cpu_space)
     alternatives = tuple(
         Alternative(summary=f"TP{t} PP{p} {q.value}",
-                    rejected_because=_why_not(m, req, mean_len))
+                    rejected_because=_why_not(m, concurrency, mean_len))
         for q, t, p, m in tried[:-1][-3:])
     return CompiledPlan(plan=plan, memory=mem, decisions=tuple(decisions), alternatives=alternatives,
                         notes=tuple(notes))
 
 
-def _why_not(m: memory.MemoryBreakdown, req: Request, mean_len: int) -> str:
+def _why_not(m: memory.MemoryBreakdown, concurrency: int, mean_len: int) -> str:
     if m.kv_cache_gib <= 0:
         return (f"weights {m.weights_gib:.1f} GiB + activations {m.activations_gib:.1f} + overhead "
                 f"{m.runtime_overhead_gib:.1f} exceed the usable {m.usable_gib:.1f} GiB per GPU")
-    return (f"KV cache holds {m.kv_cache_tokens:,} tokens, fewer than {req.target.min_concurrency} requests x "
-            f"{mean_len} tokens")
+    return f"KV cache holds {m.kv_cache_tokens:,} tokens, fewer than {concurrency} requests x {mean_len} tokens"
 
 
-def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int) -> str:
+def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int, concurrency: int) -> str:
     gpu, model = req.hw.gpu, req.model
     if not tried:
         return (f"No tensor/pipeline layout is possible for {model.name} on hw={req.hw.name} "
@@ -266,7 +273,7 @@ def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int) 
         f"{m.runtime_overhead_gib:.1f} GiB of runtime on each GPU against {m.usable_gib:.1f} GiB usable "
         f"({gpu.memory_gib:.1f} GiB x {m.usable_gib / gpu.memory_gib:.2f}), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a "
         f"KV cache of {m.kv_cache_tokens:,} tokens where {want_tokens:,} are needed "
-        f"({req.target.min_concurrency} requests x {mean_len} tokens, and at least max_model_len "
+        f"({concurrency} requests x {mean_len} tokens, and at least max_model_len "
         f"{m.max_model_len:,}).",
     ]
     fixes = []
