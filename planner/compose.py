@@ -146,8 +146,10 @@ def to_request(cfg: Any):
     """The frozen Request, or InputError naming what is missing or invalid in the composed config."""
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    from planner import validate
+
     try:
-        return schema.to_request(cfg)
+        req = schema.to_request(cfg)
     except MissingMandatoryValue as exc:
         key = exc.full_key
         raise InputError(
@@ -156,3 +158,4 @@ def to_request(cfg: Any):
         ) from None
     except (OmegaConfBaseException, TypeError, ValueError) as exc:
         raise InputError(f"The composed config is invalid: {exc}. Fix: check the values you overrode.") from None
+    return validate.check(req)

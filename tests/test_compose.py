@@ -154,3 +154,22 @@ def test_hf_without_config_json_names_the_path(tmp_path):
 
     with pytest.raises(InputError, match=r"model.path=.*no config.json.*Fix:"):
         catalog.model_fields(str(tmp_path))
+
+
+@pytest.mark.parametrize("overrides,match", [
+    pytest.param(["model.num_hidden_layers=0"], r"model.num_hidden_layers=0: must be a positive integer", id="zero-layers"),
+    pytest.param(["plan.tensor_parallel=3"], r"must divide the 64 attention heads", id="tp-not-divisor"),
+    pytest.param(["plan.tensor_parallel=8"], r"h100x4 has 4 GPUs per node", id="tp-beyond-node"),
+    pytest.param(["workload.range_ratio=2"], r"workload.range_ratio=2.0: must be in \[0, 1\)", id="range-ratio"),
+    pytest.param(["plan.gpu_memory_utilization=1.5"], r"fraction in \(0, 1\]", id="utilization"),
+    pytest.param(["workload.shared_prefix_len=9999"], r"longer than the prompt", id="prefix-longer-than-prompt"),
+])
+def test_values_out_of_range_are_input_errors(req, overrides, match):
+    with pytest.raises(InputError, match=match):
+        req(*overrides)
+
+
+def test_range_errors_are_reported_together(req):
+    with pytest.raises(InputError) as info:
+        req("model.num_hidden_layers=0", "hw.nodes=0", "target.percentile=0")
+    assert len(info.value.paragraphs) == 3
