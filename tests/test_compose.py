@@ -37,8 +37,8 @@ def test_gpu_of_a_preset_can_be_swapped(req):
 
 
 def test_overrides_reach_typed_fields(req):
-    r = req("target.ttft_ms=123", "workload.input_len=2048", "plan.tensor_parallel=8", "precision=fp8")
-    assert r.target.ttft_ms == 123.0 and r.workload.input_len == 2048 and r.pins.tensor_parallel == 8
+    r = req("target.ttft_ms=123", "workload.input_len=2048", "plan.tensor_parallel=4", "precision=fp8")
+    assert r.target.ttft_ms == 123.0 and r.workload.input_len == 2048 and r.pins.tensor_parallel == 4
     assert r.precision.weights is Weights.fp8
 
 
