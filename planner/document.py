@@ -64,6 +64,7 @@ def build(req: Request, compiled: CompiledPlan) -> dict:
             "runtime_overhead_gib": plain(mem.runtime_overhead_gib, 3),
             "kv_bytes_per_token": plain(mem.kv_bytes_per_token, 1),
             "block_size": mem.block_size,
+            "kv_cache_blocks": mem.kv_cache_blocks,
             "kv_cache_tokens": mem.kv_cache_tokens,
             "max_concurrency_at_max_len": plain(mem.max_concurrency_at_max_len, 2),
         },

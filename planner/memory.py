@@ -153,8 +153,8 @@ def kv_bytes_per_token(m: ModelSpec, kv_dtype: str, tp: int = 1, pp: int = 1) ->
     return kv_bytes_per_token_layer(m, tp, kv_dtype) * max(pp_partition(m.num_hidden_layers, pp))
 
 
-def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> float:
-    """Weight bytes on the most loaded GPU of a TP × PP replica.
+def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> list[float]:
+    """Weight bytes on one GPU of each pipeline stage of a TP × PP replica.
 
     Linear layers are split over TP and stored in the quantized format; embeddings and lm_head stay in the
     compute dtype (vLLM's fp8/AWQ/GPTQ paths leave them unquantized), vocab-parallel over TP after padding the
@@ -165,9 +165,7 @@ def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Qu
     act = DTYPE_BYTES[dtype.value]
     lin = act if quant is Quantization.none else QUANT_BYTES_PER_WEIGHT[quant]
     padded_vocab = math.ceil(m.vocab_size / VOCAB_PADDING) * VOCAB_PADDING
-    vocab_rows = math.ceil(padded_vocab / tp)
-    embed = vocab_rows * m.hidden_size * act
-    lm_head = embed  # a tied lm_head is the same tensor on a single stage, a copy on the last stage otherwise
+    vocab_table = math.ceil(padded_vocab / tp) * m.hidden_size * act  # embedding or lm_head shard
 
     kv_rep = c.kv_proj_per_layer * (kv_heads_per_rank(m, tp) * tp / m.num_key_value_heads) if c.kv_proj_per_layer else 0
     attn = (c.attn_per_layer - c.kv_proj_per_layer + kv_rep) / tp * lin
@@ -175,126 +173,200 @@ def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Qu
     moe = c.moe_per_layer / tp * lin
     small = (c.norms_per_layer + c.router_per_layer) * act
 
-    parts = pp_partition(m.num_hidden_layers, pp)
-    worst = 0.0
+    stages = []
     start = 0
-    for stage, n in enumerate(parts):
-        layers = range(start, start + n)
+    for stage, n in enumerate(pp_partition(m.num_hidden_layers, pp)):
+        n_dense = sum(1 for i in range(start, start + n) if not m.is_moe or i < m.first_dense_layers)
         start += n
-        n_dense = sum(1 for i in layers if not m.is_moe or i < m.first_dense_layers)
-        n_moe = n - n_dense
-        b = n * (attn + small) + n_dense * dense + n_moe * moe
+        b = n * (attn + small) + n_dense * dense + (n - n_dense) * moe
         if stage == 0:
-            b += embed
-        if stage == pp - 1 and (not m.tie_word_embeddings or pp > 1):
-            b += lm_head
-        b += m.hidden_size * act  # final norm (last stage); negligible elsewhere
-        worst = max(worst, b)
-    return worst
+            b += vocab_table
+        if stage == pp - 1:
+            b += m.hidden_size * act  # final norm
+            if not m.tie_word_embeddings or pp > 1:  # tied on one stage: the embedding tensor serves as lm_head
+                b += vocab_table
+        stages.append(b)
+    return stages
+
+
+def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> float:
+    """Weight bytes on the most loaded GPU of a TP × PP replica."""
+    return max(weight_bytes_per_stage(m, tp, pp, dtype, quant))
+
+
+def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int) -> float:
+    """Transient peak of one decoder layer's forward over `num_tokens` tokens on one rank.
+
+    Counts the tensors alive at once in vLLM's Llama-style layer (fused add-RMSNorm in place, fused QKV,
+    fused gate_up, SiluAndMul writing one output): in the MLP, the residual, the normed input, gate_up (2 ×
+    inter), the activation (inter) and the down output (hidden): 3 hidden + 3 inter per token; in attention,
+    2 hidden + QKV + attention output. MoE: each token's top-k expert copies (fused_moe's intermediate caches).
+    This live-tensor count reproduced PyTorch's peak on an H100 within 0.1% for the same op sequence
+    (benchmarks/gpu/runtime_memory.py, tests/data/calibration/runtime_memory_h100.json).
+    """
+    act = DTYPE_BYTES[dtype.value]
+    h = m.hidden_size
+    if m.is_mla:
+        q = m.num_attention_heads * ((m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0))
+        qkv = q + m.kv_lora_rank + (m.qk_rope_head_dim or 0)
+        attn_out = m.num_attention_heads * (m.v_head_dim or 0)
+    else:
+        q = m.num_attention_heads * m.head_dim_eff
+        qkv = (m.num_attention_heads + 2 * m.num_key_value_heads) * m.head_dim_eff
+        attn_out = q
+    attention = 2 * h + (qkv + attn_out) / tp
+    mlp = 3 * h + 3 * m.intermediate_size / tp if (not m.is_moe or m.first_dense_layers) else 0.0
+    if m.is_moe:
+        moe_inter = m.moe_intermediate_size or m.intermediate_size
+        topk = max(1, m.num_experts_per_tok)
+        mlp = max(mlp, 3 * h + topk * (3 * moe_inter / tp + h))
+    return num_tokens * max(attention, mlp) * act
+
+
+def sampler_peak_bytes(m: ModelSpec, max_num_seqs: int) -> float:
+    """The sampler's dummy run: one row of logits per sequence over the full vocabulary (gathered), as bf16
+    logits, fp32 logits and fp32 probabilities (bytes per logit measured: vllm-memory.yaml)."""
+    k = engine_constants()["activation"]
+    return max_num_seqs * m.vocab_size * k["sampler_bytes_per_logit"]
 
 
 def activation_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, max_num_batched_tokens: int,
-                          max_num_seqs: int) -> float:
-    """Peak activation memory of vLLM's profiling forward (max_num_batched_tokens tokens) on one rank.
-
-    One layer's live tensors at the MLP, the widest point: residual and normed hidden states, the fused QKV
-    output, gate+up output and the activated half (MoE: for each of the top-k routed copies of the token);
-    then the sampler's float32 logits for max_num_seqs sequences over the full (gathered) vocabulary, twice
-    (logits and their softmax). Constants and their sources: conf/calibration/vllm-memory.yaml.
-    """
-    k = engine_constants()["activation"]
-    act = DTYPE_BYTES[dtype.value]
-    h = m.hidden_size
-    if m.is_moe:
-        inter = (m.moe_intermediate_size or m.intermediate_size) * max(1, m.num_experts_per_tok)
-        inter = max(inter, m.intermediate_size if m.first_dense_layers else 0)
-    else:
-        inter = m.intermediate_size
-    if m.is_mla:
-        qkv = m.num_attention_heads * ((m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0)) * 2
-    else:
-        qkv = (m.num_attention_heads + 2 * m.num_key_value_heads) * m.head_dim_eff
-    per_token = (2 * h + qkv / tp + 3 * inter / tp) * act
-    forward = max_num_batched_tokens * per_token * k["forward_factor"]
-    logits = max_num_seqs * m.vocab_size * 4 * k["logits_copies"]
-    return forward + logits
+                          max_num_seqs: int, last_stage: bool = True) -> float:
+    """vLLM's transient_peak_headroom: the profiling forward of max_num_batched_tokens tokens, and on the last
+    pipeline stage the sampler over max_num_seqs sequences, whichever is larger (they run one after the other)."""
+    forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens)
+    return max(forward, sampler_peak_bytes(m, max_num_seqs)) if last_stage else forward
 
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
-    """Memory of one GPU (the most loaded rank) and the KV capacity of the whole replica."""
+    """Memory of one GPU (the rank with the fewest KV blocks) and the KV capacity of the whole replica."""
 
     total_gib: float
-    usable_gib: float  # total × gpu_memory_utilization (CPU: weights + KV space)
+    usable_gib: float  # total × gpu_memory_utilization (CPU: the planner's share of machine memory)
     weights_gib: float
     kv_cache_gib: float
     activations_gib: float
-    runtime_overhead_gib: float  # CUDA context, cuBLAS/NCCL workspaces, CUDA graphs
-    kv_bytes_per_token: float  # on the most loaded rank
+    runtime_overhead_gib: float  # non-torch workspaces and the CUDA-graph estimate (inside the budget)
+    kv_bytes_per_token: float  # on that rank
     block_size: int
-    kv_cache_tokens: int  # whole replica, whole blocks
+    kv_cache_blocks: int  # per rank, the same on every rank (vLLM takes the minimum)
+    kv_cache_tokens: int  # what vLLM reports as "KV cache size: N tokens" (int(max_concurrency × max_model_len))
     max_model_len: int
-    max_concurrency_at_max_len: float
+    max_concurrency_at_max_len: float  # what vLLM reports as "Maximum concurrency for L tokens per request"
+    startup_headroom_ok: bool = True  # total × (1 − utilization) holds the CUDA context (else vLLM refuses)
 
     @property
     def fits(self) -> bool:
-        return self.kv_cache_gib > 0 and self.kv_cache_tokens >= self.max_model_len
+        return self.startup_headroom_ok and self.kv_cache_gib > 0 and self.max_concurrency_at_max_len >= 1
 
 
-def runtime_overhead_bytes(gpu: GpuSpec, tp: int, pp: int) -> float:
-    """Non-torch and CUDA-graph memory per GPU (constants measured or cited in vllm-memory.yaml)."""
+def runtime_overhead_bytes(gpu: GpuSpec, tp: int, pp: int, enforce_eager: bool = False) -> float:
+    """Memory vLLM's profile counts besides weights and activations, plus the CUDA-graph estimate it subtracts
+    (vllm-memory.yaml: measured workspaces; CUDA graphs cited)."""
     if gpu.kind is DeviceKind.cpu:
         return 0.0
     k = engine_constants()["overhead"]
-    b = k["cuda_context_gib"] + k["cuda_graphs_gib"]
+    b = k["non_torch_gib"] + (0.0 if enforce_eager else k["cuda_graphs_gib"])
     if tp * pp > 1:
-        b += k["nccl_buffers_gib"]
+        b += k["comm_buffers_gib"]
     return b * GIB
+
+
+def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[bool, int]]:
+    """vLLM's KV-cache groups for a stage of `n_layers` layers, as (sliding?, layers in the group).
+
+    One group when all layers attend alike; else (Gemma 2 style) layers are bucketed by type and each bucket cut
+    into groups of `group_size` layers, the smallest bucket's size (the largest if max < 1.5 × min)
+    (vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size; docs/vllm-memory.md).
+    """
+    if not m.sliding_window or m.sliding_window_layers <= 0:
+        return [(False, n_layers)]
+    sliding = round(n_layers * m.sliding_window_layers / m.num_hidden_layers)
+    full = n_layers - sliding
+    if full == 0 or sliding == 0:
+        return [(sliding > 0, n_layers)]
+    small, big = min(full, sliding), max(full, sliding)
+    size = big if big < 1.5 * small else small
+    return [(False, size)] * math.ceil(full / size) + [(True, size)] * math.ceil(sliding / size)
+
+
+def blocks_per_request(m: ModelSpec, sliding: bool, max_model_len: int, block_size: int,
+                       in_flight_tokens: int) -> int:
+    """Blocks one request of max_model_len tokens needs in one group (vllm/v1/kv_cache_interface.py
+    max_memory_usage_bytes): full attention ceil(L / bs); sliding window ceil(min(W − 1 + in-flight, L) / bs) + 1."""
+    if not sliding:
+        return math.ceil(max_model_len / block_size)
+    tokens = min(m.sliding_window - 1 + in_flight_tokens, max_model_len)
+    return math.ceil(tokens / block_size) + 1
 
 
 def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -> int:
     """Whole blocks that fit the budget, in tokens (vLLM: num_blocks = budget // page size)."""
     if kv_budget_bytes <= 0:
         return 0
-    blocks = int(kv_budget_bytes // (block_size * bytes_per_token))
-    return blocks * block_size
+    return int(kv_budget_bytes // (block_size * bytes_per_token)) * block_size
 
 
 def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, quant: Quantization,
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None) -> MemoryBreakdown:
-    """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets."""
+    """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets.
+
+    Per pipeline stage: budget = ceil(total × utilization) − weights − activation peak − overhead (CPU:
+    VLLM_CPU_KVCACHE_SPACE); blocks = budget // bytes per block; the replica gets the smallest stage's blocks.
+    Reported capacity = int(blocks / blocks per request × max_model_len), as vLLM logs it.
+    """
     consts = engine_constants()
     kv_dt = dtype.value if kv_dtype is KvPrecision.auto else kv_dtype.value
-    weights = weight_bytes_per_gpu(m, tp, pp, dtype, quant)
-    per_token = kv_bytes_per_token(m, kv_dt, tp, pp)
+    on_cpu = gpu.kind is DeviceKind.cpu
     total = gpu.memory_gib * GIB
-    if gpu.kind is DeviceKind.cpu:
-        # Weights and every worker's KV space share the machine's memory with the OS and the server process.
-        block = consts["block_size"]["cpu"]
+    world = tp * pp
+    block = consts["block_size"]["cpu" if on_cpu else "gpu"]
+    # Tokens the scheduler may have in flight: async scheduling keeps pp + 1 batches on GPU, pp on CPU
+    # (vllm/config/vllm.py max_concurrent_batches; CPU forces async scheduling off).
+    in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
+    page_per_layer = block * kv_bytes_per_token_layer(m, tp, kv_dt)
+    weights = weight_bytes_per_stage(m, tp, pp, dtype, quant)
+    layers = pp_partition(m.num_hidden_layers, pp)
+    headroom_ok = True
+    if on_cpu:
         usable = total * consts["cpu_memory_fraction"]
-        world = tp * pp
-        kv_budget = (cpu_kv_space_gib or 0) * GIB
-        if (weights + kv_budget) * world > usable:
-            kv_budget = 0.0
-        act = overhead = 0.0
+        space = (cpu_kv_space_gib or 0) * GIB
+        fits_ram = (max(weights) + space) * world <= usable
+        budgets = [space if fits_ram else 0.0] * pp
+        acts = [0.0] * pp
+        overhead = 0.0
     else:
-        block = consts["block_size"]["gpu"]
-        usable = total * (gpu_memory_utilization or 0.0)
-        act = activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs)
+        util = gpu_memory_utilization or 0.0
+        usable = math.ceil(total * util)
         overhead = runtime_overhead_bytes(gpu, tp, pp)
-        kv_budget = usable - weights - act - overhead
-    tokens = kv_tokens(kv_budget, per_token, block)
+        acts = [activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs, last_stage=s == pp - 1)
+                for s in range(pp)]
+        budgets = [usable - w - a - overhead for w, a in zip(weights, acts)]
+        headroom_ok = total - usable >= consts["overhead"]["cuda_context_gib"] * GIB
+    per_stage_blocks = []
+    for budget, n in zip(budgets, layers):
+        groups = kv_groups(m, n)
+        bytes_per_block = max(size for _, size in groups) * page_per_layer
+        per_stage_blocks.append(max(0, int(budget // bytes_per_block)) if budget > 0 else 0)
+    worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
+    blocks = per_stage_blocks[worst]
+    need = sum(blocks_per_request(m, sliding, max_model_len, block, in_flight)
+               for sliding, _ in kv_groups(m, layers[worst]))
+    concurrency = blocks / need if need else 0.0
     return MemoryBreakdown(
         total_gib=total / GIB,
         usable_gib=usable / GIB,
-        weights_gib=weights / GIB,
-        kv_cache_gib=kv_budget / GIB,
-        activations_gib=act / GIB,
+        weights_gib=weights[worst] / GIB,
+        kv_cache_gib=budgets[worst] / GIB,
+        activations_gib=acts[worst] / GIB,
         runtime_overhead_gib=overhead / GIB,
-        kv_bytes_per_token=per_token,
+        kv_bytes_per_token=kv_bytes_per_token_layer(m, tp, kv_dt) * layers[worst],
         block_size=block,
-        kv_cache_tokens=tokens,
+        kv_cache_blocks=blocks,
+        kv_cache_tokens=int(concurrency * max_model_len),
         max_model_len=max_model_len,
-        max_concurrency_at_max_len=tokens / max_model_len if max_model_len else 0.0,
+        max_concurrency_at_max_len=concurrency,
+        startup_headroom_ok=headroom_ok,
     )

