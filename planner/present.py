@@ -50,7 +50,7 @@ def show(doc: dict, console: Optional[Console] = None, saved_to: Optional[str] =
     m.add_column("share of usable", justify="right")
     usable = mem["usable_gib"] or 1.0
     for label, key in (("weights", "weights_gib"), ("activations (profiling peak)", "activations_gib"),
-                       ("runtime (context, graphs, NCCL)", "runtime_overhead_gib"), ("KV cache", "kv_cache_gib")):
+                       ("runtime (workspaces, CUDA graphs)", "runtime_overhead_gib"), ("KV cache", "kv_cache_gib")):
         m.add_row(label, f"{mem[key]:.2f}", f"{mem[key] / usable:.0%}")
     m.add_row("usable of total", f"{mem['usable_gib']:.2f} / {mem['total_gib']:.2f}", "")
     console.print(m)
