@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from planner.errors import InputError, NoFeasiblePlan, PlannerError
+from planner.errors import InputError, PlannerError
 
 log = logging.getLogger("planner")
 
@@ -49,7 +49,7 @@ def plan_path(doc: dict, out: Optional[str]) -> Path:
 
 def run(overrides: list[str]) -> Outcome:
     """Compose, plan and print for one set of overrides. Raises PlannerError subclasses."""
-    from planner import catalog, compose, document, present, search
+    from planner import compose, document, search
 
     overrides = compose.split_plan_file(overrides)
     with compose.Composer() as composer:
@@ -59,26 +59,12 @@ def run(overrides: list[str]) -> Outcome:
             _emit(doc, cfg.format.value, None)
             return Outcome(0, doc)
         _check_action(cfg.action.value)
-        extra: list[str] = []
-        if cfg.model.name == "hf":
-            from omegaconf import OmegaConf
-
-            path = OmegaConf.select(cfg, "model.path", throw_on_missing=False)
-            if path is None or OmegaConf.is_missing(cfg.model, "path"):
-                raise InputError("model=hf needs model.path=DIR, a local Hugging Face model directory with "
-                                 "config.json. Fix: add model.path=/path/to/model.")
-            extra += catalog.model_overrides(path)
-        if extra:
-            cfg = composer.compose(extra + overrides)
-        cfg, found = compose.resolve_hardware(composer, cfg, extra + overrides)
+        cfg, found = compose.resolve(composer, overrides, cfg)
         if found:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
         fmt, out, save = cfg.format.value, cfg.out, cfg.save
-    try:
-        compiled = search.compile_plan(req)
-    except NoFeasiblePlan:
-        raise
+    compiled = search.compile_plan(req)
     doc = document.build(req, compiled)
     path = plan_path(doc, out)
     if save:

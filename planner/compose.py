@@ -133,6 +133,23 @@ def _field_hint(parent: str, leaf: str) -> str:
         ("?" if did_you_mean(leaf, names) else "")
 
 
+def resolve(composer: Composer, overrides: list[str], cfg: Any = None) -> tuple[Any, Optional[str]]:
+    """Compose, then fill what the config asks to be found: a local HF model's architecture (model=hf) and this
+    machine's hardware (hw=auto, hw=cpu). Returns the final config and what discovery found, if anything."""
+    from omegaconf import OmegaConf
+
+    from planner import catalog
+
+    cfg = cfg if cfg is not None else composer.compose(overrides)
+    if cfg.model.name == "hf" and not cfg.plan_file:
+        if OmegaConf.is_missing(cfg.model, "path") or cfg.model.path is None:
+            raise InputError("model=hf needs model.path=DIR, a local Hugging Face model directory with "
+                             "config.json. Fix: add model.path=/path/to/model.")
+        overrides = catalog.model_overrides(cfg.model.path) + overrides
+        cfg = composer.compose(overrides)
+    return resolve_hardware(composer, cfg, overrides)
+
+
 def resolve_hardware(composer: Composer, cfg: Any, overrides: list[str]) -> tuple[Any, Optional[str]]:
     """Recompose with the discovered machine when the hw preset asks for discovery (hw=auto, hw=cpu)."""
     if not cfg.hw.discover:

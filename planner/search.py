@@ -172,7 +172,9 @@ def compile_plan(req: Request) -> CompiledPlan:
         for tp, pp in parallel_layouts(req):
             world = tp * pp
             cpu_space = None
-            if on_cpu:
+            if on_cpu and pins.kv_cache_space_gib:
+                cpu_space = pins.kv_cache_space_gib
+            elif on_cpu:
                 need = want_seqs * max_model_len * memory.kv_bytes_per_token(model, kv_dtype.value, tp, pp)
                 cpu_space = max(1, math.ceil(need / GIB))
                 room = (gpu.memory_gib * consts["cpu_memory_fraction"]
@@ -232,7 +234,8 @@ def _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype
                               else "default", "long prefills are split so decode steps keep flowing",
                               _EXPERT + " §3 Prefill Stalls"))
     if cpu_space is not None:
-        decisions.append(Decision("kv_cache_space_gib", cpu_space, "default",
+        decisions.append(Decision("kv_cache_space_gib", cpu_space, "pin" if pins.kv_cache_space_gib else "default",
+                                  "given as plan.kv_cache_space_gib" if pins.kv_cache_space_gib else
                                   f"room for {want_seqs} sequences of {max_model_len} tokens, whole GiB "
                                   "(VLLM_CPU_KVCACHE_SPACE takes an integer)"))
     plan = Plan(

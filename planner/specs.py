@@ -291,6 +291,7 @@ class Pins:
     gpu_memory_utilization: Optional[float] = None
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
+    kv_cache_space_gib: Optional[int] = None  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
 
     def given(self) -> dict:
         """The pinned fields only, by name."""

@@ -26,8 +26,7 @@ def _fixed_cpu(monkeypatch):
 def request_for(*overrides: str) -> Request:
     """Compose like the CLI does (hw discovery included) and return the frozen Request."""
     with compose.Composer() as c:
-        cfg = c.compose(list(overrides))
-        cfg, _ = compose.resolve_hardware(c, cfg, list(overrides))
+        cfg, _ = compose.resolve(c, list(overrides))
         return compose.to_request(cfg)
 
 

@@ -6,8 +6,6 @@ of each term. TP 1 only, to keep CI short (one startup is ~40-60 s on 2 cores).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import signal
@@ -30,9 +28,6 @@ pytestmark = pytest.mark.vllm
 
 KVCACHE_SPACE_GIB = 1
 MAX_MODEL_LEN = 2048
-# CPU platform default when --block-size is not given (vllm/platforms/cpu.py check_and_update_config);
-# MLA models get 16 instead, which the tiny Llama is not.
-CPU_BLOCK_SIZE = 128
 # One cold start here is ~55 s (about 26 s of it torch.compile warm-up); CI machines may be slower.
 STARTUP_TIMEOUT_S = float(os.environ.get("PLANNER_VLLM_STARTUP_TIMEOUT", "600"))
 
@@ -148,22 +143,52 @@ def tiny_model() -> Path:
     return ensure_tiny_model()
 
 
-@pytest.fixture
-def vllm_cpu_server(tiny_model: Path, tmp_path: Path):
+CASES = [
+    # max_model_len 2000 is not a multiple of the CPU block size (128): vLLM then reports
+    # int(blocks / blocks-per-request × max_model_len), not blocks × 128 (docs/vllm-memory.md (e)).
+    pytest.param((1, 2000), id="tp1-len2000"),
+    # TP 2: each worker holds VLLM_CPU_KVCACHE_SPACE and one of the two KV heads (one core per worker).
+    pytest.param((2, 2048), id="tp2-len2048"),
+]
+
+
+def planned(tiny_model: Path, tp: int, max_model_len: int):
+    """The planner's plan for the tiny model on this CPU, with the test's pins."""
+    from conftest import request_for
+
+    from planner import search
+
+    # hw=cpu is one device; a TP plan on CPU declares one vLLM worker (bound to its own core) per rank.
+    req = request_for("model=hf", f"model.path={tiny_model}", "hw=cpu", f"hw.gpus_per_node={tp}",
+                      f"plan.tensor_parallel={tp}",
+                      f"plan.max_model_len={max_model_len}", f"plan.kv_cache_space_gib={KVCACHE_SPACE_GIB}")
+    return search.compile_plan(req)
+
+
+@pytest.fixture(params=CASES)
+def vllm_cpu_server(request, tiny_model: Path, tmp_path: Path):
+    tp, max_model_len = request.param
+    compiled = planned(tiny_model, tp, max_model_len)
+    plan = compiled.plan
     log = tmp_path / "vllm.log"
     env = dict(
         os.environ,
-        VLLM_CPU_KVCACHE_SPACE=str(KVCACHE_SPACE_GIB),
+        VLLM_CPU_KVCACHE_SPACE=str(plan.kv_cache_space_gib),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         VLLM_NO_USAGE_STATS="1",
         VLLM_DO_NOT_TRACK="1",
     )
+    if tp > 1:  # one core per worker; without it: "Not enough allowed NUMA nodes to bind threads"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",  # the `vllm` console script fails here
         "--model", str(tiny_model),
-        "--max-model-len", str(MAX_MODEL_LEN),
-        "--dtype", "bfloat16",
+        "--max-model-len", str(plan.max_model_len),
+        "--tensor-parallel-size", str(plan.tensor_parallel),
+        "--max-num-seqs", str(plan.max_num_seqs),
+        "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
+        "--dtype", plan.dtype.value.replace("bf16", "bfloat16"),
         "--host", "127.0.0.1",
         "--port", str(_free_port()),
     ]  # fmt: skip
@@ -172,42 +197,21 @@ def vllm_cpu_server(tiny_model: Path, tmp_path: Path):
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = VllmServer(proc, log)
     try:
-        yield server
+        yield server, compiled
     finally:
         server.stop()
         left = server.leftovers()
         assert not left, f"vLLM processes left behind: {left}"
 
 
-def expected_kv_tokens(model_dir: Path, space_gib: int, tp: int = 1, block_size: int = CPU_BLOCK_SIZE) -> int:
-    # TODO(planner.memory): replace this self-contained formula with the planner's own KV model
-    # (planner.memory) once it exists, so this test checks the planner rather than a copy of it.
-    cfg = json.loads((model_dir / "config.json").read_text())
-    layers = cfg["num_hidden_layers"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    # vLLM ModelConfig.get_num_kv_heads: KV heads are split over TP ranks, replicated when fewer than ranks.
-    kv_heads_per_rank = max(1, cfg["num_key_value_heads"] // tp)
-    bytes_per_elem = 2  # bf16 KV cache (kv_cache_dtype=auto follows --dtype)
-    bytes_per_token = 2 * layers * kv_heads_per_rank * head_dim * bytes_per_elem  # 2 = K and V
-    # VLLM_CPU_KVCACHE_SPACE is per rank, in GiB (2**30), and is the whole KV budget (no profiling on CPU).
-    tokens = space_gib * 2**30 // bytes_per_token
-    # num_blocks = budget // (block_size * bytes_per_token); reported tokens = num_blocks * block_size
-    # (exact when max_model_len is a multiple of block_size, as 2048 / 128 is).
-    return tokens // block_size * block_size
-
-
-def test_cpu_kv_cache_tokens_match_formula(vllm_cpu_server: VllmServer, tiny_model: Path):
+def test_vllm_cpu_reports_the_planned_kv_capacity(vllm_cpu_server):
+    server, compiled = vllm_cpu_server
     t0 = time.monotonic()
-    m = vllm_cpu_server.wait_for_kv_line(STARTUP_TIMEOUT_S)
+    m = server.wait_for_kv_line(STARTUP_TIMEOUT_S)
     print(f"KV line after {time.monotonic() - t0:.1f} s: {m.group(0)}")
-
-    reported = int(m.group("tokens").replace(",", ""))
-    expected = expected_kv_tokens(tiny_model, KVCACHE_SPACE_GIB)
+    mem = compiled.memory
     assert m.group("device") == "CPU"
-    assert int(m.group("max_len").replace(",", "")) == MAX_MODEL_LEN
-    assert reported == expected, f"vLLM reported {reported} tokens, formula says {expected}:\n{m.group(0)}"
-
-    # Concurrency = num_blocks / cdiv(max_model_len, block_size), printed with 2 decimals.
-    num_blocks = expected // CPU_BLOCK_SIZE
-    concurrency = num_blocks / math.ceil(MAX_MODEL_LEN / CPU_BLOCK_SIZE)
-    assert m.group("conc") == f"{concurrency:.2f}"
+    assert int(m.group("max_len").replace(",", "")) == compiled.plan.max_model_len
+    reported = int(m.group("tokens").replace(",", ""))
+    assert reported == mem.kv_cache_tokens, f"vLLM reported {reported} tokens, the plan says {mem.kv_cache_tokens}"
+    assert m.group("conc") == f"{mem.max_concurrency_at_max_len:.2f}"
