@@ -194,15 +194,16 @@ def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Qu
     return max(weight_bytes_per_stage(m, tp, pp, dtype, quant))
 
 
-def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int) -> float:
+def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int, compiled: bool = True) -> float:
     """Transient peak of one decoder layer's forward over `num_tokens` tokens on one rank.
 
     Counts the tensors alive at once in vLLM's Llama-style layer (fused add-RMSNorm in place, fused QKV,
     fused gate_up, SiluAndMul writing one output): in the MLP, the residual, the normed input, gate_up (2 ×
     inter), the activation (inter) and the down output (hidden): 3 hidden + 3 inter per token; in attention,
     2 hidden + QKV + attention output. MoE: each token's top-k expert copies (fused_moe's intermediate caches).
-    This live-tensor count reproduced PyTorch's peak on an H100 within 0.1% for the same op sequence
-    (benchmarks/gpu/runtime_memory.py, tests/data/calibration/runtime_memory_h100.json).
+    This live-tensor count reproduced PyTorch's eager peak on an H100 within 0.1% for the same op sequence
+    (benchmarks/gpu/runtime_memory.py); vLLM's torch.compile'd forward keeps more (forward_factor,
+    vllm-memory.yaml). `compiled=False`: an eager forward (vLLM's V0 engine), the count itself.
     """
     act = DTYPE_BYTES[dtype.value]
     h = m.hidden_size
@@ -220,7 +221,8 @@ def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int) -> 
         moe_inter = m.moe_intermediate_size or m.intermediate_size
         topk = max(1, m.num_experts_per_tok)
         mlp = max(mlp, 3 * h + topk * (3 * moe_inter / tp + h))
-    return num_tokens * max(attention, mlp) * act
+    factor = engine_constants()["activation"]["forward_factor"] if compiled else 1.0
+    return num_tokens * max(attention, mlp) * act * factor
 
 
 def sampler_peak_bytes(m: ModelSpec, max_num_seqs: int) -> float:
@@ -231,10 +233,10 @@ def sampler_peak_bytes(m: ModelSpec, max_num_seqs: int) -> float:
 
 
 def activation_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, max_num_batched_tokens: int,
-                          max_num_seqs: int, last_stage: bool = True) -> float:
+                          max_num_seqs: int, last_stage: bool = True, compiled: bool = True) -> float:
     """vLLM's transient_peak_headroom: the profiling forward of max_num_batched_tokens tokens, and on the last
     pipeline stage the sampler over max_num_seqs sequences, whichever is larger (they run one after the other)."""
-    forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens)
+    forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens, compiled)
     return max(forward, sampler_peak_bytes(m, max_num_seqs)) if last_stage else forward
 
 
@@ -261,15 +263,15 @@ class MemoryBreakdown:
         return self.startup_headroom_ok and self.kv_cache_gib > 0 and self.max_concurrency_at_max_len >= 1
 
 
-def runtime_overhead_bytes(gpu: GpuSpec, tp: int, pp: int, enforce_eager: bool = False) -> float:
-    """Memory vLLM's profile counts besides weights and activations, plus the CUDA-graph estimate it subtracts
-    (vllm-memory.yaml: measured workspaces; CUDA graphs cited)."""
+def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_graphs: bool = True) -> float:
+    """What vLLM subtracts besides weights and activations: non-torch workspaces, communication buffers at TP >= 2,
+    and the CUDA-graph estimate of the stage's layers (vllm-memory.yaml says where each figure comes from)."""
     if gpu.kind is DeviceKind.cpu:
         return 0.0
     k = engine_constants()["overhead"]
-    b = k["non_torch_gib"] + (0.0 if enforce_eager else k["cuda_graphs_gib"])
-    if tp * pp > 1:
-        b += k["comm_buffers_gib"]
+    b = k["non_torch_gib"] + (k["comm_buffers_gib"] if tp > 1 else 0.0)
+    if cuda_graphs:
+        b += k["cuda_graphs_gib_per_layer"] * max(pp_partition(m.num_hidden_layers, pp))
     return b * GIB
 
 
@@ -310,12 +312,15 @@ def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -
 
 def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, quant: Quantization,
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
-              gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None) -> MemoryBreakdown:
+              gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
+              cuda_graphs_in_budget: bool = True, torch_compile: bool = True) -> MemoryBreakdown:
     """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets.
 
     Per pipeline stage: budget = ceil(total × utilization) − weights − activation peak − overhead (CPU:
     VLLM_CPU_KVCACHE_SPACE); blocks = budget // bytes per block; the replica gets the smallest stage's blocks.
     Reported capacity = int(blocks / blocks per request × max_model_len), as vLLM logs it.
+    `cuda_graphs_in_budget=False` models vLLM < 0.21 (or --enforce-eager), which did not subtract CUDA graphs;
+    `torch_compile=False` the eager V0 engine (< 0.8). Both exist to check the model against older servers' logs.
     """
     consts = engine_constants()
     kv_dt = dtype.value if kv_dtype is KvPrecision.auto else kv_dtype.value
@@ -340,9 +345,9 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     else:
         util = gpu_memory_utilization or 0.0
         usable = math.ceil(total * util)
-        overhead = runtime_overhead_bytes(gpu, tp, pp)
-        acts = [activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs, last_stage=s == pp - 1)
-                for s in range(pp)]
+        overhead = runtime_overhead_bytes(m, gpu, tp, pp, cuda_graphs_in_budget)
+        acts = [activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs, last_stage=s == pp - 1,
+                                      compiled=torch_compile) for s in range(pp)]
         budgets = [usable - w - a - overhead for w, a in zip(weights, acts)]
         headroom_ok = total - usable >= consts["overhead"]["cuda_context_gib"] * GIB
     per_stage_blocks = []

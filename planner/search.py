@@ -99,6 +99,11 @@ def choose_max_model_len(req: Request) -> tuple[int, str]:
     limit = model.max_position_embeddings
     if req.pins.max_model_len:
         need, why = req.pins.max_model_len, "given as plan.max_model_len"
+        if need < wl.input_len + wl.output_len:
+            raise InputError(
+                f"plan.max_model_len={need}: shorter than the workload's mean request ({wl.input_len} in + "
+                f"{wl.output_len} out tokens, workload={wl.name}), so most requests would be refused. Fix: a larger "
+                f"plan.max_model_len, or a workload with shorter requests (workload.input_len=...).")
     elif wl.max_model_len:
         need, why = wl.max_model_len, f"workload.max_model_len={wl.max_model_len}"
     else:
