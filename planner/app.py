@@ -48,24 +48,41 @@ def plan_path(doc: dict, out: Optional[str]) -> Path:
 
 
 def run(overrides: list[str]) -> Outcome:
-    """Compose, plan and print for one set of overrides. Raises PlannerError subclasses."""
+    """Compose, then carry out the action for one set of overrides. Raises PlannerError subclasses."""
     from planner import compose, document, search
+    from planner import rules as rule_engine
 
     overrides = compose.split_plan_file(overrides)
     with compose.Composer() as composer:
         cfg = composer.compose(overrides)
+        fmt, action = cfg.format.value, cfg.action.value
         if cfg.plan_file:
             doc = document.load(cfg.plan_file)
-            _emit(doc, cfg.format.value, None)
+            _emit(doc, fmt, None)
             return Outcome(0, doc)
-        _check_action(cfg.action.value)
+        rule_set = rule_engine.load(tuple(cfg.rules.extra), tuple(cfg.rules.disable))
+        if action == "rules":
+            return _list_rules(rule_set, fmt)
+        if action == "diagnose":
+            return _diagnose(cfg.log, rule_set, fmt)
+        _check_action(action)
         cfg, found = compose.resolve(composer, overrides, cfg)
         if found:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
-        fmt, out, save = cfg.format.value, cfg.out, cfg.save
-    compiled = search.compile_plan(req)
+        out, save = cfg.out, cfg.save
+    constraints = rule_engine.evaluate(req, rule_set)
+    compiled = search.compile_plan(req, constraints)
     doc = document.build(req, compiled)
+    if action == "explain":
+        if fmt == "table":
+            from planner import present
+
+            present.explain(constraints, doc)
+        else:
+            _emit({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
+                                    for e in constraints.trace]}, fmt, None)
+        return Outcome(0, doc)
     path = plan_path(doc, out)
     if save:
         document.write(doc, path)
@@ -73,8 +90,38 @@ def run(overrides: list[str]) -> Outcome:
     return Outcome(0, doc)
 
 
+def _list_rules(rule_set, fmt: str) -> Outcome:
+    from planner import document, present
+
+    rules = [c.rule for c in rule_set]
+    if fmt == "table":
+        present.rules_table(rules)
+    else:
+        sys.stdout.write(document.dumps({"rules": [document.plain(r) for r in rules]}, fmt))
+    return Outcome(0)
+
+
+def _diagnose(path: Optional[str], rule_set, fmt: str) -> Outcome:
+    from planner import document, present
+    from planner.rules.troubleshoot import diagnose
+
+    if not path:
+        raise InputError("action=diagnose needs log=FILE, the server's log. Fix: add log=path/to/server.log.")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"log={path}: no such file. Fix: give the path of a server log.")
+    found = diagnose(p.read_text(errors="replace"), rule_set)
+    if fmt == "table":
+        present.diagnosis(found, path)
+    else:
+        sys.stdout.write(document.dumps({"log": path, "diagnoses": [
+            {"rule": d.rule.id, "line": d.line_no, "text": d.line, "why": d.rule.why, "source": d.rule.source,
+             "remedies": [document.plain(r) for r in d.rule.remedies]} for d in found]}, fmt))
+    return Outcome(0)
+
+
 def _check_action(action: str) -> None:
-    later = {"render": 6, "launch": 7, "verify": 7, "explain": 4, "rules": 4, "diagnose": 4}
+    later = {"render": 6, "launch": 7, "verify": 7}
     if action in later:
         raise InputError(
             f"action={action} is not available in planner {_version()} yet (it arrives with issue #{later[action]}). "

@@ -72,6 +72,7 @@ def build(req: Request, compiled: CompiledPlan) -> dict:
         "decisions": [plain(d) for d in compiled.decisions],
         "alternatives": [plain(a) for a in compiled.alternatives],
         "notes": list(compiled.notes),
+        "rules_fired": list(compiled.rules_fired),
     }
 
 

@@ -4,6 +4,7 @@ from typing import Optional
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -93,3 +94,63 @@ def compare(docs: list[dict], console: Optional[Console] = None) -> None:
                   f"{p['max_num_seqs']:,}", f"{m['weights_gib']:.1f}", f"{m['kv_cache_gib']:.1f}",
                   f"{m['kv_cache_tokens']:,}")
     console.print(t)
+
+
+def _effects(rule) -> str:
+    t = rule.then
+    parts = [f"{k} only {v}" for k, v in t.allow.items()] + [f"{k} not {v}" for k, v in t.exclude.items()]
+    parts += [f"prefer {k} {v}" for k, v in t.prefer.items()] + [f"{k}={v}" for k, v in t.set.items()]
+    if t.warn:
+        parts.append("warns")
+    if rule.decides:
+        parts.append(f"explains {', '.join(rule.decides)}")
+    if rule.kind == "troubleshoot":
+        parts = [r.says for r in rule.remedies]
+    return "; ".join(parts)
+
+
+def rules_table(rules, console: Optional[Console] = None) -> None:
+    """action=rules: every rule with its condition, effect and source."""
+    console = console or _console()
+    t = Table(title=f"{len(rules)} rules (conf/rules/*.yaml, plus rules.extra, minus rules.disable)",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("id", "prio", "when / match", "then", "why", "source"):
+        t.add_column(col, overflow="fold")
+    for r in sorted(rules, key=lambda r: (r.kind, r.id)):
+        cond = r.when if r.kind == "plan" else (" | ".join(r.match) or f"symptom {r.symptom}")
+        t.add_row(r.id, str(r.priority), escape(cond), escape(_effects(r)), escape(r.why), escape(r.source))
+    console.print(t)
+
+
+def explain(constraints, doc: dict, console: Optional[Console] = None) -> None:
+    """action=explain: every plan rule, fired or not, in the order applied, then the plan."""
+    console = console or _console()
+    t = Table(title="Rules, in the order applied (priority, then file order)", box=box.SIMPLE, title_justify="left")
+    for col in ("", "id", "prio", "what it did / why not"):
+        t.add_column(col, overflow="fold")
+    for e in constraints.trace:
+        t.add_row("✔" if e.fired else "·", e.rule.id, str(e.rule.priority), escape(e.detail))
+    console.print(t)
+    c = Table(title="What the search may choose (most preferred first)", box=box.SIMPLE, title_justify="left")
+    c.add_column("field")
+    c.add_column("allowed")
+    c.add_column("shaped by", overflow="fold")
+    for f, values in constraints.choices.items():
+        c.add_row(f, ", ".join(values) or "(none)", ", ".join(r.id for r in constraints.choice_rules[f]))
+    console.print(c)
+    show(doc, console)
+
+
+def diagnosis(found, path: str, console: Optional[Console] = None) -> None:
+    """action=diagnose: the troubleshooting rules a log matched, with their remedies."""
+    console = console or _console()
+    if not found:
+        console.print(f"{path}: no known symptom found (checked every troubleshooting rule; "
+                      "`python -m planner action=rules` lists them).")
+        return
+    for d in found:
+        console.print(f"[bold]{d.rule.id}[/] (line {d.line_no}): {escape(d.line)}")
+        console.print(f"  why: {escape(d.rule.why)}")
+        for r in d.rule.remedies:
+            console.print(escape(f"  - {r.says}" + (f"  [{' '.join(r.overrides)}]" if r.overrides else "")))
+        console.print(f"  source: {escape(d.rule.source)}")

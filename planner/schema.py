@@ -7,7 +7,7 @@ that Hydra validates against; `freeze` turns a validated twin back into the froz
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -69,6 +69,14 @@ def freeze(obj: Any, spec_cls: type) -> Any:
 
 
 @dataclass
+class RulesConfig:
+    """The rule set: conf/rules/*.yaml plus the user's files, minus disabled ids."""
+
+    extra: List[str] = field(default_factory=list)  # paths of the user's own rule files
+    disable: List[str] = field(default_factory=list)  # rule ids to switch off
+
+
+@dataclass
 class AppConfig:
     """The root of the composed config: the request groups plus the command's own options."""
 
@@ -87,6 +95,7 @@ class AppConfig:
     endpoint: Optional[str] = None  # action=verify against a running server
     log: Optional[str] = None  # action=diagnose
     debug: bool = False  # show tracebacks of internal errors
+    rules: RulesConfig = field(default_factory=RulesConfig)
 
 
 _GROUPS = {
@@ -107,6 +116,8 @@ def _root_schema() -> type:
             tp = twin(_GROUPS[f.name])
             default = field(default_factory=tp) if f.name in ("plan", "backend") else field(default=MISSING)
             fields.append((f.name, tp, default))
+        elif f.default_factory is not dataclasses.MISSING:
+            fields.append((f.name, f.type, field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, f.type, field(default=f.default)))
     return dataclasses.make_dataclass("PlannerConfig", fields)

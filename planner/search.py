@@ -1,97 +1,24 @@
-"""Choose the plan: enumerate what is allowed, keep what fits memory, pick the smallest parallelism that fits.
+"""Choose the plan: take what the rules allow, keep what fits memory, pick a layout as the target prefers.
 
-This first search sizes by memory alone (the smallest tensor × pipeline parallel degree whose KV cache holds the
-target's concurrency at the workload's mean length); the rule engine and the performance model refine it.
+The rules (planner/rules) narrow and order the choices (backend, dtype, quantization, KV dtype) and set the
+scalar limits; the search walks quantization × KV dtype × (TP, PP) in that order and takes the first layout whose
+KV cache holds the target's concurrency at the workload's mean request length: the fewest GPUs per replica for
+throughput ("narrow"), a whole node for latency ("wide"). The performance model will rank candidates by predicted
+TTFT/TPOT/throughput instead of taking the first that fits.
 """
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from planner import memory
 from planner.errors import InputError, NoFeasiblePlan
 from planner.plan import Alternative, CompiledPlan, Decision, Plan
-from planner.specs import (BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization,
-                           Request, Weights)
+from planner.rules import Constraints, constraints_for
+from planner.rules.model import Rule
+from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization, Request
 
-_ENGINE_DOC = "vLLM 0.32 (conf/calibration/vllm-memory.yaml)"
-_EXPERT = "reference/llm-serving-expert.txt"
 GIB = memory.GIB
-
-
-def _needs(fmt: str, gpu: GpuSpec) -> Optional[str]:
-    """Why `gpu` cannot run format `fmt`, or None when it can."""
-    if gpu.kind is DeviceKind.cpu:
-        return None if fmt in ("bf16", "fp16", "float32") else f"{fmt} is not planned on the CPU backend"
-    minimum = {"bf16": 8.0, "fp8": 8.9, "int8": 7.5, "nvfp4": 10.0, "awq": 7.5, "gptq": 7.0}.get(fmt)
-    if minimum is not None and gpu.compute_capability < minimum:
-        return (f"{fmt} needs compute capability >= {minimum}, and {gpu.name} has {gpu.compute_capability} "
-                f"({gpu.architecture.value})")
-    return None
-
-
-def choose_dtype(req: Request, decisions: list, notes: list) -> Dtype:
-    gpu, pins, weights = req.hw.gpu, req.pins, req.precision.weights
-    if pins.dtype is not None:
-        decisions.append(Decision("dtype", pins.dtype.value, "pin", "given as plan.dtype"))
-        return pins.dtype
-    wanted = {Weights.fp16: Dtype.fp16, Weights.float32: Dtype.float32}.get(weights)
-    if wanted is None:
-        wanted = Dtype.fp16 if req.model.torch_dtype == "float16" else Dtype.bf16
-    if wanted is Dtype.bf16 and _needs("bf16", gpu):
-        if weights is Weights.bf16:
-            notes.append(f"precision=bf16 asked, but {_needs('bf16', gpu)}: planning fp16 instead.")
-        decisions.append(Decision("dtype", "fp16", "default",
-                                  f"{gpu.name} ({gpu.architecture.value}) has no bf16 tensor cores: fp16 compute",
-                                  _EXPERT + " §11 edge case 5"))
-        return Dtype.fp16
-    decisions.append(Decision("dtype", wanted.value, "default",
-                              f"the checkpoint's dtype ({req.model.torch_dtype}), native on {gpu.name}",
-                              req.model.source))
-    return wanted
-
-
-def quantization_options(req: Request) -> list[tuple[Quantization, str, str]]:
-    """Allowed weight formats in order of preference, each with (why, source)."""
-    gpu, pins, weights, model = req.hw.gpu, req.pins, req.precision.weights, req.model
-    if pins.quantization is not None:
-        return [(pins.quantization, "given as plan.quantization", "")]
-    if model.quantization:
-        q = Quantization(model.quantization) if model.quantization in Quantization.__members__ else None
-        if q is None:
-            raise InputError(
-                f"model.quantization={model.quantization}: the checkpoint's quantization is not one the planner "
-                f"models ({', '.join(m.value for m in Quantization)}). Fix: import an unquantized checkpoint.")
-        return [(q, f"the checkpoint is already quantized ({model.quantization})", model.source)]
-    if weights in (Weights.bf16, Weights.fp16, Weights.float32):
-        return [(Quantization.none, f"precision={req.precision.name}: unquantized weights", "")]
-    if weights is not Weights.auto:
-        q = Quantization(weights.value)
-        reason = _needs(q.value, gpu)
-        if reason:
-            raise InputError(
-                f"precision.weights={weights.value}: {reason}. Fix: on {gpu.architecture.value} use "
-                f"{'precision=int8 or precision=int4-awq' if gpu.compute_capability >= 8.0 else 'precision=fp16'}, "
-                f"or pick hardware that has it (fp8: Ada, Hopper, Blackwell).")
-        return [(q, f"precision={req.precision.name}", "")]
-    options = [(Quantization.none, "bf16/fp16 weights are the accuracy baseline; quantize only if needed",
-                _EXPERT + " §1.2 Precision gate")]
-    if not _needs("fp8", gpu):
-        options.append((Quantization.fp8, "unquantized weights do not fit: fp8 halves weight memory with minimal "
-                        "loss on sm89+", _EXPERT + " §7.3"))
-    if not _needs("awq", gpu):
-        options.append((Quantization.awq, "smaller formats do not fit: weight-only int4 (AWQ) cuts weights ~4x",
-                        _EXPERT + " §7.3"))
-    return options
-
-
-def choose_kv_dtype(req: Request, dtype: Dtype) -> tuple[KvPrecision, str]:
-    asked = req.pins.kv_cache_dtype or req.precision.kv_cache
-    if asked is KvPrecision.auto:
-        return KvPrecision(dtype.value), "the compute dtype (no fp8 KV asked for)"
-    if asked is KvPrecision.fp8 and _needs("fp8", req.hw.gpu):
-        raise InputError(
-            f"precision.kv_cache=fp8: {_needs('fp8', req.hw.gpu)}. Fix: precision.kv_cache=auto on this GPU.")
-    return asked, "as asked"
 
 
 def choose_max_model_len(req: Request) -> tuple[int, str]:
@@ -120,23 +47,6 @@ def choose_max_model_len(req: Request) -> tuple[int, str]:
     return need, why
 
 
-def parallel_layouts(req: Request) -> Iterator[tuple[int, int]]:
-    """(TP, PP) in order of GPUs used: TP within a node (a divisor of the attention heads, over NVLink); PP only
-    on top of a full node of TP, across nodes, where it costs one activation transfer per stage instead of two
-    all-reduces per layer (reference/llm-serving-expert.txt §2 Multi-GPU)."""
-    hw, model, pins = req.hw, req.model, req.pins
-    tps = [t for t in (1, 2, 4, 8, 16) if t <= hw.gpus_per_node and model.num_attention_heads % t == 0]
-    if pins.tensor_parallel:
-        tps = [pins.tensor_parallel]
-    layouts = [(t, 1) for t in tps]
-    pps = [p for p in range(2, hw.nodes + 1) if p <= model.num_hidden_layers]
-    if pins.pipeline_parallel:
-        layouts = [(t, pins.pipeline_parallel) for t in tps]
-    elif tps:
-        layouts += [(tps[-1], p) for p in pps]
-    yield from sorted(layouts, key=lambda tp_pp: (tp_pp[0] * tp_pp[1], tp_pp[1]))
-
-
 def _batch_defaults(gpu: GpuSpec) -> tuple[dict, str]:
     d = memory.engine_constants()["batch_defaults"]
     if gpu.kind is DeviceKind.cpu:
@@ -148,159 +58,284 @@ def _batch_defaults(gpu: GpuSpec) -> tuple[dict, str]:
     return d["gpu_other"], "vLLM 0.32's server default for other GPUs"
 
 
-def compile_plan(req: Request) -> CompiledPlan:
-    """The plan for `req`, or NoFeasiblePlan with the arithmetic of the closest attempt."""
-    decisions: list[Decision] = []
-    notes: list[str] = []
+def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int]]:
+    """(TP, PP) in the order the target prefers. TP stays within a node and divides the attention heads; PP is
+    only added on top of a full node of TP, across nodes, where it costs one activation transfer per stage
+    instead of two all-reduces per layer."""
+    hw, model, pins = req.hw, req.model, req.pins
+    max_tp = int(cons.setting("max_tensor_parallel") or hw.gpus_per_node)
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= min(hw.gpus_per_node, max_tp) and model.num_attention_heads % t == 0]
+    if pins.tensor_parallel:
+        tps = [pins.tensor_parallel]
+    if pins.pipeline_parallel:
+        layouts = [(t, pins.pipeline_parallel) for t in tps]
+    else:
+        layouts = [(t, 1) for t in tps]
+        if tps:
+            layouts += [(tps[-1], p) for p in range(2, hw.nodes + 1) if p <= model.num_hidden_layers]
+    if cons.setting("parallelism") == "wide":
+        one_node = sorted((lay for lay in layouts if lay[1] == 1), key=lambda lay: -lay[0])
+        yield from one_node + [lay for lay in layouts if lay[1] > 1]
+    else:
+        yield from sorted(layouts, key=lambda lay: (lay[0] * lay[1], lay[1]))
+
+
+def _rules_text(rules) -> str:
+    return "; ".join(f"{r.id} ({r.why})" for r in rules)
+
+
+def _choice(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
+    """The allowed values of a choice field in order (a pin must be among them), or InputError naming the
+    rules that asked for something and the rules that ruled it out."""
+    allowed = list(cons.choices[field])
+    shaped = list({r.id: r for r in cons.choice_rules[field]}.values())  # in priority order, once each
+    if pinned is not None and pinned in allowed:
+        return [pinned]
+    if allowed and pinned is None:
+        return allowed
+    askers = [r for r in shaped if field in r.then.allow]
+    lists = [{str(v) for v in r.then.allow[field] if not str(v).startswith("=")} for r in askers]
+    common = set.intersection(*lists) if lists else set()
+    wanted = [pinned] if pinned is not None else sorted(common or set().union(*lists))
+    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)]
+    asked = f"plan.{field}={pinned} was pinned" if pinned is not None else \
+        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in {wanted}"
+    why_not = "; ".join(f"{r.id} rules it out: {r.why}" for r in blockers) or \
+        f"no remaining {field} satisfies every rule ({', '.join(r.id for r in shaped)})"
+    raise InputError(f"{asked}, but {why_not} Fix: choose a {field} this hardware and backend support (with "
+                     f"precision=auto the planner picks one), or disable the rule with rules.disable=[id].")
+
+
+def _rule_for(cons: Constraints, field: str, value: str) -> Optional[Rule]:
+    """The highest-priority rule that put `value` on the list for `field` (allowed or preferred it)."""
+    for r in cons.choice_rules[field]:
+        if value in r.then.allow.get(field, ()) or value in r.then.prefer.get(field, ()) or \
+                any(str(v).startswith("=") for v in r.then.allow.get(field, ())):
+            return r
+    return cons.choice_rules[field][0] if cons.choice_rules[field] else None
+
+
+@dataclass(frozen=True)
+class _Try:
+    quant: Quantization
+    kv: KvPrecision
+    tp: int
+    pp: int
+    mem: memory.MemoryBreakdown
+
+
+def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPlan:
+    """The plan for `req` under the rules' constraints, or NoFeasiblePlan with the arithmetic of the closest try."""
+    cons = cons or constraints_for(req)
     hw, gpu, model, wl, pins = req.hw, req.hw.gpu, req.model, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     consts = memory.engine_constants()
 
-    backend = pins.backend or (req.backend.name if req.backend.name is not BackendName.auto else BackendName.vllm)
-    decisions.append(Decision("backend", backend.value, "pin" if pins.backend else "default",
-                              "vLLM: continuous batching, paged KV cache, runs on every GPU here and on CPU"
-                              if backend is BackendName.vllm else f"backend={backend.value} as asked"))
-    dtype = choose_dtype(req, decisions, notes)
-    quant_options = quantization_options(req)
-    kv_dtype, kv_why = choose_kv_dtype(req, dtype)
+    backend = BackendName(_choice(cons, "backend", pins.backend.value if pins.backend else None)[0])
+    dtype = Dtype(_choice(cons, "dtype", pins.dtype.value if pins.dtype else None)[0])
+    quants = [Quantization(q) for q in _choice(cons, "quantization",
+                                               pins.quantization.value if pins.quantization else None)]
+    pinned_kv = None if pins.kv_cache_dtype is None else ("fp8" if pins.kv_cache_dtype is KvPrecision.fp8 else "auto")
+    kvs = [KvPrecision(dtype.value) if k == "auto" else KvPrecision.fp8 for k in _choice(cons, "kv_cache_dtype",
+                                                                                       pinned_kv)]
     max_model_len, len_why = choose_max_model_len(req)
     batch, batch_why = _batch_defaults(gpu)
-    max_num_batched_tokens = pins.max_num_batched_tokens or batch["max_num_batched_tokens"]
-    util = pins.gpu_memory_utilization or (None if on_cpu else consts["gpu_memory_utilization_default"])
+    max_num_batched_tokens = pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens") \
+        or batch["max_num_batched_tokens"]
+    util = None if on_cpu else (pins.gpu_memory_utilization or cons.setting("gpu_memory_utilization")
+                                or consts["gpu_memory_utilization_default"])
     mean_len = wl.input_len + wl.output_len
-    want_seqs = pins.max_num_seqs or (batch["max_num_seqs"] if on_cpu else 256)
+    want_seqs = int(pins.max_num_seqs or cons.setting("max_num_seqs") or batch["max_num_seqs"])
     concurrency = min(req.target.min_concurrency, wl.max_concurrency or req.target.min_concurrency)
     want_tokens = max(max_model_len, concurrency * mean_len)
 
-    tried = []
-    for quant, q_why, q_src in quant_options:
-        for tp, pp in parallel_layouts(req):
-            world = tp * pp
-            cpu_space = None
-            if on_cpu and pins.kv_cache_space_gib:
-                cpu_space = pins.kv_cache_space_gib
-            elif on_cpu:
-                need = want_seqs * max_model_len * memory.kv_bytes_per_token(model, kv_dtype.value, tp, pp)
-                cpu_space = max(1, math.ceil(need / GIB))
-                room = (gpu.memory_gib * consts["cpu_memory_fraction"]
-                        - memory.weight_bytes_per_gpu(model, tp, pp, dtype, quant) * world / GIB)
-                cpu_space = min(cpu_space, max(0, math.floor(room / world)))
-            mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv_dtype,
-                                   max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
-                                   max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
-                                   gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
-            tried.append((quant, tp, pp, mem))
-            if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
-                return _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype, kv_why,
-                               max_model_len, len_why, max_num_batched_tokens, batch_why, util, tp, pp, mem,
-                               want_seqs, mean_len, cpu_space, tried, concurrency)
-    raise NoFeasiblePlan(_explain_no_fit(req, tried, want_tokens, mean_len, concurrency))
+    tried: list[_Try] = []
+    for quant in quants:
+        for kv in kvs:
+            for tp, pp in parallel_layouts(req, cons):
+                world = tp * pp
+                cpu_space = None
+                if on_cpu:
+                    cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs,
+                                                                         max_model_len)
+                mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv,
+                                       max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
+                                       max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
+                                       gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
+                tried.append(_Try(quant, kv, tp, pp, mem))
+                if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
+                    return _finish(req, cons, backend, dtype, tried[-1], max_model_len, len_why,
+                                   max_num_batched_tokens, batch_why, util, want_seqs, mean_len, cpu_space, tried,
+                                   concurrency)
+    raise NoFeasiblePlan(_explain_no_fit(req, cons, tried, want_tokens, mean_len, concurrency))
 
 
-def _finish(req, decisions, notes, backend, dtype, quant, q_why, q_src, kv_dtype, kv_why, max_model_len, len_why,
-            max_num_batched_tokens, batch_why, util, tp, pp, mem, want_seqs, mean_len, cpu_space, tried,
-            concurrency):
-    hw, wl, pins = req.hw, req.workload, req.pins
+def _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs, max_model_len) -> int:
+    """Whole GiB of VLLM_CPU_KVCACHE_SPACE per worker: room for want_seqs full-length requests, within the
+    machine's memory after the weights."""
+    gpu, model = req.hw.gpu, req.model
     world = tp * pp
-    fit_why = (f"smallest layout whose KV cache ({mem.kv_cache_tokens:,} tokens) holds {concurrency} concurrent "
-               f"requests of {mean_len} tokens (target.min_concurrency, workload.max_concurrency); weights "
-               f"{mem.weights_gib:.1f} GiB/GPU of {mem.usable_gib:.1f} GiB usable")
-    decisions.append(Decision("quantization", quant.value, "pin" if pins.quantization else "default", q_why, q_src))
-    decisions.append(Decision("kv_cache_dtype", kv_dtype.value, "pin" if pins.kv_cache_dtype else "default",
-                              kv_why))
-    decisions.append(Decision("tensor_parallel", tp, "pin" if pins.tensor_parallel else "search", fit_why,
-                              _EXPERT + " §1.2 Model Size gate"))
-    decisions.append(Decision("pipeline_parallel", pp, "pin" if pins.pipeline_parallel else "search",
-                              "one stage" if pp == 1 else "tensor parallel alone does not fit within a node: "
-                              "pipeline stages across GPUs/nodes"))
-    replicas = pins.replicas or max(1, hw.total_gpus // world)
-    decisions.append(Decision("replicas", replicas, "pin" if pins.replicas else "search",
-                              f"{hw.total_gpus} GPUs / {world} per replica: independent servers behind a load "
-                              "balancer"))
+    need = want_seqs * max_model_len * memory.kv_bytes_per_token(model, kv.value, tp, pp)
+    room = (gpu.memory_gib * memory.engine_constants()["cpu_memory_fraction"]
+            - memory.weight_bytes_per_gpu(model, tp, pp, dtype, quant) * world / GIB)
+    return min(max(1, math.ceil(need / GIB)), max(0, math.floor(room / world)))
+
+
+def _decide(field: str, value, pinned: bool, rule: Optional[Rule], why: str = "", source: str = "") -> Decision:
+    if pinned:
+        return Decision(field, value, "pin", f"given as plan.{field}")
+    if rule is not None:
+        return Decision(field, value, rule.id, rule.why + (f" ({why})" if why else ""), rule.source)
+    return Decision(field, value, "search", why, source)
+
+
+def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max_num_batched_tokens, batch_why,
+            util, want_seqs, mean_len, cpu_space, tried, concurrency) -> CompiledPlan:
+    hw, wl, pins, model = req.hw, req.workload, req.pins, req.model
+    quant, kv, tp, pp, mem = chosen.quant, chosen.kv, chosen.tp, chosen.pp, chosen.mem
+    world = tp * pp
+    setting = cons.settings.get
+    fired = {t.rule.id: t.rule for t in cons.trace if t.fired}
+    layout_rules = [r for r in fired.values() if "tensor_parallel" in r.decides or
+                    {"parallelism", "max_tensor_parallel"} & set(r.then.set)]
+    fallback = (f"unquantized weights do not fit ({tried[0].mem.weights_gib:.1f} GiB per GPU at TP {tried[0].tp})"
+                if quant is not Quantization.none and tried[0].quant is Quantization.none else "")
     kv_bound = max(1, mem.kv_cache_tokens // mean_len)
     max_num_seqs = pins.max_num_seqs or min(want_seqs, kv_bound)
-    decisions.append(Decision(
-        "max_num_seqs", max_num_seqs, "pin" if pins.max_num_seqs else "default",
-        f"start at {want_seqs}, bounded by KV capacity ({mem.kv_cache_tokens:,} tokens / {mean_len} per request "
-        f"= {kv_bound})", _EXPERT + " §4.2"))
-    decisions.append(Decision("max_model_len", max_model_len, "pin" if pins.max_model_len else "default", len_why))
-    decisions.append(Decision("max_num_batched_tokens", max_num_batched_tokens,
-                              "pin" if pins.max_num_batched_tokens else "default", batch_why))
-    decisions.append(Decision("gpu_memory_utilization", util, "pin" if pins.gpu_memory_utilization else "default",
-                              "vLLM CPU sizes its KV cache by VLLM_CPU_KVCACHE_SPACE instead" if util is None
-                              else f"vLLM 0.32's default fraction of device memory ({util})"))
-    prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else True
-    decisions.append(Decision("enable_prefix_caching", prefix, "pin" if pins.enable_prefix_caching is not None
-                              else "default", f"shared prefix of {wl.shared_prefix_len} tokens is reused"
-                              if wl.shared_prefix_len else "vLLM's default; costs nothing without reuse",
-                              _EXPERT + " §2"))
-    chunked = pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else True
-    decisions.append(Decision("enable_chunked_prefill", chunked, "pin" if pins.enable_chunked_prefill is not None
-                              else "default", "long prefills are split so decode steps keep flowing",
-                              _EXPERT + " §3 Prefill Stalls"))
+    replicas = pins.replicas or max(1, hw.total_gpus // world)
+    prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else \
+        bool(cons.setting("enable_prefix_caching", True))
+    chunked = pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else \
+        bool(cons.setting("enable_chunked_prefill", True))
+    spec = cons.setting("speculative")
+    spec = {k: v for k, v in spec.items() if v is not None} if spec else None
+    expert_parallel = bool(cons.setting("expert_parallel", False)) and model.is_moe and tp > 1
+    layout_why = (f"{'widest' if cons.setting('parallelism') == 'wide' else 'smallest'} layout whose KV cache "
+                  f"({mem.kv_cache_tokens:,} tokens) holds {concurrency} concurrent requests of {mean_len} tokens "
+                  f"(target.min_concurrency, workload.max_concurrency); weights {mem.weights_gib:.1f} GiB/GPU of "
+                  f"{mem.usable_gib:.1f} GiB usable; rules: {', '.join(r.id for r in layout_rules) or 'none'}")
+    decisions = [
+        _decide("backend", backend.value, pins.backend is not None, _rule_for(cons, "backend", backend.value)),
+        Decision("model_path", model.path or model.hf_repo, "search",
+                 "the model's local directory" if model.path else "the model's Hugging Face repo id", model.source),
+        Decision("nodes", max(1, math.ceil(world / hw.gpus_per_node)), "search",
+                 f"{world} GPUs per replica over {hw.gpus_per_node} GPUs per node"),
+        Decision("gpus_per_replica", world, "search", f"TP {tp} x PP {pp}"),
+        Decision("replicas", replicas, "pin" if pins.replicas else "search",
+                 f"{hw.total_gpus} GPUs / {world} per replica: independent servers behind a load balancer"),
+        Decision("tensor_parallel", tp, "pin" if pins.tensor_parallel else "search", layout_why,
+                 "; ".join(r.source for r in layout_rules)),
+        Decision("pipeline_parallel", pp, "pin" if pins.pipeline_parallel else "search",
+                 "one stage" if pp == 1 else f"a full node of TP does not fit: {pp} stages across nodes"),
+        _decide("expert_parallel", expert_parallel, False, setting("expert_parallel") and setting(
+            "expert_parallel").rule, "" if expert_parallel else "dense model or TP 1",
+            ) if setting("expert_parallel") else Decision("expert_parallel", False, "search",
+                                                          "no rule asked for expert parallelism"),
+        Decision("data_parallel", 1, "search", "replicas are separate servers (plan.replicas); no in-server DP"),
+        _decide("dtype", dtype.value, pins.dtype is not None, _rule_for(cons, "dtype", dtype.value)),
+        _decide("quantization", quant.value, pins.quantization is not None,
+                _rule_for(cons, "quantization", quant.value), fallback),
+        _decide("kv_cache_dtype", kv.value, pins.kv_cache_dtype is not None,
+                _rule_for(cons, "kv_cache_dtype", "fp8" if kv is KvPrecision.fp8 else "auto")),
+        Decision("max_model_len", max_model_len, "pin" if pins.max_model_len else "search", len_why),
+        _decide("max_num_seqs", max_num_seqs, pins.max_num_seqs is not None,
+                setting("max_num_seqs") and setting("max_num_seqs").rule,
+                f"start {want_seqs}, bounded by KV capacity {mem.kv_cache_tokens:,} tokens / {mean_len} per request "
+                f"= {kv_bound}"),
+        _decide("max_num_batched_tokens", max_num_batched_tokens, pins.max_num_batched_tokens is not None,
+                setting("max_num_batched_tokens") and setting("max_num_batched_tokens").rule, "",
+                ) if setting("max_num_batched_tokens") or pins.max_num_batched_tokens else
+        Decision("max_num_batched_tokens", max_num_batched_tokens, "default", batch_why,
+                 "vllm/engine/arg_utils.py get_batch_defaults"),
+        Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by VLLM_CPU_KVCACHE_SPACE "
+                 "(kv_cache_space_gib) instead") if util is None else
+        _decide("gpu_memory_utilization", util, pins.gpu_memory_utilization is not None,
+                setting("gpu_memory_utilization") and setting("gpu_memory_utilization").rule),
+        _decide("enable_prefix_caching", prefix, pins.enable_prefix_caching is not None,
+                setting("enable_prefix_caching") and setting("enable_prefix_caching").rule),
+        _decide("enable_chunked_prefill", chunked, pins.enable_chunked_prefill is not None,
+                setting("enable_chunked_prefill") and setting("enable_chunked_prefill").rule),
+        _decide("speculative", spec, False, setting("speculative") and setting("speculative").rule)
+        if setting("speculative") else Decision("speculative", None, "search",
+                                                "no speculative-decoding rule fired (not a low-batch latency target)"),
+    ]
     if cpu_space is not None:
-        decisions.append(Decision("kv_cache_space_gib", cpu_space, "pin" if pins.kv_cache_space_gib else "default",
-                                  "given as plan.kv_cache_space_gib" if pins.kv_cache_space_gib else
-                                  f"room for {want_seqs} sequences of {max_model_len} tokens, whole GiB "
-                                  "(VLLM_CPU_KVCACHE_SPACE takes an integer)"))
+        decisions.append(Decision(
+            "kv_cache_space_gib", cpu_space, "pin" if pins.kv_cache_space_gib else "search",
+            "given as plan.kv_cache_space_gib" if pins.kv_cache_space_gib else
+            f"room for {want_seqs} requests of {max_model_len} tokens in whole GiB (VLLM_CPU_KVCACHE_SPACE is an "
+            "integer), within the machine's memory after the weights"))
+    else:
+        decisions.append(Decision("kv_cache_space_gib", None, "search", "GPU plans size the KV cache by "
+                                  "gpu_memory_utilization"))
     plan = Plan(
-        backend=backend, model_path=req.model.path or req.model.hf_repo, nodes=max(1, math.ceil(world /
-                                                                                             hw.gpus_per_node)),
+        backend=backend, model_path=model.path or model.hf_repo, nodes=max(1, math.ceil(world / hw.gpus_per_node)),
         gpus_per_replica=world, replicas=replicas, tensor_parallel=tp, pipeline_parallel=pp,
-        expert_parallel=False, data_parallel=1, dtype=dtype, quantization=quant, kv_cache_dtype=kv_dtype,
+        expert_parallel=expert_parallel, data_parallel=1, dtype=dtype, quantization=quant, kv_cache_dtype=kv,
         max_model_len=max_model_len, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=util, enable_prefix_caching=prefix, enable_chunked_prefill=chunked,
-        speculative=None, kv_cache_space_gib=cpu_space)
-    alternatives = tuple(
-        Alternative(summary=f"TP{t} PP{p} {q.value}",
-                    rejected_because=_why_not(m, concurrency, mean_len))
-        for q, t, p, m in tried[:-1][-3:])
-    return CompiledPlan(plan=plan, memory=mem, decisions=tuple(decisions), alternatives=alternatives,
-                        notes=tuple(notes))
+        speculative=spec, kv_cache_space_gib=cpu_space)
+    for r in fired.values():  # rules that explain without setting (e.g. size.*) are listed on their fields
+        decisions += [Decision(f, getattr(plan, f).value if hasattr(getattr(plan, f), "value") else getattr(plan, f),
+                               r.id, r.why, r.source) for f in r.decides]
+    alternatives = tuple(Alternative(summary=f"TP{t.tp} PP{t.pp} {t.quant.value} KV {t.kv.value}",
+                                     rejected_because=_why_not(t.mem, concurrency, mean_len))
+                         for t in tried[:-1][-3:])
+    notes = tuple(text for _, text in cons.notes)
+    return CompiledPlan(plan=plan, memory=mem, decisions=tuple(decisions), alternatives=alternatives, notes=notes,
+                        rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))
 
 
 def _why_not(m: memory.MemoryBreakdown, concurrency: int, mean_len: int) -> str:
+    if not m.startup_headroom_ok:
+        return "gpu_memory_utilization leaves too little for the CUDA context: vLLM would refuse to start"
     if m.kv_cache_gib <= 0:
         return (f"weights {m.weights_gib:.1f} GiB + activations {m.activations_gib:.1f} + overhead "
                 f"{m.runtime_overhead_gib:.1f} exceed the usable {m.usable_gib:.1f} GiB per GPU")
     return f"KV cache holds {m.kv_cache_tokens:,} tokens, fewer than {concurrency} requests x {mean_len} tokens"
 
 
-def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int, concurrency: int) -> str:
+def _explain_no_fit(req: Request, cons: Constraints, tried: list, want_tokens: int, mean_len: int,
+                    concurrency: int) -> str:
+    from dataclasses import replace
+
+    from planner.specs import Weights
+
     gpu, model = req.hw.gpu, req.model
     if not tried:
         return (f"No tensor/pipeline layout is possible for {model.name} on hw={req.hw.name} "
                 f"({req.hw.total_gpus} x {gpu.name}). Fix: check plan.tensor_parallel/pipeline_parallel pins.")
-    best = max(tried, key=lambda t: (t[3].kv_cache_tokens, -t[3].weights_gib))
-    quant, tp, pp, m = best
-    total_w = memory.param_counts(model).total
+    best = max(tried, key=lambda t: (t.mem.kv_cache_tokens, -t.mem.weights_gib))
+    quant, tp, pp, m = best.quant, best.tp, best.pp, best.mem
     lines = [
         f"{model.name} does not fit hw={req.hw.name} ({req.hw.total_gpus} x {gpu.name}, {gpu.memory_gib:.1f} GiB "
         f"each) with precision={req.precision.name}: the closest layout, TP {tp} x PP {pp} with "
-        f"{'unquantized' if quant is Quantization.none else quant.value} weights, puts {m.weights_gib:.1f} GiB of weights, {m.activations_gib:.1f} GiB of activations and "
-        f"{m.runtime_overhead_gib:.1f} GiB of runtime on each GPU against {m.usable_gib:.1f} GiB usable "
-        f"({gpu.memory_gib:.1f} GiB x {m.usable_gib / gpu.memory_gib:.2f}), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a "
-        f"KV cache of {m.kv_cache_tokens:,} tokens where {want_tokens:,} are needed "
-        f"({concurrency} requests x {mean_len} tokens, and at least max_model_len "
-        f"{m.max_model_len:,}).",
+        f"{'unquantized' if quant is Quantization.none else quant.value} weights, puts {m.weights_gib:.1f} GiB of "
+        f"weights, {m.activations_gib:.1f} GiB of activations and {m.runtime_overhead_gib:.1f} GiB of runtime on "
+        f"each GPU against {m.usable_gib:.1f} GiB usable ({gpu.memory_gib:.1f} GiB x "
+        f"{m.usable_gib / gpu.memory_gib:.2f}), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a KV cache of "
+        f"{m.kv_cache_tokens:,} tokens where {want_tokens:,} are needed ({concurrency} requests x {mean_len} tokens, "
+        f"and at least max_model_len {m.max_model_len:,}).",
     ]
     fixes = []
     consts = memory.engine_constants()
-    util = m.usable_gib / gpu.memory_gib if gpu.kind is not DeviceKind.cpu else None
+    util = None if gpu.kind is DeviceKind.cpu else m.usable_gib / gpu.memory_gib
 
     def works(q: Quantization, t: int, p: int) -> Optional[memory.MemoryBreakdown]:
-        cpu_space = None
+        space = None
         if gpu.kind is DeviceKind.cpu:
             room = gpu.memory_gib * consts["cpu_memory_fraction"] - memory.weight_bytes_per_gpu(
                 model, t, p, Dtype.bf16, q) * t * p / GIB
-            cpu_space = max(0, math.floor(room / (t * p)))
+            space = max(0, math.floor(room / (t * p)))
         b = memory.breakdown(model, gpu, tp=t, pp=p, dtype=Dtype.bf16, quant=q, kv_dtype=KvPrecision.auto,
                              max_model_len=m.max_model_len, max_num_seqs=256, max_num_batched_tokens=8192,
-                             gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
+                             gpu_memory_utilization=util, cpu_kv_space_gib=space)
         return b if b.fits and b.kv_cache_tokens >= want_tokens else None
 
+    # What the hardware runs at all: the rules' choices for the same request with precision=auto.
+    runs = constraints_for(replace(req, precision=replace(req.precision, weights=Weights.auto))).choices
     for q in (Quantization.fp8, Quantization.awq):
-        if q is not quant and not _needs(q.value, gpu) and (b := works(q, tp, pp)):
+        if q is not quant and q.value in runs["quantization"] and (b := works(q, tp, pp)):
             fixes.append(f"precision={'fp8' if q is Quantization.fp8 else 'int4-awq'} ({b.weights_gib:.1f} GiB "
                          f"of weights per GPU at TP {tp}, KV cache {b.kv_cache_tokens:,} tokens)")
             break
@@ -311,5 +346,6 @@ def _explain_no_fit(req: Request, tried: list, want_tokens: int, mean_len: int, 
             break
     fixes.append(f"a smaller workload or target (target.min_concurrency={req.target.min_concurrency}, "
                  f"plan.max_model_len)")
-    lines.append(f"Weights total {total_w / 1e9:.1f}B parameters. Fix: " + "; or ".join(fixes) + ".")
+    lines.append(f"Weights total {memory.param_counts(model).total / 1e9:.1f}B parameters. Fix: "
+                 + "; or ".join(fixes) + ".")
     return " ".join(lines)

@@ -151,6 +151,10 @@ class ModelSpec:
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = None
     path: Optional[str] = None  # local directory for model=hf
+    # A published speculative-decoding drafter for this model (vLLM speculative_config method and model);
+    # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
+    speculative_method: Optional[str] = None
+    speculative_model: Optional[str] = None
 
     @property
     def head_dim_eff(self) -> int:
@@ -232,6 +236,7 @@ class TargetSpec:
     min_output_throughput_tok_s: Optional[float] = None
     max_usd_per_hour: Optional[float] = None
     min_concurrency: int = 32  # requests of the workload's mean length the KV cache must hold at once
+    quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
     description: str = ""
 
 
@@ -249,6 +254,7 @@ class WorkloadSpec:
     shared_prefix_len: int = 0  # tokens of prompt shared by all requests (system prompt, RAG context)
     stream: bool = True
     num_prompts: int = 200  # requests in a verification run
+    untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)
     max_model_len: Optional[int] = None  # context to serve; None: input and output at their largest
     description: str = ""
 

@@ -62,6 +62,10 @@ def problems(req: Request) -> list[str]:
     m, hw, pins = req.model, req.hw, req.pins
     if found:  # the relations below divide by these values
         return found
+    if m.head_dim is None and m.hidden_size < m.num_attention_heads:
+        found.append(f"model.hidden_size={m.hidden_size}: smaller than num_attention_heads={m.num_attention_heads}, "
+                     "so each head would have no dimensions. Fix: check the model's config.json (or set "
+                     "model.head_dim).")
     if m.num_attention_heads % m.num_key_value_heads:
         found.append(f"model.num_key_value_heads={m.num_key_value_heads}: must divide num_attention_heads="
                      f"{m.num_attention_heads} (grouped-query attention). Fix: check the model's config.json.")

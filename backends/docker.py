@@ -1,0 +1,53 @@
+"""The `docker run` line(s) of a Server: the official image at its pinned tag, the same flags as the local argv.
+
+The line is meant to run from the artifact folder (docker.sh does `cd "$(dirname "$0")"`): config files are
+mounted from $PWD, the Hugging Face cache from $HOME, and the token is passed by name (`-e HF_TOKEN`, no value).
+"""
+
+import shlex
+from typing import TYPE_CHECKING
+
+from planner.plan import Plan
+
+if TYPE_CHECKING:  # server imports this module
+    from backends.server import Server
+
+SHM = "--shm-size=16g"  # NCCL and the engines' worker processes share tensors through /dev/shm
+HF_CACHE = '"$HOME/.cache/huggingface":/root/.cache/huggingface'
+
+
+def command(server: "Server", plan: Plan, config_dir: str) -> str:
+    """One `docker run` line; for a multi-node plan a shell `case` that runs the leader's or a worker's line."""
+    if server.multinode is None:
+        return _line(server, plan, config_dir, ["-p", f"{server.port}:{server.port}"],
+                     list(server.container_command) + list(server.container_args))
+    mn = server.multinode
+    net = ["--network=host", "-e", "LEADER_ADDRESS", "-e", "NODE_RANK"]
+    leader, worker = mn.commands("$LEADER_ADDRESS", "$NODE_RANK")
+    return "\n".join([
+        f"# {plan.nodes} nodes per replica, following {mn.source}. On each node:",
+        "#   LEADER_ADDRESS=<node 0's address> ./docker.sh leader                  (node 0)",
+        f"#   LEADER_ADDRESS=<node 0's address> NODE_RANK=<1..{plan.nodes - 1}> ./docker.sh worker",
+        'case "${1:?leader or worker}" in',
+        "  leader) NODE_RANK=0 " + _line(server, plan, config_dir, net, ["sh", "-c", leader]) + " ;;",
+        "  worker) " + _line(server, plan, config_dir, net, ["sh", "-c", worker]) + " ;;",
+        "esac",
+    ])
+
+
+def _line(server: "Server", plan: Plan, config_dir: str, network: list[str], tail: list[str]) -> str:
+    words = ["docker", "run", "--rm"]
+    if server.gpu:
+        words += ["--gpus", "all", "--ipc=host", SHM]
+    words += network
+    words += ["-e", "HF_TOKEN"]  # by name: docker copies the caller's value, the line never holds it
+    for key, value in server.env:
+        words += ["-e", f"{key}={value}"]
+    quoted = [shlex.quote(w) for w in words]
+    quoted += ["-v", HF_CACHE]
+    if plan.model_path.startswith("/"):  # a local checkpoint: mounted at the same path, read-only
+        quoted += ["-v", shlex.quote(f"{plan.model_path}:{plan.model_path}:ro")]
+    for name, _ in server.files:
+        quoted += ["-v", f'"$PWD/{name}":{shlex.quote(f"{config_dir}/{name}")}:ro']
+    quoted += [shlex.quote(w) for w in [server.image, *tail]]
+    return " ".join(quoted)

@@ -1,0 +1,146 @@
+"""Kubernetes manifests of a Server: Deployment + Service for one node per replica, LeaderWorkerSet + Service for
+several (leaderworkerset.x-k8s.io/v1), a ConfigMap for config files; the HF token always from a Secret.
+
+Multi-node layout follows the LWS project's examples (kubernetes-sigs/lws docs/examples/vllm/GPU/lws.yaml and
+docs/examples/sglang/lws.yaml): leader pods labelled role=leader carry the server and the readiness probe, the
+Service selects them, and workers find the leader through $(LWS_LEADER_ADDRESS)
+(api/leaderworkerset/v1/leaderworkerset_types.go: LwsLeaderAddress, LwsGroupSize, LwsWorkerIndex).
+"""
+
+from typing import TYPE_CHECKING, Optional
+
+import yaml
+
+from planner.plan import Plan
+
+if TYPE_CHECKING:  # server imports this module
+    from backends.server import Server
+
+SECRET_NAME = "hf-token"  # kubectl create secret generic hf-token --from-literal=HF_TOKEN=...
+STARTUP_BUDGET_S = 1800  # weights of a 400B model take many minutes to load; liveness waits for the startup probe
+
+
+def manifests(server: "Server", plan: Plan, name: str, config_dir: str) -> dict[str, str]:
+    """File name → YAML text, in a fixed order."""
+    objects: dict[str, dict] = {}
+    if server.files:
+        objects["configmap.yaml"] = _configmap(server, name)
+    if server.multinode is None:
+        objects["deployment.yaml"] = _deployment(server, plan, name, config_dir)
+        selector = {"app": name}
+    else:
+        objects["leaderworkerset.yaml"] = _leaderworkerset(server, plan, name, config_dir)
+        selector = {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"}
+    objects["service.yaml"] = _service(server, name, selector)
+    return {file: yaml.safe_dump(obj, sort_keys=False, width=1000) for file, obj in objects.items()}
+
+
+def gpus_per_pod(plan: Plan) -> int:
+    """GPUs one pod asks for: a replica's GPUs spread evenly over its nodes."""
+    return plan.gpus_per_replica // plan.nodes
+
+
+def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[list], args: Optional[list],
+               probes: bool) -> dict:
+    env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "HF_TOKEN",
+                                                                "optional": True}}}]
+    env += [{"name": k, "value": v} for k, v in server.env]
+    c: dict = {"name": server.backend.value, "image": server.image}
+    if command:
+        c["command"] = command
+    if args:
+        c["args"] = args
+    c["env"] = env
+    c["ports"] = [{"name": "http", "containerPort": server.port}]
+    if server.gpu:
+        c["resources"] = {"limits": {"nvidia.com/gpu": gpus_per_pod(plan)}}
+    if probes:
+        def probe(period_s: int, failures: int) -> dict:
+            return {"httpGet": {"path": server.health_path, "port": "http"}, "periodSeconds": period_s,
+                    "failureThreshold": failures}
+        c["startupProbe"] = probe(10, STARTUP_BUDGET_S // 10)
+        c["readinessProbe"] = probe(10, 3)
+        c["livenessProbe"] = probe(30, 5)
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if server.files:
+        mounts.append({"name": "config", "mountPath": config_dir, "readOnly": True})
+    if plan.model_path.startswith("/"):
+        mounts.append({"name": "model", "mountPath": plan.model_path, "readOnly": True})
+    c["volumeMounts"] = mounts
+    return c
+
+
+def _volumes(server: "Server", plan: Plan, name: str) -> list[dict]:
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    if server.files:
+        volumes.append({"name": "config", "configMap": {"name": f"{name}-config"}})
+    if plan.model_path.startswith("/"):
+        volumes.append({"name": "model", "hostPath": {"path": plan.model_path, "type": "Directory"}})
+    return volumes
+
+
+def _pod(server: "Server", plan: Plan, name: str, config_dir: str, labels: dict, command: Optional[list],
+         args: Optional[list], probes: bool) -> dict:
+    return {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [_container(server, plan, config_dir, command, args, probes)],
+                 "volumes": _volumes(server, plan, name)},
+    }
+
+
+def _deployment(server: "Server", plan: Plan, name: str, config_dir: str) -> dict:
+    labels = {"app": name}
+    command = list(server.container_command) or None
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": plan.replicas,
+            "selector": {"matchLabels": labels},
+            "template": _pod(server, plan, name, config_dir, labels, command, list(server.container_args), True),
+        },
+    }
+
+
+def _leaderworkerset(server: "Server", plan: Plan, name: str, config_dir: str) -> dict:
+    mn = server.multinode
+    leader_cmd, worker_cmd = mn.commands("$(LWS_LEADER_ADDRESS)", "$(LWS_WORKER_INDEX)")
+    leader = _pod(server, plan, name, config_dir, {"role": "leader"}, ["sh", "-c", leader_cmd], None, True)
+    worker = _pod(server, plan, name, config_dir, {"role": "worker"}, ["sh", "-c", worker_cmd], None, False)
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": plan.replicas,
+            "leaderWorkerTemplate": {
+                "size": plan.nodes,
+                "restartPolicy": "RecreateGroupOnPodRestart",  # one lost node breaks the whole replica
+                "leaderTemplate": leader,
+                "workerTemplate": worker,
+            },
+        },
+    }
+
+
+def _service(server: "Server", name: str, selector: dict) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": server.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _configmap(server: "Server", name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config"},
+        "data": dict(sorted(server.files)),
+    }

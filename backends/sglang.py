@@ -1,0 +1,178 @@
+"""SGLang adapter: `python -m sglang.launch_server --model-path M ...` (lmsysorg/sglang image).
+
+Checked against the sglang 0.5.20 wheel from PyPI: its own parser (ServerArgs.add_cli_args, fields declared in
+python/sglang/srt/arg_groups/fields/*.py; file:line below) accepted every flag rendered here, with these choices:
+--kv-cache-dtype {auto, fp8_e5m2, fp8_e4m3, bf16, bfloat16, ...} (no float16), --quantization {fp8, awq, gptq,
+w8a8_int8, modelopt_fp4, ...}. Multi-node follows kubernetes-sigs/lws docs/examples/sglang/lws.yaml.
+"""
+
+import re
+import shlex
+from typing import Optional
+
+from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
+from backends.server import MultiNode, Server, assemble
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner.plan import Plan
+from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
+
+VERSION = "SGLang 0.5.20"
+F = "python/sglang/srt/arg_groups/fields"
+IMAGE = "lmsysorg/sglang:v0.5.20"  # pulled by digest in downstream clusters (docs/backends.md)
+PORT = 30000  # fields/serving.py:73 default
+DIST_PORT = 20000  # the LWS example's --dist-init-addr port
+
+DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}
+QUANT = {Quantization.fp8: "fp8", Quantization.awq: "awq", Quantization.gptq: "gptq",
+         Quantization.int8: "w8a8_int8", Quantization.nvfp4: "modelopt_fp4", Quantization.none: None}
+# "auto" uses the model data type (fields/model.py:196 help); there is no float16 choice, so fp16/float32 KV is auto
+KV = {KvPrecision.fp8: "fp8_e4m3", KvPrecision.bf16: "bfloat16", KvPrecision.fp16: "auto",
+      KvPrecision.float32: "auto", KvPrecision.auto: "auto"}
+# --speculative-algorithm builtins (fields/spec.py:37 help: EAGLE, EAGLE3, NEXTN, STANDALONE, NGRAM, ...)
+SPEC = {"eagle": "EAGLE", "eagle3": "EAGLE3", "mtp": "NEXTN", "draft_model": "STANDALONE", "ngram": "NGRAM"}
+
+
+def _spec(key: str):
+    """A speculative sub-flag: a chain draft of k tokens is k steps, top-1, k+1 verified tokens (SGLang's EAGLE)."""
+    def value(plan: Plan) -> Optional[str]:
+        spec = plan.speculative
+        if not spec:
+            return None
+        k = spec.get("num_speculative_tokens")
+        return {"algorithm": SPEC[spec["method"]], "steps": str(k), "topk": "1", "draft_tokens": str(k + 1),
+                "model": spec.get("model")}[key]
+    return value
+
+
+TABLE = FlagTable(
+    flags=(
+        Flag("model_path", "--model-path", Where.argv, lambda p: p.model_path, f"{F}/model.py:52"),
+        Flag("tensor_parallel", "--tp-size", Where.argv, number("tensor_parallel"), f"{F}/parallel.py:52"),
+        Flag("pipeline_parallel", "--pp-size", Where.argv, number("pipeline_parallel"), f"{F}/parallel.py:66"),
+        Flag("data_parallel", "--dp-size", Where.argv, number("data_parallel"), f"{F}/parallel.py:80"),
+        Flag("expert_parallel", "--ep-size", Where.argv,
+             lambda p: str(p.tensor_parallel) if p.expert_parallel else None, f"{F}/parallel.py:242",
+             "off: --ep-size defaults to 1 (no expert parallelism)"),
+        Flag("nodes", "--nnodes", Where.argv, lambda p: str(p.nodes) if p.nodes > 1 else None,
+             f"{F}/parallel.py:50", "one node: --nnodes defaults to 1"),
+        Flag("dtype", "--dtype", Where.argv, enum_value("dtype", DTYPES), f"{F}/model.py:159"),
+        Flag("quantization", "--quantization", Where.argv, enum_value("quantization", QUANT), f"{F}/model.py:176",
+             "none: no --quantization (the checkpoint's quantization_config is used)"),
+        Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{F}/model.py:196"),
+        Flag("max_model_len", "--context-length", Where.argv, number("max_model_len"), f"{F}/model.py:109"),
+        Flag("max_num_seqs", "--max-running-requests", Where.argv, number("max_num_seqs"), f"{F}/schedule.py:38"),
+        Flag("max_num_batched_tokens", "--max-prefill-tokens", Where.argv, number("max_num_batched_tokens"),
+             f"{F}/schedule.py:74"),
+        # "Setting this to -1 means disabling chunked prefill" (fields/schedule.py:59 help)
+        Flag("enable_chunked_prefill", "--chunked-prefill-size", Where.argv,
+             lambda p: str(p.max_num_batched_tokens) if p.enable_chunked_prefill else "-1", f"{F}/schedule.py:59"),
+        # "fraction of the memory used for static allocation (model weights and KV cache memory pool)"
+        Flag("gpu_memory_utilization", "--mem-fraction-static", Where.argv, number("gpu_memory_utilization"),
+             f"{F}/schedule.py:34"),
+        Flag("enable_prefix_caching", "--disable-radix-cache", Where.argv, lambda p: not p.enable_prefix_caching,
+             f"{F}/memory.py:65", "on: RadixAttention prefix caching is SGLang's default"),
+        Flag("speculative", "--speculative-algorithm", Where.argv, _spec("algorithm"), f"{F}/spec.py:37",
+             "None: no speculative decoding"),
+        Flag("speculative", "--speculative-num-steps", Where.argv, _spec("steps"), f"{F}/spec.py:60"),
+        Flag("speculative", "--speculative-eagle-topk", Where.argv, _spec("topk"), f"{F}/spec.py:64"),
+        Flag("speculative", "--speculative-num-draft-tokens", Where.argv, _spec("draft_tokens"), f"{F}/spec.py:68"),
+        Flag("speculative", "--speculative-draft-model-path", Where.argv, _spec("model"), f"{F}/spec.py:42",
+             "no draft model: MTP/NGRAM need none"),
+    ),
+    no_flag=(
+        NoFlag("backend", "selects this adapter"),
+        NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); this adapter renders CUDA plans"),
+        NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas"),
+        NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+    ),
+)
+
+_UNCHECKED = "SGLang quantization docs; kernels not checked here"
+CAPABILITIES = Capabilities(
+    backend=BackendName.sglang,
+    version=VERSION,
+    status="active",
+    gpu=Precision(7.5, f"{F}/device.py:31 (--device cuda); SGLang install docs: sm75+ (not checked here)"),
+    dtypes={Dtype.bf16: Precision(8.0, f"{F}/model.py:159"), Dtype.fp16: Precision(7.5, f"{F}/model.py:159"),
+            Dtype.float32: Precision(7.5, f"{F}/model.py:159")},
+    quantizations={
+        Quantization.fp8: Precision(8.9, f"{F}/model.py:176 fp8; FP8 tensor cores from SM89 ({_UNCHECKED})"),
+        Quantization.awq: Precision(7.5, f"{F}/model.py:176 awq ({_UNCHECKED})"),
+        Quantization.gptq: Precision(7.5, f"{F}/model.py:176 gptq ({_UNCHECKED})"),
+        Quantization.int8: Precision(8.0, f"{F}/model.py:176 w8a8_int8 ({_UNCHECKED})"),
+        Quantization.nvfp4: Precision(10.0, f"{F}/model.py:176 modelopt_fp4; NVFP4 is a Blackwell format"),
+    },
+    kv_cache_dtypes={
+        KvPrecision.bf16: Precision(8.0, f"{F}/model.py:196 bfloat16"),
+        KvPrecision.fp16: Precision(7.5, f"{F}/model.py:196 auto (model dtype)"),
+        KvPrecision.float32: Precision(7.5, f"{F}/model.py:196 auto (model dtype)"),
+        KvPrecision.fp8: Precision(8.9, f"{F}/model.py:196 fp8_e4m3 (CUDA 11.8+; FP8 formats from SM89)"),
+    },
+    tensor_parallel=Support(True, f"{F}/parallel.py:52"),
+    pipeline_parallel=Support(True, f"{F}/parallel.py:66"),
+    data_parallel=Support(True, f"{F}/parallel.py:80"),
+    expert_parallel=Support(True, f"{F}/parallel.py:242"),
+    multi_node=Support(True, f"{F}/parallel.py:39-51 (--dist-init-addr, --nnodes, --node-rank); "
+                             "kubernetes-sigs/lws docs/examples/sglang/lws.yaml"),
+    prefix_caching=Support(True, f"{F}/memory.py:65 (RadixAttention, on unless --disable-radix-cache)"),
+    chunked_prefill=Support(True, f"{F}/schedule.py:59"),
+    lora=Support(True, f"{F}/lora.py:41 --enable-lora"),
+    vlm=Support(True, "python/sglang/srt/multimodal/"),
+    speculative_methods={m: f"{F}/spec.py:37 {a}" for m, a in SPEC.items()},
+)
+
+METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (served with --enable-metrics)
+    source="python/sglang/srt/observability/metrics_collector.py",
+    kv_cache_usage="sglang:token_usage",  # :320
+    running="sglang:num_running_reqs",  # :280
+    waiting="sglang:num_queue_reqs",  # :286
+    preemptions="sglang:num_retracted_reqs",  # :468 (SGLang retracts instead of preempting)
+    ttft_seconds="sglang:time_to_first_token_seconds",  # :1744
+    inter_token_seconds="sglang:inter_token_latency_seconds",  # :1754
+    e2e_seconds="sglang:e2e_request_latency_seconds",  # :1761
+    kv_capacity="sglang:max_total_num_tokens",  # :1040
+)
+
+# python/sglang/srt/managers/scheduler.py:1227: logger.info(f"max_total_num_tokens={...}, chunked_prefill_size=...")
+KV_LINE = re.compile(r"max_total_num_tokens=(?P<tokens>\d+)")
+
+
+class SglangBackend:
+    name = BackendName.sglang
+    capabilities = CAPABILITIES
+    table = TABLE
+    image = IMAGE
+    port = PORT
+    health_path = "/health"  # python/sglang/srt/entrypoints/http_server.py:669
+    metrics_path = "/metrics"  # python/sglang/srt/utils/common.py:2635 (add_prometheus_middleware)
+    metrics = METRICS
+    warning: Optional[str] = None
+
+    def render(self, plan: Plan, name: str) -> Artifacts:
+        applied = apply(TABLE, plan)
+        command = ("python3", "-m", "sglang.launch_server")
+        args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT), "--enable-metrics")
+        multinode = None
+        if plan.nodes > 1:  # every node runs the server with its rank; node 0 serves HTTP (LWS sglang example)
+            node = shlex.join(command + args) + f" --dist-init-addr {{leader}}:{DIST_PORT} --node-rank {{rank}}"
+            multinode = MultiNode(leader=node, worker=node, source="kubernetes-sigs/lws docs/examples/sglang/lws.yaml")
+        server = Server(
+            backend=self.name, image=IMAGE, command=command, container_command=command, args=args,
+            container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
+            metrics_path=self.metrics_path, multinode=multinode)
+        return assemble(server, plan, name)
+
+    def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
+        if plan.kv_cache_dtype in (KvPrecision.fp16, KvPrecision.float32) and plan.dtype.value != \
+                plan.kv_cache_dtype.value:
+            return (f"backend=sglang ({VERSION}) has no {plan.kv_cache_dtype.value} KV cache beside "
+                    f"dtype={plan.dtype.value}: --kv-cache-dtype 'auto' follows the model dtype "
+                    f"[capability: kv_cache_dtypes; source: {F}/model.py:196]")
+        return None
+
+    def kv_cache_tokens(self, log: str) -> Optional[int]:
+        m = KV_LINE.search(log)
+        return int(m.group("tokens")) if m else None
+
+
+BACKEND = SglangBackend()

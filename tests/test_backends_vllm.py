@@ -1,0 +1,99 @@
+"""The rendered vLLM command line, parsed by vLLM 0.32's own server parser, gives back the plan's values.
+
+The parser is the one `python -m vllm.entrypoints.openai.api_server` and `vllm serve` build
+(vllm/entrypoints/launchers/cli_args.py make_arg_parser = FrontendArgs + AsyncEngineArgs.add_cli_args). Importing
+vLLM takes seconds: one module-scoped fixture. Needs the `cpu` extra (CI installs it).
+"""
+
+import dataclasses
+import json
+import shlex
+
+import pytest
+import yaml
+from conftest import request_for
+
+from backends import get
+from backends.vllm import QUANT
+from planner import search
+from planner.specs import BackendName, KvPrecision, Quantization
+
+pytest.importorskip("vllm")
+
+MODULE = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+
+
+@pytest.fixture(scope="module")
+def parser():
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return make_arg_parser(FlexibleArgumentParser(description="vLLM OpenAI-Compatible RESTful API server."))
+
+
+def parsed(parser, plan):
+    """The local argv parsed; the docker line's and the pod's flags (the image runs `vllm serve` + flags) too."""
+    art = get(BackendName.vllm).render(plan, "check")
+    assert art.argv[:3] == MODULE
+    args = parser.parse_args(list(art.argv[3:]))
+    if plan.nodes == 1:
+        docker = shlex.split(art.docker)
+        pod = yaml.safe_load(art.k8s["deployment.yaml"])["spec"]["template"]["spec"]["containers"][0]["args"]
+        for words in (docker[docker.index(art.image) + 1:], pod):
+            assert vars(parser.parse_args(words)) == vars(args)
+    return args
+
+
+DTYPE = {"bf16": "bfloat16", "fp16": "float16", "float32": "float32"}
+
+
+def assert_plan_equals(args, plan):
+    assert args.model == plan.model_path
+    assert args.tensor_parallel_size == plan.tensor_parallel
+    assert args.pipeline_parallel_size == plan.pipeline_parallel
+    assert args.data_parallel_size == plan.data_parallel
+    assert args.enable_expert_parallel == plan.expert_parallel
+    assert args.dtype == DTYPE[plan.dtype.value]
+    assert args.quantization == QUANT[plan.quantization]
+    assert args.max_model_len == plan.max_model_len
+    assert args.max_num_seqs == plan.max_num_seqs
+    assert args.max_num_batched_tokens == plan.max_num_batched_tokens
+    assert args.gpu_memory_utilization == (plan.gpu_memory_utilization or 0.92)  # 0.92: vLLM's default (CPU plans)
+    assert args.enable_prefix_caching is plan.enable_prefix_caching
+    assert args.enable_chunked_prefill is plan.enable_chunked_prefill
+    assert args.speculative_config == plan.speculative
+    assert args.distributed_executor_backend == ("ray" if plan.nodes > 1 else None)
+
+
+CASES = [
+    pytest.param(("model=llama3-70b", "hw=h100x4"), {}, id="llama3-70b-h100x4"),
+    pytest.param(("model=llama3-70b", "hw=h100x4"), {"quantization": Quantization.fp8,
+                                                      "kv_cache_dtype": KvPrecision.fp8,
+                                                      "enable_prefix_caching": True, "expert_parallel": True,
+                                                      "speculative": {"method": "eagle3", "model": "org/drafter",
+                                                                      "num_speculative_tokens": 3}},
+                 id="fp8-prefix-ep-eagle3"),
+    pytest.param(("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), {}, id="405b-two-nodes"),
+    pytest.param(("model=llama3.2-1b", "hw=cpu", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
+                  "plan.kv_cache_space_gib=1"), {}, id="cpu-tp2"),
+]
+
+
+@pytest.mark.parametrize("overrides,changes", CASES)
+def test_vllm_parses_the_rendered_argv_back_to_the_plan(parser, overrides, changes):
+    plan = dataclasses.replace(search.compile_plan(request_for(*overrides)).plan, **changes)
+    args = parsed(parser, plan)
+    assert_plan_equals(args, plan)
+    if plan.quantization is Quantization.fp8:
+        assert args.quantization == "fp8" and args.kv_cache_dtype == "fp8"
+    else:
+        assert args.kv_cache_dtype == DTYPE[plan.kv_cache_dtype.value]
+
+
+def test_speculative_config_is_the_plans_json(parser):
+    plan = dataclasses.replace(search.compile_plan(request_for("model=llama3-70b", "hw=h100x4")).plan,
+                               speculative={"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4})
+    args = parsed(parser, plan)
+    assert args.speculative_config == plan.speculative
+    art = get(BackendName.vllm).render(plan, "check")
+    assert json.loads(art.argv[art.argv.index("--speculative-config") + 1]) == plan.speculative
