@@ -107,7 +107,7 @@ def test_expert_parallel_for_many_experts():
 
 
 def test_pinned_value_excluded_by_a_rule_is_an_error_naming_the_rule():
-    with pytest.raises(InputError, match=r"plan.quantization=fp8: the rules exclude it here: precision.fp8-needs-sm89"):
+    with pytest.raises(InputError, match=r"plan.quantization=fp8 was pinned, but precision.fp8-needs-sm89 rules it out"):
         search.compile_plan(request_for("hw=a100x4", "plan.quantization=fp8"))
 
 
