@@ -42,6 +42,8 @@ def plan_path(doc: dict, out: Optional[str]) -> Path:
         parts.append(req["workload"]["name"])
     if req["precision"]["name"] != "auto":
         parts.append(req["precision"]["name"])
+    if req["backend"]["name"] != "auto":
+        parts.append(req["backend"]["name"])
     if any(v is not None for v in req["pins"].values()):
         parts.append("pinned")
     return Path("plans") / ("-".join(parts) + ".yaml")
@@ -84,9 +86,15 @@ def run(overrides: list[str]) -> Outcome:
                                     for e in constraints.trace]}, fmt, None)
         return Outcome(0, doc)
     path = plan_path(doc, out)
-    if save:
+    if action == "render":
+        from planner import render
+
+        doc["launch"] = render.render(compiled, req)
+        written = render.write(doc["launch"], render.artifact_dir(path))
+        log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
+    if save or action == "render":
         document.write(doc, path)
-    _emit(doc, fmt, str(path) if save else None)
+    _emit(doc, fmt, str(path) if save or action == "render" else None)
     return Outcome(0, doc)
 
 
@@ -121,7 +129,7 @@ def _diagnose(path: Optional[str], rule_set, fmt: str) -> Outcome:
 
 
 def _check_action(action: str) -> None:
-    later = {"render": 6, "launch": 7, "verify": 7}
+    later = {"launch": 7, "verify": 7}
     if action in later:
         raise InputError(
             f"action={action} is not available in planner {_version()} yet (it arrives with issue #{later[action]}). "

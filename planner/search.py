@@ -131,7 +131,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     on_cpu = gpu.kind is DeviceKind.cpu
     consts = memory.engine_constants()
 
-    backend = BackendName(_choice(cons, "backend", pins.backend.value if pins.backend else None)[0])
+    backends = [BackendName(b) for b in _choice(cons, "backend", pins.backend.value if pins.backend else None)]
     dtype = Dtype(_choice(cons, "dtype", pins.dtype.value if pins.dtype else None)[0])
     quants = [Quantization(q) for q in _choice(cons, "quantization",
                                                pins.quantization.value if pins.quantization else None)]
@@ -164,10 +164,30 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                        gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
                 tried.append(_Try(quant, kv, tp, pp, mem))
                 if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
-                    return _finish(req, cons, backend, dtype, tried[-1], max_model_len, len_why,
-                                   max_num_batched_tokens, batch_why, util, want_seqs, mean_len, cpu_space, tried,
-                                   concurrency)
+                    return _with_backend(req, cons, backends, dtype, tried[-1], max_model_len, len_why,
+                                         max_num_batched_tokens, batch_why, util, want_seqs, mean_len, cpu_space,
+                                         tried, concurrency)
     raise NoFeasiblePlan(_explain_no_fit(req, cons, tried, want_tokens, mean_len, concurrency))
+
+
+def _with_backend(req, cons, backends, *args) -> CompiledPlan:
+    """The plan with the first allowed backend whose capability matrix can serve it (backends/base.py
+    unsupported); the reasons of those that cannot are kept as alternatives, or raised when none can."""
+    from dataclasses import replace
+
+    from backends import unsupported
+
+    reasons = []
+    for backend in backends:
+        compiled = _finish(req, cons, backend, *args)
+        reason = unsupported(backend, compiled.plan, req.hw.gpu)
+        if reason is None:
+            skipped = tuple(Alternative(summary=f"backend={b}", rejected_because=r) for b, r in reasons)
+            return replace(compiled, alternatives=skipped + compiled.alternatives)
+        reasons.append((backend.value, reason))
+    raise InputError("No allowed backend can serve this plan: " + "; ".join(f"{b}: {r}" for b, r in reasons)
+                     + ". Fix: backend=auto (or another backend), or change the precision/layout pins the reason "
+                     "names.")
 
 
 def _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs, max_model_len) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from planner import app, document, search
+from planner import app, document, render, search
 
 from conftest import ROOT, request_for
 
@@ -25,9 +25,23 @@ EXAMPLES = [
 ]
 
 
-def _doc(overrides):
+# action=render examples: the plan document with its launch block, and the artifact files beside it.
+RENDERED = [
+    ("model=llama3-70b", "hw=h100x4", "backend=vllm"),
+    ("model=llama3-70b", "hw=h100x4", "backend=trtllm"),
+    ("model=llama3-70b", "hw=h100x4", "backend=tgi"),
+    ("model=llama3-70b", "hw=h100x4", "backend=sglang"),
+    ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "backend=vllm"),
+]
+
+
+def _doc(overrides, rendered=False):
     req = request_for(*overrides)
-    return document.build(req, search.compile_plan(req))
+    compiled = search.compile_plan(req)
+    doc = document.build(req, compiled)
+    if rendered:
+        doc["launch"] = render.render(compiled, req)
+    return doc
 
 
 @pytest.mark.parametrize("overrides", [pytest.param(o, id=" ".join(o)) for o in EXAMPLES])
@@ -42,7 +56,23 @@ def test_golden_plan(overrides, request):
     assert path.read_text() == text, f"{path.name} is stale: run pytest tests/test_golden.py --update-golden"
 
 
+@pytest.mark.parametrize("overrides", [pytest.param(o, id=" ".join(o)) for o in RENDERED])
+def test_golden_rendered_plan(overrides, request, tmp_path):
+    doc = _doc(overrides, rendered=True)
+    path = ROOT / app.plan_path(doc, None)
+    outdir = render.artifact_dir(path)
+    if request.config.getoption("--update-golden"):
+        path.write_text(document.dumps(doc))
+        render.write(doc["launch"], outdir)
+    assert path.read_text() == document.dumps(doc), f"{path.name} is stale: --update-golden"
+    fresh = tmp_path / "out"
+    written = render.write(doc["launch"], fresh)
+    for p in written:
+        committed = outdir / p.relative_to(fresh)
+        assert committed.is_file() and committed.read_text() == p.read_text(), f"{committed} is stale: --update-golden"
+
+
 def test_no_stale_example_files():
-    expected = {app.plan_path(_doc(o), None).name for o in EXAMPLES}
+    expected = {app.plan_path(_doc(o), None).name for o in EXAMPLES + RENDERED}
     present = {p.name for p in (ROOT / "plans").glob("*.yaml")}
     assert present <= expected, f"plans/ holds files no example makes: {sorted(present - expected)}"
