@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from planner.errors import InputError, PlannerError
+from planner.errors import InputError, NoFeasiblePlan, PlannerError
 
 log = logging.getLogger("planner")
 
@@ -74,7 +74,12 @@ def run(overrides: list[str]) -> Outcome:
         req = compose.to_request(cfg)
         out, save = cfg.out, cfg.save
     constraints = rule_engine.evaluate(req, rule_set)
-    compiled = search.compile_plan(req, constraints)
+    try:
+        compiled = search.compile_plan(req, constraints)
+    except NoFeasiblePlan as exc:
+        if exc.closest is not None:  # exit 3 still shows the closest plan, then says what would satisfy the target
+            _emit(document.build(req, exc.closest), fmt, None)
+        raise
     doc = document.build(req, compiled)
     if action == "explain":
         if fmt == "table":

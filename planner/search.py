@@ -122,6 +122,8 @@ class _Try:
     tp: int
     pp: int
     mem: memory.MemoryBreakdown
+    cpu_space: Optional[int] = None
+    seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate
 
 
 def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPlan:
@@ -150,6 +152,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     want_tokens = max(max_model_len, concurrency * mean_len)
 
     tried: list[_Try] = []
+    fitting: list[_Try] = []
     for quant in quants:
         for kv in kvs:
             for tp, pp in parallel_layouts(req, cons):
@@ -162,12 +165,150 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                        max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
                                        max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
                                        gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
-                tried.append(_Try(quant, kv, tp, pp, mem))
+                t = _Try(quant, kv, tp, pp, mem, cpu_space)
+                tried.append(t)
                 if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
-                    return _with_backend(req, cons, backends, dtype, tried[-1], max_model_len, len_why,
-                                         max_num_batched_tokens, batch_why, util, want_seqs, mean_len, cpu_space,
-                                         tried, concurrency)
-    raise NoFeasiblePlan(_explain_no_fit(req, cons, tried, want_tokens, mean_len, concurrency))
+                    fitting.append(t)
+    if not fitting:
+        raise NoFeasiblePlan(_explain_no_fit(req, cons, tried, want_tokens, mean_len, concurrency))
+    prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else \
+        bool(cons.setting("enable_prefix_caching", True))
+    ranked = _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens, prefix)
+    chosen, est = ranked[0]
+    analytic = est
+    for cand, first in ranked[:3]:  # the simulation has the last word on percentiles
+        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, max_num_batched_tokens, prefix)
+        if refined.meets or cand is ranked[0][0]:
+            chosen, est, analytic = cand, refined, first
+        if refined.meets:
+            break
+    compiled = _with_backend(req, cons, backends, dtype, chosen, max_model_len, len_why, max_num_batched_tokens,
+                             batch_why, util, want_seqs, mean_len, chosen.cpu_space, tried, concurrency)
+    from dataclasses import replace
+
+    from planner import predict
+
+    load = predict.load_per_replica(req, compiled.plan.replicas) if predict.explicit_load(req) else \
+        predict.saturated_load(compiled.plan.max_num_seqs, compiled.plan.replicas)
+    others = tuple(Alternative(summary=_summary(c), rejected_because=_lost(req, e, analytic),
+                               prediction=_brief(e)) for c, e in ranked[1:4] if c is not chosen)
+    compiled = replace(compiled, prediction=predict.document(est, req, load),
+                       alternatives=others + compiled.alternatives)
+    if not est.meets:
+        raise NoFeasiblePlan(_explain_slo(req, est, ranked), closest=compiled)
+    return compiled
+
+
+def _summary(t: "_Try") -> str:
+    return f"TP{t.tp} PP{t.pp} {t.quant.value} KV {t.kv.value}"
+
+
+def _brief(e) -> dict:
+    return {"ttft_ms": round(e.ttft_ms, 1), "tpot_ms": round(e.tpot_ms, 2),
+            "output_tok_s_per_gpu": round(e.output_tok_s_per_gpu, 1), "meets_target": e.meets}
+
+
+def _lost(req: Request, e, best) -> str:
+    if not e.meets:
+        name, value, limit = e.violations[0]
+        return f"misses {name}: {value:,.1f} > {limit:,.1f} (predicted)"
+    obj = req.target.objective.value
+    if e.violations == best.violations and (e.tpot_ms < best.tpot_ms if obj == "latency" else
+                                            e.output_tok_s_per_gpu > best.output_tok_s_per_gpu):
+        return "less preferred format (the rules order formats: accuracy first, quantize late)"
+    if obj == "latency":
+        return f"slower: TPOT {e.tpot_ms:.2f} ms vs {best.tpot_ms:.2f} ms (objective latency, analytic estimates)"
+    if obj == "cost" and e.usd_per_mtok and best.usd_per_mtok:
+        return f"dearer: ${e.usd_per_mtok:.3f}/Mtok vs ${best.usd_per_mtok:.3f} (objective cost)"
+    return (f"less throughput per GPU: {e.output_tok_s_per_gpu:,.0f} vs {best.output_tok_s_per_gpu:,.0f} tok/s "
+            f"(objective {obj})")
+
+
+def _step_model(req: Request, dtype: Dtype, t: "_Try"):
+    from planner import perf
+
+    return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, dtype, t.quant, t.kv)
+
+
+def _seq_ladder(cap: int, explicit: bool) -> list[int]:
+    """max_num_seqs values to try: the cap alone when the load is given; else the cap and its halvings down to 8
+    (a throughput target takes the largest batch whose latency still meets the SLOs)."""
+    if explicit:
+        return [cap]
+    ladder, s = [], cap
+    while s >= 8:
+        ladder.append(s)
+        s //= 2
+    return ladder or [cap]
+
+
+def _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens, prefix) -> list:
+    """Every fitting candidate with its analytic estimate: those meeting the target first, then the formats the rules
+    prefer, then the objective."""
+    from dataclasses import replace
+
+    from planner import predict
+
+    explicit = predict.explicit_load(req)
+    out = []
+    for t in fitting:
+        replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
+        cap = req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
+        sm = _step_model(req, dtype, t)
+        for seqs in _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs)):
+            load = None if explicit else predict.saturated_load(seqs, replicas)
+            e = predict.estimate(req, sm, replicas=replicas, max_num_seqs=seqs,
+                                 max_num_batched_tokens=max_num_batched_tokens,
+                                 kv_capacity_seqs=t.mem.kv_cache_tokens / mean_len, prefix_caching=prefix, load=load)
+            out.append((replace(t, seqs=seqs), e))
+            if e.meets:
+                break  # the largest batch that meets the target
+    wide = cons.setting("parallelism") == "wide"
+    # Formats are preferences the rules ordered (accuracy first, "quantize late"), not free variables: among
+    # candidates that meet the target, the most preferred format wins, then the objective decides.
+    quant_rank = {q: i for i, q in enumerate(cons.choices["quantization"])}
+    kv_rank = {k: i for i, k in enumerate(cons.choices["kv_cache_dtype"])}
+
+    def key(te):
+        t, e = te
+        return (not e.meets, quant_rank.get(t.quant.value, 99), kv_rank.get("fp8" if t.kv is KvPrecision.fp8
+                                                                             else "auto", 99),
+                e.score(req.target.objective), -t.tp if wide else t.tp)
+    ranked = sorted(out, key=key)
+    seen, unique = set(), []
+    for t, e in ranked:  # one entry per layout and format: its best batch
+        k = (t.quant, t.kv, t.tp, t.pp)
+        if k not in seen:
+            seen.add(k)
+            unique.append((t, e))
+    return unique
+
+
+def _simulate(req, dtype, t, est, want_seqs, mean_len, max_num_batched_tokens, prefix):
+    from planner import predict
+
+    replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
+    seqs = t.seqs or req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
+    load = None if predict.explicit_load(req) else predict.saturated_load(seqs, replicas)
+    return predict.simulate_percentiles(req, _step_model(req, dtype, t), est, replicas=replicas, max_num_seqs=seqs,
+                                        max_num_batched_tokens=max_num_batched_tokens,
+                                        kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
+                                        prefix_caching=prefix, load=load)
+
+
+def _explain_slo(req: Request, est, ranked) -> str:
+    t = req.target
+    name, value, limit = max(est.violations, key=lambda v: v[1] / v[2] if v[2] else 0)
+    best_by = {}
+    for _, e in ranked:
+        for n, v, _lim in e.violations:
+            best_by[n] = min(best_by.get(n, v), v)
+    return (f"No candidate meets target={t.name} on hw={req.hw.name} for {req.model.name}: the closest plan (shown "
+            f"above) predicts {name} {value:,.1f} against the target's {limit:,.1f} (p{t.percentile:g}); the best "
+            f"any candidate reaches is {best_by.get(name, value):,.1f}. Binding constraint: {name}. Fix: relax "
+            f"target.{name} (e.g. target.{name}={math.ceil(best_by.get(name, value) * 1.1)}), lower the load "
+            f"(workload.request_rate / max_concurrency), use faster or more GPUs (e.g. hw=h100x8), or a lower "
+            f"precision (precision=fp8 where the GPU has it).")
 
 
 def _with_backend(req, cons, backends, *args) -> CompiledPlan:
@@ -221,7 +362,7 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
     fallback = (f"unquantized weights do not fit ({tried[0].mem.weights_gib:.1f} GiB per GPU at TP {tried[0].tp})"
                 if quant is not Quantization.none and tried[0].quant is Quantization.none else "")
     kv_bound = max(1, mem.kv_cache_tokens // mean_len)
-    max_num_seqs = pins.max_num_seqs or min(want_seqs, kv_bound)
+    max_num_seqs = pins.max_num_seqs or chosen.seqs or min(want_seqs, kv_bound)
     replicas = pins.replicas or max(1, hw.total_gpus // world)
     prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else \
         bool(cons.setting("enable_prefix_caching", True))
@@ -261,7 +402,8 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
         _decide("max_num_seqs", max_num_seqs, pins.max_num_seqs is not None,
                 setting("max_num_seqs") and setting("max_num_seqs").rule,
                 f"start {want_seqs}, bounded by KV capacity {mem.kv_cache_tokens:,} tokens / {mean_len} per request "
-                f"= {kv_bound}"),
+                f"= {kv_bound}" + ("" if not chosen.seqs or chosen.seqs == min(want_seqs, kv_bound) else
+                                   f"; the search took {chosen.seqs}, the largest batch that meets the target")),
         _decide("max_num_batched_tokens", max_num_batched_tokens, pins.max_num_batched_tokens is not None,
                 setting("max_num_batched_tokens") and setting("max_num_batched_tokens").rule, "",
                 ) if setting("max_num_batched_tokens") or pins.max_num_batched_tokens else
@@ -298,9 +440,9 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
     for r in fired.values():  # rules that explain without setting (e.g. size.*) are listed on their fields
         decisions += [Decision(f, getattr(plan, f).value if hasattr(getattr(plan, f), "value") else getattr(plan, f),
                                r.id, r.why, r.source) for f in r.decides]
-    alternatives = tuple(Alternative(summary=f"TP{t.tp} PP{t.pp} {t.quant.value} KV {t.kv.value}",
-                                     rejected_because=_why_not(t.mem, concurrency, mean_len))
-                         for t in tried[:-1][-3:])
+    unfit = [t for t in tried if not (t.mem.fits and t.mem.kv_cache_tokens >= concurrency * mean_len)]
+    alternatives = tuple(Alternative(summary=_summary(t), rejected_because=_why_not(t.mem, concurrency, mean_len))
+                         for t in unfit[:3])
     notes = tuple(text for _, text in cons.notes)
     return CompiledPlan(plan=plan, memory=mem, decisions=tuple(decisions), alternatives=alternatives, notes=notes,
                         rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))

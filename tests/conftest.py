@@ -45,3 +45,22 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def compiled_or_closest(req: Request):
+    """The compiled plan, or, when no candidate meets the target's SLOs, the closest one the search found (it obeys
+    every rule and fits memory; only the latency/throughput targets are missed). For tests of rules, sizing and
+    rendering, which must not depend on the performance model's verdict."""
+    from planner import search
+    from planner.errors import NoFeasiblePlan
+
+    try:
+        return search.compile_plan(req)
+    except NoFeasiblePlan as exc:
+        if exc.closest is None:
+            raise
+        return exc.closest
+
+
+def plan_or_closest(*overrides: str):
+    return compiled_or_closest(request_for(*overrides))

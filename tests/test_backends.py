@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import request_for
+from conftest import compiled_or_closest, request_for
 
 from backends import ADAPTERS, get, unsupported
 from backends.base import Artifacts
@@ -23,14 +23,14 @@ BACKENDS = [pytest.param(b, id=b.value) for b in ADAPTERS]
 def h100x4():
     """llama3-70b on h100x4: TP 4, one node."""
     req = request_for("model=llama3-70b", "hw=h100x4")
-    return req, search.compile_plan(req).plan
+    return req, compiled_or_closest(req).plan
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
     """llama3.1-405b on 2 x 8 H100 in bf16: TP 8 x PP 2 over 2 nodes."""
     req = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
-    return req, search.compile_plan(req).plan
+    return req, compiled_or_closest(req).plan
 
 
 def on(plan: Plan, backend: BackendName, **changes) -> Plan:
@@ -209,9 +209,9 @@ def test_deployment_has_replicas_gpus_probes_shm_and_secret(backend, h100x4):
 
 
 def test_vllm_cpu_plan_sizes_kv_by_env_and_binds_one_core_per_rank():
-    req = request_for("model=llama3.2-1b", "hw=cpu", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
+    req = request_for("model=llama3.2-1b", "hw=cpu", "target=best-effort", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
                       "plan.kv_cache_space_gib=1")
-    plan = search.compile_plan(req).plan
+    plan = compiled_or_closest(req).plan
     assert plan.gpu_memory_utilization is None
     assert unsupported(BackendName.vllm, plan, req.hw.gpu) is None
     art = get(BackendName.vllm).render(plan, "llama3-2-1b-vllm")
@@ -249,7 +249,7 @@ UNSUPPORTED = [
 @pytest.mark.parametrize("backend,overrides,changes,names,source", UNSUPPORTED)
 def test_unsupported_names_the_capability_and_its_source(backend, overrides, changes, names, source):
     req = request_for(*overrides)
-    plan = on(search.compile_plan(req).plan, backend, **changes)
+    plan = on(compiled_or_closest(req).plan, backend, **changes)
     reason = unsupported(backend, plan, req.hw.gpu)
     assert reason is not None and names in reason and source in reason
     assert "capability:" in reason
@@ -257,7 +257,7 @@ def test_unsupported_names_the_capability_and_its_source(backend, overrides, cha
 
 def test_fp8_on_ada_and_hopper_is_supported_everywhere_but_tgi_on_ada():
     req = request_for("model=llama3-8b", "hw=l40sx1")
-    plan = search.compile_plan(req).plan
+    plan = compiled_or_closest(req).plan
     fp8 = dict(quantization=Quantization.fp8)
     assert [b.value for b in ADAPTERS if unsupported(b, on(plan, b, **fp8), req.hw.gpu)] == ["tgi"]
 
@@ -267,7 +267,7 @@ def test_render_refuses_an_unsupported_plan(h100x4, two_nodes):
     from planner.render import render
 
     req, plan = two_nodes
-    compiled = dataclasses.replace(search.compile_plan(req), plan=on(plan, BackendName.tgi))
+    compiled = dataclasses.replace(compiled_or_closest(req), plan=on(plan, BackendName.tgi))
     with pytest.raises(InputError, match=r"backend=tgi: cannot render.*pipeline_parallel=2.*Fix:"):
         render(compiled, req)
 
@@ -283,7 +283,7 @@ def test_secrets_never_appear_in_any_artifact(backend, h100x4, two_nodes, monkey
         plan = on(plan, backend)
         if unsupported(backend, plan, req.hw.gpu):
             continue
-        compiled = dataclasses.replace(search.compile_plan(req), plan=plan)
+        compiled = dataclasses.replace(compiled_or_closest(req), plan=plan)
         launch = render(compiled, req)
         assert "hf_secret123" not in yaml.safe_dump(launch)
         for path in write(launch, tmp_path / backend.value):

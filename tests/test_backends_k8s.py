@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import request_for
+from conftest import compiled_or_closest, request_for
 
 from backends import ADAPTERS, get, unsupported
 from planner import search
@@ -34,7 +34,7 @@ def validate_pod_template(template: dict) -> None:
 def plans():
     one = request_for("model=llama3-70b", "hw=h100x4")
     two = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
-    return {"one-node": (one, search.compile_plan(one)), "two-nodes": (two, search.compile_plan(two))}
+    return {"one-node": (one, compiled_or_closest(one)), "two-nodes": (two, compiled_or_closest(two))}
 
 
 @pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in ADAPTERS])

@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 
 import pytest
-from conftest import request_for
+from conftest import compiled_or_closest, request_for
 
 from backends import get
 from planner import search
@@ -24,7 +24,7 @@ server_args = pytest.importorskip("sglang.srt.server_args")
                  id="switches-ep-eagle3"),
 ])
 def test_sglang_parses_the_rendered_argv_back_to_the_plan(changes):
-    plan = dataclasses.replace(search.compile_plan(request_for("model=llama3-70b", "hw=h100x4")).plan,
+    plan = dataclasses.replace(compiled_or_closest(request_for("model=llama3-70b", "hw=h100x4")).plan,
                                backend=BackendName.sglang, **changes)
     art = get(BackendName.sglang).render(plan, "check")
     parser = argparse.ArgumentParser()

@@ -11,7 +11,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import request_for
+from conftest import compiled_or_closest, request_for
 
 from backends import get
 from backends.vllm import QUANT
@@ -74,14 +74,14 @@ CASES = [
                                                                       "num_speculative_tokens": 3}},
                  id="fp8-prefix-ep-eagle3"),
     pytest.param(("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), {}, id="405b-two-nodes"),
-    pytest.param(("model=llama3.2-1b", "hw=cpu", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
+    pytest.param(("model=llama3.2-1b", "hw=cpu", "target=best-effort", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
                   "plan.kv_cache_space_gib=1"), {}, id="cpu-tp2"),
 ]
 
 
 @pytest.mark.parametrize("overrides,changes", CASES)
 def test_vllm_parses_the_rendered_argv_back_to_the_plan(parser, overrides, changes):
-    plan = dataclasses.replace(search.compile_plan(request_for(*overrides)).plan, **changes)
+    plan = dataclasses.replace(compiled_or_closest(request_for(*overrides)).plan, **changes)
     args = parsed(parser, plan)
     assert_plan_equals(args, plan)
     if plan.quantization is Quantization.fp8:
@@ -91,7 +91,7 @@ def test_vllm_parses_the_rendered_argv_back_to_the_plan(parser, overrides, chang
 
 
 def test_speculative_config_is_the_plans_json(parser):
-    plan = dataclasses.replace(search.compile_plan(request_for("model=llama3-70b", "hw=h100x4")).plan,
+    plan = dataclasses.replace(compiled_or_closest(request_for("model=llama3-70b", "hw=h100x4")).plan,
                                speculative={"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4})
     args = parsed(parser, plan)
     assert args.speculative_config == plan.speculative

@@ -9,19 +9,19 @@ import pytest
 
 from planner import app, document, render, search
 
-from conftest import ROOT, request_for
+from conftest import compiled_or_closest, ROOT, request_for
 
 EXAMPLES = [
     ("model=llama3-70b", "hw=h100x4"),
     ("model=llama3-70b", "hw=h100x4", "target=latency"),
     ("model=llama3-70b", "hw=h100x4", "target=throughput"),
     ("model=llama3-70b", "hw=v100x8"),
-    ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"),
+    ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "target=throughput"),
     ("model=deepseek-v3", "hw=h200x8"),
     ("model=qwen3-235b-a22b", "hw=h100x8"),
     ("model=mixtral-8x7b", "hw=a100x4"),
     ("model=llama3-8b", "hw=l4x1", "target=latency"),
-    ("model=llama3.1-70b", "hw=h200x4", "workload=long-context", "precision=fp8"),
+    ("model=llama3.1-70b", "hw=h200x4", "workload=long-context", "precision=fp8", "target=best-effort"),
 ]
 
 
@@ -31,13 +31,13 @@ RENDERED = [
     ("model=llama3-70b", "hw=h100x4", "backend=trtllm"),
     ("model=llama3-70b", "hw=h100x4", "backend=tgi"),
     ("model=llama3-70b", "hw=h100x4", "backend=sglang"),
-    ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "backend=vllm"),
+    ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "target=throughput", "backend=vllm"),
 ]
 
 
 def _doc(overrides, rendered=False):
     req = request_for(*overrides)
-    compiled = search.compile_plan(req)
+    compiled = compiled_or_closest(req)
     doc = document.build(req, compiled)
     if rendered:
         doc["launch"] = render.render(compiled, req)

