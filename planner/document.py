@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from planner.fastyaml import FAST_LOADER
+
 from planner import __version__
 from planner.errors import InputError
 from planner.plan import CompiledPlan
@@ -97,7 +99,7 @@ def load(path: str) -> dict:
         raise InputError(f"plan={path}: no such file. Fix: give the path of a plan written by the planner, "
                          "e.g. plans/llama3-70b-h100x4-balanced.yaml.")
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = yaml.load(p.read_text(), Loader=FAST_LOADER)
     except yaml.YAMLError as exc:
         raise InputError(f"plan={path}: not valid YAML/JSON ({str(exc).splitlines()[0]}). Fix: give a plan file "
                          "the planner wrote.") from None

@@ -14,6 +14,8 @@ from typing import Optional
 
 import yaml
 
+from planner.fastyaml import FAST_LOADER
+
 from planner.specs import DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
 
 GIB = 2**30
@@ -41,7 +43,7 @@ VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEF
 def engine_constants(engine: str = "vllm") -> dict:
     """conf/calibration/<engine>-memory.yaml: block sizes, overheads and their sources."""
     text = resources.files("conf").joinpath("calibration", f"{engine}-memory.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=FAST_LOADER)
 
 
 @dataclass(frozen=True)

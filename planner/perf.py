@@ -20,6 +20,8 @@ from typing import Optional
 import numpy as np
 import yaml
 
+from planner.fastyaml import FAST_LOADER
+
 from planner import memory
 from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
@@ -39,10 +41,25 @@ class Calibration:
     pcie_bus_gb_s: float
     allreduce_latency_s: float
     step_overhead_s: float
+    attn_batch: tuple = ()  # decode attention efficiency grid (batch x context), when measured
+    attn_context: tuple = ()
+    attn_grid: tuple = ()
 
     def gemm_efficiency(self, m, fp8: bool = False):
         curve = self.gemm_fp8 if fp8 else self.gemm_bf16
         return np.interp(np.log2(np.maximum(m, 1)), np.log2(self.gemm_m), curve)
+
+    def attention_efficiency(self, batch, context):
+        """KV-read efficiency of decode attention at `batch` sequences of mean `context` tokens: bilinear in log2
+        over the measured grid (small batches at short context are launch-bound), else the scalar figure."""
+        if not self.attn_grid:
+            return self.decode_attention_efficiency
+        lb = np.log2(np.clip(np.asarray(batch, dtype=float), self.attn_batch[0], self.attn_batch[-1]))
+        lc = np.log2(np.clip(np.asarray(context, dtype=float), self.attn_context[0], self.attn_context[-1]))
+        grid = np.asarray(self.attn_grid)
+        by_batch = np.array([np.interp(lc, np.log2(self.attn_context), row) for row in grid])
+        return np.interp(lb, np.log2(self.attn_batch), by_batch) if by_batch.ndim == 1 else \
+            np.array([np.interp(b, np.log2(self.attn_batch), by_batch[:, i]) for i, b in enumerate(np.ravel(lb))])
 
 
 def _curve(d: dict, key: str, default: dict) -> tuple:
@@ -53,11 +70,16 @@ def _curve(d: dict, key: str, default: dict) -> tuple:
 @functools.lru_cache(maxsize=None)
 def calibration(gpu_name: str) -> Calibration:
     folder = resources.files("conf").joinpath("calibration")
-    base = yaml.safe_load(folder.joinpath("perf-default.yaml").read_text())
+    base = yaml.load(folder.joinpath("perf-default.yaml").read_text(), Loader=FAST_LOADER)
     name = {"h100-sxm": "h100", "h100-pcie": "h100-pcie"}.get(gpu_name, gpu_name)
     own = folder.joinpath(f"{name}.yaml")
-    d = {**base, **(yaml.safe_load(own.read_text()) if own.is_file() else {})}
+    d = {**base, **(yaml.load(own.read_text(), Loader=FAST_LOADER) if own.is_file() else {})}
     m, bf16 = _curve(d, "gemm_bf16", base["gemm_bf16"])
+    attn = ((d.get("decode_attention") or {}).get("configs") or {}).get("llama-3.1-8b") or {}
+    grid = attn.get("bandwidth_efficiency") or []
+    grid = [[x if x is not None else row[i - 1] for i, x in enumerate(row)] for row in grid]
+    batches = tuple(float(b) for b in (d.get("decode_attention") or {}).get("batch", ()))
+    contexts = tuple(float(c) for c in (d.get("decode_attention") or {}).get("context", ()))
     m8, fp8 = _curve(d, "gemm_fp8", base["gemm_fp8"])
     fp8 = tuple(np.interp(np.log2(m), np.log2(m8), fp8)) if m8 != m else fp8
     ar = {**base["allreduce"], **(d.get("allreduce") or {})}
@@ -67,7 +89,9 @@ def calibration(gpu_name: str) -> Calibration:
         decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
         prefill_attention_efficiency=float(d["prefill_attention_efficiency"]),
         nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
-        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3)
+        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3,
+        attn_batch=batches if grid else (), attn_context=contexts if grid else (),
+        attn_grid=tuple(tuple(float(x) for x in row) for row in grid))
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,7 @@ class StepModel:
                 else cal.pcie_bus_gb_s)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
+            "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),
             "peak": peak_tflops * 1e12, "bw": gpu.hbm_bandwidth_gb_s * 1e9,
             "layers": layers, "moe_layers": moe_layers, "dense_layers": layers - moe_layers,
             "attn_params": (c.attn_per_layer + c.norms_per_layer) / tp,
@@ -122,7 +147,10 @@ class StepModel:
         k = self._consts
         cal: Calibration = k["cal"]
         tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
-        eff = cal.gemm_efficiency(tokens, k["fp8"])
+        # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
+        # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
+        # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
+        eff = cal.gemm_efficiency(np.maximum(tokens, 256.0) if k["int4"] else tokens, k["fp8"])
 
         def linear(params, flops_params=None):
             flops = 2.0 * tokens * (params if flops_params is None else flops_params)
@@ -138,7 +166,9 @@ class StepModel:
                 (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / (k["bw"] * cal.hbm_efficiency))
         else:
             moe = 0.0
-        attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * cal.decode_attention_efficiency)
+        seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
+        attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
+        attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
                 + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
                 / (k["peak"] * cal.prefill_attention_efficiency))
         comm = 0.0

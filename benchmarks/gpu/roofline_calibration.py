@@ -723,7 +723,7 @@ def catalog_peaks(key):
             "fp8_tflops": c["dense_tflops_fp8"], "hbm_gb_s": c["hbm_bandwidth_gb_s"]}
 
 
-def summarize(raw: dict, raw_path: str | None = None) -> tuple[dict, str]:
+def summarize(raw: dict, raw_path: str | None = None, summary_cmd: str | None = None) -> tuple[dict, str]:
     env, R = raw["environment"], raw["results"]
     key = gpu_key(env.get("device_name", "cpu"), env.get("dry_run", False))
     pk = catalog_peaks(key)
@@ -734,6 +734,7 @@ def summarize(raw: dict, raw_path: str | None = None) -> tuple[dict, str]:
         "cuda": env.get("cuda_runtime"), "cudnn": env.get("cudnn"), "date_utc": env.get("date_utc"),
         "command": env.get("command"), "raw": raw_path, "dry_run": env.get("dry_run", False),
         "clocks_whole_run": env.get("clocks_whole_run"),
+        **({"summary_command": summary_cmd} if summary_cmd else {}),
     }, "peaks": {k: pk[k] for k in pk}}
 
     hb = R.get("hbm", {}).get("rows", [])
@@ -818,7 +819,8 @@ def summarize(raw: dict, raw_path: str | None = None) -> tuple[dict, str]:
                                                                  if "gb_s" in v], default=None) / bw
                                                   if r and any("gb_s" in v for v in r.get("backends", {}).values())
                                                   else None),
-                  "backend_efficiency": {be: grid(eff(be)) for be in names if be != "default"},
+                  "backend_efficiency": {be: grid(eff(be)) for be in names if be != "default" and
+                                         any(x is not None for row in grid(eff(be)) for x in row)},
                   "backend_errors": sorted({f"{be}: {v['error'][:100]}" for r in c["rows"]
                                             for be, v in r.get("backends", {}).items() if "error" in v}),
                   "default_kernels": {k: [n for n in v if any(s in n.lower() for s in
@@ -865,7 +867,7 @@ def dump_yaml(obj, header):
         pass
 
     def lst(dumper, data):
-        flow = all(not isinstance(x, dict) for x in data)
+        flow = all(not isinstance(x, (dict, list)) for x in data)  # a matrix: one flow row per line
         return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
     D.add_representer(list, lst)
@@ -919,7 +921,7 @@ def main():
         raw, key = b.main(out_dir)
         raw_name = args.raw_name or f"tests/data/calibration/gpu_{key}.json"
         print_tables(raw)
-    summary, header = summarize(raw, raw_name)
+    summary, header = summarize(raw, raw_name, " ".join(["python3"] + sys.argv) if args.summarize else None)
     key = gpu_key(raw["environment"].get("device_name", "cpu"), raw["environment"].get("dry_run", False))
     p = out_dir / f"{key}.yaml"
     p.write_text(dump_yaml(summary, header))

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Optional
 import rule_engine
 import yaml
 
+from planner.fastyaml import FAST_LOADER
+
 from planner.errors import InputError, did_you_mean
 from planner.rules import context
 from planner.rules.model import CHOICE_FIELDS, Rule, parse
@@ -133,7 +135,7 @@ def compile_rule(rule: Rule) -> Compiled:
 
 def _load_file(text: str, origin: str) -> list[Rule]:
     try:
-        raw = yaml.safe_load(text) or []
+        raw = yaml.load(text, Loader=FAST_LOADER) or []
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
