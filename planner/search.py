@@ -508,6 +508,6 @@ def _explain_no_fit(req: Request, cons: Constraints, tried: list, want_tokens: i
             break
     fixes.append(f"a smaller workload or target (target.min_concurrency={req.target.min_concurrency}, "
                  f"plan.max_model_len)")
-    lines.append(f"Weights total {memory.param_counts(model).total / 1e9:.1f}B parameters. Fix: "
-                 + "; or ".join(fixes) + ".")
+    lines.append(f"Weights total {memory.param_counts(model).total / 1e9:.1f}B parameters. Binding constraint: "
+                 f"memory (weights and KV cache per GPU). Fix: " + "; or ".join(fixes) + ".")
     return " ".join(lines)

@@ -1,0 +1,93 @@
+"""The performance model's shape (roofline behaviour, Little's law) and the search's use of it (SLO verdicts)."""
+
+import pytest
+
+from planner import perf, predict, search
+from planner.errors import NoFeasiblePlan
+from planner.specs import Dtype, KvPrecision, Quantization
+
+from conftest import request_for
+
+
+def step_model(model="llama3.1-8b", hw="h100x1", tp=1, quant=Quantization.none, kv=KvPrecision.bf16):
+    r = request_for(f"model={model}", f"hw={hw}")
+    return perf.StepModel(r.model, r.hw.gpu, r.hw, tp, 1, Dtype.bf16, quant, kv)
+
+
+def test_decode_at_batch_one_is_weight_streaming():
+    # Llama-3.1-8B bf16 on an H100: ~15 GiB of weights over 3.35 TB/s x 0.904 (measured) ≈ 5.3 ms, plus
+    # attention, the lm_head and the 0.5 ms step overhead; well under the compute time of one token.
+    t = float(step_model().step_seconds(1, 1024, 0, 0))
+    weights = 8.03e9 * 2 / (3350e9 * 0.904)
+    assert weights < t < weights * 1.35
+
+
+def test_fp8_weights_halve_memory_bound_decode():
+    bf16 = float(step_model().step_seconds(1, 1024, 0, 0))
+    fp8 = float(step_model(quant=Quantization.fp8).step_seconds(1, 1024, 0, 0))
+    assert 0.45 < fp8 / bf16 < 0.75
+
+
+def test_step_time_grows_with_batch_context_and_prefill():
+    sm = step_model()
+    assert sm.step_seconds(64, 64 * 1024, 0, 0) > sm.step_seconds(8, 8 * 1024, 0, 0)
+    assert sm.step_seconds(8, 8 * 8192, 0, 0) > sm.step_seconds(8, 8 * 1024, 0, 0)
+    assert sm.step_seconds(0, 0, 8192, 8192 * 4096) > 3 * sm.step_seconds(0, 0, 2048, 2048 * 1024)
+
+
+def test_tensor_parallel_shortens_the_step():
+    one = step_model("llama3-70b", "h100x8", tp=2).step_seconds(8, 8 * 1024, 0, 0)
+    four = step_model("llama3-70b", "h100x8", tp=8).step_seconds(8, 8 * 1024, 0, 0)
+    assert four < one
+
+
+def test_h200_decodes_faster_than_h100_at_the_same_flops():
+    assert step_model(hw="h200x1").step_seconds(1, 1024, 0, 0) < step_model().step_seconds(1, 1024, 0, 0)
+
+
+@pytest.mark.parametrize("rate", [1.0, 4.0])
+def test_open_loop_below_capacity_serves_the_offered_load(rate):
+    s = perf.steady_state(step_model(), 512, 256, max_num_seqs=256, max_num_batched_tokens=8192,
+                          kv_capacity_seqs=500, rate=rate)
+    assert not s.saturated and s.output_tok_s == pytest.approx(rate * 256, rel=1e-6)
+    assert s.batch == pytest.approx(rate * 256 * s.step_s, rel=0.2)  # Little's law: in flight = rate x time
+
+
+def test_open_loop_above_capacity_is_saturated():
+    s = perf.steady_state(step_model(), 512, 256, max_num_seqs=8, max_num_batched_tokens=8192,
+                          kv_capacity_seqs=500, rate=500.0)
+    assert s.saturated and s.ttft_s == float("inf")
+
+
+def test_prediction_block_has_design_keys():
+    c = search.compile_plan(request_for("model=llama3-8b", "hw=h100x1", "target=latency"))
+    p = c.prediction
+    for key in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "output_throughput_tok_s", "output_throughput_tok_s_per_gpu",
+                "request_throughput_rps", "concurrency", "cost_usd_per_mtok", "meets_target", "binding_constraint"):
+        assert key in p
+    assert p["meets_target"] and p["tpot_ms"]["p90"] <= 25 and p["ttft_ms"]["p90"] <= 300
+    assert p["tpot_ms"]["p50"] <= p["tpot_ms"]["p90"] <= p["tpot_ms"]["p99"]
+
+
+def test_impossible_slo_exits_with_the_binding_constraint_and_the_closest_plan():
+    with pytest.raises(NoFeasiblePlan, match=r"Binding constraint: tpot_ms") as info:
+        search.compile_plan(request_for("model=llama3-8b", "hw=l4x1", "target.tpot_ms=1"))
+    assert info.value.closest is not None and not info.value.closest.prediction["meets_target"]
+
+
+def test_model_that_does_not_fit_names_memory_as_binding():
+    with pytest.raises(NoFeasiblePlan, match=r"Binding constraint: memory"):
+        search.compile_plan(request_for("model=llama3-70b", "hw=l4x1", "target.tpot_ms=1"))
+
+
+def test_throughput_objective_prefers_throughput_per_gpu_within_slos():
+    c = search.compile_plan(request_for("model=llama3-70b", "hw=h100x4", "target=throughput"))
+    assert c.prediction["meets_target"]
+    for alt in c.alternatives:
+        if alt.prediction and alt.prediction["meets_target"] and "format" not in alt.rejected_because:
+            assert alt.prediction["output_tok_s_per_gpu"] <= c.prediction["output_throughput_tok_s_per_gpu"] * 1.5
+
+
+def test_explicit_load_is_used_per_replica():
+    req = request_for("model=llama3-8b", "hw=h100x4", "workload.request_rate=8")
+    assert predict.load_per_replica(req, 4).rate == 2.0
