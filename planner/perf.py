@@ -106,11 +106,12 @@ class StepModel:
     dtype: Dtype
     quant: Quantization
     kv: KvPrecision
+    calibrated_on: Optional[str] = None  # use another GPU's calibration file (H100 -> H200 transfer check)
 
     @functools.cached_property
     def _consts(self) -> dict:
         m, gpu, tp = self.model, self.gpu, self.tp
-        cal = calibration(gpu.name)
+        cal = calibration(self.calibrated_on or gpu.name)
         c = memory.param_counts(m)
         act = memory.DTYPE_BYTES[self.dtype.value]
         bpw = act if self.quant is Quantization.none else memory.QUANT_BYTES_PER_WEIGHT[self.quant]
@@ -144,6 +145,14 @@ class StepModel:
 
     def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
         """Time of one engine step (seconds); arguments may be numpy arrays (broadcast)."""
+        return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=False)
+
+    def layer_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
+        """One dense decoder layer without communication, lm_head or step overhead: what
+        benchmarks/gpu/roofline_calibration.py times (layer_step_ms), for checking the model against it."""
+        return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=True)
+
+    def _time(self, decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only: bool):
         k = self._consts
         cal: Calibration = k["cal"]
         tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
@@ -171,6 +180,8 @@ class StepModel:
         attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
                 + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
                 / (k["peak"] * cal.prefill_attention_efficiency))
+        if layer_only:
+            return dense + attn
         comm = 0.0
         if self.tp > 1:
             msg = tokens * self.model.hidden_size * k["act"]

@@ -1,0 +1,68 @@
+"""Predicted vs measured decoder-layer step times on H100 and H200 (issue 8), and the H100 → H200 transfer.
+
+Measured: conf/calibration/h100.yaml and h200.yaml `layer_step_ms` (benchmarks/gpu/roofline_calibration.py, CUDA
+graph replay, one layer, no all-reduce). Predicted: planner/perf.py StepModel.layer_seconds with each GPU's own
+calibration, and with the H100 calibration applied to the H200's datasheet numbers (transfer).
+Run: python benchmarks/gpu/layer_check.py
+"""
+
+import statistics
+import sys
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from planner import compose, perf  # noqa: E402
+from planner.specs import Dtype, KvPrecision, Quantization  # noqa: E402
+
+SHAPES = {"llama-3.1-8b.tp1": ("llama3.1-8b", 1), "llama-3.1-70b.tp4": ("llama3.1-70b", 4),
+          "llama-3.1-70b.tp8": ("llama3.1-70b", 8)}
+GPUS = {"h100": "h100-sxm", "h200": "h200"}
+
+
+def main() -> None:
+    with compose.Composer() as c:
+        models = {m: compose.to_request(c.compose([f"model={m}"])).model for m, _ in SHAPES.values()}
+        hws = {g: compose.to_request(c.compose(["hw=h100x8", f"gpu@hw.gpu={g}"])).hw for g in GPUS.values()}
+    table = Table(title="Decoder layer step: measured vs predicted (ms)", title_justify="left")
+    for col in ("GPU", "shape", "dtype", "phase", "size", "measured", "predicted", "error", "H100-calibrated", "error"):
+        table.add_column(col, justify="right" if col not in ("GPU", "shape", "dtype", "phase") else "left")
+    errs: dict = {"own": {"h100": [], "h200": []}, "transfer": []}
+    for short, gpu_name in GPUS.items():
+        cal = yaml.safe_load(resources.files("conf").joinpath("calibration", f"{short}.yaml").read_text())
+        ctx = cal["layer_step_ms"]["decode_context"]
+        for shape, data in cal["layer_step_ms"]["shapes"].items():
+            model_name, tp = SHAPES[shape]
+            for dt, quant in (("bf16", Quantization.none), ("fp8", Quantization.fp8)):
+                own = perf.StepModel(models[model_name], hws[gpu_name].gpu, hws[gpu_name], tp, 1, Dtype.bf16, quant,
+                                     KvPrecision.bf16)
+                moved = replace(own, calibrated_on="h100-sxm")
+                for phase, key, args in (("decode", "batch", lambda b: (b, b * ctx, 0, 0)),
+                                         ("prefill", "tokens", lambda p: (0, 0, p, p * p / 2))):
+                    series = data[phase][dt]
+                    for size, measured in zip(series[key], series["graph_ms"]):
+                        pred = float(own.layer_seconds(*args(size))) * 1e3
+                        tr = float(moved.layer_seconds(*args(size))) * 1e3
+                        e = (pred - measured) / measured * 100
+                        et = (tr - measured) / measured * 100
+                        errs["own"][short].append(abs(e))
+                        if short == "h200":
+                            errs["transfer"].append(abs(et))
+                        table.add_row(short, shape, dt, phase, str(size), f"{measured:.3f}", f"{pred:.3f}",
+                                      f"{e:+.0f}%", f"{tr:.3f}" if short == "h200" else "",
+                                      f"{et:+.0f}%" if short == "h200" else "")
+    console = Console(width=160)
+    console.print(table)
+    console.print(f"median |error|: H100 {statistics.median(errs['own']['h100']):.1f}% "
+                  f"({len(errs['own']['h100'])} points), H200 {statistics.median(errs['own']['h200']):.1f}%, "
+                  f"H100-calibrated model on H200 (transfer) {statistics.median(errs['transfer']):.1f}%")
+
+
+if __name__ == "__main__":
+    main()
