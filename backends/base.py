@@ -150,6 +150,13 @@ def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str
         if wanted and not support.supported:
             note = f" ({support.note})" if support.note else ""
             return f"{who} does not support {asked}{note} [capability: {name}; source: {support.source}]"
+    if plan.max_loras:
+        from backends import get
+
+        missing = get(caps.backend).table.no_flag_for("max_loras")
+        if missing:
+            return (f"{who}: this adapter does not render LoRA adapters (max_loras={plan.max_loras}) "
+                    f"[capability: lora; source: {missing.reason}]")
     if plan.speculative:
         method = str(plan.speculative.get("method"))
         if method not in caps.speculative_methods:

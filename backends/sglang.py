@@ -81,6 +81,8 @@ TABLE = FlagTable(
     ),
     no_flag=(
         NoFlag("backend", "selects this adapter"),
+        NoFlag("max_loras", "LoRA adapters are not rendered for SGLang by planner 0.1 (needs --lora-paths with the adapters); plans with max_loras > 0 render for vLLM"),
+        NoFlag("max_lora_rank", "LoRA adapters are not rendered for SGLang by planner 0.1 (needs --lora-paths with the adapters); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); this adapter renders CUDA plans"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),

@@ -92,6 +92,8 @@ TABLE = FlagTable(
                                 "DP inside the TP group): scale with replicas", ARGS),
         NoFlag("nodes", "multi-node TRT-LLM runs under MPI/Slurm (trtllm-llmapi-launch); this adapter renders "
                         "single-node replicas only", "tensorrt_llm/llmapi/trtllm-llmapi-launch"),
+        NoFlag("max_loras", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
+        NoFlag("max_lora_rank", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); TensorRT-LLM has no CPU build"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),

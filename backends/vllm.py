@@ -78,6 +78,13 @@ TABLE = FlagTable(
         Flag("speculative", "--speculative-config", Where.argv,
              lambda p: json.dumps(p.speculative, sort_keys=True, separators=(",", ":")) if p.speculative else None,
              f"{ARGS}:1828", "None: no speculative decoding (vLLM's default)"),
+        Flag("max_loras", "--enable-lora", Where.argv, lambda p: True if p.max_loras else None, f"{ARGS}:1573",
+             default_note="no adapters: LoRA stays off (EngineArgs.enable_lora default False)"),
+        Flag("max_loras", "--max-loras", Where.argv, lambda p: str(p.max_loras) if p.max_loras else None,
+             f"{ARGS}:1577", default_note="no adapters: the flag is not passed"),
+        Flag("max_lora_rank", "--max-lora-rank", Where.argv,
+             lambda p: str(p.max_lora_rank) if p.max_loras else None, f"{ARGS}:1578",
+             default_note="no adapters: the flag is not passed"),
         Flag("kv_cache_space_gib", "VLLM_CPU_KVCACHE_SPACE", Where.env, number("kv_cache_space_gib"),
              "platforms/cpu.py:323-327 (GiB per CPU worker; envs.py:887)", "GPU plans: not a CPU build"),
         # One core per rank (measured: without it TP 2 on CPU fails "Not enough allowed NUMA nodes to bind threads").

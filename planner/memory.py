@@ -191,6 +191,27 @@ def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: 
     return stages
 
 
+def lora_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, max_loras: int, rank: int) -> float:
+    """vLLM's preallocated LoRA buffers on one GPU: for each layer's q/k/v, o, gate/up and down projections,
+    max_loras slots of A (rank x in) and B (out x rank) in the model dtype; column-parallel layers shard B over TP,
+    row-parallel layers shard A (vllm/lora/layers: ColumnParallelLinearWithLoRA, RowParallelLinearWithLoRA).
+    vLLM's profiling run includes them (it runs with dummy LoRAs), so they come out of the KV budget."""
+    if not max_loras:
+        return 0.0
+    h, hd = m.hidden_size, m.head_dim_eff
+    q, kv = m.num_attention_heads * hd, m.num_key_value_heads * hd
+    inter = m.intermediate_size if not m.is_moe else 0  # MoE experts take no LoRA here
+    column = rank * (h + (q + 2 * kv) / tp) + rank * (h + 2 * inter / tp)  # qkv, gate_up
+    row = rank * (q / tp + h) + rank * (inter / tp + h)  # o, down
+    layers = max(pp_partition(m.num_hidden_layers, pp))
+    return layers * (column + row) * max_loras * DTYPE_BYTES[dtype.value]
+
+
+def vision_bytes_per_gpu(m: ModelSpec, tp: int, dtype: Dtype) -> float:
+    """A VLM's vision encoder weights, sharded over TP like the language model (first pipeline stage)."""
+    return m.vision_params_b * 1e9 * DTYPE_BYTES[dtype.value] / tp
+
+
 def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> float:
     """Weight bytes on the most loaded GPU of a TP × PP replica."""
     return max(weight_bytes_per_stage(m, tp, pp, dtype, quant))
@@ -315,7 +336,8 @@ def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -
 def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, quant: Quantization,
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
-              cuda_graphs_in_budget: bool = True, torch_compile: bool = True) -> MemoryBreakdown:
+              cuda_graphs_in_budget: bool = True, torch_compile: bool = True, max_loras: int = 0,
+              max_lora_rank: int = 16) -> MemoryBreakdown:
     """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets.
 
     Per pipeline stage: budget = ceil(total × utilization) − weights − activation peak − overhead (CPU:
@@ -335,6 +357,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
     page_per_layer = block * kv_bytes_per_token_layer(m, tp, kv_dt)
     weights = weight_bytes_per_stage(m, tp, pp, dtype, quant)
+    lora = lora_bytes_per_gpu(m, tp, pp, dtype, max_loras, max_lora_rank)
+    weights = [w + lora + (vision_bytes_per_gpu(m, tp, dtype) if s == 0 else 0.0) for s, w in enumerate(weights)]
     layers = pp_partition(m.num_hidden_layers, pp)
     headroom_ok = True
     if on_cpu:

@@ -42,6 +42,8 @@ class Plan:
     enable_chunked_prefill: bool
     speculative: Optional[dict] = None
     kv_cache_space_gib: Optional[int] = None  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    max_loras: int = 0  # LoRA adapter slots (0: LoRA off)
+    max_lora_rank: Optional[int] = None
 
 
 @dataclass(frozen=True)

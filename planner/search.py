@@ -144,6 +144,9 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     batch, batch_why = _batch_defaults(gpu)
     max_num_batched_tokens = pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens") \
         or batch["max_num_batched_tokens"]
+    image_tokens = model.image_tokens * wl.images_per_prompt
+    if image_tokens > max_num_batched_tokens and not pins.max_num_batched_tokens:
+        max_num_batched_tokens = image_tokens  # an image's encoder output is scheduled whole (vLLM encoder budget)
     util = None if on_cpu else (pins.gpu_memory_utilization or cons.setting("gpu_memory_utilization")
                                 or consts["gpu_memory_utilization_default"])
     mean_len = wl.input_len + wl.output_len
@@ -164,7 +167,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                 mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv,
                                        max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
                                        max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
-                                       gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space)
+                                       gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space,
+                                       max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
                 t = _Try(quant, kv, tp, pp, mem, cpu_space)
                 tried.append(t)
                 if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
@@ -421,6 +425,13 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
         if setting("speculative") else Decision("speculative", None, "search",
                                                 "no speculative-decoding rule fired (not a low-batch latency target)"),
     ]
+    lora_rule = fired.get("lora.adapter-memory")
+    decisions.append(Decision("max_loras", wl.max_loras, lora_rule.id if lora_rule else "search",
+                              lora_rule.why if lora_rule else "no LoRA adapters in the workload (workload.max_loras)",
+                              lora_rule.source if lora_rule else ""))
+    decisions.append(Decision("max_lora_rank", wl.max_lora_rank if wl.max_loras else None,
+                              lora_rule.id if lora_rule else "search",
+                              f"workload.max_lora_rank={wl.max_lora_rank}" if wl.max_loras else "LoRA off"))
     if cpu_space is not None:
         decisions.append(Decision(
             "kv_cache_space_gib", cpu_space, "pin" if pins.kv_cache_space_gib else "search",
@@ -436,7 +447,8 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
         expert_parallel=expert_parallel, data_parallel=1, dtype=dtype, quantization=quant, kv_cache_dtype=kv,
         max_model_len=max_model_len, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=util, enable_prefix_caching=prefix, enable_chunked_prefill=chunked,
-        speculative=spec, kv_cache_space_gib=cpu_space)
+        speculative=spec, kv_cache_space_gib=cpu_space, max_loras=wl.max_loras,
+        max_lora_rank=wl.max_lora_rank if wl.max_loras else None)
     for r in fired.values():  # rules that explain without setting (e.g. size.*) are listed on their fields
         decisions += [Decision(f, getattr(plan, f).value if hasattr(getattr(plan, f), "value") else getattr(plan, f),
                                r.id, r.why, r.source) for f in r.decides]

@@ -155,6 +155,9 @@ class ModelSpec:
     # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
     speculative_method: Optional[str] = None
     speculative_model: Optional[str] = None
+    # Vision-language models: the vision encoder's parameters (billions) and the tokens one image becomes.
+    vision_params_b: float = 0.0
+    image_tokens: int = 0
 
     @property
     def head_dim_eff(self) -> int:
@@ -255,6 +258,9 @@ class WorkloadSpec:
     stream: bool = True
     num_prompts: int = 200  # requests in a verification run
     untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)
+    images_per_prompt: int = 0  # VLM traffic: images in each request
+    max_loras: int = 0  # LoRA adapters served at once (0: no LoRA)
+    max_lora_rank: int = 16  # the largest adapter rank
     max_model_len: Optional[int] = None  # context to serve; None: input and output at their largest
     description: str = ""
 

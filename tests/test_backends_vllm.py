@@ -76,6 +76,8 @@ CASES = [
     pytest.param(("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), {}, id="405b-two-nodes"),
     pytest.param(("model=llama3.2-1b", "hw=cpu", "target=best-effort", "hw.gpus_per_node=2", "plan.tensor_parallel=2",
                   "plan.kv_cache_space_gib=1"), {}, id="cpu-tp2"),
+    pytest.param(("model=llama3-8b", "hw=h100x1", "workload.max_loras=4", "workload.max_lora_rank=32"), {},
+                 id="lora"),
 ]
 
 
@@ -84,6 +86,9 @@ def test_vllm_parses_the_rendered_argv_back_to_the_plan(parser, overrides, chang
     plan = dataclasses.replace(compiled_or_closest(request_for(*overrides)).plan, **changes)
     args = parsed(parser, plan)
     assert_plan_equals(args, plan)
+    assert (bool(args.enable_lora), args.max_loras if plan.max_loras else 0) == (bool(plan.max_loras), plan.max_loras)
+    if plan.max_loras:
+        assert args.max_lora_rank == plan.max_lora_rank
     if plan.quantization is Quantization.fp8:
         assert args.quantization == "fp8" and args.kv_cache_dtype == "fp8"
     else:

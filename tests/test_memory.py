@@ -175,3 +175,21 @@ def test_sliding_window_hybrid_matches_vllm(batched, tokens, concurrency):
                            gpu_memory_utilization=None, cpu_kv_space_gib=1)
     assert mem.kv_cache_tokens == tokens
     assert round(mem.max_concurrency_at_max_len, 2) == concurrency
+
+
+def test_lora_buffers_by_hand():
+    # Llama-3-8B, rank 16, 4 slots, TP 1, bf16. Per layer, A (rank x in) + B (out x rank) for
+    # qkv (4096 → 6144), gate_up (4096 → 28672), o (4096 → 4096), down (14336 → 4096):
+    # 16 x (4096 + 6144 + 4096 + 28672 + 4096 + 4096 + 14336 + 4096) = 1,114,112 values; x 32 layers x 4 x 2 B.
+    got = memory.lora_bytes_per_gpu(model("llama3-8b"), 1, 1, Dtype.bf16, 4, 16)
+    assert got == 1_114_112 * 32 * 4 * 2
+
+
+def test_lora_comes_out_of_the_kv_budget():
+    r = request_for("model=llama3-8b", "hw=h100x1")
+    kw = dict(tp=1, pp=1, dtype=Dtype.bf16, quant=Quantization.none, kv_dtype=KvPrecision.auto, max_model_len=4096,
+              max_num_seqs=256, max_num_batched_tokens=8192, gpu_memory_utilization=0.92)
+    plain = memory.breakdown(r.model, r.hw.gpu, **kw)
+    lora = memory.breakdown(r.model, r.hw.gpu, max_loras=8, max_lora_rank=64, **kw)
+    extra = memory.lora_bytes_per_gpu(r.model, 1, 1, Dtype.bf16, 8, 64) / GIB
+    assert lora.kv_cache_gib == pytest.approx(plain.kv_cache_gib - extra)
