@@ -1,0 +1,56 @@
+"""Calibration files: schema and provenance (every number says where it was measured), and that the performance
+and memory models read them."""
+
+import json
+from importlib import resources
+
+import pytest
+import yaml
+
+from planner import memory, perf
+
+from conftest import ROOT
+
+CAL = resources.files("conf").joinpath("calibration")
+
+
+def _load(name):
+    return yaml.safe_load(CAL.joinpath(name).read_text())
+
+
+@pytest.mark.parametrize("name,gpu", [pytest.param("h100.yaml", "NVIDIA H100 80GB HBM3", id="h100"),
+                                      pytest.param("h200.yaml", "NVIDIA H200", id="h200")])
+def test_gpu_calibration_has_provenance_and_curves(name, gpu):
+    d = _load(name)
+    prov = d["provenance"]
+    assert prov["device"] == gpu and prov["driver"] and prov["torch"] and prov["date_utc"] and prov["command"]
+    raw = ROOT / prov["raw"]
+    assert raw.is_file() and json.loads(raw.read_text())
+    for key in ("gemm_bf16", "gemm_fp8"):
+        m, eff = d[key]["m"], d[key]["efficiency"]
+        assert m == sorted(m) and len(m) == len(eff) and all(0 < e <= 1 for e in eff)
+    assert 0.5 < d["hbm_efficiency"] <= 1
+    att = d["decode_attention"]
+    grid = att["configs"]["llama-3.1-8b"]["bandwidth_efficiency"]
+    assert len(grid) == len(att["batch"]) and all(len(row) == len(att["context"]) for row in grid)
+    assert d["layer_step_ms"]["shapes"]
+
+
+def test_default_calibration_cites_its_figures():
+    d = _load("perf-default.yaml")
+    assert "KINDS.md" in d["source"] and 0 < d["hbm_efficiency"] <= 1
+
+
+def test_vllm_memory_constants_cite_sources():
+    text = CAL.joinpath("vllm-memory.yaml").read_text()
+    d = yaml.safe_load(text)
+    assert d["version"] == "0.32.0" and d["calibration_rows"]
+    for key in ("cuda_context_gib", "non_torch_gib", "comm_buffers_gib", "cuda_graphs_gib_per_layer"):
+        assert key in d["overhead"] and f"# {key}" in text or key in text
+
+
+def test_models_read_the_measured_files():
+    h100, h200, other = perf.calibration("h100-sxm"), perf.calibration("h200"), perf.calibration("l40s")
+    assert h100.gemm_bf16 != other.gemm_bf16 and h100.attn_grid and not other.attn_grid
+    assert h200.hbm_efficiency == _load("h200.yaml")["hbm_efficiency"]
+    assert memory.engine_constants()["overhead"]["cuda_context_gib"] == 0.604
