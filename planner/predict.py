@@ -71,22 +71,41 @@ def saturated_load(max_num_seqs: int, replicas: int) -> Load:
 
 
 def estimate(req: Request, sm: perf.StepModel, *, replicas: int, max_num_seqs: int, max_num_batched_tokens: int,
-             kv_capacity_seqs: float, prefix_caching: bool, load: Optional[Load] = None) -> Estimate:
+             kv_capacity_seqs: float, prefix_caching: bool, load: Optional[Load] = None,
+             spec: Optional[perf.Speculation] = None) -> Estimate:
+    return estimates(req, sm, replicas=replicas, seqs=[max_num_seqs], max_num_batched_tokens=max_num_batched_tokens,
+                     kv_capacity_seqs=kv_capacity_seqs, prefix_caching=prefix_caching,
+                     loads=[load] if load else None, spec=spec)[0]
+
+
+def estimates(req: Request, sm: perf.StepModel, *, replicas: int, seqs: list, max_num_batched_tokens: int,
+              kv_capacity_seqs: float, prefix_caching: bool, loads: Optional[list] = None,
+              spec: Optional[perf.Speculation] = None) -> list:
+    """Estimates for one layout at several max_num_seqs values, scored in one vectorised call."""
+    import numpy as np
+
     wl = req.workload
-    load = load or load_per_replica(req, replicas)
+    load = (loads or [None])[0] or load_per_replica(req, replicas)
+    conc = None
+    if loads and loads[0] is not None and loads[0].concurrency is not None and len(loads) == len(seqs):
+        conc = np.array([ld.concurrency for ld in loads], dtype=float)
     prefix = wl.shared_prefix_len if prefix_caching else 0
-    s = perf.steady_state(sm, wl.input_len, wl.output_len, max_num_seqs=max_num_seqs,
+    s = perf.steady_state(sm, wl.input_len, wl.output_len, max_num_seqs=np.array(seqs, dtype=float),
                           max_num_batched_tokens=max_num_batched_tokens, kv_capacity_seqs=kv_capacity_seqs,
-                          concurrency=load.concurrency, rate=load.rate, prefix_cached=prefix)
+                          concurrency=conc if conc is not None else load.concurrency, rate=load.rate,
+                          prefix_cached=prefix, spec=spec)
     gpus = sm.tp * sm.pp * replicas
-    out = s.output_tok_s * replicas
     price = req.hw.gpu.price_usd_per_hour
-    usd = price * gpus / (out * 3600) * 1e6 if price and out > 0 else None
-    e2e = s.ttft_s + (wl.output_len - 1) * s.tpot_s
-    est = Estimate(ttft_ms=s.ttft_s * 1e3, tpot_ms=s.tpot_s * 1e3, e2e_ms=e2e * 1e3, output_tok_s=out,
-                   output_tok_s_per_gpu=out / gpus, request_rps=s.request_rps * replicas, batch=s.batch, gpus=gpus,
-                   usd_per_mtok=usd)
-    return _with_verdict(req, est)
+    out = []
+    for i in range(len(seqs)):
+        tok = float(s.output_tok_s[i]) * replicas
+        ttft, tpot = float(s.ttft_s[i]), float(s.tpot_s[i])
+        est = Estimate(ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_ms=(ttft + (wl.output_len - 1) * tpot) * 1e3,
+                       output_tok_s=tok, output_tok_s_per_gpu=tok / gpus,
+                       request_rps=float(s.request_rps[i]) * replicas, batch=float(s.batch[i]), gpus=gpus,
+                       usd_per_mtok=price * gpus / (tok * 3600) * 1e6 if price and tok > 0 else None)
+        out.append(_with_verdict(req, est))
+    return out
 
 
 def _with_verdict(req: Request, est: Estimate, use_percentile: bool = False) -> Estimate:
@@ -113,7 +132,8 @@ def _with_verdict(req: Request, est: Estimate, use_percentile: bool = False) -> 
 
 def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, replicas: int, max_num_seqs: int,
                          max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-                         prefix_caching: bool, load: Optional[Load] = None) -> Estimate:
+                         prefix_caching: bool, load: Optional[Load] = None,
+                         spec: Optional[perf.Speculation] = None) -> Estimate:
     """Refine a candidate with the discrete-event simulation of one replica: p50/p90/p99 of TTFT, TPOT, E2E."""
     from dataclasses import replace
 
@@ -130,21 +150,27 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, rep
     warm = min(warm, n // 2)
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
+    per_step = spec.tokens_per_step if spec else 1.0
+    steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
 
     def step_time(st) -> float:
-        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context))
+        return float(perf._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+                                     st.prefill_tokens, st.prefill_context))
 
     arrivals = simulate.Arrivals(request_rate=load.rate, burstiness=wl.burstiness,
                                  max_concurrency=int(load.concurrency) if load.concurrency else None)
-    res = simulate.simulate(step_time, ins, outs, arrivals, max_num_seqs=max_num_seqs,
+    res = simulate.simulate(step_time, ins, steps, arrivals, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens, kv_blocks=kv_blocks,
                             block_size=block_size, prefix_cached_tokens=wl.shared_prefix_len if prefix_caching else 0)
     pct = {}
     for key, metric in (("ttft_ms", "ttft"), ("tpot_ms", "tpot"), ("e2e_latency_ms", "e2e")):
         values = getattr(res, f"{metric}_s")[warm:] * 1e3
+        if metric == "tpot" and spec:  # per emitted token, not per step
+            ok = outs > 1
+            values = (getattr(res, "e2e_s") - getattr(res, "ttft_s"))[ok][warm:] * 1e3 / (outs[ok][warm:] - 1)
         pct[key] = {f"p{q:g}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
         pct[key]["mean"] = round(float(np.mean(values)), 3)
-    out = res.output_throughput() * replicas
+    out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
     gpus = est.gpus
     price = req.hw.gpu.price_usd_per_hour
     refined = replace(est, ttft_ms=pct["ttft_ms"]["mean"], tpot_ms=pct["tpot_ms"]["mean"],

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from planner import memory
+from planner import memory, perf
 from planner.errors import InputError, NoFeasiblePlan
 from planner.plan import Alternative, CompiledPlan, Decision, Plan
 from planner.rules import Constraints, constraints_for
@@ -181,7 +181,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     chosen, est = ranked[0]
     analytic = est
     for cand, first in ranked[:3]:  # the simulation has the last word on percentiles
-        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, max_num_batched_tokens, prefix)
+        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, max_num_batched_tokens, prefix,
+                            perf.speculation(cons.setting("speculative"), req.hw.gpu.name))
         if refined.meets or cand is ranked[0][0]:
             chosen, est, analytic = cand, refined, first
         if refined.meets:
@@ -229,8 +230,6 @@ def _lost(req: Request, e, best) -> str:
 
 
 def _step_model(req: Request, dtype: Dtype, t: "_Try"):
-    from planner import perf
-
     return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, dtype, t.quant, t.kv)
 
 
@@ -254,19 +253,20 @@ def _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens
     from planner import predict
 
     explicit = predict.explicit_load(req)
+    spec = perf.speculation(cons.setting("speculative"), req.hw.gpu.name)
     out = []
     for t in fitting:
         replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
         cap = req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
-        sm = _step_model(req, dtype, t)
-        for seqs in _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs)):
-            load = None if explicit else predict.saturated_load(seqs, replicas)
-            e = predict.estimate(req, sm, replicas=replicas, max_num_seqs=seqs,
+        ladder = _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs))
+        loads = None if explicit else [predict.saturated_load(s_, replicas) for s_ in ladder]
+        ests = predict.estimates(req, _step_model(req, dtype, t), replicas=replicas, seqs=ladder,
                                  max_num_batched_tokens=max_num_batched_tokens,
-                                 kv_capacity_seqs=t.mem.kv_cache_tokens / mean_len, prefix_caching=prefix, load=load)
-            out.append((replace(t, seqs=seqs), e))
-            if e.meets:
-                break  # the largest batch that meets the target
+                                 kv_capacity_seqs=t.mem.kv_cache_tokens / mean_len, prefix_caching=prefix,
+                                 loads=loads, spec=spec)
+        meeting = [(s_, e) for s_, e in zip(ladder, ests) if e.meets]
+        for s_, e in (meeting[:1] or list(zip(ladder, ests))):  # the largest batch that meets the target
+            out.append((replace(t, seqs=s_), e))
     wide = cons.setting("parallelism") == "wide"
     # Formats are preferences the rules ordered (accuracy first, "quantize late"), not free variables: among
     # candidates that meet the target, the most preferred format wins, then the objective decides.
@@ -288,7 +288,7 @@ def _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens
     return unique
 
 
-def _simulate(req, dtype, t, est, want_seqs, mean_len, max_num_batched_tokens, prefix):
+def _simulate(req, dtype, t, est, want_seqs, mean_len, max_num_batched_tokens, prefix, spec=None):
     from planner import predict
 
     replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
@@ -297,7 +297,7 @@ def _simulate(req, dtype, t, est, want_seqs, mean_len, max_num_batched_tokens, p
     return predict.simulate_percentiles(req, _step_model(req, dtype, t), est, replicas=replicas, max_num_seqs=seqs,
                                         max_num_batched_tokens=max_num_batched_tokens,
                                         kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
-                                        prefix_caching=prefix, load=load)
+                                        prefix_caching=prefix, load=load, spec=spec)
 
 
 def _explain_slo(req: Request, est, ranked) -> str:

@@ -91,3 +91,29 @@ def test_throughput_objective_prefers_throughput_per_gpu_within_slos():
 def test_explicit_load_is_used_per_replica():
     req = request_for("model=llama3-8b", "hw=h100x4", "workload.request_rate=8")
     assert predict.load_per_replica(req, 4).rate == 2.0
+
+
+def test_speculation_emits_the_expected_tokens_per_step():
+    # Leviathan et al. 2023: E = (1 - a^(k+1)) / (1 - a); a = 0.7, k = 3 → 2.533 tokens per verification step.
+    s = perf.Speculation(k=3, acceptance=0.7, draft_layers=1)
+    assert s.tokens_per_step == pytest.approx((1 - 0.7**4) / 0.3)
+
+
+def test_speculative_decoding_cuts_low_batch_tpot():
+    sm = step_model()
+    plain = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
+                              concurrency=4)
+    spec = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
+                             concurrency=4, spec=perf.Speculation(k=3, acceptance=0.7, draft_layers=1))
+    assert 1.5 < plain.tpot_s / spec.tpot_s < 2.6
+
+
+def test_batch_ladder_is_scored_in_one_call():
+    import numpy as np
+
+    sm = step_model()
+    ladder = perf.steady_state(sm, 512, 256, max_num_seqs=np.array([8.0, 64.0, 256.0]), max_num_batched_tokens=8192,
+                               kv_capacity_seqs=1000.0)
+    one = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=8192, kv_capacity_seqs=1000.0)
+    assert ladder.output_tok_s[1] == pytest.approx(one.output_tok_s)
+    assert list(ladder.output_tok_s) == sorted(ladder.output_tok_s)  # bigger batches, more throughput

