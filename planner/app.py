@@ -58,21 +58,29 @@ def run(overrides: list[str]) -> Outcome:
     with compose.Composer() as composer:
         cfg = composer.compose(overrides)
         fmt, action = cfg.format.value, cfg.action.value
+        if cfg.plan_file and action == "verify" and cfg.endpoint:
+            return Outcome(_verify_endpoint(document.load(cfg.plan_file), cfg))
         if cfg.plan_file:
             doc = document.load(cfg.plan_file)
             _emit(doc, fmt, None)
             return Outcome(0, doc)
+        if action in ("launch", "verify") and cfg.model.name == "tiny-llama" and not cfg.model.path:
+            from planner.tinymodel import ensure_tiny_model
+
+            overrides = overrides + [f"model.path={ensure_tiny_model()}"]  # generated once, then reused
+            cfg = composer.compose(overrides)
         rule_set = rule_engine.load(tuple(cfg.rules.extra), tuple(cfg.rules.disable))
         if action == "rules":
             return _list_rules(rule_set, fmt)
         if action == "diagnose":
             return _diagnose(cfg.log, rule_set, fmt)
-        _check_action(action)
         cfg, found = compose.resolve(composer, overrides, cfg)
         if found:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
         out, save = cfg.out, cfg.save
+        cfg_opts = {"num_prompts": cfg.num_prompts, "ready_timeout_s": cfg.ready_timeout_s, "port": cfg.port,
+                    "rules": (tuple(cfg.rules.extra), tuple(cfg.rules.disable))}
     constraints = rule_engine.evaluate(req, rule_set)
     try:
         compiled = search.compile_plan(req, constraints)
@@ -91,6 +99,8 @@ def run(overrides: list[str]) -> Outcome:
                                     for e in constraints.trace]}, fmt, None)
         return Outcome(0, doc)
     path = plan_path(doc, out)
+    if action in ("launch", "verify"):
+        return Outcome(_launch(req, compiled, doc, path, overrides, cfg_opts, keep_serving=action == "launch"), doc)
     if action == "render":
         from planner import render
 
@@ -101,6 +111,43 @@ def run(overrides: list[str]) -> Outcome:
         document.write(doc, path)
     _emit(doc, fmt, str(path) if save or action == "render" else None)
     return Outcome(0, doc)
+
+
+def _launch(req, compiled, doc, path: Path, overrides: list[str], opts: dict, keep_serving: bool) -> int:
+    """Render, launch here, verify, report (planner/launch.py); re-plans with remedies on a fixable failure."""
+    from planner import compose, document, launch, render, search
+    from planner import rules as rule_engine
+
+    launch.check_backend_runs_here(compiled.plan.backend.value)
+    doc["launch"] = render.render(compiled, req)
+    document.write(doc, path)
+    render.write(doc["launch"], render.artifact_dir(path))
+
+    def replan(extra: list[str]):
+        with compose.Composer() as composer:
+            cfg, _ = compose.resolve(composer, overrides + extra)
+            new_req = compose.to_request(cfg)
+        new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts["rules"])))
+        return new_req, new
+
+    return launch.run(doc, req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts["num_prompts"],
+                      ready_timeout_s=opts["ready_timeout_s"], port=opts["port"])
+
+
+def _verify_endpoint(doc: dict, cfg) -> int:
+    """action=verify endpoint=URL plan=FILE: load-test a server that is already running, report, exit 0 or 5."""
+    from planner import loadgen, plots, present, render, verify
+
+    model = cfg.model.name if cfg.model.name != doc["request"]["model"]["name"] else doc["plan"]["model_path"]
+    spec = verify.load_spec(doc, cfg.endpoint, model, doc["request"]["model"]["vocab_size"],
+                            num_prompts=cfg.num_prompts)
+    result = loadgen.run_sync(spec)
+    plan_file = Path(cfg.plan_file)
+    report = verify.build(doc, plan_file.stem, cfg.endpoint, spec, result, server={})
+    outdir = render.artifact_dir(plan_file)
+    path = verify.write(report, outdir)
+    present.verdict(report, path, plots.write(result, report, outdir))
+    return 0 if report.passed else 5
 
 
 def _list_rules(rule_set, fmt: str) -> Outcome:
@@ -131,14 +178,6 @@ def _diagnose(path: Optional[str], rule_set, fmt: str) -> Outcome:
             {"rule": d.rule.id, "line": d.line_no, "text": d.line, "why": d.rule.why, "source": d.rule.source,
              "remedies": [document.plain(r) for r in d.rule.remedies]} for d in found]}, fmt))
     return Outcome(0)
-
-
-def _check_action(action: str) -> None:
-    later = {"launch": 7, "verify": 7}
-    if action in later:
-        raise InputError(
-            f"action={action} is not available in planner {_version()} yet (it arrives with issue #{later[action]}). "
-            "Fix: use action=plan (the default) for now.")
 
 
 def _version() -> str:

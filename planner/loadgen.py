@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 PERCENTILES = (50, 90, 95, 99)
 """Percentiles reported for every latency metric (serve's `--metric-percentiles`, here fixed)."""
 
+LATE_S = 0.010
+"""A dispatch this far behind its scheduled time counts as late (the client falling behind the schedule)."""
+
 SCRAPED_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                    "vllm:num_preemptions_total")
 """Prometheus series kept from GET /metrics: gauges at vllm/v1/metrics/loggers.py lines 528, 538, 620 and the
@@ -353,13 +356,19 @@ async def run(spec: LoadSpec) -> LoadResult:
         deadline = t0 + spec.timeout_s
         scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
         tasks: list[asyncio.Task[RequestRecord]] = []
+        late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
         for i in range(n):
             wait = min(t0 + due[i], deadline) - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
+            late += wait < -LATE_S
             if time.perf_counter() >= deadline:
                 break
             tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+        if late > 0.05 * len(tasks):
+            logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
+                           "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
+                           "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
             for task in pending:

@@ -154,3 +154,30 @@ def diagnosis(found, path: str, console: Optional[Console] = None) -> None:
         for r in d.rule.remedies:
             console.print(escape(f"  - {r.says}" + (f"  [{' '.join(r.overrides)}]" if r.overrides else "")))
         console.print(f"  source: {escape(d.rule.source)}")
+
+
+def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
+    """The verification verdict: each SLO check, predicted vs measured, where the report and plots are."""
+    console = console or _console()
+    t = Table(title=f"Verification of {report.plan}: {'PASSED' if report.passed else 'TARGET MISSED'}",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("check", "measured", "target", ""):
+        t.add_column(col, justify="right" if col in ("measured", "target") else "left")
+    for c in report.checks:
+        t.add_row(c.metric, f"{c.measured:,.2f}", f"{c.limit:,.2f}", "pass" if c.passed else "MISS")
+    s = report.summary
+    t.add_row("completed / failed", f"{s.get('completed', 0)} / {s.get('failed', 0)}", "", "")
+    t.add_row("output tokens/s", f"{s.get('output_throughput', 0):,.1f}", "", "")
+    console.print(t)
+    if report.predicted_vs_measured:
+        p = Table(title="Predicted vs measured (one server)", box=box.SIMPLE, title_justify="left")
+        for col in ("metric", "predicted", "measured", "error"):
+            p.add_column(col, justify="right" if col != "metric" else "left")
+        for r in report.predicted_vs_measured:
+            p.add_row(r["metric"], f"{r['predicted']:,.2f}", f"{r['measured']:,.2f}", f"{r['error_pct']:+.1f}%")
+        console.print(p)
+    kv = report.server
+    if kv.get("kv_cache_tokens_reported") is not None:
+        console.print(f"KV cache: server reports {kv['kv_cache_tokens_reported']:,} tokens, plan said "
+                      f"{kv['kv_cache_tokens_planned']:,}.")
+    console.print(f"report: {path}; plots: {', '.join(str(x) for x in pngs)}")

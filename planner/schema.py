@@ -95,6 +95,9 @@ class AppConfig:
     endpoint: Optional[str] = None  # action=verify against a running server
     log: Optional[str] = None  # action=diagnose
     debug: bool = False  # show tracebacks of internal errors
+    port: Optional[int] = None  # launch/verify: the local server's port (default: a free one)
+    num_prompts: Optional[int] = None  # launch/verify: measured requests (default: workload.num_prompts)
+    ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 

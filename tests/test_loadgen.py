@@ -204,3 +204,9 @@ def test_parse_prometheus_sums_engines():
 def test_invalid_specs_are_rejected(overrides, match):
     with pytest.raises(ValueError, match=match):
         spec("http://127.0.0.1:1", **overrides)
+
+
+def test_a_client_behind_schedule_is_reported(caplog):
+    with running(StubConfig()) as (url, _), caplog.at_level("WARNING", logger="planner.loadgen"):
+        run_sync(spec(url, num_prompts=1500, request_rate=20000, output_len=1))
+    assert "load generator cannot keep up" in caplog.text

@@ -1,0 +1,145 @@
+"""action=launch / action=verify: start the planned server here, wait until it is ready, load-test it against the
+target, write report.json and plots beside the plan, and (verify) tear it down. On a startup failure that a
+troubleshooting rule can fix (OOM, KV cache too small), re-plan with the rule's remedy and try again (bounded).
+
+The local server listens on 127.0.0.1 and a free port: the rendered artifacts (for a cluster) bind 0.0.0.0:8000;
+this is the one place that changes, and only the host and port.
+"""
+
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from planner.errors import InputError, LaunchFailed
+
+log = logging.getLogger(__name__)
+
+MAX_REMEDIATIONS = 2
+# A startup failure → plan pins that relieve it, in order (the troubleshooting rules' first remedies, numeric).
+_REMEDIES = {
+    "trouble.startup-oom": "lower gpu_memory_utilization by 0.05 and halve max_num_seqs",
+    "trouble.kv-cache-too-small": "give the KV cache more room (GPU: +0.03 utilization; CPU: +1 GiB of "
+                                  "VLLM_CPU_KVCACHE_SPACE) or a shorter max_model_len",
+    "trouble.free-memory-below-utilization": "lower gpu_memory_utilization by 0.05",
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    what: str
+    why: str
+
+
+def local_argv(argv: list[str], port: int) -> list[str]:
+    """The rendered argv with this machine's Python, loopback host and the chosen port."""
+    out = list(argv)
+    if out and out[0] in ("python3", "python"):
+        out[0] = sys.executable
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag, value]
+    return out
+
+
+def remedy_pins(rule_id: str, plan: dict) -> Optional[list[str]]:
+    """Overrides that apply a troubleshooting rule's first numeric remedy to this plan, or None."""
+    if rule_id in ("trouble.startup-oom", "trouble.free-memory-below-utilization"):
+        if plan.get("gpu_memory_utilization"):
+            pins = [f"plan.gpu_memory_utilization={round(plan['gpu_memory_utilization'] - 0.05, 2)}"]
+            if rule_id == "trouble.startup-oom":
+                pins.append(f"plan.max_num_seqs={max(1, plan['max_num_seqs'] // 2)}")
+            return pins
+        return [f"plan.max_num_seqs={max(1, plan['max_num_seqs'] // 2)}"]
+    if rule_id == "trouble.kv-cache-too-small":
+        if plan.get("kv_cache_space_gib"):
+            return [f"plan.kv_cache_space_gib={plan['kv_cache_space_gib'] + 1}"]
+        if plan.get("gpu_memory_utilization") and plan["gpu_memory_utilization"] < 0.95:
+            return [f"plan.gpu_memory_utilization={round(plan['gpu_memory_utilization'] + 0.03, 2)}"]
+        return [f"plan.max_model_len={max(256, plan['max_model_len'] // 2)}"]
+    return None
+
+
+def run(doc: dict, req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *, keep_serving: bool,
+        num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int]) -> int:
+    """Launch, verify, report; returns the exit code (0 verified, 5 target missed). Raises LaunchFailed (4)."""
+    from planner import document, render
+
+    attempts: list[Attempt] = []
+    extra: list[str] = []
+    for attempt in range(MAX_REMEDIATIONS + 1):
+        try:
+            return _once(doc, req, compiled, plan_path, keep_serving=keep_serving, num_prompts=num_prompts,
+                         ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts))
+        except LaunchFailed as exc:
+            rule = next(iter(re.findall(r"trouble\.[a-z0-9-]+", str(exc))), None)
+            pins = remedy_pins(rule, doc["plan"]) if rule in _REMEDIES else None
+            if pins is None or attempt == MAX_REMEDIATIONS:
+                raise
+            extra += pins
+            attempts.append(Attempt(what=" ".join(pins), why=f"{rule}: {_REMEDIES[rule]}"))
+            log.warning("launch failed (%s); re-planning with %s", rule, " ".join(pins))
+            req, compiled = replan(extra)
+            doc = document.build(req, compiled)
+            doc["launch"] = render.render(compiled, req)
+    raise AssertionError("unreachable")
+
+
+def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
+          attempts: tuple) -> int:
+    from backends import get
+    from planner import plots, process, render, verify
+    from planner import loadgen
+
+    outdir = render.artifact_dir(plan_path)
+    outdir.mkdir(parents=True, exist_ok=True)
+    launch = doc.get("launch") or render.render(compiled, req)
+    port = port or process.free_port()
+    process.check_port_free(port)
+    argv = local_argv(launch["argv"], port)
+    env = {k: v for k, v in launch["env"].items() if not v.startswith("${")}  # secrets stay references
+    env.setdefault("HF_HUB_OFFLINE", "1" if req.model.path else env.get("HF_HUB_OFFLINE", "0"))
+    base = f"http://127.0.0.1:{port}"
+    backend = get(compiled.plan.backend)
+    spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=outdir / "server.log",
+                              health_url=base + backend.health_path, models_url=base + "/v1/models",
+                              ready_timeout_s=ready_timeout_s)
+    with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
+        ready_s = server.wait_ready(progress=True)
+        reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
+        model_name = argv[argv.index("--model") + 1] if "--model" in argv else compiled.plan.model_path
+        lspec = verify.load_spec(doc, base, model_name, req.model.vocab_size, num_prompts=num_prompts,
+                                 time_limit_s=max(60.0, ready_timeout_s))
+        t0 = time.perf_counter()
+        result = loadgen.run_sync(lspec)
+        died = server.watch()
+        if died:
+            raise LaunchFailed(f"the server died during the load test: {died}")
+        report = verify.build(doc, plan_path.stem, base, lspec, result, server={
+            "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": doc["memory"]["kv_cache_tokens"],
+            "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
+            remediation=tuple({"what": a.what, "why": a.why} for a in attempts))
+        path = verify.write(report, outdir)
+        pngs = plots.write(result, report, outdir)
+        from planner import present
+
+        present.verdict(report, path, pngs)
+        if keep_serving:
+            sys.stderr.write(f"serving {model_name} at {base} (log: {spec.log_path}); Ctrl-C stops it\n")
+            while server.alive():
+                time.sleep(1.0)
+    return 0 if report.passed else 5
+
+
+def check_backend_runs_here(backend_name: str) -> None:
+    if backend_name != "vllm":
+        raise InputError(f"backend={backend_name}: only vLLM can be launched on this machine (its CPU build). Fix: "
+                         "backend=vllm for launch/verify, or action=render for the other engines' artifacts.")
+
+
+__all__ = ["run", "local_argv", "remedy_pins", "check_backend_runs_here", "replace"]

@@ -1,0 +1,65 @@
+"""Verification against a server that is already running (the stub on 127.0.0.1): report.json, plots, verdicts,
+exit codes; and the remediation of fixable launch failures."""
+
+import json
+import sys
+
+import pytest
+
+from planner import launch
+
+from conftest import ROOT, run_cli
+
+sys.path.insert(0, str(ROOT / "tests"))
+from stub_server import StubConfig, running  # noqa: E402
+
+
+def _plan(tmp_path, *overrides):
+    out = run_cli("model=llama3-8b", "hw=h100x1", f"out={tmp_path}/p.yaml", *overrides, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return tmp_path / "p.yaml"
+
+
+@pytest.mark.parametrize("token_ms,code,verdict", [
+    pytest.param(1, 0, True, id="fast-server-passes"),
+    pytest.param(80, 5, False, id="slow-server-misses-tpot"),
+])
+def test_verify_a_running_server(tmp_path, token_ms, code, verdict):
+    plan = _plan(tmp_path, "target=latency", "workload.output_len=16", "workload.input_len=32")
+    with running(StubConfig(token_delay_ms=token_ms, first_token_delay_ms=5)) as (url, _stub):
+        out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", cwd=tmp_path)
+    assert out.returncode == code, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["passed"] is verdict and report["summary"]["completed"] == 8
+    tpot = next(c for c in report["checks"] if "tpot" in c["metric"])
+    assert tpot["passed"] is verdict and tpot["limit"] == 25
+    assert {r["metric"] for r in report["predicted_vs_measured"]} >= {"p50_tpot_ms", "output_throughput"}
+    for png in ("latency_cdf.png", "over_time.png", "predicted_vs_measured.png"):
+        assert (tmp_path / "p" / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("rule,plan,expected", [
+    pytest.param("trouble.startup-oom", {"gpu_memory_utilization": 0.92, "max_num_seqs": 256},
+                 ["plan.gpu_memory_utilization=0.87", "plan.max_num_seqs=128"], id="oom"),
+    pytest.param("trouble.kv-cache-too-small", {"gpu_memory_utilization": None, "kv_cache_space_gib": 1,
+                                                 "max_num_seqs": 8, "max_model_len": 2048},
+                 ["plan.kv_cache_space_gib=2"], id="kv-small-cpu"),
+    pytest.param("trouble.kv-cache-too-small", {"gpu_memory_utilization": 0.92, "kv_cache_space_gib": None,
+                                                 "max_num_seqs": 8, "max_model_len": 2048},
+                 ["plan.gpu_memory_utilization=0.95"], id="kv-small-gpu"),
+    pytest.param("trouble.nccl", {"gpu_memory_utilization": 0.92}, None, id="not-fixable-by-replanning"),
+])
+def test_remedies_become_plan_pins(rule, plan, expected):
+    assert launch.remedy_pins(rule, plan) == expected
+
+
+def test_local_argv_binds_loopback_and_the_chosen_port():
+    argv = launch.local_argv(["python3", "-m", "vllm.entrypoints.openai.api_server", "--host", "0.0.0.0",
+                              "--port", "8000"], 12345)
+    assert argv[0] == sys.executable and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "12345"
+
+
+def test_only_vllm_launches_here():
+    with pytest.raises(Exception, match="only vLLM can be launched"):
+        launch.check_backend_runs_here("trtllm")
