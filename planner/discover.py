@@ -74,8 +74,8 @@ def _two_digits(x: float) -> float:
 def measure_cpu() -> tuple[float, float]:
     """(memory bandwidth GB/s, fp32 matmul TFLOP/s) of this CPU: best of a few short numpy runs (~0.1 s).
 
-    Bandwidth: copying a 64 MiB array reads and writes it (2 × 64 MiB moved). Matmul: a 512³ fp32 GEMM on the
-    BLAS numpy uses, all cores.
+    Bandwidth: copying a 64 MiB array reads and writes it (2 × 64 MiB moved). Matmul: a 1024³ fp32 GEMM on the
+    BLAS numpy uses, all cores, after a warm-up call.
     """
     import time
 
@@ -89,23 +89,49 @@ def measure_cpu() -> tuple[float, float]:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
     bandwidth = 2 * src.nbytes / best / 1e9
-    a = np.ones((512, 512), dtype=np.float32)
+    a = np.ones((1024, 1024), dtype=np.float32)
+    a @ a  # warm the BLAS threads up before timing
     best = float("inf")
     for _ in range(5):
         t0 = time.perf_counter()
         a @ a
         best = min(best, time.perf_counter() - t0)
-    tflops = 2 * 512**3 / best / 1e12
+    tflops = 2 * 1024**3 / best / 1e12
     return _two_digits(bandwidth), _two_digits(tflops)
 
 
+def measured_cpu(cores: int) -> tuple[float, float]:
+    """measure_cpu(), once per machine: kept in the planner's cache so the same machine plans the same way (a busy
+    moment would otherwise change the plan). Delete ~/.cache/planner/cpu-profile.json to measure again."""
+    import json
+    import os
+    import platform
+    from pathlib import Path
+
+    cache = Path(os.environ.get("PLANNER_CACHE_DIR", Path.home() / ".cache" / "planner")) / "cpu-profile.json"
+    key = f"{platform.node()}|{platform.processor() or platform.machine()}|{cores}"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return float(saved["bandwidth_gb_s"]), float(saved["fp32_tflops"])
+    except (OSError, ValueError, KeyError):
+        pass
+    bandwidth, tflops = measure_cpu()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "bandwidth_gb_s": bandwidth, "fp32_tflops": tflops}))
+    except OSError as exc:  # a read-only home still plans, just measuring each time
+        log.debug("cannot cache the CPU profile: %s", exc)
+    return bandwidth, tflops
+
+
 def cpu_overrides() -> Discovered:
-    """The CPU profile: physical cores and total memory (psutil), bandwidth and matmul speed (numpy)."""
+    """The CPU profile: physical cores and total memory (psutil), bandwidth and matmul speed (numpy, cached)."""
     import psutil
 
     cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
     mem_gib = psutil.virtual_memory().total / 2**30
-    bandwidth, tflops = measure_cpu()
+    bandwidth, tflops = measured_cpu(cores)
     return Discovered(
         summary=(f"no GPU asked for or found: using the CPU profile ({cores} cores, {mem_gib:.1f} GiB memory from "
                  f"psutil; {bandwidth:g} GB/s copy bandwidth, {tflops:g} TFLOP/s fp32 matmul measured with numpy)"),
