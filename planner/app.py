@@ -149,6 +149,14 @@ def _verify_endpoint(doc: dict, cfg) -> int:
     result = loadgen.run_sync(spec)
     plan_file = Path(cfg.plan_file)
     report = verify.build(doc, plan_file.stem, cfg.endpoint, spec, result, server={})
+    if cfg.sweep:
+        from dataclasses import replace
+
+        base = max(result.summary().get("request_throughput") or 1.0, 0.5)
+        best, points = verify.sweep(spec, doc["request"]["target"], [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
+        report = replace(report, sweep=points)
+        log.warning("rate sweep: highest goodput under the target %s",
+                    f"{best.goodput:.2f} req/s at {best.request_rate:.2f} req/s" if best else "none (every rate missed)")
     outdir = render.artifact_dir(plan_file)
     path = verify.write(report, outdir)
     present.verdict(report, path, plots.write(result, report, outdir))

@@ -98,6 +98,7 @@ class AppConfig:
     port: Optional[int] = None  # launch/verify: the local server's port (default: a free one)
     num_prompts: Optional[int] = None  # launch/verify: measured requests (default: workload.num_prompts)
     ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
+    sweep: bool = False  # verify endpoint=URL: also sweep the request rate for the highest goodput under the SLO
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 

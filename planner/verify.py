@@ -7,6 +7,8 @@ Schema of report.json:
     checks: [{metric, measured, limit, passed}]   # one per bounded SLO, at the target's percentile
     predicted_vs_measured: [{metric, predicted, measured, error_pct}]
     server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
+    server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
+    sweep: [{request_rate, goodput, output_throughput, passed}] when sweep=true asked for a rate sweep
     passed: every check passed and no request failed
 """
 
@@ -38,6 +40,8 @@ class Report:
     predicted_vs_measured: tuple
     server: dict = field(default_factory=dict)
     remediation: tuple = ()
+    server_metrics: dict = field(default_factory=dict)
+    sweep: tuple = ()  # SweepPoint rows when a rate sweep ran
 
     @property
     def passed(self) -> bool:
@@ -47,6 +51,7 @@ class Report:
     def to_json(self) -> dict:
         d = asdict(self)
         d["checks"] = [asdict(c) for c in self.checks]
+        d["sweep"] = [asdict(p) for p in self.sweep]
         d["passed"] = self.passed
         return d
 
@@ -122,7 +127,52 @@ def build(doc: dict, plan_name: str, endpoint: str, spec: loadgen.LoadSpec, resu
     return Report(plan=plan_name, endpoint=endpoint, target=target, load=load, summary=summary,
                   checks=checks(summary, target),
                   predicted_vs_measured=compare(summary, doc.get("prediction") or {}, doc["plan"]["replicas"]),
-                  server=server, remediation=remediation)
+                  server=server, remediation=remediation, server_metrics=server_metrics(result))
+
+
+def server_metrics(result) -> dict:
+    """The server's own view during the run (Prometheus /metrics scrapes): peaks of running and waiting requests
+    and of KV-cache usage, and preemptions counted over the run."""
+    series = list(result.metrics_series)
+    if not series:
+        return {}
+    out = {}
+    for name in {k for s in series for k in s.values}:
+        values = [s.values[name] for s in series if name in s.values]
+        key = name.replace("vllm:", "")
+        out[f"{key}_max"] = round(max(values), 4)
+        if name.endswith("_total"):
+            out[f"{key}_delta"] = round(values[-1] - values[0], 4)
+    out["samples"] = len(series)
+    return out
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    request_rate: float
+    goodput: float
+    output_throughput: float
+    passed: bool
+
+
+def sweep(spec: loadgen.LoadSpec, target: dict, rates: list[float]) -> tuple[Optional[SweepPoint], tuple]:
+    """Raise the request rate step by step; the best point is the highest goodput whose checks still pass (the
+    run stops at the first rate that misses the target: beyond it the server is saturated)."""
+    from dataclasses import replace as with_
+
+    points, best = [], None
+    for rate in sorted(rates):
+        res = loadgen.run_sync(with_(spec, request_rate=rate, max_concurrency=None))
+        summary = res.summary()
+        ok = all(c.passed for c in checks(summary, target)) and summary.get("failed", 0) == 0
+        point = SweepPoint(rate, float(summary.get("request_goodput") or 0.0), float(summary["output_throughput"]),
+                           ok)
+        points.append(point)
+        if ok and (best is None or point.goodput > best.goodput):
+            best = point
+        if not ok:
+            break
+    return best, tuple(points)
 
 
 def write(report: Report, outdir: Path) -> Path:

@@ -63,3 +63,25 @@ def test_local_argv_binds_loopback_and_the_chosen_port():
 def test_only_vllm_launches_here():
     with pytest.raises(Exception, match="only vLLM can be launched"):
         launch.check_backend_runs_here("trtllm")
+
+
+def test_rate_sweep_finds_the_highest_goodput_under_the_slo(tmp_path):
+    plan = _plan(tmp_path, "target=latency", "workload.output_len=8", "workload.input_len=16")
+    with running(StubConfig(token_delay_ms=1, first_token_delay_ms=2)) as (url, _stub):
+        out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", "sweep=true",
+                      cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    rates = [p["request_rate"] for p in report["sweep"]]
+    assert len(rates) >= 2 and rates == sorted(rates)
+    assert all(p["goodput"] > 0 for p in report["sweep"] if p["passed"])
+    assert "highest goodput" in out.stderr
+
+
+def test_report_carries_the_servers_metrics(tmp_path):
+    plan = _plan(tmp_path, "workload.output_len=16", "workload.input_len=16")
+    with running(StubConfig(token_delay_ms=20, first_token_delay_ms=5)) as (url, _stub):
+        out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", cwd=tmp_path)
+    assert out.returncode in (0, 5), out.stderr[-2000:]
+    metrics = json.loads((tmp_path / "p" / "report.json").read_text())["server_metrics"]
+    assert metrics.get("samples", 0) >= 1 and any(k.endswith("_max") for k in metrics)
