@@ -119,6 +119,7 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
         result = loadgen.run_sync(lspec)
         died = server.watch()
         if died:
+            server.stop(grace_s=1)
             raise LaunchFailed(f"the server died during the load test: {died}")
         report = verify.build(doc, plan_path.stem, base, lspec, result, server={
             "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": doc["memory"]["kv_cache_tokens"],
@@ -131,8 +132,12 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
         present.verdict(report, path, pngs)
         if keep_serving:
             sys.stderr.write(f"serving {model_name} at {base} (log: {spec.log_path}); Ctrl-C stops it\n")
-            while server.alive():
-                time.sleep(1.0)
+            while True:  # until Ctrl-C/SIGTERM (the signal handlers tear down) or the server dies
+                died = server.watch()
+                if died:  # already broken: tear down what is left quickly, then report
+                    server.stop(grace_s=1)
+                    raise LaunchFailed(f"the server stopped while serving: {died}")
+                time.sleep(0.2)
     return 0 if report.passed else 5
 
 

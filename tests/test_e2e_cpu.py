@@ -12,22 +12,33 @@ pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
 
-def _vllm_processes():
+def _vllm_processes(cwd=None):
+    """vLLM processes that are running (zombies are exited), started in `cwd` when given: the servers this test's
+    planner launched inherit its working directory, other vLLM servers on the machine do not."""
     out = []
     for p in psutil.process_iter(["name", "cmdline", "status"]):
         try:
             text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
             if p.info["status"] == psutil.STATUS_ZOMBIE:  # exited, waiting to be reaped: not running
                 continue
+            if ("VLLM::" in text or "vllm.entrypoints.openai.api_server" in text) and \
+                    (cwd is None or p.cwd() == str(cwd)):
+                out.append(p.pid)
         except psutil.Error:
             continue
-        if "VLLM::" in text or "vllm.entrypoints.openai.api_server" in text:
-            out.append(p.pid)
     return out
 
 
+def _none_left(cwd) -> None:
+    for pid in _vllm_processes(cwd):  # the planner has exited; give the kernel a moment to finish the teardown
+        try:
+            psutil.Process(pid).wait(timeout=10)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+    assert not _vllm_processes(cwd), "vLLM processes left running"
+
+
 def test_plan_launch_verify_report_teardown(tmp_path):
-    before = set(_vllm_processes())
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
                           "action=verify", "num_prompts=16", "workload.output_len=64", "workload.input_len=128"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
@@ -44,10 +55,47 @@ def test_plan_launch_verify_report_teardown(tmp_path):
     for name in ("server.log", "latency_cdf.png", "over_time.png", "predicted_vs_measured.png", "argv.txt"):
         assert (outdir / name).is_file(), name
     assert "KV cache size" in (outdir / "server.log").read_text()
-    left = set(_vllm_processes()) - before
-    for pid in left:  # the planner has exited; give the kernel a moment to finish tearing children down
-        try:
-            psutil.Process(pid).wait(timeout=10)
-        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-            pass
-    assert set(_vllm_processes()) <= before, "vLLM processes left running"
+    _none_left(tmp_path)
+
+
+def test_kill_9_while_serving_exits_4_with_the_log_tail_and_no_orphans(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
+                             "action=launch", "num_prompts=4", "workload.output_len=16", "workload.input_len=32"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        report = tmp_path / "plans" / "tiny-llama-cpu-best-effort" / "report.json"
+        deadline = time.monotonic() + 900
+        while not report.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert report.exists(), proc.communicate(timeout=30)
+        time.sleep(1.0)  # now serving
+        server = next(p for p in psutil.Process(proc.pid).children(recursive=True)
+                      if "api_server" in " ".join(p.cmdline()))
+        killed_at = time.monotonic()
+        os.kill(server.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 4, err[-3000:]
+    print(f"kill -9 → planner exit {proc.returncode} after {took:.1f} s")
+    assert took < 4 and "stopped while serving" in err and "log" in err.lower()
+    _none_left(tmp_path)
+
+
+def test_taken_port_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
+                              "action=verify", f"port={port}"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert run.returncode == 2 and f"{port}" in run.stderr and "Fix:" in run.stderr and "Traceback" not in run.stderr
