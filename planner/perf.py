@@ -41,6 +41,8 @@ class Calibration:
     pcie_bus_gb_s: float
     allreduce_latency_s: float
     step_overhead_s: float
+    ar_bytes: tuple = ()  # measured 2-GPU all-reduce time by message size (in a CUDA graph), when measured
+    ar_us: tuple = ()
     attn_batch: tuple = ()  # decode attention efficiency grid (batch x context), when measured
     attn_context: tuple = ()
     attn_grid: tuple = ()
@@ -48,6 +50,18 @@ class Calibration:
     def gemm_efficiency(self, m, fp8: bool = False):
         curve = self.gemm_fp8 if fp8 else self.gemm_bf16
         return np.interp(np.log2(np.maximum(m, 1)), np.log2(self.gemm_m), curve)
+
+    def allreduce_seconds(self, nbytes, tp: int, link_bytes_s: float):
+        """One all-reduce of `nbytes` over `tp` GPUs. Measured 2-GPU curve (conf/calibration/comm-*.yaml, in a
+        CUDA graph) when there is one, its ring volume scaled by (tp-1)/tp x 2 for more GPUs (nccl-tests' bus
+        bandwidth relation); else latency + ring volume over the bus bandwidth."""
+        nbytes = np.asarray(nbytes, dtype=float)
+        ring = 2 * (tp - 1) / tp
+        if self.ar_bytes:
+            two = np.interp(np.log2(np.maximum(nbytes, 1.0)), np.log2(self.ar_bytes), self.ar_us) * 1e-6
+            lat = self.ar_us[0] * 1e-6
+            return lat + (two - lat) * ring  # at tp=2 the ring factor is 1: the measurement itself
+        return self.allreduce_latency_s + nbytes * ring / link_bytes_s
 
     def attention_efficiency(self, batch, context):
         """KV-read efficiency of decode attention at `batch` sequences of mean `context` tokens: bilinear in log2
@@ -83,7 +97,12 @@ def calibration(gpu_name: str) -> Calibration:
     m8, fp8 = _curve(d, "gemm_fp8", base["gemm_fp8"])
     fp8 = tuple(np.interp(np.log2(m), np.log2(m8), fp8)) if m8 != m else fp8
     ar = {**base["allreduce"], **(d.get("allreduce") or {})}
+    comm_name = {"h100-sxm": "comm-h100x2", "h200": "comm-h100x2"}.get(gpu_name)  # H200: the same NVLink 4 fabric
+    comm = yaml.load(folder.joinpath(f"{comm_name}.yaml").read_text(), Loader=FAST_LOADER) if comm_name else {}
+    curve = comm.get("allreduce_2gpu") or {}
+    pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
     return Calibration(
+        ar_bytes=tuple(float(b) for b, _ in pairs), ar_us=tuple(float(u) for _, u in pairs),
         source=str(d.get("source", "")), gemm_m=m, gemm_bf16=bf16, gemm_fp8=fp8,
         hbm_efficiency=float(d["hbm_efficiency"]),
         decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
@@ -185,7 +204,7 @@ class StepModel:
         comm = 0.0
         if self.tp > 1:
             msg = tokens * self.model.hidden_size * k["act"]
-            comm = 2 * (cal.allreduce_latency_s + msg * 2 * (self.tp - 1) / self.tp / k["link"])
+            comm = 2 * cal.allreduce_seconds(msg, self.tp, k["link"])
         layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm)
         rows = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
         lm_head = np.maximum(2 * rows * k["lm_head_params"] / (k["peak"] * eff),

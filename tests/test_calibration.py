@@ -54,3 +54,16 @@ def test_models_read_the_measured_files():
     assert h100.gemm_bf16 != other.gemm_bf16 and h100.attn_grid and not other.attn_grid
     assert h200.hbm_efficiency == _load("h200.yaml")["hbm_efficiency"]
     assert memory.engine_constants()["overhead"]["cuda_context_gib"] == 0.604
+
+
+def test_comm_calibration_has_provenance_and_is_read():
+    d = _load("comm-h100x2.yaml")
+    prov = d["provenance"]
+    assert prov["world"] == 2 and prov["nccl"] and prov["date_utc"] and (ROOT / prov["raw"]).is_file()
+    curve = d["allreduce_2gpu"]
+    assert len(curve["bytes"]) == len(curve["graph_us"]) == len(curve["eager_us"]) > 10
+    cal = perf.calibration("h100-sxm")
+    assert cal.ar_bytes and cal.allreduce_seconds(16384, 2, 340e9) == pytest.approx(min(curve["graph_us"][:5]) * 1e-6,
+                                                                                    rel=0.2)
+    # more GPUs move more ring volume: 8 take longer than 2 for a large message
+    assert cal.allreduce_seconds(2**27, 8, 340e9) > cal.allreduce_seconds(2**27, 2, 340e9)
