@@ -12,7 +12,6 @@ offered load; the discrete-event simulation (planner/simulate.py) gives the chos
 """
 
 import functools
-import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Optional

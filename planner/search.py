@@ -129,7 +129,7 @@ class _Try:
 def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPlan:
     """The plan for `req` under the rules' constraints, or NoFeasiblePlan with the arithmetic of the closest try."""
     cons = cons or constraints_for(req)
-    hw, gpu, model, wl, pins = req.hw, req.hw.gpu, req.model, req.workload, req.pins
+    gpu, model, wl, pins = req.hw.gpu, req.model, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     consts = memory.engine_constants()
 

@@ -12,7 +12,6 @@ from conftest import compiled_or_closest, request_for
 from backends import ADAPTERS, get, unsupported
 from backends.base import Artifacts
 from backends.table import Where, get_path
-from planner import search
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, KvPrecision, Quantization
 

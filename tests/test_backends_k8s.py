@@ -11,7 +11,6 @@ import yaml
 from conftest import compiled_or_closest, request_for
 
 from backends import ADAPTERS, get, unsupported
-from planner import search
 from planner.render import render, write
 from planner.specs import BackendName
 

@@ -11,7 +11,6 @@ import pytest
 from conftest import compiled_or_closest, request_for
 
 from backends import get
-from planner import search
 from planner.specs import BackendName
 
 server_args = pytest.importorskip("sglang.srt.server_args")

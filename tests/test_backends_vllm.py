@@ -15,7 +15,6 @@ from conftest import compiled_or_closest, request_for
 
 from backends import get
 from backends.vllm import QUANT
-from planner import search
 from planner.specs import BackendName, KvPrecision, Quantization
 
 pytest.importorskip("vllm")

@@ -3,11 +3,10 @@
 After an intended change: `pytest tests/test_golden.py --update-golden` rewrites them; review the diff.
 """
 
-from pathlib import Path
 
 import pytest
 
-from planner import app, document, render, search
+from planner import app, document, render
 
 from conftest import compiled_or_closest, ROOT, request_for
 

@@ -2,11 +2,10 @@
 
 import pytest
 
-from planner import search
 from planner.errors import InputError, NoFeasiblePlan
 from planner.specs import Dtype, KvPrecision, Quantization
 
-from conftest import plan_or_closest, request_for
+from conftest import plan_or_closest
 
 
 def plan_for(*overrides):

@@ -13,7 +13,7 @@ recorded as overridden; a user's pin beats every rule.
 """
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
