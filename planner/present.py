@@ -20,11 +20,11 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _console() -> Console:
+def _console(width: int = 150) -> Console:
     """stdout console; wide enough for the why column when stdout is a file or pipe (rich defaults to 80)."""
     import sys
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else width)
 
 
 def show(doc: dict, console: Optional[Console] = None, saved_to: Optional[str] = None) -> None:
@@ -82,17 +82,20 @@ def show(doc: dict, console: Optional[Console] = None, saved_to: Optional[str] =
 
 def compare(docs: list[dict], console: Optional[Console] = None) -> None:
     """One side-by-side table for the plans of a Hydra multirun sweep."""
-    console = console or _console()
+    console = console or _console(200)
     t = Table(title="Sweep: plans side by side", box=box.SIMPLE_HEAVY, title_justify="left")
     for col in ("model", "hw", "target", "TP", "PP", "replicas", "quant", "KV dtype", "max seqs",
-                "weights GiB/GPU", "KV GiB/GPU", "KV tokens"):
+                "weights GiB/GPU", "KV tokens", "tok/s/GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "meets"):
         t.add_column(col, justify="right" if col not in ("model", "hw", "target") else "left")
     for d in docs:
-        r, p, m = d["request"], d["plan"], d["memory"]
+        r, p, m, pr = d["request"], d["plan"], d["memory"], d.get("prediction") or {}
+        cost = pr.get("cost_usd_per_mtok")
         t.add_row(r["model"]["name"], r["hw"]["name"], r["target"]["name"], str(p["tensor_parallel"]),
                   str(p["pipeline_parallel"]), str(p["replicas"]), p["quantization"], p["kv_cache_dtype"],
-                  f"{p['max_num_seqs']:,}", f"{m['weights_gib']:.1f}", f"{m['kv_cache_gib']:.1f}",
-                  f"{m['kv_cache_tokens']:,}")
+                  f"{p['max_num_seqs']:,}", f"{m['weights_gib']:.1f}", f"{m['kv_cache_tokens']:,}",
+                  _fmt(pr.get("output_throughput_tok_s_per_gpu")), _fmt((pr.get("ttft_ms") or {}).get("p90")),
+                  _fmt((pr.get("tpot_ms") or {}).get("p90")), "-" if cost is None else f"{cost:.2f}",
+                  _fmt(pr.get("meets_target")))
     console.print(t)
 
 
