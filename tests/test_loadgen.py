@@ -121,7 +121,8 @@ def test_metrics_scraping_collects_a_time_series():
     with running(StubConfig(token_delay_ms=5)) as (url, stub):
         result = run_sync(spec(url, num_prompts=10, output_len=40, max_concurrency=2, scrape_metrics_every_s=0.05))
     series = result.metrics_series
-    assert len(series) >= 3 and stub.stats.metrics_scrapes == len(series)
+    # the scrape in flight when the run ends is cancelled, so the stub may have served one more than was recorded
+    assert len(series) >= 3 and stub.stats.metrics_scrapes - len(series) in (0, 1)
     assert [s.t_s for s in series] == sorted(s.t_s for s in series)
     assert series[0].values["vllm:kv_cache_usage_perc"] == 0.25
     assert series[0].values["vllm:num_preemptions_total"] == 3.0
