@@ -22,7 +22,7 @@ import yaml
 from planner.fastyaml import FAST_LOADER
 
 from planner import memory
-from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+from planner.specs import Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
 @dataclass(frozen=True)
@@ -320,7 +320,3 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
         return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
                                                              out.output_tok_s, out.request_rps, out.saturated)))
     return out
-
-
-def on_cpu(gpu: GpuSpec) -> bool:
-    return gpu.kind is DeviceKind.cpu

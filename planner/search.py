@@ -80,10 +80,6 @@ def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int
         yield from sorted(layouts, key=lambda lay: (lay[0] * lay[1], lay[1]))
 
 
-def _rules_text(rules) -> str:
-    return "; ".join(f"{r.id} ({r.why})" for r in rules)
-
-
 def _choice(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
     """The allowed values of a choice field in order (a pin must be among them), or InputError naming the
     rules that asked for something and the rules that ruled it out."""

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 import rule_engine
 import yaml
@@ -251,9 +251,3 @@ def all_rules(extra: tuple[str, ...] = (), disable: tuple[str, ...] = ()) -> lis
 
 def constraints_for(req: Request, extra: tuple[str, ...] = (), disable: tuple[str, ...] = ()) -> Constraints:
     return evaluate(req, load(extra, disable))
-
-
-def explain_choice(cons: Constraints, f: str, value: str) -> Optional[Rule]:
-    """The last rule that shaped choice field `f` (the most specific reason for its value)."""
-    rules = cons.choice_rules.get(f) or ()
-    return rules[-1] if rules else None
