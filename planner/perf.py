@@ -46,33 +46,44 @@ class Calibration:
     attn_context: tuple = ()
     attn_grid: tuple = ()
 
-    def gemm_efficiency(self, m, fp8: bool = False):
-        curve = self.gemm_fp8 if fp8 else self.gemm_bf16
-        return np.interp(np.log2(np.maximum(m, 1)), np.log2(self.gemm_m), curve)
+    def gemm_efficiency(self, m, fp8=False):
+        """Achieved/peak of a GEMM with M rows; `fp8` may be an array (one flag per candidate)."""
+        lm = np.log2(np.maximum(m, 1))
+        if np.ndim(fp8) == 0:
+            return np.interp(lm, np.log2(self.gemm_m), self.gemm_fp8 if fp8 else self.gemm_bf16)
+        return np.where(fp8, np.interp(lm, np.log2(self.gemm_m), self.gemm_fp8),
+                        np.interp(lm, np.log2(self.gemm_m), self.gemm_bf16))
 
-    def allreduce_seconds(self, nbytes, tp: int, link_bytes_s: float):
-        """One all-reduce of `nbytes` over `tp` GPUs. Measured 2-GPU curve (conf/calibration/comm-*.yaml, in a
-        CUDA graph) when there is one, its ring volume scaled by (tp-1)/tp x 2 for more GPUs (nccl-tests' bus
-        bandwidth relation); else latency + ring volume over the bus bandwidth."""
+    def allreduce_seconds(self, nbytes, tp, link_bytes_s):
+        """One all-reduce of `nbytes` over `tp` GPUs (0 at TP 1; `tp` may be an array). Measured 2-GPU curve
+        (conf/calibration/comm-*.yaml, in a CUDA graph) when there is one, its ring volume scaled by (tp-1)/tp x 2
+        for more GPUs (nccl-tests' bus bandwidth relation); else latency + ring volume over the bus bandwidth."""
         nbytes = np.asarray(nbytes, dtype=float)
+        tp = np.asarray(tp, dtype=float)
         ring = 2 * (tp - 1) / tp
         if self.ar_bytes:
             two = np.interp(np.log2(np.maximum(nbytes, 1.0)), np.log2(self.ar_bytes), self.ar_us) * 1e-6
             lat = self.ar_us[0] * 1e-6
-            return lat + (two - lat) * ring  # at tp=2 the ring factor is 1: the measurement itself
-        return self.allreduce_latency_s + nbytes * ring / link_bytes_s
+            t = lat + (two - lat) * ring  # at tp=2 the ring factor is 1: the measurement itself
+        else:
+            t = self.allreduce_latency_s + nbytes * ring / link_bytes_s
+        return np.where(tp > 1, t, 0.0)
 
     def attention_efficiency(self, batch, context):
         """KV-read efficiency of decode attention at `batch` sequences of mean `context` tokens: bilinear in log2
         over the measured grid (small batches at short context are launch-bound), else the scalar figure."""
         if not self.attn_grid:
             return self.decode_attention_efficiency
-        lb = np.log2(np.clip(np.asarray(batch, dtype=float), self.attn_batch[0], self.attn_batch[-1]))
-        lc = np.log2(np.clip(np.asarray(context, dtype=float), self.attn_context[0], self.attn_context[-1]))
         grid = np.asarray(self.attn_grid)
-        by_batch = np.array([np.interp(lc, np.log2(self.attn_context), row) for row in grid])
-        return np.interp(lb, np.log2(self.attn_batch), by_batch) if by_batch.ndim == 1 else \
-            np.array([np.interp(b, np.log2(self.attn_batch), by_batch[:, i]) for i, b in enumerate(np.ravel(lb))])
+        # Fractional grid coordinates, then the four neighbours (vectorised over any shape of inputs).
+        fb = np.interp(np.log2(np.maximum(batch, 1e-9)), np.log2(self.attn_batch), np.arange(grid.shape[0]))
+        fc = np.interp(np.log2(np.maximum(context, 1e-9)), np.log2(self.attn_context), np.arange(grid.shape[1]))
+        b0 = np.minimum(np.floor(fb).astype(int), grid.shape[0] - 2) if grid.shape[0] > 1 else np.zeros_like(fb, int)
+        c0 = np.minimum(np.floor(fc).astype(int), grid.shape[1] - 2) if grid.shape[1] > 1 else np.zeros_like(fc, int)
+        wb, wc = fb - b0, fc - c0
+        b1, c1 = np.minimum(b0 + 1, grid.shape[0] - 1), np.minimum(c0 + 1, grid.shape[1] - 1)
+        return ((1 - wb) * ((1 - wc) * grid[b0, c0] + wc * grid[b0, c1])
+                + wb * ((1 - wc) * grid[b1, c0] + wc * grid[b1, c1]))
 
 
 def _curve(d: dict, key: str, default: dict) -> tuple:
@@ -158,7 +169,7 @@ class StepModel:
             "attn_flops_per_ctx": 4 * (m.num_attention_heads / tp) * (
                 (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) if m.is_mla else m.head_dim_eff),
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
-            "link": link * 1e9,
+            "link": link * 1e9, "tp": tp, "pp": self.pp,
         }
 
     def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
@@ -171,45 +182,61 @@ class StepModel:
         return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=True)
 
     def _time(self, decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only: bool):
-        k = self._consts
-        cal: Calibration = k["cal"]
-        tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
-        # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
-        # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
-        # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
-        eff = cal.gemm_efficiency(np.maximum(tokens, 256.0) if k["int4"] else tokens, k["fp8"])
+        return _step_time(self._consts, self.model.hidden_size, decode_seqs, decode_context, prefill_tokens,
+                          prefill_context, layer_only)
 
-        def linear(params, flops_params=None):
-            flops = 2.0 * tokens * (params if flops_params is None else flops_params)
-            return np.maximum(flops / (k["peak"] * eff), params * k["bpw"] / (k["bw"] * cal.hbm_efficiency))
 
-        dense = linear(k["attn_params"] + k["dense_mlp_params"])
-        per_layer_dense = linear(k["attn_params"])
-        if k["moe_layers"]:
-            experts, topk = k["experts"], k["topk"]
-            touched = experts * (1.0 - (1.0 - topk / experts) ** tokens)  # distinct experts a batch routes to
-            moe = per_layer_dense + np.maximum(
-                2.0 * tokens * (topk * k["expert_params"] + k["shared_params"]) / (k["peak"] * eff),
-                (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / (k["bw"] * cal.hbm_efficiency))
-        else:
-            moe = 0.0
-        seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
-        attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
-        attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
-                + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
-                / (k["peak"] * cal.prefill_attention_efficiency))
-        if layer_only:
-            return dense + attn
-        comm = 0.0
-        if self.tp > 1:
-            msg = tokens * self.model.hidden_size * k["act"]
-            comm = 2 * cal.allreduce_seconds(msg, self.tp, k["link"])
-        layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm)
-        rows = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
-        lm_head = np.maximum(2 * rows * k["lm_head_params"] / (k["peak"] * eff),
-                             k["lm_head_params"] * k["act"] / (k["bw"] * cal.hbm_efficiency))
-        stage = layers + lm_head / self.pp
-        return self.pp * stage + cal.step_overhead_s
+def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens, prefill_context,
+               layer_only: bool = False):
+    """The step time formula (module docstring). `k` holds one candidate's constants (StepModel._consts) or, for
+    the search, one array per constant with an entry per candidate (StepGrid): the same arithmetic either way."""
+    cal: Calibration = k["cal"]
+    tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
+    # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
+    # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
+    # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
+    eff = cal.gemm_efficiency(np.where(k["int4"], np.maximum(tokens, 256.0), tokens), k["fp8"])
+    hbm = k["bw"] * cal.hbm_efficiency
+
+    def linear(params):
+        return np.maximum(2.0 * tokens * params / (k["peak"] * eff), params * k["bpw"] / hbm)
+
+    dense = linear(k["attn_params"] + k["dense_mlp_params"])
+    experts = np.maximum(k["experts"], 1)
+    touched = experts * (1.0 - (1.0 - k["topk"] / experts) ** tokens)  # distinct experts a batch routes to
+    moe = linear(k["attn_params"]) + np.maximum(
+        2.0 * tokens * (k["topk"] * k["expert_params"] + k["shared_params"]) / (k["peak"] * eff),
+        (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / hbm)
+    seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
+    attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
+    attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
+            + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
+            / (k["peak"] * cal.prefill_attention_efficiency))
+    if layer_only:
+        return dense + attn
+    comm = 2 * cal.allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
+    layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm)
+    lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
+                         k["lm_head_params"] * k["act"] / hbm)
+    return k["pp"] * (layers + lm_head / k["pp"]) + cal.step_overhead_s
+
+
+class StepGrid:
+    """Many candidates' step models as one: each constant an array with an entry per candidate (`index` maps a
+    candidate to its StepModel), so the search prices the whole space in one numpy expression."""
+
+    def __init__(self, models: list, index):
+        self.model = models[0].model
+        index = np.asarray(index, dtype=int)
+        self.tp = np.array([m.tp for m in models])[index]
+        self.pp = np.array([m.pp for m in models])[index]
+        consts = [m._consts for m in models]
+        self._consts = {key: (consts[0][key] if key == "cal" else np.array([c[key] for c in consts])[index])
+                        for key in consts[0]}
+
+    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
+        return _step_time(self._consts, self.model.hidden_size, decode_seqs, decode_context, prefill_tokens,
+                          prefill_context)
 
 
 def act_kv(kv: KvPrecision, dtype: Dtype) -> str:
