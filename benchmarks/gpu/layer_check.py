@@ -26,10 +26,28 @@ SHAPES = {"llama-3.1-8b.tp1": ("llama3.1-8b", 1), "llama-3.1-70b.tp4": ("llama3.
 GPUS = {"h100": "h100-sxm", "h200": "h200"}
 
 
-def main() -> None:
+def specs(model_names, gpu_names) -> tuple[dict, dict]:
+    """ModelSpecs by catalog model name and HwSpecs (an 8-GPU NVLink node of that GPU) by catalog GPU name,
+    composed as the CLI composes them."""
     with compose.Composer() as c:
-        models = {m: compose.to_request(c.compose([f"model={m}"])).model for m, _ in SHAPES.values()}
-        hws = {g: compose.to_request(c.compose(["hw=h100x8", f"gpu@hw.gpu={g}"])).hw for g in GPUS.values()}
+        models = {m: compose.to_request(c.compose([f"model={m}"])).model for m in model_names}
+        hws = {g: compose.to_request(c.compose(["hw=h100x8", f"gpu@hw.gpu={g}"])).hw for g in gpu_names}
+    return models, hws
+
+
+def step_model(model, hw, tp: int, quant: Quantization = Quantization.none, calibrated_on=None) -> perf.StepModel:
+    """The planner's step model for a bf16 layer slice at `tp` (KV cache bf16, no pipeline)."""
+    return perf.StepModel(model, hw.gpu, hw, tp, 1, Dtype.bf16, quant, KvPrecision.bf16, calibrated_on)
+
+
+def layer_args(phase: str, size: int, context: int) -> tuple:
+    """StepModel arguments (decode_seqs, decode_context, prefill_tokens, prefill_context) for the benchmark's
+    decode step (`size` sequences at `context` tokens each) or causal prefill of `size` tokens."""
+    return (size, size * context, 0, 0) if phase == "decode" else (0, 0, size, size * size / 2)
+
+
+def main() -> None:
+    models, hws = specs({m for m, _ in SHAPES.values()}, GPUS.values())
     table = Table(title="Decoder layer step: measured vs predicted (ms)", title_justify="left")
     for col in ("GPU", "shape", "dtype", "phase", "size", "measured", "predicted", "error", "H100-calibrated", "error"):
         table.add_column(col, justify="right" if col not in ("GPU", "shape", "dtype", "phase") else "left")
@@ -40,15 +58,13 @@ def main() -> None:
         for shape, data in cal["layer_step_ms"]["shapes"].items():
             model_name, tp = SHAPES[shape]
             for dt, quant in (("bf16", Quantization.none), ("fp8", Quantization.fp8)):
-                own = perf.StepModel(models[model_name], hws[gpu_name].gpu, hws[gpu_name], tp, 1, Dtype.bf16, quant,
-                                     KvPrecision.bf16)
+                own = step_model(models[model_name], hws[gpu_name], tp, quant)
                 moved = replace(own, calibrated_on="h100-sxm")
-                for phase, key, args in (("decode", "batch", lambda b: (b, b * ctx, 0, 0)),
-                                         ("prefill", "tokens", lambda p: (0, 0, p, p * p / 2))):
+                for phase, key in (("decode", "batch"), ("prefill", "tokens")):
                     series = data[phase][dt]
                     for size, measured in zip(series[key], series["graph_ms"]):
-                        pred = float(own.layer_seconds(*args(size))) * 1e3
-                        tr = float(moved.layer_seconds(*args(size))) * 1e3
+                        pred = float(own.layer_seconds(*layer_args(phase, size, ctx))) * 1e3
+                        tr = float(moved.layer_seconds(*layer_args(phase, size, ctx))) * 1e3
                         e = (pred - measured) / measured * 100
                         et = (tr - measured) / measured * 100
                         errs["own"][short].append(abs(e))

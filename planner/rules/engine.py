@@ -18,15 +18,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import rule_engine
 import yaml
 
 from planner.fastyaml import FAST_LOADER
 
 from planner.errors import InputError, did_you_mean
 from planner.rules import context
+from planner.rules.parser_tables import import_rule_engine
 from planner.rules.model import CHOICE_FIELDS, Rule, parse
 from planner.specs import Request
+
+rule_engine = import_rule_engine()
 
 # Every value a choice field can take, in the default order of preference.
 DOMAINS = {

@@ -1,0 +1,31 @@
+"""rule-engine's parser tables are cached once and read back (planner/rules/parser_tables.py)."""
+
+import subprocess
+import sys
+
+CODE = ("from planner.rules.parser_tables import import_rule_engine; import sys; "
+        "re = import_rule_engine(); assert 'parsetab' not in sys.modules; "
+        "print(re.Rule('gpu.memory_gib > 40').matches({'gpu': {'memory_gib': 80}}))")
+
+
+def run(env_dir):
+    env = {"PLANNER_CACHE_DIR": str(env_dir), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True)
+
+
+def test_tables_written_once_then_read(tmp_path):
+    assert run(tmp_path).stdout.strip() == "True"
+    table = tmp_path / "rule-engine-tables" / "parsetab.py"
+    assert table.is_file() and "_lr_signature" in table.read_text()
+    stamp = table.stat().st_mtime_ns
+    assert run(tmp_path).stdout.strip() == "True"
+    assert table.stat().st_mtime_ns == stamp  # read, not rebuilt
+    assert not [p for p in table.parent.iterdir() if p.is_dir() and p.name != "__pycache__"]  # no temp dirs left
+
+
+def test_stale_tables_are_ignored(tmp_path):
+    folder = tmp_path / "rule-engine-tables"
+    folder.mkdir()
+    (folder / "parsetab.py").write_text("_tabversion = '3.10'\n_lr_signature = 'another grammar'\n"
+                                        "_lr_action = {}\n_lr_goto = {}\n_lr_productions = []\n_lr_method = 'LALR'\n")
+    assert run(tmp_path).stdout.strip() == "True"
