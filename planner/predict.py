@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from planner import perf
 from planner.specs import Objective, Request
 
@@ -26,6 +28,9 @@ def load_per_replica(req: Request, replicas: int) -> Load:
     wl, target = req.workload, req.target
     if wl.request_rate:
         return Load(None, wl.request_rate / replicas, f"{wl.request_rate:g} req/s over {replicas} replica(s)")
+    if target.min_request_rate:
+        return Load(None, target.min_request_rate / replicas,
+                    f"{target.min_request_rate:g} req/s (target.min_request_rate) over {replicas} replica(s)")
     c = wl.max_concurrency or target.min_concurrency
     source = "workload.max_concurrency" if wl.max_concurrency else "target.min_concurrency"
     return Load(math.ceil(c / replicas), None, f"{c} concurrent requests ({source}) over {replicas} replica(s)")
@@ -62,7 +67,8 @@ class Estimate:
 
 def explicit_load(req: Request) -> bool:
     """Does the request fix the load (a rate or a concurrency), or is the replica's batch the planner's to choose?"""
-    return bool(req.workload.request_rate or req.workload.max_concurrency or req.target.objective is Objective.latency)
+    return bool(req.workload.request_rate or req.workload.max_concurrency or req.target.min_request_rate
+                or req.target.objective is Objective.latency)
 
 
 def saturated_load(max_num_seqs: int, replicas: int) -> Load:
@@ -106,6 +112,86 @@ def estimates(req: Request, sm: perf.StepModel, *, replicas: int, seqs: list, ma
                        usd_per_mtok=price * gpus / (tok * 3600) * 1e6 if price and tok > 0 else None)
         out.append(_with_verdict(req, est))
     return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Every candidate of a search, one array entry each (deployment totals, like Estimate's fields)."""
+
+    ttft_ms: object
+    tpot_ms: object
+    e2e_ms: object
+    output_tok_s: object
+    output_tok_s_per_gpu: object
+    request_rps: object
+    batch: object
+    gpus: object
+    usd_per_mtok: object  # nan where the hardware has no price
+    violated: dict  # constraint -> (predicted array, limit): where predicted breaks the limit
+    meets: object
+
+    def __len__(self) -> int:
+        return len(self.meets)
+
+    def score(self, objective: Objective):
+        """The objective's sort key (smaller is better), as Estimate.score's first element."""
+        if objective is Objective.latency:
+            return self.tpot_ms + self.ttft_ms / 50
+        if objective is Objective.cost and not np.all(np.isnan(self.usd_per_mtok)):
+            return self.usd_per_mtok
+        return -self.output_tok_s_per_gpu
+
+    def estimate(self, i: int) -> Estimate:
+        bad = tuple((name, float(v[i]), limit) for name, (v, limit, broken) in self.violated.items() if broken[i])
+        usd = float(self.usd_per_mtok[i])
+        return Estimate(ttft_ms=float(self.ttft_ms[i]), tpot_ms=float(self.tpot_ms[i]), e2e_ms=float(self.e2e_ms[i]),
+                        output_tok_s=float(self.output_tok_s[i]),
+                        output_tok_s_per_gpu=float(self.output_tok_s_per_gpu[i]),
+                        request_rps=float(self.request_rps[i]), batch=float(self.batch[i]), gpus=int(self.gpus[i]),
+                        usd_per_mtok=None if math.isnan(usd) else usd, violations=bad)
+
+
+def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max_num_batched_tokens,
+               kv_capacity_seqs, prefix_caching: bool, explicit: bool,
+               spec: Optional[perf.Speculation] = None) -> Grid:
+    """The analytic steady state and the SLO verdict of every candidate in one numpy pass. Arrays have an entry per
+    candidate; the load each replica sees is the workload's split over its replicas (`explicit`) or, for a
+    throughput objective with no load given, a full batch (max_num_seqs requests in flight)."""
+    wl, t = req.workload, req.target
+    replicas = np.asarray(replicas, dtype=float)
+    seqs = np.asarray(max_num_seqs, dtype=float)
+    conc = rate = None
+    if not explicit:
+        conc = seqs
+    elif wl.request_rate or t.min_request_rate:
+        rate = (wl.request_rate or t.min_request_rate) / replicas
+    else:
+        conc = np.ceil((wl.max_concurrency or t.min_concurrency) / replicas)
+    prefix = wl.shared_prefix_len if prefix_caching else 0
+    s = perf.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
+                          max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
+                          kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
+                          prefix_cached=prefix, spec=spec)
+    gpus = grid.tp * grid.pp * replicas
+    tok = s.output_tok_s * replicas
+    ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
+    e2e = ttft + (wl.output_len - 1) * tpot
+    rps = s.request_rps * replicas
+    price = req.hw.gpu.price_usd_per_hour
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usd = np.where(tok > 0, price * gpus / (tok * 3600) * 1e6, np.nan) if price else np.full_like(tok, np.nan)
+    checks = {"ttft_ms": (ttft, t.ttft_ms, True), "tpot_ms": (tpot, t.tpot_ms, True),
+              "e2e_latency_ms": (e2e, t.e2e_latency_ms, True),
+              "min_request_rate": (rps, t.min_request_rate, False),
+              "min_output_throughput_tok_s": (tok, t.min_output_throughput_tok_s, False),
+              "max_usd_per_hour": (gpus * (price or 0.0), t.max_usd_per_hour if price else None, True)}
+    violated = {name: (v, limit, v > limit if upper else v < limit)
+                for name, (v, limit, upper) in checks.items() if limit is not None}
+    meets = ~np.logical_or.reduce([broken for _, _, broken in violated.values()]) if violated else \
+        np.ones(len(seqs), dtype=bool)
+    return Grid(ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e, output_tok_s=tok, output_tok_s_per_gpu=tok / gpus,
+                request_rps=rps, batch=np.asarray(s.batch, dtype=float), gpus=gpus, usd_per_mtok=usd,
+                violated=violated, meets=meets)
 
 
 def _with_verdict(req: Request, est: Estimate, use_percentile: bool = False) -> Estimate:

@@ -74,6 +74,15 @@ def show(doc: dict, console: Optional[Console] = None, saved_to: Optional[str] =
         for alt in doc["alternatives"]:
             a.add_row(alt["summary"], alt["rejected_because"])
         console.print(a)
+    if doc.get("pareto_front"):
+        f = Table(title="Pareto front (analytic): output tok/s per GPU against TPOT", box=box.SIMPLE,
+                  title_justify="left")
+        for col in ("candidate", "TPOT ms", "TTFT ms", "tok/s/GPU", "meets"):
+            f.add_column(col, justify="left" if col == "candidate" else "right")
+        for pt in doc["pareto_front"]:
+            f.add_row(pt["summary"], _fmt(pt["tpot_ms"]), _fmt(pt["ttft_ms"]), _fmt(pt["output_tok_s_per_gpu"]),
+                      "yes" if pt["meets_target"] else "no")
+        console.print(f)
     for note in doc.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
     if saved_to:

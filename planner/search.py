@@ -8,7 +8,7 @@ TTFT/TPOT/throughput instead of taking the first that fits.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 from planner import memory, perf
@@ -120,6 +120,8 @@ class _Try:
     mem: memory.MemoryBreakdown
     cpu_space: Optional[int] = None
     seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate
+    mnbt: Optional[int] = None  # max_num_batched_tokens the ranking chose
+    replicas: Optional[int] = None  # replicas the ranking chose
 
 
 def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPlan:
@@ -150,41 +152,46 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     concurrency = min(req.target.min_concurrency, wl.max_concurrency or req.target.min_concurrency)
     want_tokens = max(max_model_len, concurrency * mean_len)
 
-    tried: list[_Try] = []
-    fitting: list[_Try] = []
-    for quant in quants:
-        for kv in kvs:
-            for tp, pp in parallel_layouts(req, cons):
-                world = tp * pp
-                cpu_space = None
-                if on_cpu:
-                    cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs,
-                                                                         max_model_len)
-                mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv,
-                                       max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
-                                       max_num_batched_tokens=max_num_batched_tokens * (world if on_cpu else 1),
-                                       gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space,
-                                       max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
-                t = _Try(quant, kv, tp, pp, mem, cpu_space)
-                tried.append(t)
-                if mem.fits and (mem.kv_cache_tokens >= want_tokens or pins.tensor_parallel):
-                    fitting.append(t)
+    def size(quant, kv, tp, pp, mnbt) -> _Try:
+        world = tp * pp
+        cpu_space = None
+        if on_cpu:
+            cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs,
+                                                                 max_model_len)
+        mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=dtype, quant=quant, kv_dtype=kv,
+                               max_model_len=max_model_len, max_num_seqs=want_seqs * (world if on_cpu else 1),
+                               max_num_batched_tokens=mnbt * (world if on_cpu else 1),
+                               gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space,
+                               max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
+        return _Try(quant, kv, tp, pp, mem, cpu_space, mnbt=mnbt)
+
+    def fits(t: _Try) -> bool:
+        return t.mem.fits and (t.mem.kv_cache_tokens >= want_tokens or bool(pins.tensor_parallel))
+
+    tried = [size(quant, kv, tp, pp, max_num_batched_tokens)
+             for quant in quants for kv in kvs for tp, pp in parallel_layouts(req, cons)]
+    fitting = [t for t in tried if fits(t)]
     if not fitting:
         raise NoFeasiblePlan(_explain_no_fit(req, cons, tried, want_tokens, mean_len, concurrency))
     prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else \
         bool(cons.setting("enable_prefix_caching", True))
-    ranked = _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens, prefix)
+    chunk_ladder = [max_num_batched_tokens] if (pins.max_num_batched_tokens or cons.setting(
+        "max_num_batched_tokens") or on_cpu) else _chunk_ladder(max_num_batched_tokens, wl.max_input_len)
+    ranked, front = _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits)
     chosen, est = ranked[0]
     analytic = est
     for cand, first in ranked[:3]:  # the simulation has the last word on percentiles
-        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, max_num_batched_tokens, prefix,
+        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, prefix,
                             perf.speculation(cons.setting("speculative"), req.hw.gpu.name))
         if refined.meets or cand is ranked[0][0]:
             chosen, est, analytic = cand, refined, first
         if refined.meets:
             break
-    compiled = _with_backend(req, cons, backends, dtype, chosen, max_model_len, len_why, max_num_batched_tokens,
-                             batch_why, util, want_seqs, mean_len, chosen.cpu_space, tried, concurrency)
+    compiled = _with_backend(req, cons, backends, dtype, chosen, max_model_len, len_why, chosen.mnbt,
+                             batch_why if chosen.mnbt == max_num_batched_tokens else
+                             f"{batch_why} is {max_num_batched_tokens}; the search took {chosen.mnbt}: "
+                             f"{_chunk_gain(req, ranked, chosen, max_num_batched_tokens)}",
+                             util, want_seqs, mean_len, chosen.cpu_space, tried, concurrency)
     from dataclasses import replace
 
     from planner import predict
@@ -194,7 +201,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     others = tuple(Alternative(summary=_summary(c), rejected_because=_lost(req, e, analytic),
                                prediction=_brief(e)) for c, e in ranked[1:4] if c is not chosen)
     compiled = replace(compiled, prediction=predict.document(est, req, load),
-                       alternatives=others + compiled.alternatives)
+                       alternatives=others + compiled.alternatives, pareto_front=front)
     if not est.meets:
         raise NoFeasiblePlan(_explain_slo(req, est, ranked), closest=compiled)
     return compiled
@@ -241,59 +248,112 @@ def _seq_ladder(cap: int, explicit: bool) -> list[int]:
     return ladder or [cap]
 
 
-def _rank(req, cons, dtype, fitting, want_seqs, mean_len, max_num_batched_tokens, prefix) -> list:
-    """Every fitting candidate with its analytic estimate: those meeting the target first, then the formats the rules
-    prefer, then the objective."""
-    from dataclasses import replace
+def _chunk_ladder(default: int, max_input_len: int) -> list[int]:
+    """max_num_batched_tokens to try: the engine's default and larger chunks (fewer prefill steps for long
+    prompts), up to the first that holds the longest prompt whole."""
+    ladder = [default]
+    while ladder[-1] < max_input_len and len(ladder) < 3:
+        ladder.append(ladder[-1] * 2)
+    return ladder
+
+
+def _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits) -> tuple[list, tuple]:
+    """Score the whole space in one vectorised pass: each fitting layout and format x chunk budget
+    (max_num_batched_tokens) x replicas (a QPS target) x max_num_seqs ladder. Returns each layout's best candidate
+    (those meeting the target first, then the formats the rules prefer, then the objective) and the Pareto front
+    of output tok/s per GPU against TPOT."""
+    import numpy as np
 
     from planner import predict
 
     explicit = predict.explicit_load(req)
     spec = perf.speculation(cons.setting("speculative"), req.hw.gpu.name)
-    out = []
+    qps = req.target.min_request_rate is not None
+    layouts, models, rows = [], [], []  # rows: (layout, replicas, seqs)
     for t in fitting:
-        replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
-        cap = req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
-        ladder = _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs))
-        loads = None if explicit else [predict.saturated_load(s_, replicas) for s_ in ladder]
-        ests = predict.estimates(req, _step_model(req, dtype, t), replicas=replicas, seqs=ladder,
-                                 max_num_batched_tokens=max_num_batched_tokens,
-                                 kv_capacity_seqs=t.mem.kv_cache_tokens / mean_len, prefix_caching=prefix,
-                                 loads=loads, spec=spec)
-        meeting = [(s_, e) for s_, e in zip(ladder, ests) if e.meets]
-        for s_, e in (meeting[:1] or list(zip(ladder, ests))):  # the largest batch that meets the target
-            out.append((replace(t, seqs=s_), e))
-    wide = cons.setting("parallelism") == "wide"
+        for mnbt in chunk_ladder:
+            lay = t if mnbt == t.mnbt else size(t.quant, t.kv, t.tp, t.pp, mnbt)
+            if lay is not t and not fits(lay):
+                continue
+            world = t.tp * t.pp
+            most = max(1, req.hw.total_gpus // world)
+            reps = [req.pins.replicas] if req.pins.replicas else range(1, most + 1) if qps else [most]
+            cap = req.pins.max_num_seqs or min(want_seqs, max(1, lay.mem.kv_cache_tokens // mean_len))
+            ladder = _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs))
+            layouts.append(lay)
+            models.append(_step_model(req, dtype, lay))
+            rows += [(len(layouts) - 1, r, s_) for r in reps for s_ in ladder]
+    idx = np.array([r[0] for r in rows])
+    replicas = np.array([r[1] for r in rows], dtype=float)
+    seqs = np.array([r[2] for r in rows], dtype=float)
+    mnbt = np.array([lay.mnbt for lay in layouts], dtype=float)[idx]
+    kv_seqs = np.array([lay.mem.kv_cache_tokens / mean_len for lay in layouts])[idx]
+    g = predict.score_grid(req, perf.StepGrid(models, idx), replicas=replicas, max_num_seqs=seqs,
+                           max_num_batched_tokens=mnbt, kv_capacity_seqs=kv_seqs, prefix_caching=prefix,
+                           explicit=explicit, spec=spec)
     # Formats are preferences the rules ordered (accuracy first, "quantize late"), not free variables: among
-    # candidates that meet the target, the most preferred format wins, then the objective decides.
+    # candidates that meet the target, the most preferred format wins, then the objective decides. A chunk budget
+    # other than the engine's default must buy at least 1% of the objective.
     quant_rank = {q: i for i, q in enumerate(cons.choices["quantization"])}
     kv_rank = {k: i for i, k in enumerate(cons.choices["kv_cache_dtype"])}
-
-    def key(te):
-        t, e = te
-        return (not e.meets, quant_rank.get(t.quant.value, 99), kv_rank.get("fp8" if t.kv is KvPrecision.fp8
-                                                                             else "auto", 99),
-                e.score(req.target.objective), -t.tp if wide else t.tp)
-    ranked = sorted(out, key=key)
-    seen, unique = set(), []
-    for t, e in ranked:  # one entry per layout and format: its best batch
-        k = (t.quant, t.kv, t.tp, t.pp)
+    fmt_q = np.array([quant_rank.get(lay.quant.value, 99) for lay in layouts])[idx]
+    fmt_kv = np.array([kv_rank.get("fp8" if lay.kv is KvPrecision.fp8 else "auto", 99) for lay in layouts])[idx]
+    tps = np.array([lay.tp for lay in layouts])[idx]
+    score = g.score(req.target.objective)
+    penalty = 1.0 + 0.01 * (mnbt != chunk_ladder[0])
+    score = np.where(score > 0, score * penalty, score / penalty)
+    wide = cons.setting("parallelism") == "wide"
+    keys = (-tps if wide else tps, g.gpus, score) + ((g.gpus,) if qps else ()) + (fmt_kv, fmt_q, ~g.meets)
+    order = np.lexsort(keys)
+    seen, ranked = set(), []
+    for i in order:  # one entry per layout and format: its best chunk budget, replicas and batch
+        lay = layouts[idx[i]]
+        k = (lay.quant, lay.kv, lay.tp, lay.pp)
         if k not in seen:
             seen.add(k)
-            unique.append((t, e))
-    return unique
+            ranked.append((replace(lay, seqs=int(seqs[i]), replicas=int(replicas[i])), g.estimate(int(i))))
+    _rank.last_count = len(rows)  # for benchmarks/search_speed.py
+    return ranked, _pareto(g, layouts, idx, replicas, seqs)
 
 
-def _simulate(req, dtype, t, est, want_seqs, mean_len, max_num_batched_tokens, prefix, spec=None):
+def _pareto(g, layouts, idx, replicas, seqs, points: int = 8) -> tuple:
+    """The candidates no other beats on both TPOT and output tok/s per GPU, fastest TPOT first (at most `points`,
+    spread along the front)."""
+    import numpy as np
+
+    order = np.lexsort((-g.output_tok_s_per_gpu, g.tpot_ms))
+    front, best = [], -np.inf
+    for i in order:
+        if g.output_tok_s_per_gpu[i] > best:
+            best = g.output_tok_s_per_gpu[i]
+            front.append(int(i))
+    if len(front) > points:
+        front = [front[round(j * (len(front) - 1) / (points - 1))] for j in range(points)]
+    out = []
+    for i in front:
+        lay = layouts[idx[i]]
+        out.append({"summary": f"{_summary(lay)}, max_num_seqs {int(seqs[i])}, max_num_batched_tokens {lay.mnbt}, "
+                               f"{int(replicas[i])} replica{'s' if replicas[i] > 1 else ''}",
+                    "tpot_ms": round(float(g.tpot_ms[i]), 2), "ttft_ms": round(float(g.ttft_ms[i]), 1),
+                    "output_tok_s_per_gpu": round(float(g.output_tok_s_per_gpu[i]), 1),
+                    "meets_target": bool(g.meets[i])})
+    return tuple(out)
+
+
+def _chunk_gain(req, ranked, chosen, default: int) -> str:
+    return (f"a larger prefill chunk takes long prompts ({req.workload.max_input_len} tokens) in fewer steps "
+            f"(predicted TTFT {ranked[0][1].ttft_ms:,.0f} ms)")
+
+
+def _simulate(req, dtype, t, est, want_seqs, mean_len, prefix, spec=None):
     from planner import predict
 
-    replicas = req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
+    replicas = t.replicas or req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
     seqs = t.seqs or req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
     load = None if predict.explicit_load(req) else predict.saturated_load(seqs, replicas)
     return predict.simulate_percentiles(req, _step_model(req, dtype, t), est, replicas=replicas, max_num_seqs=seqs,
-                                        max_num_batched_tokens=max_num_batched_tokens,
-                                        kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
-                                        prefix_caching=prefix, load=load, spec=spec)
+                                        max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks,
+                                        block_size=t.mem.block_size, prefix_caching=prefix, load=load, spec=spec)
 
 
 def _explain_slo(req: Request, est, ranked) -> str:
@@ -363,7 +423,7 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
                 if quant is not Quantization.none and tried[0].quant is Quantization.none else "")
     kv_bound = max(1, mem.kv_cache_tokens // mean_len)
     max_num_seqs = pins.max_num_seqs or chosen.seqs or min(want_seqs, kv_bound)
-    replicas = pins.replicas or max(1, hw.total_gpus // world)
+    replicas = chosen.replicas or pins.replicas or max(1, hw.total_gpus // world)
     prefix = pins.enable_prefix_caching if pins.enable_prefix_caching is not None else \
         bool(cons.setting("enable_prefix_caching", True))
     chunked = pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else \
@@ -383,6 +443,9 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
                  f"{world} GPUs per replica over {hw.gpus_per_node} GPUs per node"),
         Decision("gpus_per_replica", world, "search", f"TP {tp} x PP {pp}"),
         Decision("replicas", replicas, "pin" if pins.replicas else "search",
+                 f"the fewest replicas that serve target.min_request_rate={req.target.min_request_rate:g} req/s "
+                 f"within the SLOs (of {hw.total_gpus // world} that fit {hw.total_gpus} GPUs at {world} per replica)"
+                 if req.target.min_request_rate is not None else
                  f"{hw.total_gpus} GPUs / {world} per replica: independent servers behind a load balancer"),
         Decision("tensor_parallel", tp, "pin" if pins.tensor_parallel else "search", layout_why,
                  "; ".join(r.source for r in layout_rules)),
