@@ -73,6 +73,7 @@ def build(req: Request, compiled: CompiledPlan) -> dict:
         "prediction": plain(compiled.prediction),
         "decisions": [plain(d) for d in compiled.decisions],
         "alternatives": [plain(a) for a in compiled.alternatives],
+        "search": plain(compiled.search),
         "pareto_front": [plain(p) for p in compiled.pareto_front],
         "notes": list(compiled.notes),
         "rules_fired": list(compiled.rules_fired),

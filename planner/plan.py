@@ -64,4 +64,5 @@ class CompiledPlan:
     prediction: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # warnings for the user (e.g. bf16 asked on a GPU without it)
     rules_fired: tuple[str, ...] = ()  # ids of the plan rules that fired, in the order they applied
+    search: dict = field(default_factory=dict)  # what the search scored: candidates, fitting layouts, meeting
     pareto_front: tuple[dict, ...] = ()  # candidates no other beats on TPOT and output tok/s per GPU

@@ -257,11 +257,15 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, rep
         pct[key] = {f"p{q:g}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
         pct[key]["mean"] = round(float(np.mean(values)), 3)
     out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
+    rps = res.request_throughput() * replicas
+    if load.rate:  # an open loop: what the replica sustains, not the run's ramp and drain
+        rps = load.rate * res.kept_up() * replicas
+        out = rps * float(outs.mean())
     gpus = est.gpus
     price = req.hw.gpu.price_usd_per_hour
     refined = replace(est, ttft_ms=pct["ttft_ms"]["mean"], tpot_ms=pct["tpot_ms"]["mean"],
                       e2e_ms=pct["e2e_latency_ms"]["mean"], output_tok_s=out, output_tok_s_per_gpu=out / gpus,
-                      request_rps=res.request_throughput() * replicas, batch=res.mean_batch,
+                      request_rps=rps, batch=res.mean_batch,
                       usd_per_mtok=price * gpus / (out * 3600) * 1e6 if price and out > 0 else None,
                       percentiles=pct)
     return _with_verdict(req, refined, use_percentile=True)

@@ -177,7 +177,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
         bool(cons.setting("enable_prefix_caching", True))
     chunk_ladder = [max_num_batched_tokens] if (pins.max_num_batched_tokens or cons.setting(
         "max_num_batched_tokens") or on_cpu) else _chunk_ladder(max_num_batched_tokens, wl.max_input_len)
-    ranked, front = _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits)
+    ranked, front, stats = _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits)
     chosen, est = ranked[0]
     analytic = est
     for cand, first in ranked[:3]:  # the simulation has the last word on percentiles
@@ -201,14 +201,15 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     others = tuple(Alternative(summary=_summary(c), rejected_because=_lost(req, e, analytic),
                                prediction=_brief(e)) for c, e in ranked[1:4] if c is not chosen)
     compiled = replace(compiled, prediction=predict.document(est, req, load),
-                       alternatives=others + compiled.alternatives, pareto_front=front)
+                       alternatives=others + compiled.alternatives, pareto_front=front,
+                       search=stats)
     if not est.meets:
         raise NoFeasiblePlan(_explain_slo(req, est, ranked), closest=compiled)
     return compiled
 
 
 def _summary(t: "_Try") -> str:
-    return f"TP{t.tp} PP{t.pp} {t.quant.value} KV {t.kv.value}"
+    return f"TP{t.tp} PP{t.pp} {t.quant.value} KV {t.kv.value}" + (f" x{t.replicas}" if t.replicas else "")
 
 
 def _brief(e) -> dict:
@@ -257,11 +258,11 @@ def _chunk_ladder(default: int, max_input_len: int) -> list[int]:
     return ladder
 
 
-def _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits) -> tuple[list, tuple]:
+def _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, size, fits) -> tuple:
     """Score the whole space in one vectorised pass: each fitting layout and format x chunk budget
     (max_num_batched_tokens) x replicas (a QPS target) x max_num_seqs ladder. Returns each layout's best candidate
-    (those meeting the target first, then the formats the rules prefer, then the objective) and the Pareto front
-    of output tok/s per GPU against TPOT."""
+    (those meeting the target first, then the formats the rules prefer, then the objective), the Pareto front
+    of output tok/s per GPU against TPOT, and counts of what was scored."""
     import numpy as np
 
     from planner import predict
@@ -306,14 +307,15 @@ def _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, 
     keys = (-tps if wide else tps, g.gpus, score) + ((g.gpus,) if qps else ()) + (fmt_kv, fmt_q, ~g.meets)
     order = np.lexsort(keys)
     seen, ranked = set(), []
-    for i in order:  # one entry per layout and format: its best chunk budget, replicas and batch
+    for i in order:  # one entry per layout and format (and replica count, for a QPS target): its best chunk and batch
         lay = layouts[idx[i]]
-        k = (lay.quant, lay.kv, lay.tp, lay.pp)
+        k = (lay.quant, lay.kv, lay.tp, lay.pp) + ((int(replicas[i]),) if qps else ())
         if k not in seen:
             seen.add(k)
             ranked.append((replace(lay, seqs=int(seqs[i]), replicas=int(replicas[i])), g.estimate(int(i))))
-    _rank.last_count = len(rows)  # for benchmarks/search_speed.py
-    return ranked, _pareto(g, layouts, idx, replicas, seqs)
+    stats = {"candidates_scored": len(rows), "layouts_fitting_memory": len(fitting),
+             "meeting_target_analytic": int(g.meets.sum())}
+    return ranked, _pareto(g, layouts, idx, replicas, seqs), stats
 
 
 def _pareto(g, layouts, idx, replicas, seqs, points: int = 8) -> tuple:
@@ -470,7 +472,9 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
         _decide("max_num_batched_tokens", max_num_batched_tokens, pins.max_num_batched_tokens is not None,
                 setting("max_num_batched_tokens") and setting("max_num_batched_tokens").rule, "",
                 ) if setting("max_num_batched_tokens") or pins.max_num_batched_tokens else
-        Decision("max_num_batched_tokens", max_num_batched_tokens, "default", batch_why,
+        Decision("max_num_batched_tokens", max_num_batched_tokens,
+                 "search" if max_num_batched_tokens > _batch_defaults(hw.gpu)[0]["max_num_batched_tokens"] else
+                 "default", batch_why,
                  "vllm/engine/arg_utils.py get_batch_defaults"),
         Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by VLLM_CPU_KVCACHE_SPACE "
                  "(kv_cache_space_gib) instead") if util is None else

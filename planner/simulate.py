@@ -91,6 +91,10 @@ class SimResult:
     """Mean decode sequences per executed step."""
     steps: int
     """Engine steps that executed a forward pass."""
+    done_s: np.ndarray = None
+    """Per request: the time its last token was emitted (from the benchmark's start)."""
+    sent_s: np.ndarray = None
+    """Per request: the time it was sent."""
 
     def percentile(self, metric: str, p: float) -> float:
         """The p-th percentile (0-100) of `ttft`, `tpot`, `itl` or `e2e`, in seconds (0.0 when empty, as serve.py)."""
@@ -108,6 +112,17 @@ class SimResult:
     def request_throughput(self) -> float:
         """Completed requests per second over the whole run."""
         return self.completed / self.duration_s
+
+    def kept_up(self) -> float:
+        """How much of an open loop's load the server sustains (1.0: all of it): requests per second departing
+        over requests per second sent, each between the 10th and 90th percentile of its times. A stable server
+        departs at the sample's own arrival rate, an overloaded one at its capacity; the whole-run throughput
+        (request_throughput) also counts the ramp and the drain, and a Poisson sample's rate is not the nominal."""
+        def rate(times):
+            t = np.sort(times)
+            lo, hi = int(0.1 * (t.size - 1)), int(0.9 * (t.size - 1))
+            return (hi - lo) / (t[hi] - t[lo]) if hi > lo and t[hi] > t[lo] else math.inf
+        return min(1.0, rate(self.done_s) / rate(self.sent_s))
 
 
 def lengths(mean: int, range_ratio: float, n: int, seed: int) -> np.ndarray:
@@ -344,5 +359,8 @@ def _result(sent: np.ndarray, first: np.ndarray, done: np.ndarray, itl: list[flo
     arrays = [ttft, tpot, e2e, np.array(itl), ins.copy(), outs.copy()]
     for a in arrays:
         a.setflags(write=False)
+    done, sent = done.copy(), sent.copy()
+    done.setflags(write=False)
+    sent.setflags(write=False)
     return SimResult(*arrays, duration_s=float(done.max()), completed=int(ins.size), preemptions=preemptions,
-                     mean_batch=decoded / steps if steps else 0.0, steps=steps)
+                     mean_batch=decoded / steps if steps else 0.0, steps=steps, done_s=done, sent_s=sent)

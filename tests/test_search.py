@@ -101,3 +101,32 @@ def test_cpu_plan_sizes_the_kv_space_in_whole_gib():
     c = plan_for("model=llama3.2-1b", "hw=cpu", "target=best-effort")
     assert c.plan.gpu_memory_utilization is None and c.plan.kv_cache_space_gib >= 1
     assert c.memory.kv_cache_gib == c.plan.kv_cache_space_gib
+
+
+def test_qps_target_takes_the_fewest_replicas_that_sustain_it():
+    few = plan_for("model=llama3-8b", "hw=h100x8", "target=throughput", "target.min_request_rate=20")
+    more = plan_for("model=llama3-8b", "hw=h100x8", "target=throughput", "target.min_request_rate=150")
+    assert few.plan.replicas < more.plan.replicas <= 8
+    for c, rate in ((few, 20), (more, 150)):
+        assert c.prediction["meets_target"] and c.prediction["request_throughput_rps"] >= rate * 0.999
+        assert "target.min_request_rate" in next(d.why for d in c.decisions if d.field == "replicas")
+
+
+def test_pareto_front_is_non_dominated_and_ordered():
+    front = plan_for("model=llama3-70b", "hw=h100x4").pareto_front
+    assert len(front) >= 3
+    tpot = [p["tpot_ms"] for p in front]
+    tok = [p["output_tok_s_per_gpu"] for p in front]
+    assert tpot == sorted(tpot) and tok == sorted(tok) and len(set(tok)) == len(tok)
+
+
+def test_long_prompts_take_a_larger_chunk_when_no_rule_sets_one():
+    # not streamed: prefill.small-chunks-for-streaming-latency stays silent
+    c = plan_for("model=llama3.1-8b", "hw=h100x1", "target=latency", "workload.input_len=20000",
+                 "workload.output_len=200", "target.ttft_ms=null", "target.min_concurrency=4", "workload.stream=false")
+    d = next(d for d in c.decisions if d.field == "max_num_batched_tokens")
+    assert c.plan.max_num_batched_tokens > 8192 and d.by == "search" and "the search took" in d.why
+    # the same request with short prompts keeps the engine's default
+    short = plan_for("model=llama3.1-8b", "hw=h100x1", "target=latency", "target.min_concurrency=4",
+                     "workload.stream=false")
+    assert short.plan.max_num_batched_tokens == 8192
