@@ -1,17 +1,20 @@
 """The performance model against published serving benchmarks: each row's error and the median |error| per metric.
 
 Reference rows: tests/data/reference/serving_benchmarks.yaml (vLLM, TensorRT-LLM, SGLang results with their full
-configuration and a citation each). Each row with fixed input/output lengths is replayed through the planner's own
-models: the memory model sizes the KV cache, the step model (planner/perf.py, efficiencies from
-conf/calibration) times each engine step, and the discrete-event simulation (planner/simulate.py) runs the
-benchmark's load (all requests at once, a fixed concurrency, or a Poisson rate). Nothing here is fitted to these
-rows. Run: python benchmarks/fidelity.py [--max-requests N]
+configuration and a citation each). Each row with fixed input/output lengths, or with the ShareGPT dataset, is
+replayed through the planner's own models: the memory model sizes the KV cache, the step model (planner/perf.py,
+efficiencies from conf/calibration) times each engine step, and the discrete-event simulation (planner/simulate.py)
+runs the benchmark's load (all requests at once, a fixed concurrency, or a Poisson rate). ShareGPT rows take their
+request lengths from a published sample (tests/data/reference/sharegpt_lengths.yaml), rescaled to the row's own
+printed token totals where it has them. Nothing here is fitted to these rows.
+Run: python benchmarks/fidelity.py [--max-requests N]
 """
 
 import argparse
+import re
 import statistics
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,11 @@ MODELS = {  # published model name (any spelling) → catalog entry
 GPUS = {"h100": "h100-sxm", "h100-sxm": "h100-sxm", "h200": "h200", "a100-80g": "a100-80g", "l40s": "l40s",
         "b200": "b200"}
 QUANT = {None: Quantization.none, "fp8": Quantization.fp8, "nvfp4": Quantization.nvfp4, "fp4": Quantization.nvfp4}
+SHAREGPT_LENGTHS = ROOT / "tests/data/reference/sharegpt_lengths.yaml"
+# What a `vllm bench serve` / `sglang.bench_serving` printout says about the lengths it sent.
+PRINTED_TOTALS = {"requests": re.compile(r"Successful requests:\s+(\d+)"),
+                  "input": re.compile(r"Total input tokens:\s+(\d+)"),
+                  "output": re.compile(r"Total generated tokens:\s+(\d+)")}
 METRICS = ("output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_rps", "ttft_ms_mean",
            "ttft_ms_median", "tpot_ms_mean", "tpot_ms_median", "itl_ms_median", "e2e_ms_median")
 
@@ -45,9 +53,64 @@ def catalog_model(name: str):
     return None
 
 
-def replay(row, specs, max_requests: int):
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """The requests one replica of a row's benchmark sends, and how the table names them."""
+
+    input_lens: np.ndarray
+    """Prompt tokens per request."""
+    output_lens: np.ndarray
+    """Output tokens per request."""
+    label: str
+    """ISL/OSL column: "1024/128", "sharegpt", or "sharegpt*" (rescaled to the row's printed totals)."""
+    max_model_len: int
+    """Longest request the server must accept, in tokens."""
+
+
+def printed_means(row) -> tuple[float, float] | None:
+    """Mean input and output tokens per request from the row's own benchmark printout, if it has one."""
+    text = f"{row.get('quote') or ''}\n{row.get('notes') or ''}"
+    found = {key: pattern.search(text) for key, pattern in PRINTED_TOTALS.items()}
+    if not all(found.values()):
+        return None
+    n = int(found["requests"].group(1))
+    return int(found["input"].group(1)) / n, int(found["output"].group(1)) / n
+
+
+def sharegpt_workload(row, n: int, sharegpt: dict) -> Workload:
+    """`n` ShareGPT requests: the published sample's first pairs in order, then seeded draws with replacement.
+
+    The sample is the first 320 requests of vLLM's seed-0 sampler with the Llama-3 tokenizer, so its first `n` are a
+    run with --num-prompts n; further requests are drawn uniformly from its pairs, which all passed the pruning. A row
+    that prints its token totals gets both lists rescaled to those means, clipped back into the pruning bounds.
+    """
+    bounds, sample = sharegpt["pruning"], sharegpt["sample"]
+    ins, outs = np.array(sample["input_tokens"]), np.array(sample["output_tokens"])
+    head = min(n, ins.size)
+    extra = np.random.default_rng(sharegpt["resample_seed"]).integers(0, ins.size, n - head)
+    idx = np.concatenate([np.arange(head), extra])
+    ins, outs, label = ins[idx], outs[idx], "sharegpt"
+    means = printed_means(row)
+    if means is not None:
+        ins = np.clip(np.rint(ins * means[0] / ins.mean()), bounds["min_tokens"], bounds["max_input_tokens"])
+        outs = np.clip(np.rint(outs * means[1] / outs.mean()), bounds["min_tokens"], bounds["max_total_tokens"] - ins)
+        label = "sharegpt*"
+    return Workload(ins.astype(np.int64), outs.astype(np.int64), label, int(bounds["max_total_tokens"]))
+
+
+def workload(row, n: int, sharegpt: dict) -> Workload | None:
+    """The row's requests: fixed lengths, the ShareGPT sample, or None when the source gives neither."""
+    if row["input_len"] and row["output_len"]:
+        isl, osl = int(row["input_len"]), int(row["output_len"])
+        return Workload(np.full(n, isl), np.full(n, osl), f"{isl}/{osl}", isl + osl)
+    if row.get("dataset") == "sharegpt":
+        return sharegpt_workload(row, n, sharegpt)
+    return None
+
+
+def replay(row, specs, load: Workload | None):
     entry, gpu_name = catalog_model(row["model"]), GPUS.get(row["gpu"])
-    if entry is None or gpu_name is None or not row["input_len"] or not row["output_len"]:
+    if entry is None or gpu_name is None or load is None:
         return None, "model, GPU or lengths not replayable"
     quant = QUANT.get((row["quantization"] or "").lower() or None)
     if quant is None:
@@ -61,17 +124,12 @@ def replay(row, specs, max_requests: int):
     defaults, _ = search._batch_defaults(gpu)
     seqs = row.get("max_num_seqs") or defaults["max_num_seqs"]
     batched = row.get("max_num_batched_tokens") or defaults["max_num_batched_tokens"]
-    max_len = int(row["input_len"] + row["output_len"])
     mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=Dtype.bf16, quant=quant, kv_dtype=kv,
-                           max_model_len=max_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
+                           max_model_len=load.max_model_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
                            gpu_memory_utilization=0.9)
     if not mem.fits:
         return None, "does not fit memory in the planner's model"
     sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv)
-    n = min(row.get("num_prompts") or max_requests, max_requests)
-    per_replica = max(1, n // dp)
-    ins = np.full(per_replica, int(row["input_len"]))
-    outs = np.full(per_replica, int(row["output_len"]))
     if row["mode"] == "rate":
         arrivals = simulate.Arrivals(request_rate=row["request_rate"] / dp)
     elif row["mode"] == "concurrency":
@@ -82,12 +140,13 @@ def replay(row, specs, max_requests: int):
     def step_time(st) -> float:
         return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context))
 
-    res = simulate.simulate(step_time, ins, outs, arrivals, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                            kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)
+    res = simulate.simulate(step_time, load.input_lens, load.output_lens, arrivals, max_num_seqs=seqs,
+                            max_num_batched_tokens=batched, kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)
     out_tps = res.output_throughput() * dp
+    tokens_per_output = (load.input_lens.sum() + load.output_lens.sum()) / load.output_lens.sum()
     return {
         "output_throughput_tok_s": out_tps,
-        "total_throughput_tok_s": out_tps * (row["input_len"] + row["output_len"]) / row["output_len"],
+        "total_throughput_tok_s": out_tps * float(tokens_per_output),
         "request_throughput_rps": res.request_throughput() * dp,
         "ttft_ms_mean": float(np.mean(res.ttft_s)) * 1e3, "ttft_ms_median": res.percentile("ttft", 50) * 1e3,
         "tpot_ms_mean": float(np.mean(res.tpot_s)) * 1e3, "tpot_ms_median": res.percentile("tpot", 50) * 1e3,
@@ -100,6 +159,7 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=400, help="requests simulated per row (steady state)")
     args = ap.parse_args()
     rows = yaml.safe_load((ROOT / "tests/data/reference/serving_benchmarks.yaml").read_text())
+    sharegpt = yaml.safe_load(SHAREGPT_LENGTHS.read_text())
     with compose.Composer() as c:
         specs = {"model": {e: compose.to_request(c.compose([f"model={e}"])).model for e in set(MODELS.values())},
                  "hw": {g: compose.to_request(c.compose([f"gpu@hw.gpu={g}"])).hw for g in set(GPUS.values())}}
@@ -107,16 +167,26 @@ def main() -> None:
     for col in ("row", "engine", "GPU", "TP", "quant", "ISL/OSL", "load", "metric", "published", "predicted", "error"):
         table.add_column(col, justify="right" if col in ("published", "predicted", "error", "TP") else "left")
     errors: dict[str, list] = {m: [] for m in METRICS}
-    skipped = []
+    by_lengths: dict[tuple, list] = {}  # (metric, "fixed" | "sharegpt") -> |errors|
+    skipped, replayed, own_totals = [], 0, []
     for row in rows:
         if row["engine"] not in ("vllm", "trtllm", "sglang"):
             skipped.append((row["id"], "engine"))
             continue
-        pred, why = replay(row, specs, args.max_requests)
+        # All at once: the TTFT of the last request is the whole queue ahead of it, so the run is replayed with
+        # every prompt it sent; under a rate or a concurrency the steady state needs only --max-requests.
+        n = row.get("num_prompts") or args.max_requests
+        if row["mode"] != "offline":
+            n = min(n, args.max_requests)
+        load = workload(row, max(1, n // (row.get("data_parallel") or 1)), sharegpt)
+        pred, why = replay(row, specs, load)
         if pred is None:
             skipped.append((row["id"], why))
             continue
-        load = {"offline": "all at once", "rate": f"{row['request_rate']} req/s",
+        replayed += 1
+        if load.label == "sharegpt*":
+            own_totals.append(row["id"])
+        mode = {"offline": "all at once", "rate": f"{row['request_rate']} req/s",
                 "concurrency": f"{row['concurrency']} conc"}[row["mode"]]
         for metric in METRICS:
             real = row["results"].get(metric)
@@ -124,18 +194,30 @@ def main() -> None:
                 continue
             err = (pred[metric] - real) / real * 100
             errors[metric].append(abs(err))
+            by_lengths.setdefault((metric, "sharegpt" if load.label.startswith("sharegpt") else "fixed"),
+                                  []).append(abs(err))
             table.add_row(row["id"], row["engine"], row["gpu"], str(row["tensor_parallel"]),
-                          str(row["quantization"] or "bf16"), f"{row['input_len']}/{row['output_len']}", load, metric,
+                          str(row["quantization"] or "bf16"), load.label, mode, metric,
                           f"{real:,.1f}", f"{pred[metric]:,.1f}", f"{err:+.0f}%")
     console = Console(width=220)
     console.print(table)
     summary = Table(title="Median |error| per metric", title_justify="left")
-    for col in ("metric", "rows", "median |error|", "mean |error|"):
+    for col in ("metric", "rows", "median |error|", "mean |error|", "fixed lengths: rows, median",
+                "ShareGPT: rows, median"):
         summary.add_column(col)
+
+    def part(metric, kind):
+        errs = by_lengths.get((metric, kind))
+        return f"{len(errs)}, {statistics.median(errs):.1f}%" if errs else "-"
     for metric, errs in errors.items():
         if errs:
-            summary.add_row(metric, str(len(errs)), f"{statistics.median(errs):.1f}%", f"{statistics.mean(errs):.1f}%")
+            summary.add_row(metric, str(len(errs)), f"{statistics.median(errs):.1f}%", f"{statistics.mean(errs):.1f}%",
+                            part(metric, "fixed"), part(metric, "sharegpt"))
     console.print(summary)
+    console.print(f"sharegpt: request lengths from {SHAREGPT_LENGTHS.relative_to(ROOT)} (a published 320-request "
+                  "sample, Llama-3 tokenizer); sharegpt*: that sample rescaled to the row's own printed totals "
+                  f"({len(own_totals)} rows: {', '.join(own_totals) or 'none'}).")
+    console.print(f"{replayed} rows replayed.")
     console.print(f"{len(skipped)} rows not replayed: " + "; ".join(f"{i} ({w})" for i, w in skipped[:12])
                   + (" ..." if len(skipped) > 12 else ""))
 

@@ -45,6 +45,14 @@ class Calibration:
     attn_batch: tuple = ()  # decode attention efficiency grid (batch x context), when measured
     attn_context: tuple = ()
     attn_grid: tuple = ()
+    elem_hidden: tuple = ()  # elementwise kernels: hidden sizes of the measured floors
+    elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
+
+    def elementwise_floor_seconds(self, hidden: int) -> float:
+        """The launch-and-tail floor of one layer's elementwise kernels (norms, rotary, KV write, activation)."""
+        if not self.elem_hidden:
+            return 0.0
+        return float(np.interp(np.log2(hidden), np.log2(self.elem_hidden), self.elem_floor_us)) * 1e-6
 
     def gemm_efficiency(self, m, fp8=False):
         """Achieved/peak of a GEMM with M rows; `fp8` may be an array (one flag per candidate)."""
@@ -110,6 +118,9 @@ def calibration(gpu_name: str) -> Calibration:
     comm_name = {"h100-sxm": "comm-h100x2", "h200": "comm-h100x2"}.get(gpu_name)  # H200: the same NVLink 4 fabric
     comm = yaml.load(folder.joinpath(f"{comm_name}.yaml").read_text(), Loader=FAST_LOADER) if comm_name else {}
     curve = comm.get("allreduce_2gpu") or {}
+    elem = d.get("elementwise") or {}
+    elem_floor = [sum(n * elem["floor_us"][op][i] for op, n in elem["per_layer"].items())
+                  for i in range(len(elem.get("hidden", ())))]
     pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
     return Calibration(
         ar_bytes=tuple(float(b) for b, _ in pairs), ar_us=tuple(float(u) for _, u in pairs),
@@ -120,7 +131,8 @@ def calibration(gpu_name: str) -> Calibration:
         nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
         allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3,
         attn_batch=batches if grid else (), attn_context=contexts if grid else (),
-        attn_grid=tuple(tuple(float(x) for x in row) for row in grid))
+        attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
+        elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor))
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,13 @@ class StepModel:
                 (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) if m.is_mla else m.head_dim_eff),
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
             "link": link * 1e9, "tp": tp, "pp": self.pp,
+            "elem_floor": cal.elementwise_floor_seconds(m.hidden_size),
+            # bytes per token through the elementwise kernels: add+RMSNorm reads x and the residual and writes
+            # both (x2 per layer, full hidden on every rank); silu_and_mul reads 2 x and writes 1 x inter/tp;
+            # rotary reads and writes q and k; reshape_and_cache reads and writes k and v.
+            "elem_bytes": act * (2 * 4 * m.hidden_size + 3 * moe_inter * max(1, m.num_experts_per_tok) / tp
+                                 + 2 * (m.num_attention_heads + m.num_key_value_heads) * m.head_dim_eff / tp
+                                 + 4 * m.num_key_value_heads * m.head_dim_eff / tp),
         }
 
     def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
@@ -177,13 +196,21 @@ class StepModel:
         return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=False)
 
     def layer_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
-        """One dense decoder layer without communication, lm_head or step overhead: what
+        """One dense decoder layer (elementwise kernels included) without communication, lm_head or step overhead: what
         benchmarks/gpu/roofline_calibration.py times (layer_step_ms), for checking the model against it."""
         return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=True)
+
+    def comm_seconds(self, tokens):
+        """One layer's TP communication for a step of `tokens` tokens: two all-reduces of tokens x hidden."""
+        return _comm(self._consts, self.model.hidden_size, np.asarray(tokens, dtype=float))
 
     def _time(self, decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only: bool):
         return _step_time(self._consts, self.model.hidden_size, decode_seqs, decode_context, prefill_tokens,
                           prefill_context, layer_only)
+
+
+def _comm(k: dict, hidden: int, tokens):
+    return 2 * k["cal"].allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
 
 
 def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens, prefill_context,
@@ -212,10 +239,11 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
             + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
             / (k["peak"] * cal.prefill_attention_efficiency))
+    elem = k["elem_floor"] + tokens * k["elem_bytes"] / hbm
     if layer_only:
-        return dense + attn
-    comm = 2 * cal.allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
-    layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm)
+        return dense + attn + elem
+    comm = _comm(k, hidden, tokens)
+    layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm + elem)
     lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
                          k["lm_head_params"] * k["act"] / hbm)
     return k["pp"] * (layers + lm_head / k["pp"]) + cal.step_overhead_s
