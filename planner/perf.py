@@ -148,6 +148,7 @@ class StepModel:
     quant: Quantization
     kv: KvPrecision
     calibrated_on: Optional[str] = None  # use another GPU's calibration file (H100 -> H200 transfer check)
+    expert_parallel: bool = False  # MoE experts spread over the TP group (all-to-all) instead of sharded
 
     @functools.cached_property
     def _consts(self) -> dict:
@@ -183,6 +184,11 @@ class StepModel:
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
             "link": link * 1e9, "tp": tp, "pp": self.pp,
             "elem_floor": cal.elementwise_floor_seconds(m.hidden_size),
+            # pipeline stages across nodes send each micro-batch's hidden states over the node's network share
+            # (inter_node_bandwidth_gb_s / GPUs per node); stages within a node over NVLink/PCIe
+            "pp_link": (self.hw.inter_node_bandwidth_gb_s / self.hw.gpus_per_node * 1e9
+                        if self.hw.nodes > 1 and self.hw.inter_node_bandwidth_gb_s else link * 1e9),
+            "ep": bool(self.expert_parallel and m.is_moe and tp > 1),
             # bytes per token through the elementwise kernels: add+RMSNorm reads x and the residual and writes
             # both (x2 per layer, full hidden on every rank); silu_and_mul reads 2 x and writes 1 x inter/tp;
             # rotary reads and writes q and k; reshape_and_cache reads and writes k and v.
@@ -218,7 +224,16 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     """The step time formula (module docstring). `k` holds one candidate's constants (StepModel._consts) or, for
     the search, one array per constant with an entry per candidate (StepGrid): the same arithmetic either way."""
     cal: Calibration = k["cal"]
-    tokens = np.maximum(np.asarray(decode_seqs, dtype=float) + np.asarray(prefill_tokens, dtype=float), 1.0)
+    # Pipeline parallel: vLLM keeps pp batches in flight (vllm/config/vllm.py max_concurrent_batches,
+    # v1/engine/core.py batch_queue), so the running requests split into pp micro-batches and a round in which
+    # each advances once takes pp stage times of one micro-batch (the pipeline full; it has bubbles only when a
+    # micro-batch is empty).
+    mb = np.asarray(k["pp"], dtype=float)
+    decode_seqs = np.asarray(decode_seqs, dtype=float) / mb
+    decode_context = np.asarray(decode_context, dtype=float) / mb
+    prefill_tokens = np.asarray(prefill_tokens, dtype=float) / mb
+    prefill_context = np.asarray(prefill_context, dtype=float) / mb
+    tokens = np.maximum(decode_seqs + prefill_tokens, 1.0)
     # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
     # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
     # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
@@ -243,10 +258,16 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     if layer_only:
         return dense + attn + elem
     comm = _comm(k, hidden, tokens)
-    layers = k["dense_layers"] * dense + k["moe_layers"] * moe + k["layers"] * (attn + comm + elem)
+    # Expert parallel: the MoE block's all-reduce becomes an all-to-all dispatch and combine of each token's top-k
+    # expert inputs ((tp-1)/tp of them leave the GPU), at the same bus bandwidth and latency.
+    a2a = (2 * (cal.allreduce_seconds(0.0, k["tp"], k["link"]) + tokens * k["topk"] * hidden * k["act"]
+                * (k["tp"] - 1) / k["tp"] / k["link"]) - comm / 2) * k["ep"]
+    layers = (k["dense_layers"] * dense + k["moe_layers"] * (moe + a2a)
+              + k["layers"] * (attn + comm + elem))
     lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
                          k["lm_head_params"] * k["act"] / hbm)
-    return k["pp"] * (layers + lm_head / k["pp"]) + cal.step_overhead_s
+    send = (k["pp"] > 1) * (cal.allreduce_latency_s + tokens * hidden * k["act"] / k["pp_link"])
+    return k["pp"] * (layers + send + lm_head) + cal.step_overhead_s  # the last stage (lm_head) sets the pace
 
 
 class StepGrid:

@@ -181,7 +181,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     chosen, est = ranked[0]
     analytic = est
     for cand, first in ranked[:3]:  # the simulation has the last word on percentiles
-        refined = _simulate(req, dtype, cand, first, want_seqs, mean_len, prefix,
+        refined = _simulate(req, cons, dtype, cand, first, want_seqs, mean_len, prefix,
                             perf.speculation(cons.setting("speculative"), req.hw.gpu.name))
         if refined.meets or cand is ranked[0][0]:
             chosen, est, analytic = cand, refined, first
@@ -233,8 +233,9 @@ def _lost(req: Request, e, best) -> str:
             f"(objective {obj})")
 
 
-def _step_model(req: Request, dtype: Dtype, t: "_Try"):
-    return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, dtype, t.quant, t.kv)
+def _step_model(req: Request, dtype: Dtype, t: "_Try", cons: Constraints):
+    return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, dtype, t.quant, t.kv,
+                          expert_parallel=bool(cons.setting("expert_parallel", False)))
 
 
 def _seq_ladder(cap: int, explicit: bool) -> list[int]:
@@ -282,7 +283,7 @@ def _rank(req, cons, dtype, fitting, want_seqs, mean_len, chunk_ladder, prefix, 
             cap = req.pins.max_num_seqs or min(want_seqs, max(1, lay.mem.kv_cache_tokens // mean_len))
             ladder = _seq_ladder(cap, explicit or bool(req.pins.max_num_seqs))
             layouts.append(lay)
-            models.append(_step_model(req, dtype, lay))
+            models.append(_step_model(req, dtype, lay, cons))
             rows += [(len(layouts) - 1, r, s_) for r in reps for s_ in ladder]
     idx = np.array([r[0] for r in rows])
     replicas = np.array([r[1] for r in rows], dtype=float)
@@ -347,13 +348,14 @@ def _chunk_gain(req, ranked, chosen, default: int) -> str:
             f"(predicted TTFT {ranked[0][1].ttft_ms:,.0f} ms)")
 
 
-def _simulate(req, dtype, t, est, want_seqs, mean_len, prefix, spec=None):
+def _simulate(req, cons, dtype, t, est, want_seqs, mean_len, prefix, spec=None):
     from planner import predict
 
     replicas = t.replicas or req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
     seqs = t.seqs or req.pins.max_num_seqs or min(want_seqs, max(1, t.mem.kv_cache_tokens // mean_len))
     load = None if predict.explicit_load(req) else predict.saturated_load(seqs, replicas)
-    return predict.simulate_percentiles(req, _step_model(req, dtype, t), est, replicas=replicas, max_num_seqs=seqs,
+    return predict.simulate_percentiles(req, _step_model(req, dtype, t, cons), est, replicas=replicas,
+                                        max_num_seqs=seqs,
                                         max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks,
                                         block_size=t.mem.block_size, prefix_caching=prefix, load=load, spec=spec)
 
