@@ -398,12 +398,16 @@ def _with_backend(req, cons, backends, *args) -> CompiledPlan:
 def _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs, max_model_len) -> int:
     """Whole GiB of VLLM_CPU_KVCACHE_SPACE per worker: room for want_seqs full-length requests, within the
     machine's memory after the weights."""
-    gpu, model = req.hw.gpu, req.model
+    need = want_seqs * max_model_len * memory.kv_bytes_per_token(req.model, kv.value, tp, pp)
+    return min(max(1, math.ceil(need / GIB)), _cpu_kv_room(req, quant, tp, pp, dtype))
+
+
+def _cpu_kv_room(req, quant, tp, pp, dtype) -> int:
+    """Whole GiB per worker the machine's memory leaves for KV cache after every worker's weights."""
     world = tp * pp
-    need = want_seqs * max_model_len * memory.kv_bytes_per_token(model, kv.value, tp, pp)
-    room = (gpu.memory_gib * memory.engine_constants()["cpu_memory_fraction"]
-            - memory.weight_bytes_per_gpu(model, tp, pp, dtype, quant) * world / GIB)
-    return min(max(1, math.ceil(need / GIB)), max(0, math.floor(room / world)))
+    room = (req.hw.gpu.memory_gib * memory.engine_constants()["cpu_memory_fraction"]
+            - memory.weight_bytes_per_gpu(req.model, tp, pp, dtype, quant) * world / GIB)
+    return max(0, math.floor(room / world))
 
 
 def _decide(field: str, value, pinned: bool, rule: Optional[Rule], why: str = "", source: str = "") -> Decision:
@@ -557,15 +561,10 @@ def _explain_no_fit(req: Request, cons: Constraints, tried: list, want_tokens: i
         f"and at least max_model_len {m.max_model_len:,}).",
     ]
     fixes = []
-    consts = memory.engine_constants()
     util = None if gpu.kind is DeviceKind.cpu else m.usable_gib / gpu.memory_gib
 
     def works(q: Quantization, t: int, p: int) -> Optional[memory.MemoryBreakdown]:
-        space = None
-        if gpu.kind is DeviceKind.cpu:
-            room = gpu.memory_gib * consts["cpu_memory_fraction"] - memory.weight_bytes_per_gpu(
-                model, t, p, Dtype.bf16, q) * t * p / GIB
-            space = max(0, math.floor(room / (t * p)))
+        space = _cpu_kv_room(req, q, t, p, Dtype.bf16) if gpu.kind is DeviceKind.cpu else None
         b = memory.breakdown(model, gpu, tp=t, pp=p, dtype=Dtype.bf16, quant=q, kv_dtype=KvPrecision.auto,
                              max_model_len=m.max_model_len, max_num_seqs=256, max_num_batched_tokens=8192,
                              gpu_memory_utilization=util, cpu_kv_space_gib=space)
