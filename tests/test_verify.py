@@ -85,3 +85,30 @@ def test_report_carries_the_servers_metrics(tmp_path):
     assert out.returncode in (0, 5), out.stderr[-2000:]
     metrics = json.loads((tmp_path / "p" / "report.json").read_text())["server_metrics"]
     assert metrics.get("samples", 0) >= 1 and any(k.endswith("_max") for k in metrics)
+
+
+def test_qps_plan_is_verified_on_the_rate_one_server_sustains(tmp_path):
+    """target=qps: the load generator sends this server's share of min_request_rate, and the check compares the
+    rate it sustained (departures vs arrivals) with that share, not the run's ramp-and-drain average."""
+    plan = _plan(tmp_path, "target=qps", "target.min_request_rate=40", "workload.output_len=8",
+                 "workload.input_len=32")
+    replicas = json.loads(json.dumps(__import__("yaml").safe_load(plan.read_text())))["plan"]["replicas"]
+    with running(StubConfig(token_delay_ms=1, first_token_delay_ms=2)) as (url, stub):
+        out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=40", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["load"]["request_rate"] == pytest.approx(40 / replicas)
+    rate = next(c for c in report["checks"] if c["metric"] == "request_throughput")
+    assert rate["limit"] == pytest.approx(40 / replicas) and rate["passed"]
+    assert report["summary"]["request_throughput"] < rate["measured"]  # the whole run counts its drain too
+
+
+def test_kept_up_tells_a_stable_server_from_an_overloaded_one():
+    import numpy as np
+
+    from planner.simulate import kept_up
+
+    sent = np.linspace(0, 10, 101)  # 10 req/s
+    assert kept_up(sent, sent + 0.5) == pytest.approx(1.0)  # every request done 0.5 s after it was sent
+    served = np.arange(101) / 5.0 + 0.5  # the server finishes 5 per second, however fast they come
+    assert kept_up(sent, served) == pytest.approx(0.5, rel=0.02)
