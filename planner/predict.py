@@ -56,14 +56,6 @@ class Estimate:
     def meets(self) -> bool:
         return not self.violations
 
-    def score(self, objective: Objective) -> tuple:
-        """Sort key: smaller is better."""
-        if objective is Objective.latency:
-            return (self.tpot_ms + self.ttft_ms / 50, self.gpus)
-        if objective is Objective.cost and self.usd_per_mtok is not None:
-            return (self.usd_per_mtok, self.gpus)
-        return (-self.output_tok_s_per_gpu, self.gpus)
-
 
 def explicit_load(req: Request) -> bool:
     """Does the request fix the load (a rate or a concurrency), or is the replica's batch the planner's to choose?"""
@@ -74,44 +66,6 @@ def explicit_load(req: Request) -> bool:
 def saturated_load(max_num_seqs: int, replicas: int) -> Load:
     return Load(float(max_num_seqs), None, f"{max_num_seqs} concurrent requests per replica (the batch limit: "
                                            f"throughput objective with no workload rate or concurrency)")
-
-
-def estimate(req: Request, sm: perf.StepModel, *, replicas: int, max_num_seqs: int, max_num_batched_tokens: int,
-             kv_capacity_seqs: float, prefix_caching: bool, load: Optional[Load] = None,
-             spec: Optional[perf.Speculation] = None) -> Estimate:
-    return estimates(req, sm, replicas=replicas, seqs=[max_num_seqs], max_num_batched_tokens=max_num_batched_tokens,
-                     kv_capacity_seqs=kv_capacity_seqs, prefix_caching=prefix_caching,
-                     loads=[load] if load else None, spec=spec)[0]
-
-
-def estimates(req: Request, sm: perf.StepModel, *, replicas: int, seqs: list, max_num_batched_tokens: int,
-              kv_capacity_seqs: float, prefix_caching: bool, loads: Optional[list] = None,
-              spec: Optional[perf.Speculation] = None) -> list:
-    """Estimates for one layout at several max_num_seqs values, scored in one vectorised call."""
-    import numpy as np
-
-    wl = req.workload
-    load = (loads or [None])[0] or load_per_replica(req, replicas)
-    conc = None
-    if loads and loads[0] is not None and loads[0].concurrency is not None and len(loads) == len(seqs):
-        conc = np.array([ld.concurrency for ld in loads], dtype=float)
-    prefix = wl.shared_prefix_len if prefix_caching else 0
-    s = perf.steady_state(sm, wl.input_len, wl.output_len, max_num_seqs=np.array(seqs, dtype=float),
-                          max_num_batched_tokens=max_num_batched_tokens, kv_capacity_seqs=kv_capacity_seqs,
-                          concurrency=conc if conc is not None else load.concurrency, rate=load.rate,
-                          prefix_cached=prefix, spec=spec)
-    gpus = sm.tp * sm.pp * replicas
-    price = req.hw.gpu.price_usd_per_hour
-    out = []
-    for i in range(len(seqs)):
-        tok = float(s.output_tok_s[i]) * replicas
-        ttft, tpot = float(s.ttft_s[i]), float(s.tpot_s[i])
-        est = Estimate(ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_ms=(ttft + (wl.output_len - 1) * tpot) * 1e3,
-                       output_tok_s=tok, output_tok_s_per_gpu=tok / gpus,
-                       request_rps=float(s.request_rps[i]) * replicas, batch=float(s.batch[i]), gpus=gpus,
-                       usd_per_mtok=price * gpus / (tok * 3600) * 1e6 if price and tok > 0 else None)
-        out.append(_with_verdict(req, est))
-    return out
 
 
 @dataclass(frozen=True)
@@ -134,7 +88,7 @@ class Grid:
         return len(self.meets)
 
     def score(self, objective: Objective):
-        """The objective's sort key (smaller is better), as Estimate.score's first element."""
+        """The objective's sort key (smaller is better): latency TPOT + TTFT/50, cost $/Mtok, else -tok/s/GPU."""
         if objective is Objective.latency:
             return self.tpot_ms + self.ttft_ms / 50
         if objective is Objective.cost and not np.all(np.isnan(self.usd_per_mtok)):

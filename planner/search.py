@@ -1,10 +1,12 @@
-"""Choose the plan: take what the rules allow, keep what fits memory, pick a layout as the target prefers.
+"""Choose the plan: take what the rules allow, keep what fits memory, score everything left, pick by the target.
 
 The rules (planner/rules) narrow and order the choices (backend, dtype, quantization, KV dtype) and set the
-scalar limits; the search walks quantization × KV dtype × (TP, PP) in that order and takes the first layout whose
-KV cache holds the target's concurrency at the workload's mean request length: the fewest GPUs per replica for
-throughput ("narrow"), a whole node for latency ("wide"). The performance model will rank candidates by predicted
-TTFT/TPOT/throughput instead of taking the first that fits.
+scalar limits. The search sizes each quantization x KV dtype x (TP, PP) layout with the memory model and keeps
+those whose KV cache holds the target's concurrency; then it scores every remaining candidate (layout x chunk
+budget x replicas x max_num_seqs) with the analytic step model in one numpy pass (predict.score_grid) and ranks
+them: meeting the target first, then the formats the rules prefer, then the fewest GPUs for a QPS target, then the
+objective. The discrete-event simulation refines the finalists' percentiles; the plan keeps what was scored, the
+Pareto front of tok/s per GPU against TPOT, and the alternatives with why each lost.
 """
 
 import math
