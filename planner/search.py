@@ -192,10 +192,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     compiled = _with_backend(req, cons, backends, dtype, chosen, max_model_len, len_why, chosen.mnbt,
                              batch_why if chosen.mnbt == max_num_batched_tokens else
                              f"{batch_why} is {max_num_batched_tokens}; the search took {chosen.mnbt}: "
-                             f"{_chunk_gain(req, ranked, chosen, max_num_batched_tokens)}",
+                             f"{_chunk_gain(req, ranked)}",
                              util, want_seqs, mean_len, chosen.cpu_space, tried, concurrency)
-    from dataclasses import replace
-
     from planner import predict
 
     load = predict.load_per_replica(req, compiled.plan.replicas) if predict.explicit_load(req) else \
@@ -345,7 +343,7 @@ def _pareto(g, layouts, idx, replicas, seqs, points: int = 8) -> tuple:
     return tuple(out)
 
 
-def _chunk_gain(req, ranked, chosen, default: int) -> str:
+def _chunk_gain(req, ranked) -> str:
     return (f"a larger prefill chunk takes long prompts ({req.workload.max_input_len} tokens) in fewer steps "
             f"(predicted TTFT {ranked[0][1].ttft_ms:,.0f} ms)")
 
@@ -380,8 +378,6 @@ def _explain_slo(req: Request, est, ranked) -> str:
 def _with_backend(req, cons, backends, *args) -> CompiledPlan:
     """The plan with the first allowed backend whose capability matrix can serve it (backends/base.py
     unsupported); the reasons of those that cannot are kept as alternatives, or raised when none can."""
-    from dataclasses import replace
-
     from backends import unsupported
 
     reasons = []
@@ -542,8 +538,6 @@ def _why_not(m: memory.MemoryBreakdown, concurrency: int, mean_len: int) -> str:
 
 def _explain_no_fit(req: Request, cons: Constraints, tried: list, want_tokens: int, mean_len: int,
                     concurrency: int) -> str:
-    from dataclasses import replace
-
     from planner.specs import Weights
 
     gpu, model = req.hw.gpu, req.model

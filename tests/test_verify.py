@@ -5,6 +5,7 @@ import json
 import sys
 
 import pytest
+import yaml
 
 from planner import launch
 
@@ -92,7 +93,7 @@ def test_qps_plan_is_verified_on_the_rate_one_server_sustains(tmp_path):
     rate it sustained (departures vs arrivals) with that share, not the run's ramp-and-drain average."""
     plan = _plan(tmp_path, "target=qps", "target.min_request_rate=40", "workload.output_len=8",
                  "workload.input_len=32")
-    replicas = json.loads(json.dumps(__import__("yaml").safe_load(plan.read_text())))["plan"]["replicas"]
+    replicas = yaml.safe_load(plan.read_text())["plan"]["replicas"]
     with running(StubConfig(token_delay_ms=1, first_token_delay_ms=2)) as (url, stub):
         out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=40", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
