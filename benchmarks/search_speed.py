@@ -7,7 +7,6 @@ With AIC_PYTHON set to a virtualenv's python with aiconfigurator, also prints be
 
 import itertools
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,15 +54,6 @@ def score(req, models, rows):
                               prefix_caching=True, explicit=False)
 
 
-def cli_seconds(q, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "planner", *q, "save=false"], cwd=ROOT, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     table = Table(title="Search speed", title_justify="left")
     for col in ("query", "space", "space scored/s", "search candidates", "compile_plan s", "CLI s"):
@@ -86,7 +76,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         n = compiled.search["candidates_scored"] if compiled else 0
         table.add_row(" ".join(q), f"{len(g):,}", f"{rate:,.0f}", f"{n:,}", f"{statistics.median(times):.3f}",
-                      f"{cli_seconds(q):.2f}")
+                      f"{aiconfigurator_compare.cli_wall_s(q):.2f}")
         rows.append(aiconfigurator_compare.Ours(q, req, rate, statistics.median(times)))
     Console(width=140).print(table)
     try:
