@@ -71,11 +71,13 @@ def _two_digits(x: float) -> float:
     return float(f"{x:.2g}")
 
 
-def measure_cpu() -> tuple[float, float]:
-    """(memory bandwidth GB/s, fp32 matmul TFLOP/s) of this CPU: best of a few short numpy runs (~0.1 s).
+def measure_cpu() -> tuple[float, float, float]:
+    """(memory bandwidth GB/s, fp32 matmul TFLOP/s, bf16 matmul TFLOP/s) of this CPU: best of a few short runs.
 
     Bandwidth: copying a 64 MiB array reads and writes it (2 × 64 MiB moved). Matmul: a 1024³ fp32 GEMM on the
-    BLAS numpy uses, all cores, after a warm-up call.
+    BLAS numpy uses, all cores, after a warm-up call. bf16 (what vLLM's CPU backend computes in; AMX or AVX512-BF16
+    make it several times the fp32 rate): a 2048³ GEMM with torch when it is installed (the cpu extra), else the fp32
+    figure.
     """
     import time
 
@@ -97,10 +99,27 @@ def measure_cpu() -> tuple[float, float]:
         a @ a
         best = min(best, time.perf_counter() - t0)
     tflops = 2 * 1024**3 / best / 1e12
-    return _two_digits(bandwidth), _two_digits(tflops)
+    return _two_digits(bandwidth), _two_digits(tflops), _two_digits(_bf16_tflops() or tflops)
 
 
-def measured_cpu(cores: int) -> tuple[float, float]:
+def _bf16_tflops() -> Optional[float]:
+    import time
+
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.ones((2048, 2048), dtype=torch.bfloat16)  # 2048³: large enough for the AMX/AVX512 kernels' peak
+    a @ a
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best / 1e12
+
+
+def measured_cpu(cores: int) -> tuple[float, float, float]:
     """measure_cpu(), once per machine: kept in the planner's cache so the same machine plans the same way (a busy
     moment would otherwise change the plan). Delete ~/.cache/planner/cpu-profile.json to measure again."""
     import json
@@ -113,16 +132,17 @@ def measured_cpu(cores: int) -> tuple[float, float]:
     try:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
-            return float(saved["bandwidth_gb_s"]), float(saved["fp32_tflops"])
+            return float(saved["bandwidth_gb_s"]), float(saved["fp32_tflops"]), float(saved["bf16_tflops"])
     except (OSError, ValueError, KeyError):
         pass
-    bandwidth, tflops = measure_cpu()
+    bandwidth, tflops, bf16 = measure_cpu()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "bandwidth_gb_s": bandwidth, "fp32_tflops": tflops}))
+        cache.write_text(json.dumps({"key": key, "bandwidth_gb_s": bandwidth, "fp32_tflops": tflops,
+                                     "bf16_tflops": bf16}))
     except OSError as exc:  # a read-only home still plans, just measuring each time
         log.debug("cannot cache the CPU profile: %s", exc)
-    return bandwidth, tflops
+    return bandwidth, tflops, bf16
 
 
 def cpu_overrides() -> Discovered:
@@ -131,10 +151,11 @@ def cpu_overrides() -> Discovered:
 
     cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
     mem_gib = psutil.virtual_memory().total / 2**30
-    bandwidth, tflops = measured_cpu(cores)
+    bandwidth, tflops, bf16 = measured_cpu(cores)
     return Discovered(
         summary=(f"no GPU asked for or found: using the CPU profile ({cores} cores, {mem_gib:.1f} GiB memory from "
-                 f"psutil; {bandwidth:g} GB/s copy bandwidth, {tflops:g} TFLOP/s fp32 matmul measured with numpy)"),
+                 f"psutil; {bandwidth:g} GB/s copy bandwidth, {tflops:g} TFLOP/s fp32 matmul measured with numpy, "
+                 f"{bf16:g} bf16)"),
         overrides=(
             "gpu@hw.gpu=cpu",
             f"hw.gpu.num_cores={cores}",
@@ -142,7 +163,7 @@ def cpu_overrides() -> Discovered:
             f"hw.gpu.hbm_bandwidth_gb_s={bandwidth:g}",
             f"hw.gpu.dense_tflops_fp32={tflops:g}",
             f"hw.gpu.dense_tflops_fp16={tflops:g}",
-            f"hw.gpu.dense_tflops_bf16={tflops:g}",
+            f"hw.gpu.dense_tflops_bf16={bf16:g}",
             "hw.gpus_per_node=1",
             "hw.intra_node=none",
         ),

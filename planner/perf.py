@@ -47,6 +47,12 @@ class Calibration:
     attn_grid: tuple = ()
     elem_hidden: tuple = ()  # elementwise kernels: hidden sizes of the measured floors
     elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
+    per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
+    per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
+
+    def engine_seconds(self, decode_seqs, prefill_tokens):
+        """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
+        return self.step_overhead_s + self.per_seq_s * decode_seqs + self.per_prefill_token_s * prefill_tokens
 
     def elementwise_floor_seconds(self, hidden: int) -> float:
         """The launch-and-tail floor of one layer's elementwise kernels (norms, rotary, KV write, activation)."""
@@ -132,7 +138,9 @@ def calibration(gpu_name: str) -> Calibration:
         allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3,
         attn_batch=batches if grid else (), attn_context=contexts if grid else (),
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
-        elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor))
+        elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
+        per_seq_s=float(d.get("per_seq_us", 0.0)) * 1e-6,
+        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6)
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,7 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     # each advances once takes pp stage times of one micro-batch (the pipeline full; it has bubbles only when a
     # micro-batch is empty).
     mb = np.asarray(k["pp"], dtype=float)
+    engine = cal.engine_seconds(np.asarray(decode_seqs, dtype=float), np.asarray(prefill_tokens, dtype=float))
     decode_seqs = np.asarray(decode_seqs, dtype=float) / mb
     decode_context = np.asarray(decode_context, dtype=float) / mb
     prefill_tokens = np.asarray(prefill_tokens, dtype=float) / mb
@@ -267,7 +276,7 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
                          k["lm_head_params"] * k["act"] / hbm)
     send = (k["pp"] > 1) * (cal.allreduce_latency_s + tokens * hidden * k["act"] / k["pp_link"])
-    return k["pp"] * (layers + send + lm_head) + cal.step_overhead_s  # the last stage (lm_head) sets the pace
+    return k["pp"] * (layers + send + lm_head) + engine  # the last stage (lm_head) sets the pace
 
 
 class StepGrid:
@@ -341,7 +350,8 @@ def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
         return sm.step_seconds(b, b * ctx, p, pctx)
     verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx)
     layers = sm.model.num_hidden_layers
-    draft = spec.k * spec.draft_layers / layers * (sm.step_seconds(b, b * ctx, 0, 0) - sm._consts["cal"].step_overhead_s)
+    draft = spec.k * spec.draft_layers / layers * (sm.step_seconds(b, b * ctx, 0, 0)
+                                                   - sm._consts["cal"].engine_seconds(b, 0))
     return verify + draft
 
 

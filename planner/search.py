@@ -362,16 +362,28 @@ def _simulate(req, cons, dtype, t, est, want_seqs, mean_len, prefix, spec=None):
 
 def _explain_slo(req: Request, est, ranked) -> str:
     t = req.target
-    name, value, limit = max(est.violations, key=lambda v: v[1] / v[2] if v[2] else 0)
-    best_by = {}
-    for _, e in ranked:
-        for n, v, _lim in e.violations:
-            best_by[n] = min(best_by.get(n, v), v)
+    upper = {"ttft_ms", "tpot_ms", "e2e_latency_ms", "max_usd_per_hour"}  # the others are floors (rates)
+
+    def off(v) -> float:  # how far a violation is from its limit, as a factor
+        name, value, limit = v
+        if not limit:
+            return 0.0
+        return value / limit if name in upper else limit / max(value, 1e-9)
+    name, value, limit = max(est.violations, key=off)
+    seen = [v for _, e in ranked for n, v, _lim in e.violations if n == name and math.isfinite(v)]
+    best = (min(seen) if name in upper else max(seen)) if seen else value
+    if not math.isfinite(best):
+        reach, relax = ("every candidate is overloaded at this load (queues grow without bound)",
+                        f"lower the load (workload.request_rate, target.min_request_rate={t.min_request_rate})"
+                        if t.min_request_rate else "lower the load (workload.request_rate / max_concurrency)")
+    else:
+        suggest = math.ceil(best * 1.1) if name in upper else math.floor(best * 0.9 * 10) / 10
+        reach = f"the best any candidate reaches is {best:,.1f}"
+        relax = f"relax target.{name} (e.g. target.{name}={suggest:g}), lower the load (workload.request_rate / " \
+                "max_concurrency)"
     return (f"No candidate meets target={t.name} on hw={req.hw.name} for {req.model.name}: the closest plan (shown "
-            f"above) predicts {name} {value:,.1f} against the target's {limit:,.1f} (p{t.percentile:g}); the best "
-            f"any candidate reaches is {best_by.get(name, value):,.1f}. Binding constraint: {name}. Fix: relax "
-            f"target.{name} (e.g. target.{name}={math.ceil(best_by.get(name, value) * 1.1)}), lower the load "
-            f"(workload.request_rate / max_concurrency), use faster or more GPUs (e.g. hw=h100x8), or a lower "
+            f"above) predicts {name} {value:,.1f} against the target's {limit:,.1f} (p{t.percentile:g}); {reach}. "
+            f"Binding constraint: {name}. Fix: {relax}, use faster or more GPUs (e.g. hw=h100x8), or a lower "
             f"precision (precision=fp8 where the GPU has it).")
 
 

@@ -101,3 +101,15 @@ def test_tp_layer_step_is_predicted_within_ten_percent():
         layer = float(sm.layer_seconds(*layer_args(phase, size, r["context"])))
         comm = float(sm.comm_seconds(size))
         assert (layer + comm) * 1e3 == pytest.approx(r["ms_layer"], rel=0.10), (phase, size)
+
+
+def test_cpu_engine_costs_are_the_measured_fit():
+    """conf/calibration/cpu.yaml carries benchmarks/cpu_step.py's fit, and hw=cpu plans read it (not the GPUs')."""
+    d = _load("cpu.yaml")
+    fit = json.loads((ROOT / "tests/data/calibration/cpu_step.json").read_text())["fit"]
+    assert (d["step_overhead_ms"], d["per_seq_us"], d["per_prefill_token_us"]) == (
+        fit["step_overhead_ms"], fit["per_seq_us"], fit["per_prefill_token_us"])
+    cal = perf.calibration("cpu")
+    assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0
+    assert cal.engine_seconds(128, 0) == pytest.approx((fit["step_overhead_ms"] + 128 * fit["per_seq_us"] / 1e3) / 1e3)
+    assert perf.calibration("h100-sxm").per_seq_s == 0.0  # GPUs: the step overhead alone

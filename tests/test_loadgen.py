@@ -68,7 +68,8 @@ def test_requests_follow_the_simulators_arrival_schedule(burstiness):
         f"lag ms {np.percentile(lag_ms, [50, 90, 100])}"
     assert result.records[-1].sent_s == pytest.approx(n / rate, rel=0.25), "the last send is at n/rate"
     arrived = np.array(stub.stats.arrivals_s)
-    assert (n - 1) / (arrived.max() - arrived.min()) == pytest.approx(rate, rel=0.15)
+    span, due_span = arrived.max() - arrived.min(), due[-1] - due[0]
+    assert 0.5 * due_span < span < due_span + 1.0, "the server sees them spread as scheduled, not in one burst"
     gaps = np.diff(due)
     assert (gaps.std() / gaps.mean() > 0.5) == (burstiness <= 1.0), "Poisson/gamma gaps vary; even ones do not"
 
