@@ -124,9 +124,17 @@ def replay(row, specs, load: Workload | None):
     defaults, _ = search._batch_defaults(gpu)
     seqs = row.get("max_num_seqs") or defaults["max_num_seqs"]
     batched = row.get("max_num_batched_tokens") or defaults["max_num_batched_tokens"]
-    mem = memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=Dtype.bf16, quant=quant, kv_dtype=kv,
-                           max_model_len=load.max_model_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                           gpu_memory_utilization=0.9)
+    def sized(util):
+        return memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=Dtype.bf16, quant=quant, kv_dtype=kv,
+                                max_model_len=load.max_model_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
+                                gpu_memory_utilization=util)
+    mem = sized(row.get("gpu_memory_utilization") or 0.9)
+    if row["engine"] == "trtllm" and mem.fits:
+        # TensorRT-LLM gives the KV cache a fraction of the memory *free after the weights* (KvCacheConfig
+        # free_gpu_memory_fraction); its perf-overview runs used 0.95 (the rows' notes quote it). The same KV budget
+        # as a vLLM-style fraction of the total: what is used before the KV cache, plus 0.95 of the rest.
+        used = mem.weights_gib + mem.activations_gib + mem.runtime_overhead_gib
+        mem = sized((used + 0.95 * (mem.total_gib - used)) / mem.total_gib)
     if not mem.fits:
         return None, "does not fit memory in the planner's model"
     sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv)
