@@ -135,6 +135,11 @@ def replay(row, specs, load: Workload | None):
         # as a vLLM-style fraction of the total: what is used before the KV cache, plus 0.95 of the rest.
         used = mem.weights_gib + mem.activations_gib + mem.runtime_overhead_gib
         mem = sized((used + 0.95 * (mem.total_gib - used)) / mem.total_gib)
+        # Its default capacity scheduler, GUARANTEED_NO_EVICT (tensorrt_llm/llmapi/llm_args.py SchedulerConfig),
+        # admits a request only when the KV blocks for its whole length are free: it never preempts, and runs at
+        # most as many requests as the cache holds at full length (vLLM admits on the prompt and preempts).
+        full = int(np.mean(load.input_lens) + np.mean(load.output_lens))
+        seqs = max(1, min(seqs, mem.kv_cache_tokens // full))
     if not mem.fits:
         return None, "does not fit memory in the planner's model"
     sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv)
