@@ -255,8 +255,12 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     dense = linear(k["attn_params"] + k["dense_mlp_params"])
     experts = np.maximum(k["experts"], 1)
     touched = experts * (1.0 - (1.0 - k["topk"] / experts) ** tokens)  # distinct experts a batch routes to
+    # Each routed expert multiplies only the tokens sent to it: M = tokens x top-k / experts rows per GEMM, at
+    # that M's efficiency (the shared experts see every token).
+    per_expert = np.maximum(tokens * k["topk"] / experts, 1.0)
+    eff_expert = cal.gemm_efficiency(np.where(k["int4"], np.maximum(per_expert, 256.0), per_expert), k["fp8"])
     moe = linear(k["attn_params"]) + np.maximum(
-        2.0 * tokens * (k["topk"] * k["expert_params"] + k["shared_params"]) / (k["peak"] * eff),
+        2.0 * tokens * (k["topk"] * k["expert_params"] / eff_expert + k["shared_params"] / eff) / k["peak"],
         (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / hbm)
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
