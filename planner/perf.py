@@ -1,11 +1,13 @@
 """Performance model: the time of one engine step, and steady-state serving metrics, for a candidate plan.
 
-Step time (one TP rank; stages of a pipeline add up): per layer, the linear layers as a roofline
-max(FLOPs / (peak × GEMM efficiency at M tokens), weight bytes / (HBM bandwidth × efficiency)); attention as KV-cache
-reads (decode) and causal FLOPs (prefill chunks); two all-reduces per layer under TP (latency + ring volume over the
-bus bandwidth); the lm_head; and a fixed per-step engine overhead. MoE layers read only the experts the batch
-touches and compute only the routed ones. Efficiencies come from conf/calibration (measured, cited), never fitted
-to end-to-end serving numbers.
+Step time (one TP rank): per layer, the linear layers as a roofline max(FLOPs / (peak × GEMM efficiency at M
+tokens), weight bytes / (HBM bandwidth × efficiency)); attention as KV-cache reads (decode) and causal FLOPs
+(prefill chunks); the elementwise kernels (norms, rotary, KV write, activation: floor + bytes); two all-reduces per
+layer under TP (the measured NCCL curve); the lm_head; and the engine's own cost per step. MoE layers read only the
+experts the batch touches and compute the routed ones at each expert's M; expert parallel swaps the MoE all-reduce
+for an all-to-all. Pipeline stages run pp micro-batches at once, as vLLM does, and send activations between stages.
+Efficiencies come from conf/calibration (measured, cited), never fitted to end-to-end serving numbers; each term and
+its source: docs/perf-model.md.
 
 Steady state (vectorised over candidates in the search): a fixed point of Little's law for the running batch at the
 offered load; the discrete-event simulation (planner/simulate.py) gives the chosen plan's percentiles.
