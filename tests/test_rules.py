@@ -103,7 +103,7 @@ def test_speculative_decoding_for_low_batch_latency():
 
 
 def test_expert_parallel_for_many_experts():
-    assert search.compile_plan(request_for("model=deepseek-v3", "hw=h200x8")).plan.expert_parallel
+    assert plan_or_closest("model=deepseek-v3", "hw=h200x8").plan.expert_parallel  # a rule's effect, any verdict
 
 
 def test_pinned_value_excluded_by_a_rule_is_an_error_naming_the_rule():
