@@ -22,13 +22,12 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from roofline_calibration import MODELS, TINY_MODELS  # noqa: E402
-from timing import GRAPH, Timer, versions  # noqa: E402
+from timing import GRAPH, Timer, timed, versions  # noqa: E402
 
 ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 QUICK_ROWS = [1, 4, 16, 64, 256, 1024, 4096, 8192]
@@ -192,15 +191,10 @@ def measure(torch, F, timer: Timer, kernel: str, model: str, rows: int, m: dict,
         row["errors"]["setup"] = f"{type(e).__name__}: {str(e)[:200]}"
         return row
     for key, how in (("us_graph", "graph"), ("us_eager", "eager")):
-        try:
-            t = timer.graph(fn, k) if how == "graph" else timer.eager(fn, k)
-            row[key], row[f"mode_{how}"] = t.ms * 1e3, t.mode
-            if t.error:
-                row["errors"][key] = t.error
-        except Exception as e:  # noqa: BLE001 - one failed timing is an error entry, not a lost run
-            row[key] = None
-            row["errors"][key] = f"{type(e).__name__}: {str(e)[:200]}"
-            traceback.print_exc()
+        t = timed(timer, how, fn, k, row["errors"], key)
+        row[key] = t.ms * 1e3 if t else None
+        if t:
+            row[f"mode_{how}"] = t.mode
     row["gb_s"] = op.bytes_moved / (row["us_graph"] * 1e3) if row.get("us_graph") else None
     return row
 

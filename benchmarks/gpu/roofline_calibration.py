@@ -59,6 +59,17 @@ ROTATE_BYTES = 256 * 2**20  # rotate buffer copies until ~5x the H100's 50 MB L2
 # helpers
 
 
+def causal_attention(F, qkv, tokens: int, hq: int, hkv: int, hd: int, nq: int):
+    """Causal GQA self-attention of a prefill chunk from its fused QKV projection ([tokens, (hq + 2 hkv) x hd]):
+    torch SDPA, the attention every layer benchmark here times (tp_layer.py too)."""
+    q3 = qkv.view(tokens, hq + 2 * hkv, hd)
+    q = q3[:, :hq].transpose(0, 1).unsqueeze(0)
+    k = q3[:, hq:hq + hkv].transpose(0, 1).unsqueeze(0)
+    v = q3[:, hq + hkv:].transpose(0, 1).unsqueeze(0)
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    return o.squeeze(0).transpose(0, 1).reshape(tokens, nq)
+
+
 def sig(x, n=3):
     """Round to n significant digits (recursively through lists/dicts); ints and None pass through."""
     if isinstance(x, dict):
@@ -645,12 +656,7 @@ class Bench:
                     x0 = torch.randn(T, H, **dt)
 
                     def attn_prefill(qkv, T=T):
-                        q3 = qkv.view(T, hq + 2 * hkv, hd)
-                        q = q3[:, :hq].transpose(0, 1).unsqueeze(0)
-                        k = q3[:, hq:hq + hkv].transpose(0, 1).unsqueeze(0)
-                        v = q3[:, hq + hkv:].transpose(0, 1).unsqueeze(0)
-                        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                        return o.squeeze(0).transpose(0, 1).reshape(T, nq)
+                        return causal_attention(F, qkv, T, hq, hkv, hd, nq)
 
                     step = lambda x0=x0, lin=lin, ap=attn_prefill: layer(x0, lin, ap)  # noqa: E731
                     flops = 2 * T * sum(w.numel() for w in W.values()) + 2 * 2 * hq * hd * T * T / 2

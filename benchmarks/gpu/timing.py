@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -116,6 +117,20 @@ class Timer:
         ms = statistics.median(self._events(g.replay, n_inner))
         g = None
         return Timing(ms, GRAPH, self.repeats, err)
+
+
+def timed(timer: Timer, how: str, fn, n_inner: int, errors: dict, name: str) -> Timing | None:
+    """`fn` timed "graph" or "eager"; a fallback's reason or a failure goes to errors[name] (None is returned for a
+    failure): one failed timing is an error entry, not a lost run."""
+    try:
+        t = timer.graph(fn, n_inner) if how == "graph" else timer.eager(fn, n_inner)
+    except Exception as e:  # noqa: BLE001
+        errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
+        traceback.print_exc()
+        return None
+    if t.error:
+        errors[name] = t.error
+    return t
 
 
 def versions(torch, cuda: bool) -> dict:

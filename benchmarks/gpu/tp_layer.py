@@ -22,14 +22,13 @@ import socket
 import statistics
 import sys
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from roofline_calibration import MODELS, TINY_MODELS  # noqa: E402
-from timing import Timer, versions  # noqa: E402
+from roofline_calibration import MODELS, TINY_MODELS, causal_attention  # noqa: E402
+from timing import Timer, timed, versions  # noqa: E402
 
 MODEL = "llama-3.1-70b"
 CATALOG_MODEL = "llama3.1-70b"  # conf/model/ name of the same shapes, for --predict
@@ -110,12 +109,7 @@ class TpLayer:
         hq, hkv, hd, nq = self.hq, self.hkv, self.hd, self.nq
 
         def attn(qkv):
-            q3 = qkv.view(tokens, hq + 2 * hkv, hd)
-            q = q3[:, :hq].transpose(0, 1).unsqueeze(0)
-            k = q3[:, hq:hq + hkv].transpose(0, 1).unsqueeze(0)
-            v = q3[:, hq + hkv:].transpose(0, 1).unsqueeze(0)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            return o.squeeze(0).transpose(0, 1).reshape(tokens, nq)
+            return causal_attention(F, qkv, tokens, hq, hkv, hd, nq)
 
         return torch.randn(tokens, self.H, **self.dt), attn
 
@@ -148,16 +142,10 @@ def measure_shape(layer: TpLayer, timer: Timer, phase: str, tokens: int, ctx: in
                        ("allreduce", allreduces, ar_calls)):
         for how in ("graph", "eager"):
             name = f"ms_{key}" + ("_eager" if how == "eager" else "")
-            try:
-                t = timer.graph(fn, n) if how == "graph" else timer.eager(fn, n)
-                row[name] = t.ms
+            t = timed(timer, how, fn, n, row["errors"], name)
+            row[name] = t.ms if t else None
+            if t:
                 row["modes"][name] = t.mode
-                if t.error:
-                    row["errors"][name] = t.error
-            except Exception as e:  # noqa: BLE001 - one failed timing is an error entry, not a lost run
-                row[name] = None
-                row["errors"][name] = f"{type(e).__name__}: {str(e)[:200]}"
-                traceback.print_exc()
     return row
 
 
