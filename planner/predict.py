@@ -24,16 +24,25 @@ class Load:
     describe: str
 
 
-def load_per_replica(req: Request, replicas: int) -> Load:
+def offered(req: Request) -> tuple[Optional[float], Optional[int], str]:
+    """The deployment's load: (requests/s, None) for an open loop, the workload's rate or else a QPS target's; or
+    (None, requests in flight) for a closed loop; and where it comes from."""
     wl, target = req.workload, req.target
     if wl.request_rate:
-        return Load(None, wl.request_rate / replicas, f"{wl.request_rate:g} req/s over {replicas} replica(s)")
+        return wl.request_rate, None, "workload.request_rate"
     if target.min_request_rate:
-        return Load(None, target.min_request_rate / replicas,
-                    f"{target.min_request_rate:g} req/s (target.min_request_rate) over {replicas} replica(s)")
-    c = wl.max_concurrency or target.min_concurrency
-    source = "workload.max_concurrency" if wl.max_concurrency else "target.min_concurrency"
-    return Load(math.ceil(c / replicas), None, f"{c} concurrent requests ({source}) over {replicas} replica(s)")
+        return target.min_request_rate, None, "target.min_request_rate"
+    if wl.max_concurrency:
+        return None, wl.max_concurrency, "workload.max_concurrency"
+    return None, target.min_concurrency, "target.min_concurrency"
+
+
+def load_per_replica(req: Request, replicas: int) -> Load:
+    rate, conc, source = offered(req)
+    if rate:
+        return Load(None, rate / replicas, f"{rate:g} req/s" + (f" ({source})" if source.startswith("target") else "")
+                    + f" over {replicas} replica(s)")
+    return Load(math.ceil(conc / replicas), None, f"{conc} concurrent requests ({source}) over {replicas} replica(s)")
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,12 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     conc = rate = None
     if not explicit:
         conc = seqs
-    elif wl.request_rate or t.min_request_rate:
-        rate = (wl.request_rate or t.min_request_rate) / replicas
     else:
-        conc = np.ceil((wl.max_concurrency or t.min_concurrency) / replicas)
+        total_rate, total_conc, _ = offered(req)
+        if total_rate:
+            rate = total_rate / replicas
+        else:
+            conc = np.ceil(total_conc / replicas)
     prefix = wl.shared_prefix_len if prefix_caching else 0
     s = perf.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
