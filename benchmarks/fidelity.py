@@ -121,7 +121,7 @@ def replay(row, specs, load: Workload | None):
     hw = replace(hw, gpus_per_node=max(tp, 1), nodes=max(1, pp))
     gpu = hw.gpu
     kv = KvPrecision.fp8 if str(row.get("kv_cache_dtype") or "").startswith("fp8") else KvPrecision.bf16
-    defaults, _ = search._batch_defaults(gpu)
+    defaults, _ = search.batch_defaults(gpu)
     seqs = row.get("max_num_seqs") or defaults["max_num_seqs"]
     batched = row.get("max_num_batched_tokens") or defaults["max_num_batched_tokens"]
     def sized(util):

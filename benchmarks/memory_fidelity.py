@@ -64,7 +64,7 @@ def predict(row, specs):
     version = version_tuple(row["vllm_version"] or ERA.get(row["id"]))
     if str(row["quantization"]).lower() == "fp8" and quant is Quantization.none:
         quant = Quantization.fp8  # --quantization fp8: dynamic FP8 of a bf16 checkpoint at load
-    defaults, _ = search._batch_defaults(gpu)
+    defaults, _ = search.batch_defaults(gpu)
     batched = row["max_num_batched_tokens"] or defaults["max_num_batched_tokens"]
     if version is not None and version < (0, 8) and not row["max_num_batched_tokens"]:
         # The V0 engine (< 0.8) had chunked prefill off up to 32K context and profiled one batch of

@@ -74,7 +74,7 @@ def main() -> None:
             except NoFeasiblePlan as e:  # an infeasible target still costs the whole search
                 compiled = e.closest
             times.append(time.perf_counter() - t0)
-        n = compiled.search["candidates_scored"] if compiled else 0
+        n = compiled.search.candidates_scored if compiled else 0
         table.add_row(" ".join(q), f"{len(g):,}", f"{rate:,.0f}", f"{n:,}", f"{statistics.median(times):.3f}",
                       f"{aiconfigurator_compare.cli_wall_s(q):.2f}")
         rows.append(aiconfigurator_compare.Ours(q, req, rate, statistics.median(times)))

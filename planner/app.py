@@ -23,29 +23,33 @@ _HYDRA_FLAGS = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one job produced: its exit code and, when a plan was made, the plan document."""
+    """What one job produced: its exit code and, when a plan was made, the request and the compiled plan."""
 
     code: int
-    doc: Optional[dict] = None
+    plan: Optional[tuple] = None  # (Request, CompiledPlan)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PLANNER_CACHE_DIR", Path.home() / ".cache" / "planner"))
 
 
-def plan_path(doc: dict, out: Optional[str]) -> Path:
+def plan_path(req, out: Optional[str], overrides: list[str] = ()) -> Path:
+    """Where the plan is written: `out`, else plans/<model>-<hw>-<target>[-<workload>][-<precision>][-<backend>]
+    .yaml, with `-pinned` for pins and a short hash of the inputs when other values were overridden
+    (`target.tpot_ms=30`), so a plan file is never overwritten by a different plan."""
+    from planner import document
+
     if out:
         return Path(out)
-    req = doc["request"]
-    parts = [req["model"]["name"], req["hw"]["name"], req["target"]["name"]]
-    if req["workload"]["name"] != "chat":
-        parts.append(req["workload"]["name"])
-    if req["precision"]["name"] != "auto":
-        parts.append(req["precision"]["name"])
-    if req["backend"]["name"] != "auto":
-        parts.append(req["backend"]["name"])
-    if any(v is not None for v in req["pins"].values()):
+    parts = [req.model.name, req.hw.name, req.target.name]
+    parts += [name for name, default in ((req.workload.name, "chat"), (req.precision.name, "auto"),
+                                         (req.backend.name.value, "auto")) if name != default]
+    if req.pins.given():
         parts.append("pinned")
+    valued = [o for o in overrides if "=" in o and "." in o.split("=", 1)[0] and not o.startswith("plan.")
+              and not o.startswith(("model.path=", "hydra."))]
+    if valued:
+        parts.append(document.inputs_sha256(req)[:8])
     return Path("plans") / ("-".join(parts) + ".yaml")
 
 
@@ -58,12 +62,8 @@ def run(overrides: list[str]) -> Outcome:
     with compose.Composer() as composer:
         cfg = composer.compose(overrides)
         fmt, action = cfg.format.value, cfg.action.value
-        if cfg.plan_file and action == "verify" and cfg.endpoint:
-            return Outcome(_verify_endpoint(document.load(cfg.plan_file), cfg))
         if cfg.plan_file:
-            doc = document.load(cfg.plan_file)
-            _emit(doc, fmt, None)
-            return Outcome(0, doc)
+            return _saved_plan(cfg, *document.load(cfg.plan_file))
         if action in ("launch", "verify") and cfg.model.name == "tiny-llama" and not cfg.model.path:
             from planner.tinymodel import ensure_tiny_model
 
@@ -78,82 +78,140 @@ def run(overrides: list[str]) -> Outcome:
         if found:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
-        out, save = cfg.out, cfg.save
-        cfg_opts = {"num_prompts": cfg.num_prompts, "ready_timeout_s": cfg.ready_timeout_s, "port": cfg.port,
-                    "rules": (tuple(cfg.rules.extra), tuple(cfg.rules.disable))}
+        opts = _launch_options(cfg, overrides)
     constraints = rule_engine.evaluate(req, rule_set)
     try:
         compiled = search.compile_plan(req, constraints)
     except NoFeasiblePlan as exc:
-        if exc.closest is not None and action in ("launch", "verify"):
-            # The prediction says the target will be missed; launching the closest plan measures it for real.
-            log.warning("%s Launching the closest plan anyway to measure it.", exc)
-            compiled = exc.closest
-        else:
-            if exc.closest is not None:  # exit 3 still shows the closest plan, then says what would satisfy it
-                _emit(document.build(req, exc.closest), fmt, None)
+        if exc.closest is None:
             raise
-    doc = document.build(req, compiled)
+        if action not in ("launch", "verify") or not opts.force:  # exit 3 shows the closest plan, then what would
+            _emit(req, exc.closest, fmt, None)                      # satisfy the target; nothing is launched
+            if action in ("launch", "verify"):
+                exc.args = (f"{exc} Nothing was launched: the prediction says this plan misses its target. Fix: "
+                            "relax the target as above, or add force=true to launch the closest plan and measure "
+                            "it.",)
+            raise
+        # force=true: the prediction says the target will be missed; launching the closest plan measures it.
+        log.warning("%s Launching the closest plan anyway (force=true) to measure it.", exc)
+        compiled = exc.closest
     if action == "explain":
         if fmt == "table":
             from planner import present
 
-            present.explain(constraints, doc)
+            present.explain(constraints, req, compiled)
         else:
-            _emit({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
-                                    for e in constraints.trace]}, fmt, None)
-        return Outcome(0, doc)
-    path = plan_path(doc, out)
+            doc = document.build(req, compiled)
+            _dump({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
+                                    for e in constraints.trace]}, fmt)
+        return Outcome(0, (req, compiled))
+    path = plan_path(req, opts.out, overrides)
+    return _act(action, req, compiled, path, fmt, opts)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """The command's own options for render/launch/verify, read once from the composed config."""
+
+    out: Optional[str]
+    save: bool
+    endpoint: Optional[str]
+    num_prompts: Optional[int]
+    ready_timeout_s: float
+    port: Optional[int]
+    sweep: bool
+    force: bool
+    model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
+    overrides: tuple[str, ...]
+    rules: tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _launch_options(cfg, overrides: list[str]) -> LaunchOptions:
+    given_model = any(o.startswith("model=") for o in overrides)
+    return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
+                         ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
+                         model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
+                         rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
+
+
+def _saved_plan(cfg, req, compiled) -> Outcome:
+    """plan=FILE: print it, or render / launch / verify it as it is (no recompiling)."""
+    action, fmt = cfg.action.value, cfg.format.value
+    path = Path(cfg.plan_file)
+    opts = _launch_options(cfg, [])
+    if action == "verify" and cfg.endpoint:
+        return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
+    if action in ("plan", "explain"):
+        _emit(req, compiled, fmt, None)
+        return Outcome(0, (req, compiled))
+    if action not in ("render", "launch", "verify"):
+        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched "
+                         "or verified. Fix: action=plan|render|launch|verify, or drop plan=.")
+    return _act(action, req, compiled, Path(cfg.out) if cfg.out else path, fmt, opts)
+
+
+def _act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -> Outcome:
+    """Write / render / launch a compiled plan; the plan file and its artifacts sit at `path`."""
+    from planner import document, render
+
     if action in ("launch", "verify"):
-        return Outcome(_launch(req, compiled, doc, path, overrides, cfg_opts, keep_serving=action == "launch"), doc)
+        if opts.endpoint:
+            return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
+        return Outcome(_launch(req, compiled, path, opts, keep_serving=action == "launch"), (req, compiled))
     if action == "render":
-        from planner import render
-
-        doc["launch"] = render.render(compiled, req)
-        written = render.write(doc["launch"], render.artifact_dir(path))
+        compiled = render.rendered(compiled, req)
+        written = render.write(compiled.launch, render.artifact_dir(path))
         log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
-    if save or action == "render":
-        document.write(doc, path)
-    _emit(doc, fmt, str(path) if save or action == "render" else None)
-    return Outcome(0, doc)
+    if opts.save or action == "render":
+        _write_plan(req, compiled, path)
+    _emit(req, compiled, fmt, str(path) if opts.save or action == "render" else None)
+    return Outcome(0, (req, compiled))
 
 
-def _launch(req, compiled, doc, path: Path, overrides: list[str], opts: dict, keep_serving: bool) -> int:
+def _write_plan(req, compiled, path: Path) -> None:
+    from planner import document
+
+    try:
+        document.write(document.build(req, compiled), path)
+    except OSError as exc:
+        raise InputError(f"out={path}: cannot write the plan file there ({exc.strerror or exc}). Fix: give a "
+                         "writable path (out=plans/my-plan.yaml), or save=false to only print it.") from None
+
+
+def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) -> int:
     """Render, launch here, verify, report (planner/launch.py); re-plans with remedies on a fixable failure."""
-    from planner import compose, document, launch, render, search
+    from planner import compose, launch, render, search
     from planner import rules as rule_engine
 
     launch.check_backend_runs_here(compiled.plan.backend.value)
-    doc["launch"] = render.render(compiled, req)
-    document.write(doc, path)
-    render.write(doc["launch"], render.artifact_dir(path))
+    compiled = render.rendered(compiled, req)
+    _write_plan(req, compiled, path)
+    render.write(compiled.launch, render.artifact_dir(path))
 
     def replan(extra: list[str]):
         with compose.Composer() as composer:
-            cfg, _ = compose.resolve(composer, overrides + extra)
+            cfg, _ = compose.resolve(composer, list(opts.overrides) + extra)
             new_req = compose.to_request(cfg)
-        new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts["rules"])))
+        new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts.rules)))
         return new_req, new
 
-    return launch.run(doc, req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts["num_prompts"],
-                      ready_timeout_s=opts["ready_timeout_s"], port=opts["port"])
+    return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port)
 
 
-def _verify_endpoint(doc: dict, cfg) -> int:
+def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int:
     """action=verify endpoint=URL plan=FILE: load-test a server that is already running, report, exit 0 or 5."""
     from planner import loadgen, plots, present, render, verify
 
-    model = cfg.model.name if cfg.model.name != doc["request"]["model"]["name"] else doc["plan"]["model_path"]
-    spec = verify.load_spec(doc, cfg.endpoint, model, doc["request"]["model"]["vocab_size"],
-                            num_prompts=cfg.num_prompts)
+    model = opts.model_name or compiled.plan.served_model_name
+    spec = verify.load_spec(req, compiled, opts.endpoint, model, num_prompts=opts.num_prompts)
     result = loadgen.run_sync(spec)
-    plan_file = Path(cfg.plan_file)
-    report = verify.build(doc, plan_file.stem, cfg.endpoint, spec, result, server={})
-    if cfg.sweep:
+    report = verify.build(req, compiled, plan_file.stem, opts.endpoint, spec, result, server={})
+    if opts.sweep:
         from dataclasses import replace
 
         base = max(result.summary().get("request_throughput") or 1.0, 0.5)
-        best, points = verify.sweep(spec, doc["request"]["target"], [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
+        best, points = verify.sweep(spec, req.target, [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
         report = replace(report, sweep=points)
         log.warning("rate sweep: highest goodput under the target %s",
                     f"{best.goodput:.2f} req/s at {best.request_rate:.2f} req/s" if best else "none (every rate missed)")
@@ -199,13 +257,19 @@ def _version() -> str:
     return __version__
 
 
-def _emit(doc: dict, fmt: str, saved_to: Optional[str]) -> None:
+def _emit(req, compiled, fmt: str, saved_to: Optional[str]) -> None:
     from planner import document, present
 
     if fmt in ("json", "yaml"):
-        sys.stdout.write(document.dumps(doc, fmt))
+        _dump(document.build(req, compiled), fmt)
     else:
-        present.show(doc, saved_to=saved_to)
+        present.show(req, compiled, saved_to=saved_to)
+
+
+def _dump(doc: dict, fmt: str) -> None:
+    from planner import document
+
+    sys.stdout.write(document.dumps(doc, fmt))
 
 
 def report(exc: BaseException, debug: bool) -> int:
@@ -293,7 +357,7 @@ def _hydra_main(argv: list[str], debug: bool) -> int:
     if len(_SWEEP) > 1:
         from planner import present
 
-        present.compare([o.doc for o in _SWEEP if o.doc])
+        present.compare([o.plan for o in _SWEEP if o.plan])
     codes = [o.code for o in _SWEEP]
     return max(codes) if codes else 0
 

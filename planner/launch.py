@@ -7,10 +7,9 @@ this is the one place that changes, and only the host and port.
 """
 
 import logging
-import re
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,13 +18,6 @@ from planner.errors import InputError, LaunchFailed
 log = logging.getLogger(__name__)
 
 MAX_REMEDIATIONS = 2
-# A startup failure → plan pins that relieve it, in order (the troubleshooting rules' first remedies, numeric).
-_REMEDIES = {
-    "trouble.startup-oom": "lower gpu_memory_utilization by 0.05 and halve max_num_seqs",
-    "trouble.kv-cache-too-small": "give the KV cache more room (GPU: +0.03 utilization; CPU: +1 GiB of "
-                                  "VLLM_CPU_KVCACHE_SPACE) or a shorter max_model_len",
-    "trouble.free-memory-below-utilization": "lower gpu_memory_utilization by 0.05",
-}
 
 
 @dataclass(frozen=True)
@@ -47,50 +39,33 @@ def local_argv(argv: list[str], port: int) -> list[str]:
     return out
 
 
-def remedy_pins(rule_id: str, plan: dict) -> Optional[list[str]]:
-    """Overrides that apply a troubleshooting rule's first numeric remedy to this plan, or None."""
-    if rule_id in ("trouble.startup-oom", "trouble.free-memory-below-utilization"):
-        if plan.get("gpu_memory_utilization"):
-            pins = [f"plan.gpu_memory_utilization={round(plan['gpu_memory_utilization'] - 0.05, 2)}"]
-            if rule_id == "trouble.startup-oom":
-                pins.append(f"plan.max_num_seqs={max(1, plan['max_num_seqs'] // 2)}")
-            return pins
-        return [f"plan.max_num_seqs={max(1, plan['max_num_seqs'] // 2)}"]
-    if rule_id == "trouble.kv-cache-too-small":
-        if plan.get("kv_cache_space_gib"):
-            return [f"plan.kv_cache_space_gib={plan['kv_cache_space_gib'] + 1}"]
-        if plan.get("gpu_memory_utilization") and plan["gpu_memory_utilization"] < 0.95:
-            return [f"plan.gpu_memory_utilization={round(plan['gpu_memory_utilization'] + 0.03, 2)}"]
-        return [f"plan.max_model_len={max(256, plan['max_model_len'] // 2)}"]
-    return None
-
-
-def run(doc: dict, req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *, keep_serving: bool,
+def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *, keep_serving: bool,
         num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int]) -> int:
-    """Launch, verify, report; returns the exit code (0 verified, 5 target missed). Raises LaunchFailed (4)."""
+    """Launch, verify, report; returns the exit code (0 verified, 5 target missed). Raises LaunchFailed (4). A
+    failure a troubleshooting rule can relieve (its remedy's `relaunch` pins) is re-planned and tried again."""
     from planner import document, render
+    from planner.rules.troubleshoot import relaunch_pins
 
     attempts: list[Attempt] = []
     extra: list[str] = []
     for attempt in range(MAX_REMEDIATIONS + 1):
         try:
-            return _once(doc, req, compiled, plan_path, keep_serving=keep_serving, num_prompts=num_prompts,
+            return _once(req, compiled, plan_path, keep_serving=keep_serving, num_prompts=num_prompts,
                          ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts))
         except LaunchFailed as exc:
-            rule = next(iter(re.findall(r"trouble\.[a-z0-9-]+", str(exc))), None)
-            pins = remedy_pins(rule, doc["plan"]) if rule in _REMEDIES else None
-            if pins is None or attempt == MAX_REMEDIATIONS:
+            fix = relaunch_pins(getattr(exc, "diagnoses", ()), document.plain(compiled.plan))
+            if fix is None or attempt == MAX_REMEDIATIONS:
                 raise
-            extra += pins
-            attempts.append(Attempt(what=" ".join(pins), why=f"{rule}: {_REMEDIES[rule]}"))
-            log.warning("launch failed (%s); re-planning with %s", rule, " ".join(pins))
+            diagnosis, remedy, pins = fix
+            extra += [f"plan.{k}={v}" for k, v in pins.items()]
+            attempts.append(Attempt(what=" ".join(extra), why=f"{diagnosis.rule.id}: {remedy.says}"))
+            log.warning("launch failed (%s); re-planning with %s", diagnosis.rule.id, " ".join(extra))
             req, compiled = replan(extra)
-            doc = document.build(req, compiled)
-            doc["launch"] = render.render(compiled, req)
+            compiled = render.rendered(compiled, req)
     raise AssertionError("unreachable")
 
 
-def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
+def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
           attempts: tuple) -> int:
     from backends import get
     from planner import plots, process, render, verify
@@ -98,12 +73,13 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
 
     outdir = render.artifact_dir(plan_path)
     outdir.mkdir(parents=True, exist_ok=True)
-    launch = doc.get("launch") or render.render(compiled, req)
+    launch = (compiled.launch or render.rendered(compiled, req).launch)
     port = port or process.free_port()
     process.check_port_free(port)
-    argv = local_argv(launch["argv"], port)
-    env = {k: v for k, v in launch["env"].items() if not v.startswith("${")}  # secrets stay references
-    env.setdefault("HF_HUB_OFFLINE", "1" if req.model.path else env.get("HF_HUB_OFFLINE", "0"))
+    argv = local_argv(list(launch.argv), port)
+    env = {k: v for k, v in launch.env.items() if not v.startswith("${")}  # secrets stay references
+    local = Path(compiled.plan.model_path).is_dir()  # a local checkpoint needs no hub
+    env.setdefault("HF_HUB_OFFLINE", "1" if local else env.get("HF_HUB_OFFLINE", "0"))
     base = f"http://127.0.0.1:{port}"
     backend = get(compiled.plan.backend)
     spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=outdir / "server.log",
@@ -112,8 +88,8 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
-        model_name = argv[argv.index("--model") + 1] if "--model" in argv else compiled.plan.model_path
-        lspec = verify.load_spec(doc, base, model_name, req.model.vocab_size, num_prompts=num_prompts,
+        model_name = compiled.plan.served_model_name
+        lspec = verify.load_spec(req, compiled, base, model_name, num_prompts=num_prompts,
                                  time_limit_s=max(60.0, ready_timeout_s))
         t0 = time.perf_counter()
         result = loadgen.run_sync(lspec)
@@ -121,8 +97,8 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
         if died:
             server.stop(grace_s=1)
             raise LaunchFailed(f"the server died during the load test: {died}")
-        report = verify.build(doc, plan_path.stem, base, lspec, result, server={
-            "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": doc["memory"]["kv_cache_tokens"],
+        report = verify.build(req, compiled, plan_path.stem, base, lspec, result, server={
+            "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": compiled.memory.kv_cache_tokens,
             "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
             remediation=tuple({"what": a.what, "why": a.why} for a in attempts))
         path = verify.write(report, outdir)
@@ -147,4 +123,4 @@ def check_backend_runs_here(backend_name: str) -> None:
                          "backend=vllm for launch/verify, or action=render for the other engines' artifacts.")
 
 
-__all__ = ["run", "local_argv", "remedy_pins", "check_backend_runs_here", "replace"]
+__all__ = ["run", "local_argv", "check_backend_runs_here"]

@@ -173,13 +173,7 @@ class LoadResult:
             "total_token_throughput": (total_in + total_out) / dur,
             "request_goodput": self._good(done) / dur if self.slos_ms else None,
         }
-        series = {
-            "ttft": [r.ttft_s for r in done],
-            "tpot": [r.tpot_s for r in done if r.output_tokens > 1],  # serve lines 626-629
-            "itl": [gap for r in done for gap in r.itl_s],  # pooled over requests (line 632)
-            "e2el": [r.e2e_s for r in done],
-        }
-        for name, values in series.items():
+        for name, values in self._series(done).items():
             arr = np.asarray(values or [0.0]) * 1000  # serve: `np.mean(x or 0)`, 0 when empty (lines 753-776)
             out[f"mean_{name}_ms"] = float(arr.mean())
             out[f"median_{name}_ms"] = float(np.median(arr))
@@ -187,6 +181,20 @@ class LoadResult:
             for p in PERCENTILES:
                 out[f"p{p}_{name}_ms"] = float(np.percentile(arr, p))
         return out
+
+    @staticmethod
+    def _series(done: list[RequestRecord]) -> dict[str, list[float]]:
+        return {
+            "ttft": [r.ttft_s for r in done],
+            "tpot": [r.tpot_s for r in done if r.output_tokens > 1],  # serve lines 626-629
+            "itl": [gap for r in done for gap in r.itl_s],  # pooled over requests (line 632)
+            "e2el": [r.e2e_s for r in done],
+        }
+
+    def percentile_ms(self, name: str, percentile: float) -> float:
+        """Any percentile of `ttft`, `tpot`, `itl` or `e2el` in ms, as summary() computes its fixed ones."""
+        values = self._series([r for r in self.records if r.ok])[name]
+        return float(np.percentile(np.asarray(values or [0.0]) * 1000, percentile))
 
     def errors(self) -> list[str]:
         """The failed requests' messages, in arrival order."""

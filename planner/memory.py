@@ -17,6 +17,7 @@ import yaml
 from planner.fastyaml import FAST_LOADER
 
 from planner.specs import DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
+from planner.plan import MemoryBreakdown
 
 GIB = 2**30
 
@@ -261,29 +262,6 @@ def activation_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, max_num_batched_t
     pipeline stage the sampler over max_num_seqs sequences, whichever is larger (they run one after the other)."""
     forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens, compiled)
     return max(forward, sampler_peak_bytes(m, max_num_seqs)) if last_stage else forward
-
-
-@dataclass(frozen=True)
-class MemoryBreakdown:
-    """Memory of one GPU (the rank with the fewest KV blocks) and the KV capacity of the whole replica."""
-
-    total_gib: float
-    usable_gib: float  # total × gpu_memory_utilization (CPU: the planner's share of machine memory)
-    weights_gib: float
-    kv_cache_gib: float
-    activations_gib: float
-    runtime_overhead_gib: float  # non-torch workspaces and the CUDA-graph estimate (inside the budget)
-    kv_bytes_per_token: float  # on that rank
-    block_size: int
-    kv_cache_blocks: int  # per rank, the same on every rank (vLLM takes the minimum)
-    kv_cache_tokens: int  # what vLLM reports as "KV cache size: N tokens" (int(max_concurrency × max_model_len))
-    max_model_len: int
-    max_concurrency_at_max_len: float  # what vLLM reports as "Maximum concurrency for L tokens per request"
-    startup_headroom_ok: bool = True  # total × (1 − utilization) holds the CUDA context (else vLLM refuses)
-
-    @property
-    def fits(self) -> bool:
-        return self.startup_headroom_ok and self.kv_cache_gib > 0 and self.max_concurrency_at_max_len >= 1
 
 
 def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_graphs: bool = True) -> float:

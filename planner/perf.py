@@ -376,15 +376,21 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     per_step = spec.tokens_per_step if spec else 1.0
     steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
 
-    def step(b):
-        p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0))
+    def step(b, p=None):
+        p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
         return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float)
+
+    def first_token(b, t):
+        """A new request waits for the running step to end (half a step on average), then its prompt goes in
+        chunks of what the budget leaves; the steps that carry it hold at least its own chunk of prefill."""
+        chunk = np.maximum(budget - b, 1.0)
+        own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
+        return 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
 
     if rate is None:
         b = cap if concurrency is None else np.minimum(cap, concurrency)
         t = step(b)
-        chunk = np.maximum(budget - b, 1.0)
-        ttft = np.ceil(prefill / chunk) * t
+        ttft = first_token(b, t)
         e2e = ttft + (steps_out - 1) * t
         rps = b / e2e
         conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
@@ -403,7 +409,7 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
         t = step(b)
         capacity_rps = cap / (steps_out * step(cap))
         saturated = rate > capacity_rps
-        service = np.ceil(prefill / np.maximum(budget - b, 1.0)) * t
+        service = first_token(b, t)
         rho = np.minimum(rate / capacity_rps, 0.999)
         ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
         served = np.minimum(rate, capacity_rps)

@@ -1,9 +1,15 @@
-"""The planner's results: a Plan (what the backend is told), its decisions and alternatives, frozen."""
+"""The planner's results, frozen and below all logic: the Plan (what the backend is told), its memory, its
+prediction, its decisions and alternatives, and the CompiledPlan that carries them from compile to verdict.
 
+Every float a result holds is already rounded the way the plan document writes it (`settled`), so a plan file read
+back (planner/document.py) equals the object written.
+"""
+
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from planner.memory import MemoryBreakdown
 from planner.specs import BackendName, Dtype, KvPrecision, Quantization
 
 
@@ -40,29 +46,201 @@ class Plan:
     gpu_memory_utilization: Optional[float]  # None on CPU (vLLM CPU sizes KV by kv_cache_space_gib)
     enable_prefix_caching: bool
     enable_chunked_prefill: bool
-    speculative: Optional[dict] = None
+    speculative: Optional[dict] = None  # vLLM --speculative-config keys, or None
     kv_cache_space_gib: Optional[int] = None  # CPU only: VLLM_CPU_KVCACHE_SPACE
     max_loras: int = 0  # LoRA adapter slots (0: LoRA off)
     max_lora_rank: Optional[int] = None
+
+    @property
+    def served_model_name(self) -> str:
+        """The `model` a client sends: every adapter serves the checkpoint under its path (vLLM's
+        --served-model-name and SGLang's default to --model/--model-path; TRT-LLM serves its MODEL argument)."""
+        return self.model_path
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Memory of one GPU (the rank with the fewest KV blocks) and the KV capacity of the whole replica."""
+
+    total_gib: float
+    usable_gib: float  # total × gpu_memory_utilization (CPU: the planner's share of machine memory)
+    weights_gib: float
+    kv_cache_gib: float
+    activations_gib: float
+    runtime_overhead_gib: float  # non-torch workspaces and the CUDA-graph estimate (inside the budget)
+    kv_bytes_per_token: float  # on that rank
+    block_size: int
+    kv_cache_blocks: int  # per rank, the same on every rank (vLLM takes the minimum)
+    kv_cache_tokens: int  # what vLLM reports as "KV cache size: N tokens" (int(max_concurrency × max_model_len))
+    max_model_len: int
+    max_concurrency_at_max_len: float  # what vLLM reports as "Maximum concurrency for L tokens per request"
+    startup_headroom_ok: bool = True  # total × (1 − utilization) holds the CUDA context (else vLLM refuses)
+
+    @property
+    def fits(self) -> bool:
+        return self.startup_headroom_ok and self.kv_cache_gib > 0 and self.max_concurrency_at_max_len >= 1
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A latency distribution in ms: percentiles (what the simulation produced, the target's among them) and the
+    mean. `quantiles` is ((50, v), (90, v), (99, v), ...), sorted; a value is None where only the mean is known."""
+
+    mean: float
+    quantiles: tuple[tuple[float, Optional[float]], ...] = ()
+
+    def at(self, percentile: float) -> float:
+        """The value at `percentile`; the mean only when no percentile was predicted at all (analytic only)."""
+        for q, v in self.quantiles:
+            if q == percentile and v is not None:
+                return v
+        if any(v is not None for _, v in self.quantiles):
+            raise KeyError(f"p{percentile:g} was not predicted (have {[q for q, _ in self.quantiles]})")
+        return self.mean
+
+
+@dataclass(frozen=True)
+class OfferedLoad:
+    """The load the plan is predicted under, and the load verification offers one server: an open loop at
+    `request_rate_rps` (Poisson, `burstiness` as gamma shape) or a closed loop of `concurrency` requests."""
+
+    request_rate_rps: Optional[float]  # per replica
+    concurrency: Optional[int]  # per replica
+    replicas: int
+    source: str  # which input set it (workload.request_rate, target.min_request_rate, ..., or plan.max_num_seqs)
+
+    def describe(self) -> str:
+        if self.request_rate_rps:
+            return (f"{self.request_rate_rps * self.replicas:g} req/s ({self.source}) over {self.replicas} "
+                    f"replica(s)")
+        return f"{self.concurrency * self.replicas} concurrent requests ({self.source}) over {self.replicas} replica(s)"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One SLO the prediction (or a measurement) breaks: the metric, the value, the limit."""
+
+    metric: str
+    value: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The plan's predicted service, deployment totals (DESIGN.md `prediction:`)."""
+
+    model: str
+    load: OfferedLoad
+    ttft_ms: Dist
+    tpot_ms: Dist
+    e2e_latency_ms: Dist
+    output_throughput_tok_s: float
+    output_throughput_tok_s_per_gpu: float
+    request_throughput_rps: float
+    concurrency: float  # mean requests in the batch
+    cost_usd_per_mtok: Optional[float]
+    percentile: float
+    violations: tuple[Violation, ...] = ()
+    binding_constraint: Optional[str] = None
+
+    @property
+    def meets_target(self) -> bool:
+        return not self.violations
+
+
+@dataclass(frozen=True)
+class Brief:
+    """A candidate's prediction in a line (alternatives, the Pareto front)."""
+
+    ttft_ms: float
+    tpot_ms: float
+    output_tok_s_per_gpu: float
+    meets_target: bool
 
 
 @dataclass(frozen=True)
 class Alternative:
     summary: str
     rejected_because: str
-    prediction: dict = field(default_factory=dict)
+    prediction: Optional[Brief] = None
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """A candidate no other beats on both TPOT and output tok/s per GPU (analytic estimates)."""
+
+    summary: str
+    tpot_ms: float
+    ttft_ms: float
+    output_tok_s_per_gpu: float
+    meets_target: bool
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """What the search scored."""
+
+    candidates_scored: int = 0
+    layouts_fitting_memory: int = 0
+    meeting_target_analytic: int = 0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The rendered native artifacts (DESIGN.md `launch:`); env values that are secrets are `${NAME}` references."""
+
+    argv: tuple[str, ...]
+    env: dict
+    docker: str
+    files: dict  # relative path -> text (config files, k8s/*.yaml)
 
 
 @dataclass(frozen=True)
 class CompiledPlan:
-    """A plan with everything that explains it."""
+    """A plan with everything that explains it; one typed object from compile to report."""
 
     plan: Plan
     memory: MemoryBreakdown
     decisions: tuple[Decision, ...]
     alternatives: tuple[Alternative, ...] = ()
-    prediction: dict = field(default_factory=dict)
+    prediction: Optional[Prediction] = None
     notes: tuple[str, ...] = ()  # warnings for the user (e.g. bf16 asked on a GPU without it)
     rules_fired: tuple[str, ...] = ()  # ids of the plan rules that fired, in the order they applied
-    search: dict = field(default_factory=dict)  # what the search scored: candidates, fitting layouts, meeting
-    pareto_front: tuple[dict, ...] = ()  # candidates no other beats on TPOT and output tok/s per GPU
+    search: SearchStats = field(default_factory=SearchStats)
+    pareto_front: tuple[FrontPoint, ...] = ()
+    launch: Optional[Launch] = None  # after render
+
+
+# Decimal places each float is kept to (the plan document's precision); a field not listed keeps FLOAT_DIGITS.
+FLOAT_DIGITS = 4
+_DIGITS = {(MemoryBreakdown, "kv_bytes_per_token"): 1, (MemoryBreakdown, "max_concurrency_at_max_len"): 2,
+           **{(MemoryBreakdown, f.name): 3 for f in dataclasses.fields(MemoryBreakdown)
+              if f.name not in ("kv_bytes_per_token", "max_concurrency_at_max_len")},
+           **{(Prediction, f): 1 for f in ("output_throughput_tok_s", "output_throughput_tok_s_per_gpu")},
+           (Prediction, "request_throughput_rps"): 3, (Prediction, "concurrency"): 1,
+           (Prediction, "cost_usd_per_mtok"): 3, (Dist, "mean"): 3, (Dist, "quantiles"): 3,
+           (Brief, "ttft_ms"): 1, (Brief, "tpot_ms"): 2, (Brief, "output_tok_s_per_gpu"): 1,
+           (FrontPoint, "ttft_ms"): 1, (FrontPoint, "tpot_ms"): 2, (FrontPoint, "output_tok_s_per_gpu"): 1,
+           (Violation, "value"): 3, (Violation, "limit"): 3}
+
+
+def round_float(value: float, digits: int) -> float:
+    """`value` to `digits` places; inf and nan stay (a saturated candidate predicts an unbounded queue)."""
+    if not math.isfinite(value):
+        return value
+    return round(value, digits)
+
+
+def settled(obj: Any, digits: int = FLOAT_DIGITS) -> Any:
+    """`obj` with every float rounded to the plan document's precision, recursively (dataclasses, tuples, dicts)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: settled(getattr(obj, f.name), _DIGITS.get((type(obj), f.name), digits))
+                   for f in dataclasses.fields(obj)}
+        return dataclasses.replace(obj, **changes)
+    if isinstance(obj, float):
+        return round_float(obj, digits)
+    if isinstance(obj, tuple):
+        return tuple(settled(v, digits) for v in obj)
+    if isinstance(obj, dict):
+        return {k: settled(v, digits) for k, v in obj.items()}
+    return obj

@@ -27,85 +27,101 @@ def _console(width: int = 150) -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else width)
 
 
-def show(doc: dict, console: Optional[Console] = None, saved_to: Optional[str] = None) -> None:
+def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[str] = None) -> None:
+    """The plan as tables: each field with the decision behind it, memory per GPU, the prediction, what lost."""
+    from planner.document import plain
+
     console = console or _console()
-    req, plan, mem = doc["request"], doc["plan"], doc["memory"]
-    hw = req["hw"]
-    title = (f"{req['model']['name']} on {hw['name']} ({hw['nodes'] * hw['gpus_per_node']} x {hw['gpu']['name']}), "
-             f"target={req['target']['name']}, workload={req['workload']['name']}")
+    plan, mem, hw = compiled.plan, compiled.memory, req.hw
+    title = (f"{req.model.name} on {hw.name} ({hw.nodes * hw.gpus_per_node} x {hw.gpu.name}), "
+             f"target={req.target.name}, workload={req.workload.name}")
 
     t = Table(title=f"Plan: {title}", box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
-    t.add_column("field")
-    t.add_column("value", justify="right")
-    t.add_column("by")
-    t.add_column("why", overflow="fold")
-    decided = {d["field"]: d for d in doc["decisions"]}
-    for key, value in plan.items():
-        d = decided.get(key, {})
-        t.add_row(key, _fmt(value), d.get("by", ""), d.get("why", ""))
+    t.add_column("field", no_wrap=True)
+    t.add_column("value", justify="right", overflow="fold")
+    t.add_column("by", overflow="fold")
+    t.add_column("why", overflow="fold", ratio=1)
+    decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
+    for key, value in plain(plan).items():
+        d = decided.get(key)
+        t.add_row(key, _fmt(value), d.by if d else "", d.why if d else "")
     console.print(t)
 
     m = Table(title="Memory per GPU (most loaded rank)", box=box.SIMPLE, title_justify="left")
     m.add_column("")
     m.add_column("GiB", justify="right")
     m.add_column("share of usable", justify="right")
-    usable = mem["usable_gib"] or 1.0
-    for label, key in (("weights", "weights_gib"), ("activations (profiling peak)", "activations_gib"),
-                       ("runtime (workspaces, CUDA graphs)", "runtime_overhead_gib"), ("KV cache", "kv_cache_gib")):
-        m.add_row(label, f"{mem[key]:.2f}", f"{mem[key] / usable:.0%}")
-    m.add_row("usable of total", f"{mem['usable_gib']:.2f} / {mem['total_gib']:.2f}", "")
+    usable = mem.usable_gib or 1.0
+    for label, value in (("weights", mem.weights_gib), ("activations (profiling peak)", mem.activations_gib),
+                         ("runtime (workspaces, CUDA graphs)", mem.runtime_overhead_gib),
+                         ("KV cache", mem.kv_cache_gib)):
+        m.add_row(label, f"{value:.2f}", f"{value / usable:.0%}")
+    m.add_row("usable of total", f"{mem.usable_gib:.2f} / {mem.total_gib:.2f}", "")
     console.print(m)
-    console.print(f"KV cache: {mem['kv_cache_tokens']:,} tokens per replica ({mem['kv_bytes_per_token']:,.0f} bytes "
-                  f"per token per GPU, blocks of {mem['block_size']}); {mem['max_concurrency_at_max_len']:.1f} "
-                  f"requests of max_model_len {plan['max_model_len']:,} at once.")
-
-    if doc.get("prediction"):
-        p = Table(title="Prediction", box=box.SIMPLE, title_justify="left")
-        p.add_column("metric")
-        p.add_column("value", justify="right")
-        for k, v in doc["prediction"].items():
-            p.add_row(k, _fmt(v) if not isinstance(v, dict) else ", ".join(f"{a} {_fmt(b)}" for a, b in v.items()))
-        console.print(p)
-
-    if doc.get("alternatives"):
+    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens per replica ({mem.kv_bytes_per_token:,.0f} bytes "
+                  f"per token per GPU, blocks of {mem.block_size}); {mem.max_concurrency_at_max_len:.1f} "
+                  f"requests of max_model_len {plan.max_model_len:,} at once.")
+    if compiled.prediction is not None:
+        _prediction(compiled.prediction, console)
+    if compiled.alternatives:
         a = Table(title="Considered and rejected", box=box.SIMPLE, title_justify="left")
-        a.add_column("candidate")
-        a.add_column("rejected because", overflow="fold")
-        for alt in doc["alternatives"]:
-            a.add_row(alt["summary"], alt["rejected_because"])
+        a.add_column("candidate", overflow="fold")
+        a.add_column("rejected because", overflow="fold", ratio=1)
+        for alt in compiled.alternatives:
+            a.add_row(alt.summary, alt.rejected_because)
         console.print(a)
-    if doc.get("pareto_front"):
+    if compiled.pareto_front:
         f = Table(title="Pareto front (analytic): output tok/s per GPU against TPOT", box=box.SIMPLE,
                   title_justify="left")
         for col in ("candidate", "TPOT ms", "TTFT ms", "tok/s/GPU", "meets"):
-            f.add_column(col, justify="left" if col == "candidate" else "right")
-        for pt in doc["pareto_front"]:
-            f.add_row(pt["summary"], _fmt(pt["tpot_ms"]), _fmt(pt["ttft_ms"]), _fmt(pt["output_tok_s_per_gpu"]),
-                      "yes" if pt["meets_target"] else "no")
+            f.add_column(col, justify="left" if col == "candidate" else "right",
+                         overflow="fold", ratio=1 if col == "candidate" else None)
+        for pt in compiled.pareto_front:
+            f.add_row(pt.summary, _fmt(pt.tpot_ms), _fmt(pt.ttft_ms), _fmt(pt.output_tok_s_per_gpu),
+                      "yes" if pt.meets_target else "no")
         console.print(f)
-    for note in doc.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+    for note in compiled.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     if saved_to:
         console.print(f"plan written to {saved_to}")
 
 
-def compare(docs: list[dict], console: Optional[Console] = None) -> None:
-    """One side-by-side table for the plans of a Hydra multirun sweep."""
+def _prediction(pred, console: Console) -> None:
+    p = Table(title=f"Prediction ({pred.load.describe()})", box=box.SIMPLE, title_justify="left")
+    p.add_column("metric")
+    p.add_column("value", justify="right", overflow="fold")
+    for label, dist in (("ttft_ms", pred.ttft_ms), ("tpot_ms", pred.tpot_ms), ("e2e_latency_ms", pred.e2e_latency_ms)):
+        p.add_row(label, ", ".join([f"p{q:g} {_fmt(v)}" for q, v in dist.quantiles] + [f"mean {_fmt(dist.mean)}"]))
+    for label, value in (("output_throughput_tok_s", pred.output_throughput_tok_s),
+                         ("output_throughput_tok_s_per_gpu", pred.output_throughput_tok_s_per_gpu),
+                         ("request_throughput_rps", pred.request_throughput_rps), ("concurrency", pred.concurrency),
+                         ("cost_usd_per_mtok", pred.cost_usd_per_mtok), ("meets_target", pred.meets_target),
+                         ("binding_constraint", pred.binding_constraint), ("percentile", pred.percentile)):
+        p.add_row(label, _fmt(value))
+    console.print(p)
+
+
+def compare(plans: list, console: Optional[Console] = None) -> None:
+    """One side-by-side table for the plans of a Hydra multirun sweep: (Request, CompiledPlan) pairs."""
     console = console or _console(200)
     t = Table(title="Sweep: plans side by side", box=box.SIMPLE_HEAVY, title_justify="left")
     for col in ("model", "hw", "target", "TP", "PP", "replicas", "quant", "KV dtype", "max seqs",
                 "weights GiB/GPU", "KV tokens", "tok/s/GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "meets"):
         t.add_column(col, justify="right" if col not in ("model", "hw", "target") else "left")
-    for d in docs:
-        r, p, m, pr = d["request"], d["plan"], d["memory"], d.get("prediction") or {}
-        cost = pr.get("cost_usd_per_mtok")
-        t.add_row(r["model"]["name"], r["hw"]["name"], r["target"]["name"], str(p["tensor_parallel"]),
-                  str(p["pipeline_parallel"]), str(p["replicas"]), p["quantization"], p["kv_cache_dtype"],
-                  f"{p['max_num_seqs']:,}", f"{m['weights_gib']:.1f}", f"{m['kv_cache_tokens']:,}",
-                  _fmt(pr.get("output_throughput_tok_s_per_gpu")), _fmt((pr.get("ttft_ms") or {}).get("p90")),
-                  _fmt((pr.get("tpot_ms") or {}).get("p90")), "-" if cost is None else f"{cost:.2f}",
-                  _fmt(pr.get("meets_target")))
+    for req, c in plans:
+        p, m, pr = c.plan, c.memory, c.prediction
+        cost = pr.cost_usd_per_mtok if pr else None
+        t.add_row(req.model.name, req.hw.name, req.target.name, str(p.tensor_parallel), str(p.pipeline_parallel),
+                  str(p.replicas), p.quantization.value, p.kv_cache_dtype.value, f"{p.max_num_seqs:,}",
+                  f"{m.weights_gib:.1f}", f"{m.kv_cache_tokens:,}",
+                  _fmt(pr.output_throughput_tok_s_per_gpu if pr else None),
+                  _fmt(_p90(pr.ttft_ms) if pr else None), _fmt(_p90(pr.tpot_ms) if pr else None),
+                  "-" if cost is None else f"{cost:.2f}", _fmt(pr.meets_target if pr else None))
     console.print(t)
+
+
+def _p90(dist):
+    return dict(dist.quantiles).get(90.0)
 
 
 def _effects(rule) -> str:
@@ -134,7 +150,7 @@ def rules_table(rules, console: Optional[Console] = None) -> None:
     console.print(t)
 
 
-def explain(constraints, doc: dict, console: Optional[Console] = None) -> None:
+def explain(constraints, req, compiled, console: Optional[Console] = None) -> None:
     """action=explain: every plan rule, fired or not, in the order applied, then the plan."""
     console = console or _console()
     t = Table(title="Rules, in the order applied (priority, then file order)", box=box.SIMPLE, title_justify="left")
@@ -150,7 +166,7 @@ def explain(constraints, doc: dict, console: Optional[Console] = None) -> None:
     for f, values in constraints.choices.items():
         c.add_row(f, ", ".join(values) or "(none)", ", ".join(r.id for r in constraints.choice_rules[f]))
     console.print(c)
-    show(doc, console)
+    show(req, compiled, console)
 
 
 def diagnosis(found, path: str, console: Optional[Console] = None) -> None:

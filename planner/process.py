@@ -28,7 +28,6 @@ from planner.errors import InputError, LaunchFailed
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-FATAL_PRIORITY = 80  # a troubleshooting rule this specific names an error the engine does not recover from
 FATAL_EXIT_WAIT_S = 3.0  # after a fatal line, how long to wait for the exit code before reporting without it
 TAIL_LINES = 40  # log lines shown in a LaunchFailed message
 REDACTED = "***"
@@ -277,7 +276,7 @@ class Server:
     def wait_ready(self, progress: bool = True) -> float:
         """Poll health_url, then models_url, until both answer 200; return the seconds since start.
 
-        Raises LaunchFailed when the process exits, when a fatal troubleshooting rule (priority ≥ 80) matches a
+        Raises LaunchFailed when the process exits, when a fatal troubleshooting rule (`fatal: true`) matches a
         new log line, or after spec.ready_timeout_s; the message has the exit code, log tail and diagnosis."""
         import httpx
 
@@ -299,7 +298,7 @@ class Server:
                 with self._lock:
                     new = list(self._tail)[-(self._lines_seen - checked):] if self._lines_seen > checked else []
                     checked = self._lines_seen
-                fatal = [d for d in diagnose("\n".join(new), rules) if d.rule.priority >= FATAL_PRIORITY]
+                fatal = [d for d in diagnose("\n".join(new), rules) if d.rule.fatal]
                 if fatal:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         self._proc.wait(FATAL_EXIT_WAIT_S)  # engines exit soon after such a line; the exit code helps

@@ -99,6 +99,7 @@ class AppConfig:
     num_prompts: Optional[int] = None  # launch/verify: measured requests (default: workload.num_prompts)
     ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
     sweep: bool = False  # verify endpoint=URL: also sweep the request rate for the highest goodput under the SLO
+    force: bool = False  # launch/verify: launch the closest plan even when the prediction says it misses the target
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 

@@ -4,7 +4,9 @@ measurements with the plan's prediction, and write report.json (keys as `vllm be
 Schema of report.json:
     plan: the plan file's name; endpoint; target: {name, percentile, ttft_ms, tpot_ms, e2e_latency_ms, ...}
     load: the LoadSpec used (no secrets); summary: LoadResult.summary() (vllm bench serve keys)
-    checks: [{metric, measured, limit, passed}]   # one per bounded SLO, at the target's percentile
+    load: also `offered`: the load the plan was predicted under (per replica), which is what was sent
+    checks: [{metric, measured, limit, passed}]   # one per bounded SLO, at the target's percentile (slo.check)
+    binding_constraint: the missed SLO furthest from its limit (slo.binding), or null
     predicted_vs_measured: [{metric, predicted, measured, error_pct}]
     server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
     server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
@@ -13,12 +15,13 @@ Schema of report.json:
 """
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from planner import loadgen
+from planner import loadgen, slo
+from planner.plan import CompiledPlan, Prediction
+from planner.specs import Request
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Report:
     remediation: tuple = ()
     server_metrics: dict = field(default_factory=dict)
     sweep: tuple = ()  # SweepPoint rows when a rate sweep ran
+    binding_constraint: Optional[str] = None  # the SLO furthest from its limit, when one was missed
 
     @property
     def passed(self) -> bool:
@@ -56,67 +60,62 @@ class Report:
         return d
 
 
-def load_spec(doc: dict, endpoint: str, model_name: str, vocab_size: int, num_prompts: Optional[int] = None,
-              time_limit_s: float = 300.0) -> loadgen.LoadSpec:
-    """The load a plan asks for, against one server: the workload's lengths and rate or concurrency (per replica:
-    this server is one replica), the target's SLOs for goodput."""
-    wl, target, plan = doc["request"]["workload"], doc["request"]["target"], doc["plan"]
-    replicas = max(1, plan["replicas"])
-    rate = (wl.get("request_rate") or target.get("min_request_rate"))
-    rate = rate / replicas if rate else None
-    concurrency = wl.get("max_concurrency") or target.get("min_concurrency")
-    if concurrency and rate is None:
-        concurrency = max(1, math.ceil(concurrency / replicas))
+def load_spec(req: Request, compiled: CompiledPlan, endpoint: str, model_name: str,
+              num_prompts: Optional[int] = None, time_limit_s: float = 300.0) -> loadgen.LoadSpec:
+    """The load the plan was predicted under, against one server (this server is one replica): the prediction's
+    offered load (slo.offered), the workload's lengths, the target's SLOs for goodput."""
+    wl, target = req.workload, req.target
+    offered = compiled.prediction.load if compiled.prediction is not None else \
+        slo.offered(req, compiled.plan.replicas, compiled.plan.max_num_seqs)
     return loadgen.LoadSpec(
-        base_url=endpoint.rstrip("/"), model=model_name, input_len=wl["input_len"], output_len=wl["output_len"],
-        num_prompts=num_prompts or wl["num_prompts"], request_rate=rate, burstiness=wl.get("burstiness", 1.0),
-        max_concurrency=concurrency, range_ratio=wl.get("range_ratio", 0.0),
-        shared_prefix_len=wl.get("shared_prefix_len", 0), vocab_size=vocab_size, timeout_s=time_limit_s,
-        slo_ttft_ms=target.get("ttft_ms"), slo_tpot_ms=target.get("tpot_ms"),
-        slo_e2el_ms=target.get("e2e_latency_ms"))
+        base_url=endpoint.rstrip("/"), model=model_name, input_len=wl.input_len, output_len=wl.output_len,
+        num_prompts=num_prompts or wl.num_prompts, request_rate=offered.request_rate_rps, burstiness=wl.burstiness,
+        max_concurrency=offered.concurrency, range_ratio=wl.range_ratio, shared_prefix_len=wl.shared_prefix_len,
+        vocab_size=req.model.vocab_size, timeout_s=time_limit_s, slo_ttft_ms=target.ttft_ms,
+        slo_tpot_ms=target.tpot_ms, slo_e2el_ms=target.e2e_latency_ms)
 
 
-_METRIC_KEYS = {"ttft_ms": "ttft", "tpot_ms": "tpot", "e2e_latency_ms": "e2el"}
+_SERIES = {"ttft_ms": "ttft", "tpot_ms": "tpot", "e2e_latency_ms": "e2el"}
 
 
-def checks(summary: dict, target: dict, replicas: int = 1, sustained_rps: Optional[float] = None) -> tuple:
-    """Each SLO at the target's percentile; rates for this one server, i.e. the deployment's over `replicas`. A QPS
-    target is checked on the rate the server sustained (`sustained_rps`, from departures vs arrivals) when the run
-    was an open loop, else on its whole-run request throughput."""
-    p = target.get("percentile", 90)
-    out = []
-    for metric, short in _METRIC_KEYS.items():
-        limit = target.get(metric)
-        if limit is None:
-            continue
-        key = f"p{p:g}_{short}_ms"
-        measured = summary.get(key, summary.get(f"p{int(p)}_{short}_ms"))
-        if measured is None:
-            continue
-        out.append(Check(f"{key}", float(measured), float(limit), float(measured) <= float(limit)))
-    if target.get("min_request_rate"):
-        served = summary["request_throughput"] if sustained_rps is None else sustained_rps
-        need = target["min_request_rate"] / replicas
-        out.append(Check("request_throughput", served, need, served >= need * 0.999))
-    if target.get("min_output_throughput_tok_s"):
-        out.append(Check("output_throughput", summary["output_throughput"], target["min_output_throughput_tok_s"],
-                         summary["output_throughput"] >= target["min_output_throughput_tok_s"]))
-    return tuple(out)
+def observed(result, spec: loadgen.LoadSpec, percentile: float, replicas: int) -> slo.Observed:
+    """What one server's run measured, at the target's percentile, scaled to the deployment (x replicas), with an
+    open loop's rate as the rate the server sustained (departures vs arrivals)."""
+    if not any(r.ok for r in result.records):
+        return slo.Observed()
+    summary = result.summary()
+    served = summary["request_throughput"] if not spec.request_rate else sustained(spec, result)
+    return slo.Observed(**{metric: result.percentile_ms(name, percentile) for metric, name in _SERIES.items()},
+                        request_rate_rps=served * replicas,
+                        output_throughput_tok_s=summary["output_throughput"] * replicas)
 
 
-def compare(summary: dict, prediction: dict, replicas: int) -> tuple:
+def checks(target, obs: slo.Observed) -> tuple[Check, ...]:
+    """Each SLO the target bounds, at its percentile (slo.check: the one verdict planning uses too)."""
+    return tuple(Check(_label(c.metric, target.percentile), float(c.observed), c.limit, bool(c.passed))
+                 for c in slo.check(target, obs))
+
+
+def _label(metric: str, percentile: float) -> str:
+    """A check's name in report.json: latencies with their percentile as `vllm bench serve` keys them."""
+    return f"p{percentile:g}_{_SERIES[metric]}_ms" if metric in _SERIES else metric
+
+
+def compare(summary: dict, prediction: Optional[Prediction], replicas: int) -> tuple:
     """Predicted vs measured, one server (a replica): medians and p90s of latencies, output throughput."""
+    if prediction is None:
+        return ()
     rows = []
-    for metric, short in _METRIC_KEYS.items():
-        dist = prediction.get(metric) or {}
-        for q in ("p50", "p90"):
-            measured = summary.get(f"{'median' if q == 'p50' else 'p90'}_{short}_ms")
+    for metric, short in _SERIES.items():
+        dist = dict(getattr(prediction, metric).quantiles)
+        for q in (50.0, 90.0):
+            measured = summary.get(f"{'median' if q == 50 else 'p90'}_{short}_ms")
             pred = dist.get(q)
             if measured and pred:
-                rows.append({"metric": f"{q}_{short}_ms", "predicted": round(pred, 3),
+                rows.append({"metric": f"p{q:g}_{short}_ms", "predicted": round(pred, 3),
                              "measured": round(measured, 3), "error_pct": round((pred - measured) / measured * 100, 1)})
-    if prediction.get("output_throughput_tok_s") and summary.get("output_throughput"):
-        pred = prediction["output_throughput_tok_s"] / max(1, replicas)
+    if prediction.output_throughput_tok_s and summary.get("output_throughput"):
+        pred = prediction.output_throughput_tok_s / max(1, replicas)
         rows.append({"metric": "output_throughput", "predicted": round(pred, 2),
                      "measured": round(summary["output_throughput"], 2),
                      "error_pct": round((pred - summary["output_throughput"]) / summary["output_throughput"] * 100,
@@ -124,15 +123,22 @@ def compare(summary: dict, prediction: dict, replicas: int) -> tuple:
     return tuple(rows)
 
 
-def build(doc: dict, plan_name: str, endpoint: str, spec: loadgen.LoadSpec, result, server: dict,
-          remediation: tuple = ()) -> Report:
+def build(req: Request, compiled: CompiledPlan, plan_name: str, endpoint: str, spec: loadgen.LoadSpec, result,
+          server: dict, remediation: tuple = ()) -> Report:
+    from planner.document import plain
+
     summary = result.summary()
-    target = doc["request"]["target"]
+    replicas = compiled.plan.replicas
+    obs = observed(result, spec, req.target.percentile, replicas)
+    found = checks(req.target, obs)
+    worst = slo.binding(slo.violations(slo.check(req.target, obs)))
     load = {k: v for k, v in asdict(spec).items() if k != "api_key_env"}
-    return Report(plan=plan_name, endpoint=endpoint, target=target, load=load, summary=summary,
-                  checks=checks(summary, target, doc["plan"]["replicas"], sustained(spec, result)),
-                  predicted_vs_measured=compare(summary, doc.get("prediction") or {}, doc["plan"]["replicas"]),
-                  server=server, remediation=remediation, server_metrics=server_metrics(result))
+    if compiled.prediction is not None:
+        load["offered"] = plain(compiled.prediction.load)  # the load the plan was predicted under, per replica
+    return Report(plan=plan_name, endpoint=endpoint, target=plain(req.target), load=load, summary=summary,
+                  checks=found, predicted_vs_measured=compare(summary, compiled.prediction, replicas),
+                  server=server, remediation=remediation, server_metrics=server_metrics(result),
+                  binding_constraint=slo.describe(worst, req.target.percentile))
 
 
 def sustained(spec: loadgen.LoadSpec, result) -> Optional[float]:
@@ -171,17 +177,18 @@ class SweepPoint:
     passed: bool
 
 
-def sweep(spec: loadgen.LoadSpec, target: dict, rates: list[float]) -> tuple[Optional[SweepPoint], tuple]:
+def sweep(spec: loadgen.LoadSpec, target, rates: list[float]) -> tuple[Optional[SweepPoint], tuple]:
     """Raise the request rate step by step; the best point is the highest goodput whose checks still pass (the
     run stops at the first rate that misses the target: beyond it the server is saturated)."""
-    from dataclasses import replace as with_
+    from dataclasses import replace, replace as with_
 
     points, best = [], None
     for rate in sorted(rates):
         res = loadgen.run_sync(with_(spec, request_rate=rate, max_concurrency=None))
         summary = res.summary()
-        slos = {k: v for k, v in target.items() if k != "min_request_rate"}  # the sweep itself looks for the rate
-        ok = all(c.passed for c in checks(summary, slos)) and summary.get("failed", 0) == 0
+        slos = replace(target, min_request_rate=None)  # the sweep itself looks for the rate
+        ok = all(c.passed for c in checks(slos, observed(res, spec, target.percentile, 1))) and \
+            summary.get("failed", 0) == 0 and summary.get("completed", 0) > 0
         point = SweepPoint(rate, float(summary.get("request_goodput") or 0.0), float(summary["output_throughput"]),
                            ok)
         points.append(point)

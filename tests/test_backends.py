@@ -263,19 +263,20 @@ def test_fp8_on_ada_and_hopper_is_supported_everywhere_but_tgi_on_ada():
 
 def test_render_refuses_an_unsupported_plan(h100x4, two_nodes):
     from planner.errors import InputError
-    from planner.render import render
+    from planner.render import rendered
 
     req, plan = two_nodes
     compiled = dataclasses.replace(compiled_or_closest(req), plan=on(plan, BackendName.tgi))
     with pytest.raises(InputError, match=r"backend=tgi: cannot render.*pipeline_parallel=2.*Fix:"):
-        render(compiled, req)
+        rendered(compiled, req)
 
 
 # --- secrets -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_secrets_never_appear_in_any_artifact(backend, h100x4, two_nodes, monkeypatch, tmp_path):
-    from planner.render import render, write
+    from planner.document import plain
+    from planner.render import rendered, write
 
     monkeypatch.setenv("HF_TOKEN", "hf_secret123")
     for req, plan in (h100x4, two_nodes):
@@ -283,11 +284,11 @@ def test_secrets_never_appear_in_any_artifact(backend, h100x4, two_nodes, monkey
         if unsupported(backend, plan, req.hw.gpu):
             continue
         compiled = dataclasses.replace(compiled_or_closest(req), plan=plan)
-        launch = render(compiled, req)
-        assert "hf_secret123" not in yaml.safe_dump(launch)
+        launch = rendered(compiled, req).launch
+        assert "hf_secret123" not in yaml.safe_dump(plain(launch))
         for path in write(launch, tmp_path / backend.value):
             assert "hf_secret123" not in path.read_text()
-        assert launch["env"]["HF_TOKEN"] == "${HF_TOKEN}"
+        assert launch.env["HF_TOKEN"] == "${HF_TOKEN}"
 
 
 # --- KV capacity from the startup log -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import yaml
 from conftest import compiled_or_closest, request_for
 
 from backends import ADAPTERS, get, unsupported
-from planner.render import render, write
+from planner.render import rendered, write
 from planner.specs import BackendName
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -89,8 +89,8 @@ def test_schema_rejects_what_the_lws_api_rejects():
 def test_written_artifacts_are_deterministic_and_relative(plans, tmp_path):
     req, compiled = plans["one-node"]
     plan = dataclasses.replace(compiled.plan, backend=BackendName.trtllm)
-    launch = render(dataclasses.replace(compiled, plan=plan), req)
-    assert set(launch) == {"argv", "env", "docker", "files"}
+    launch = rendered(dataclasses.replace(compiled, plan=plan), req).launch
+    assert {f.name for f in dataclasses.fields(launch)} == {"argv", "env", "docker", "files"}
     first = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in write(launch, tmp_path / "a")}
     second = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in write(launch, tmp_path / "b")}
     assert first == second
@@ -99,7 +99,7 @@ def test_written_artifacts_are_deterministic_and_relative(plans, tmp_path):
             "k8s/service.yaml", "k8s/configmap.yaml"} <= names
     import shlex
 
-    assert shlex.split(first[Path("argv.txt")].decode()) == launch["argv"]
+    assert tuple(shlex.split(first[Path("argv.txt")].decode())) == launch.argv
     for text in first.values():
         assert str(tmp_path).encode() not in text
     assert b"HF_TOKEN=${HF_TOKEN}" in first[Path("env")]

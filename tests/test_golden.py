@@ -34,19 +34,24 @@ RENDERED = [
 ]
 
 
-def _doc(overrides, rendered=False):
+def _plan(overrides, rendered=False):
     req = request_for(*overrides)
     compiled = compiled_or_closest(req)
-    doc = document.build(req, compiled)
-    if rendered:
-        doc["launch"] = render.render(compiled, req)
-    return doc
+    return req, render.rendered(compiled, req) if rendered else compiled
+
+
+def _doc(overrides, rendered=False):
+    return document.build(*_plan(overrides, rendered))
+
+
+def _path(overrides):
+    return ROOT / app.plan_path(request_for(*overrides), None, list(overrides))
 
 
 @pytest.mark.parametrize("overrides", [pytest.param(o, id=" ".join(o)) for o in EXAMPLES])
 def test_golden_plan(overrides, request):
     doc = _doc(overrides)
-    path = ROOT / app.plan_path(doc, None)
+    path = _path(overrides)
     text = document.dumps(doc)
     if request.config.getoption("--update-golden"):
         path.parent.mkdir(exist_ok=True)
@@ -57,21 +62,22 @@ def test_golden_plan(overrides, request):
 
 @pytest.mark.parametrize("overrides", [pytest.param(o, id=" ".join(o)) for o in RENDERED])
 def test_golden_rendered_plan(overrides, request, tmp_path):
-    doc = _doc(overrides, rendered=True)
-    path = ROOT / app.plan_path(doc, None)
+    req, compiled = _plan(overrides, rendered=True)
+    doc = document.build(req, compiled)
+    path = _path(overrides)
     outdir = render.artifact_dir(path)
     if request.config.getoption("--update-golden"):
         path.write_text(document.dumps(doc))
-        render.write(doc["launch"], outdir)
+        render.write(compiled.launch, outdir)
     assert path.read_text() == document.dumps(doc), f"{path.name} is stale: --update-golden"
     fresh = tmp_path / "out"
-    written = render.write(doc["launch"], fresh)
+    written = render.write(compiled.launch, fresh)
     for p in written:
         committed = outdir / p.relative_to(fresh)
         assert committed.is_file() and committed.read_text() == p.read_text(), f"{committed} is stale: --update-golden"
 
 
 def test_no_stale_example_files():
-    expected = {app.plan_path(_doc(o), None).name for o in EXAMPLES + RENDERED}
+    expected = {_path(o).name for o in EXAMPLES + RENDERED}
     present = {p.name for p in (ROOT / "plans").glob("*.yaml")}
     assert present <= expected, f"plans/ holds files no example makes: {sorted(present - expected)}"

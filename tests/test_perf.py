@@ -2,7 +2,7 @@
 
 import pytest
 
-from planner import perf, predict, search
+from planner import perf, search, slo
 from planner.errors import NoFeasiblePlan
 from planner.specs import Dtype, KvPrecision, Quantization
 
@@ -61,9 +61,12 @@ def test_open_loop_above_capacity_is_saturated():
 
 def test_prediction_block_has_design_keys():
     c = search.compile_plan(request_for("model=llama3-8b", "hw=h100x1", "target=latency"))
-    p = c.prediction
+    from planner import document
+
+    p = document.build(request_for("model=llama3-8b", "hw=h100x1", "target=latency"), c)["prediction"]
     for key in ("ttft_ms", "tpot_ms", "e2e_latency_ms", "output_throughput_tok_s", "output_throughput_tok_s_per_gpu",
-                "request_throughput_rps", "concurrency", "cost_usd_per_mtok", "meets_target", "binding_constraint"):
+                "request_throughput_rps", "concurrency", "cost_usd_per_mtok", "meets_target", "binding_constraint",
+                "offered"):
         assert key in p
     assert p["meets_target"] and p["tpot_ms"]["p90"] <= 25 and p["ttft_ms"]["p90"] <= 300
     assert p["tpot_ms"]["p50"] <= p["tpot_ms"]["p90"] <= p["tpot_ms"]["p99"]
@@ -72,7 +75,7 @@ def test_prediction_block_has_design_keys():
 def test_impossible_slo_exits_with_the_binding_constraint_and_the_closest_plan():
     with pytest.raises(NoFeasiblePlan, match=r"Binding constraint: tpot_ms") as info:
         search.compile_plan(request_for("model=llama3-8b", "hw=l4x1", "target.tpot_ms=1"))
-    assert info.value.closest is not None and not info.value.closest.prediction["meets_target"]
+    assert info.value.closest is not None and not info.value.closest.prediction.meets_target
 
 
 def test_model_that_does_not_fit_names_memory_as_binding():
@@ -82,15 +85,16 @@ def test_model_that_does_not_fit_names_memory_as_binding():
 
 def test_throughput_objective_prefers_throughput_per_gpu_within_slos():
     c = search.compile_plan(request_for("model=llama3-70b", "hw=h100x4", "target=throughput"))
-    assert c.prediction["meets_target"]
+    assert c.prediction.meets_target
     for alt in c.alternatives:
-        if alt.prediction and alt.prediction["meets_target"] and "format" not in alt.rejected_because:
-            assert alt.prediction["output_tok_s_per_gpu"] <= c.prediction["output_throughput_tok_s_per_gpu"] * 1.5
+        if alt.prediction and alt.prediction.meets_target and "format" not in alt.rejected_because:
+            assert alt.prediction.output_tok_s_per_gpu <= c.prediction.output_throughput_tok_s_per_gpu * 1.5
 
 
 def test_explicit_load_is_used_per_replica():
     req = request_for("model=llama3-8b", "hw=h100x4", "workload.request_rate=8")
-    assert predict.load_per_replica(req, 4).rate == 2.0
+    load = slo.offered(req, replicas=4, max_num_seqs=256)
+    assert (load.request_rate_rps, load.concurrency, load.source) == (2.0, None, "workload.request_rate")
 
 
 def test_speculation_emits_the_expected_tokens_per_step():

@@ -108,15 +108,15 @@ def test_qps_target_takes_the_fewest_replicas_that_sustain_it():
     more = plan_for("model=llama3-8b", "hw=h100x8", "target=throughput", "target.min_request_rate=150")
     assert few.plan.replicas < more.plan.replicas <= 8
     for c, rate in ((few, 20), (more, 150)):
-        assert c.prediction["meets_target"] and c.prediction["request_throughput_rps"] >= rate * 0.999
+        assert c.prediction.meets_target and c.prediction.request_throughput_rps >= rate * 0.999
         assert "target.min_request_rate" in next(d.why for d in c.decisions if d.field == "replicas")
 
 
 def test_pareto_front_is_non_dominated_and_ordered():
     front = plan_for("model=llama3-70b", "hw=h100x4").pareto_front
     assert len(front) >= 3
-    tpot = [p["tpot_ms"] for p in front]
-    tok = [p["output_tok_s_per_gpu"] for p in front]
+    tpot = [p.tpot_ms for p in front]
+    tok = [p.output_tok_s_per_gpu for p in front]
     assert tpot == sorted(tpot) and tok == sorted(tok) and len(set(tok)) == len(tok)
 
 

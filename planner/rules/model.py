@@ -27,11 +27,21 @@ class Effects:
 
 
 @dataclass(frozen=True)
+class Relaunch:
+    """What launch pins before starting again, as expressions over the failed plan (`plan.<field>`, rule-engine
+    syntax); `when` says on which plans it applies. An expression that yields null leaves its field free."""
+
+    pins: dict  # plan field -> expression
+    when: str = "true"
+
+
+@dataclass(frozen=True)
 class Remedy:
     """One fix a troubleshooting rule proposes: plan overrides to try and what they do."""
 
     overrides: tuple[str, ...]
     says: str
+    relaunch: Optional[Relaunch] = None  # set when launch can apply it by itself
 
 
 @dataclass(frozen=True)
@@ -49,11 +59,12 @@ class Rule:
     examples: dict = field(default_factory=dict)  # {fires: [[overrides]], silent: [[overrides]]} or log lines
     decides: tuple[str, ...] = ()  # plan fields a rule without effects explains (it shows in their decisions)
     origin: str = ""  # the file it came from
+    fatal: bool = False  # troubleshoot: the engine does not recover from this line (launch stops waiting at once)
 
 
 _ID = re.compile(r"^[a-z0-9]+(\.[a-z0-9][a-z0-9-]*)+$")
 _KEYS = {"id", "why", "source", "kind", "when", "priority", "then", "match", "symptom", "remedies", "examples",
-         "decides"}
+         "decides", "fatal"}
 
 
 def parse(raw: Any, origin: str) -> Rule:
@@ -109,10 +120,30 @@ def parse(raw: Any, origin: str) -> Rule:
         if not isinstance(r, dict) or "says" not in r:
             problems.append("each remedy needs 'says' (and optional 'overrides': [key=value, ...])")
             continue
-        remedies.append(Remedy(overrides=tuple(r.get("overrides") or ()), says=str(r["says"])))
+        relaunch, problem = _relaunch(r.get("relaunch"))
+        if problem:
+            problems.append(problem)
+        remedies.append(Remedy(overrides=tuple(r.get("overrides") or ()), says=str(r["says"]), relaunch=relaunch))
     if problems:
         raise InputError(f"rule {rid} ({origin}): " + "; ".join(problems) + ". Fix: correct the rule file.")
     return Rule(id=rid, why=" ".join(str(raw["why"]).split()), source=str(raw["source"]), kind=kind,
                 when=str(raw.get("when", "true")), priority=int(raw.get("priority", 50)), then=effects,
                 match=patterns, symptom=raw.get("symptom"), remedies=tuple(remedies),
-                examples=dict(raw.get("examples") or {}), decides=tuple(raw.get("decides") or ()), origin=origin)
+                examples=dict(raw.get("examples") or {}), decides=tuple(raw.get("decides") or ()), origin=origin,
+                fatal=bool(raw.get("fatal", False)))
+
+
+def _relaunch(raw: Any) -> tuple[Optional[Relaunch], str]:
+    """A remedy's `relaunch:` block, its expressions checked by rule-engine's parser (a typo fails when rules load)."""
+    if raw is None:
+        return None, ""
+    import rule_engine
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("pins"), dict) or not raw["pins"]:
+        return None, "relaunch needs 'pins': {plan field: expression} (and optional 'when')"
+    try:
+        for text in [str(raw.get("when", "true"))] + [str(e) for e in raw["pins"].values()]:
+            rule_engine.Rule(text)
+    except rule_engine.errors.EngineError as exc:
+        return None, f"relaunch expression {text!r} does not parse ({exc.message})"
+    return Relaunch(pins={str(k): str(v) for k, v in raw["pins"].items()}, when=str(raw.get("when", "true"))), ""

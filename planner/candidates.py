@@ -1,0 +1,280 @@
+"""Fill the search space: what the rules allow (backend, dtype, quantization, KV dtype, layouts), each candidate
+sized with the memory model, and the backend that can serve it (the capability matrix, backends/base.py).
+
+    space = candidates.space(req, cons)           # the choices and limits the rules and pins leave
+    tried = candidates.fill(req, cons, space)     # every format x layout, sized, with its backend or why none
+"""
+
+import math
+from dataclasses import dataclass, replace
+from typing import Iterator, Optional
+
+from planner import memory
+from planner.errors import InputError
+from planner.plan import Alternative, MemoryBreakdown, Plan
+from planner.rules import Constraints
+from planner.rules.model import Rule
+from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization, Request
+
+GIB = memory.GIB
+
+
+def choose_max_model_len(req: Request) -> tuple[int, str]:
+    model, wl = req.model, req.workload
+    limit = model.max_position_embeddings
+    if req.pins.max_model_len:
+        need, why = req.pins.max_model_len, "given as plan.max_model_len"
+        if need < wl.input_len + wl.output_len:
+            raise InputError(
+                f"plan.max_model_len={need}: shorter than the workload's mean request ({wl.input_len} in + "
+                f"{wl.output_len} out tokens, workload={wl.name}), so most requests would be refused. Fix: a larger "
+                f"plan.max_model_len, or a workload with shorter requests (workload.input_len=...).")
+    elif wl.max_model_len:
+        need, why = wl.max_model_len, f"workload.max_model_len={wl.max_model_len}"
+    else:
+        need = math.ceil((wl.max_input_len + wl.max_output_len) / 256) * 256
+        why = (f"the workload's longest request ({wl.max_input_len} in + {wl.max_output_len} out tokens), "
+               "rounded up to 256; a longer context would only cost KV cache")
+        if need > limit >= wl.input_len + wl.output_len:
+            return limit, f"{why}, capped at the model's {limit} (the longest requests will be cut)"
+    if need > limit:
+        raise InputError(
+            f"workload={wl.name} needs a context of {need:,} tokens ({why}), but {model.name} supports "
+            f"{limit:,} (max_position_embeddings in its config.json). Fix: a model with a longer context, "
+            f"shorter requests (workload.input_len/output_len), or plan.max_model_len={limit}.")
+    return need, why
+
+
+def batch_defaults(gpu: GpuSpec) -> tuple[dict, str]:
+    d = memory.engine_constants()["batch_defaults"]
+    if gpu.kind is DeviceKind.cpu:
+        return d["cpu_per_worker"], "vLLM 0.32's CPU server default (arg_utils.get_batch_defaults)"
+    if gpu.memory_gib >= 160:
+        return d["gpu_160gib_plus"], "vLLM 0.32's server default for GPUs with >= 160 GiB"
+    if gpu.memory_gib >= 70 and not gpu.name.startswith("a100"):
+        return d["gpu_70gib_plus"], "vLLM 0.32's server default for >= 70 GiB GPUs other than A100"
+    return d["gpu_other"], "vLLM 0.32's server default for other GPUs"
+
+
+def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int]]:
+    """(TP, PP) in the order the target prefers. TP stays within a node and divides the attention heads; PP is
+    only added on top of a full node of TP, across nodes, where it costs one activation transfer per stage
+    instead of two all-reduces per layer."""
+    hw, model, pins = req.hw, req.model, req.pins
+    max_tp = int(cons.setting("max_tensor_parallel") or hw.gpus_per_node)
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= min(hw.gpus_per_node, max_tp) and model.num_attention_heads % t == 0]
+    if pins.tensor_parallel:
+        tps = [pins.tensor_parallel]
+    if pins.pipeline_parallel:
+        layouts = [(t, pins.pipeline_parallel) for t in tps]
+    else:
+        layouts = [(t, 1) for t in tps]
+        if tps:
+            layouts += [(tps[-1], p) for p in range(2, hw.nodes + 1) if p <= model.num_hidden_layers]
+    if cons.setting("parallelism") == "wide":
+        one_node = sorted((lay for lay in layouts if lay[1] == 1), key=lambda lay: -lay[0])
+        yield from one_node + [lay for lay in layouts if lay[1] > 1]
+    else:
+        yield from sorted(layouts, key=lambda lay: (lay[0] * lay[1], lay[1]))
+
+
+def allowed(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
+    """The allowed values of a choice field in order (a pin must be among them), or InputError naming the
+    rules that asked for something and the rules that ruled it out."""
+    allowed = list(cons.choices[field])
+    shaped = list({r.id: r for r in cons.choice_rules[field]}.values())  # in priority order, once each
+    if pinned is not None and pinned in allowed:
+        return [pinned]
+    if allowed and pinned is None:
+        return allowed
+    askers = [r for r in shaped if field in r.then.allow]
+    lists = [{str(v) for v in r.then.allow[field] if not str(v).startswith("=")} for r in askers]
+    common = set.intersection(*lists) if lists else set()
+    wanted = [pinned] if pinned is not None else sorted(common or set().union(*lists))
+    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)]
+    asked = f"plan.{field}={pinned} was pinned" if pinned is not None else \
+        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in {wanted}"
+    why_not = "; ".join(f"{r.id} rules it out: {r.why}" for r in blockers) or \
+        f"no remaining {field} satisfies every rule ({', '.join(r.id for r in shaped)})"
+    raise InputError(f"{asked}, but {why_not} Fix: choose a {field} this hardware and backend support (with "
+                     f"precision=auto the planner picks one), or disable the rule with rules.disable=[id].")
+
+
+def rule_for(cons: Constraints, field: str, value: str) -> Optional[Rule]:
+    """The highest-priority rule that put `value` on the list for `field` (allowed or preferred it)."""
+    for r in cons.choice_rules[field]:
+        if value in r.then.allow.get(field, ()) or value in r.then.prefer.get(field, ()) or \
+                any(str(v).startswith("=") for v in r.then.allow.get(field, ())):
+            return r
+    return cons.choice_rules[field][0] if cons.choice_rules[field] else None
+
+
+@dataclass(frozen=True)
+class Space:
+    """What the rules and pins leave to search, and the limits every candidate shares."""
+
+    backends: tuple[BackendName, ...]  # allowed, most preferred first
+    dtype: Dtype
+    quants: tuple[Quantization, ...]
+    kvs: tuple[KvPrecision, ...]
+    max_model_len: int
+    len_why: str
+    default_mnbt: int  # max_num_batched_tokens before the chunk ladder
+    batch_why: str
+    gpu_memory_utilization: Optional[float]  # None on CPU
+    want_seqs: int  # the max_num_seqs to start from (pin, rule or engine default)
+    mean_len: int  # input + output tokens of a mean request
+    concurrency: int  # requests of mean length the KV cache must hold at once
+    want_tokens: int
+    enable_prefix_caching: bool
+    enable_chunked_prefill: bool
+    speculative: Optional[dict]
+    expert_parallel: bool  # a rule asked for it (applies to MoE models at TP > 1)
+
+    def kv_tokens_needed(self) -> int:
+        return self.concurrency * self.mean_len
+
+
+@dataclass(frozen=True)
+class Sized:
+    """One candidate layout and format, sized by the memory model; `backend` is the first allowed backend that
+    can serve it (None, with `unsupported` saying why, when none can). The ranking fills seqs/replicas."""
+
+    quant: Quantization
+    kv: KvPrecision
+    tp: int
+    pp: int
+    mem: MemoryBreakdown
+    mnbt: int  # max_num_batched_tokens it was sized with
+    cpu_space: Optional[int] = None
+    backend: Optional[BackendName] = None
+    unsupported: str = ""
+    seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate
+    replicas: Optional[int] = None  # replicas the ranking chose
+
+    def summary(self) -> str:
+        return f"TP{self.tp} PP{self.pp} {self.quant.value} KV {self.kv.value}" + \
+            (f" x{self.replicas}" if self.replicas else "")
+
+
+def space(req: Request, cons: Constraints) -> Space:
+    """The choices the rules allow (pins among them) and the limits the candidates share."""
+    gpu, model, wl, pins = req.hw.gpu, req.model, req.workload, req.pins
+    on_cpu = gpu.kind is DeviceKind.cpu
+    backends = tuple(BackendName(b) for b in allowed(cons, "backend", pins.backend.value if pins.backend else None))
+    dtype = Dtype(allowed(cons, "dtype", pins.dtype.value if pins.dtype else None)[0])
+    quants = tuple(Quantization(q) for q in allowed(cons, "quantization",
+                                                    pins.quantization.value if pins.quantization else None))
+    pinned_kv = None if pins.kv_cache_dtype is None else ("fp8" if pins.kv_cache_dtype is KvPrecision.fp8 else "auto")
+    kvs = tuple(KvPrecision(dtype.value) if k == "auto" else KvPrecision.fp8
+                for k in allowed(cons, "kv_cache_dtype", pinned_kv))
+    max_model_len, len_why = choose_max_model_len(req)
+    batch, batch_why = batch_defaults(gpu)
+    mnbt = pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens") or batch["max_num_batched_tokens"]
+    image_tokens = model.image_tokens * wl.images_per_prompt
+    if image_tokens > mnbt and not pins.max_num_batched_tokens:
+        mnbt = image_tokens  # an image's encoder output is scheduled whole (vLLM encoder budget)
+    util = None if on_cpu else (pins.gpu_memory_utilization or cons.setting("gpu_memory_utilization")
+                                or memory.engine_constants()["gpu_memory_utilization_default"])
+    mean_len = wl.input_len + wl.output_len
+    concurrency = min(req.target.min_concurrency, wl.max_concurrency or req.target.min_concurrency)
+    spec = cons.setting("speculative")
+    return Space(
+        backends=backends, dtype=dtype, quants=quants, kvs=kvs, max_model_len=max_model_len, len_why=len_why,
+        default_mnbt=int(mnbt), batch_why=batch_why, gpu_memory_utilization=util,
+        want_seqs=int(pins.max_num_seqs or cons.setting("max_num_seqs") or batch["max_num_seqs"]),
+        mean_len=mean_len, concurrency=concurrency, want_tokens=max(max_model_len, concurrency * mean_len),
+        enable_prefix_caching=pins.enable_prefix_caching if pins.enable_prefix_caching is not None else
+        bool(cons.setting("enable_prefix_caching", True)),
+        enable_chunked_prefill=pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else
+        bool(cons.setting("enable_chunked_prefill", True)),
+        speculative={k: v for k, v in spec.items() if v is not None} if spec else None,
+        expert_parallel=bool(cons.setting("expert_parallel", False)))
+
+
+def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int, mnbt: int) -> Sized:
+    """One candidate sized by the memory model (CPU: with the VLLM_CPU_KVCACHE_SPACE it would be given)."""
+    gpu, wl, pins = req.hw.gpu, req.workload, req.pins
+    on_cpu = gpu.kind is DeviceKind.cpu
+    world = tp * pp
+    cpu_space = None
+    if on_cpu:
+        cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, sp.dtype, sp.want_seqs,
+                                                             sp.max_model_len)
+    mem = memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
+                           max_model_len=sp.max_model_len, max_num_seqs=sp.want_seqs * (world if on_cpu else 1),
+                           max_num_batched_tokens=mnbt * (world if on_cpu else 1),
+                           gpu_memory_utilization=sp.gpu_memory_utilization, cpu_kv_space_gib=cpu_space,
+                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
+    return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space)
+
+
+def fits(req: Request, sp: Space, t: Sized) -> bool:
+    """Starts, and its KV cache holds the target's concurrency (a pinned layout only has to start)."""
+    return t.mem.fits and (t.mem.kv_cache_tokens >= sp.want_tokens or bool(req.pins.tensor_parallel))
+
+
+def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
+    """The plan this candidate would be, with the engine's default batch limits: what the capability matrix is
+    asked about, and what the chosen candidate's plan is made from (decide.py sets the searched numbers)."""
+    world = t.tp * t.pp
+    wl = req.workload
+    return Plan(
+        backend=backend, model_path=req.model.path or req.model.hf_repo,
+        nodes=max(1, math.ceil(world / req.hw.gpus_per_node)), gpus_per_replica=world,
+        replicas=req.pins.replicas or max(1, req.hw.total_gpus // world), tensor_parallel=t.tp, pipeline_parallel=t.pp,
+        expert_parallel=sp.expert_parallel and req.model.is_moe and t.tp > 1, data_parallel=1, dtype=sp.dtype,
+        quantization=t.quant, kv_cache_dtype=t.kv, max_model_len=sp.max_model_len,
+        max_num_seqs=req.pins.max_num_seqs or min(sp.want_seqs, max(1, t.mem.kv_cache_tokens // sp.mean_len)),
+        max_num_batched_tokens=t.mnbt, gpu_memory_utilization=sp.gpu_memory_utilization,
+        enable_prefix_caching=sp.enable_prefix_caching, enable_chunked_prefill=sp.enable_chunked_prefill,
+        speculative=sp.speculative, kv_cache_space_gib=t.cpu_space, max_loras=wl.max_loras,
+        max_lora_rank=wl.max_lora_rank if wl.max_loras else None)
+
+
+def with_backend(req: Request, sp: Space, t: Sized) -> Sized:
+    """The candidate with the first allowed backend whose capability matrix serves it, or the reasons none does."""
+    from backends import unsupported
+
+    reasons = []
+    for backend in sp.backends:
+        reason = unsupported(backend, skeleton(req, sp, t, backend), req.hw.gpu)
+        if reason is None:
+            return replace(t, backend=backend, unsupported="; ".join(reasons))
+        reasons.append(f"{backend.value}: {reason}")
+    return replace(t, unsupported="; ".join(reasons))
+
+
+def fill(req: Request, cons: Constraints, sp: Space) -> list[Sized]:
+    """Every allowed format x layout, sized at the default chunk budget, each with its backend (or why none)."""
+    return [with_backend(req, sp, size(req, sp, quant, kv, tp, pp, sp.default_mnbt))
+            for quant in sp.quants for kv in sp.kvs for tp, pp in parallel_layouts(req, cons)]
+
+
+def backend_alternatives(t: Sized) -> tuple[Alternative, ...]:
+    """The backends passed over for candidate `t`, each with the capability that ruled it out."""
+    return tuple(Alternative(summary=f"backend={r.split(':', 1)[0]}", rejected_because=r.split(": ", 1)[1])
+                 for r in t.unsupported.split("; ") if r)
+
+
+def no_backend(sp: Space, tried: list[Sized]) -> InputError:
+    """No allowed backend serves any candidate that fits: the reasons, per backend."""
+    reasons = dict.fromkeys(r for t in tried for r in t.unsupported.split("; ") if r)
+    return InputError("No allowed backend can serve this plan: " + "; ".join(reasons)
+                      + ". Fix: backend=auto (or another backend), or change the precision/layout pins the reason "
+                      "names.")
+
+
+def _cpu_kv_space(req, quant, kv, tp, pp, dtype, want_seqs, max_model_len) -> int:
+    """Whole GiB of VLLM_CPU_KVCACHE_SPACE per worker: room for want_seqs full-length requests, within the
+    machine's memory after the weights."""
+    need = want_seqs * max_model_len * memory.kv_bytes_per_token(req.model, kv.value, tp, pp)
+    return min(max(1, math.ceil(need / GIB)), cpu_kv_room(req, quant, tp, pp, dtype))
+
+
+def cpu_kv_room(req, quant, tp, pp, dtype) -> int:
+    """Whole GiB per worker the machine's memory leaves for KV cache after every worker's weights."""
+    world = tp * pp
+    room = (req.hw.gpu.memory_gib * memory.engine_constants()["cpu_memory_fraction"]
+            - memory.weight_bytes_per_gpu(req.model, tp, pp, dtype, quant) * world / GIB)
+    return max(0, math.floor(room / world))

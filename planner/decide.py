@@ -1,0 +1,149 @@
+"""Decide: the chosen candidate as a Plan, and for every plan field the decision that set it (a pin, the rule that
+fired, the search's numbers, or the engine default), with its reason and source."""
+
+from dataclasses import replace
+from typing import Optional
+
+from planner.candidates import Sized, Space, batch_defaults, rule_for, skeleton
+from planner.explain import why_not
+from planner.plan import Alternative, CompiledPlan, Decision
+from planner.rules import Constraints
+from planner.rules.model import Rule
+from planner.specs import KvPrecision, Quantization, Request
+
+
+def _decide(field: str, value, pinned: bool, rule: Optional[Rule], why: str = "", source: str = "") -> Decision:
+    if pinned:
+        return Decision(field, value, "pin", f"given as plan.{field}")
+    if rule is not None:
+        return Decision(field, value, rule.id, rule.why + (f" ({why})" if why else ""), rule.source)
+    return Decision(field, value, "search", why, source)
+
+
+def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why: str, tried: list[Sized]
+           ) -> CompiledPlan:
+    """The chosen candidate as a Plan, every field with the decision that set it (pin, rule, search or default),
+    and the layouts that did not fit as alternatives."""
+    pins = req.pins
+    kv_bound = max(1, chosen.mem.kv_cache_tokens // sp.mean_len)
+    plan = replace(skeleton(req, sp, chosen, chosen.backend),
+                   replicas=chosen.replicas or pins.replicas or max(1, req.hw.total_gpus // (chosen.tp * chosen.pp)),
+                   max_num_seqs=pins.max_num_seqs or chosen.seqs or min(sp.want_seqs, kv_bound))
+    decisions = _layout(req, cons, sp, chosen, plan) + _formats(req, cons, sp, chosen, tried) + \
+        _limits(req, cons, sp, chosen, plan, batch_why)
+    pinned = set(pins.given())
+    fired = {t.rule.id: t.rule for t in cons.trace if t.fired}
+    for r in fired.values():  # rules that explain without setting (e.g. size.*) are listed on their fields; a pin
+        # decided its field whatever the rule says, so the rule does not explain a pinned field
+        decisions += [Decision(f, getattr(plan, f).value if hasattr(getattr(plan, f), "value") else getattr(plan, f),
+                               r.id, r.why, r.source) for f in r.decides if f not in pinned]
+    unfit = [t for t in tried if not (t.mem.fits and t.mem.kv_cache_tokens >= sp.kv_tokens_needed())]
+    alternatives = tuple(Alternative(summary=t.summary(), rejected_because=why_not(t.mem, sp.concurrency,
+                                                                                 sp.mean_len))
+                         for t in unfit[:3])
+    return CompiledPlan(plan=plan, memory=chosen.mem, decisions=tuple(decisions), alternatives=alternatives,
+                        notes=tuple(text for _, text in cons.notes),
+                        rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))
+
+
+def _layout(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan) -> list[Decision]:
+    """backend, model_path, nodes, gpus_per_replica, replicas, tensor/pipeline/expert/data parallel."""
+    hw, pins, model, mem = req.hw, req.pins, req.model, chosen.mem
+    tp, pp = chosen.tp, chosen.pp
+    world = tp * pp
+    setting = cons.settings.get
+    fired = [t.rule for t in cons.trace if t.fired]
+    layout_rules = [r for r in fired if "tensor_parallel" in r.decides or
+                    {"parallelism", "max_tensor_parallel"} & set(r.then.set)]
+    layout_why = (f"{'widest' if cons.setting('parallelism') == 'wide' else 'smallest'} layout whose KV cache "
+                  f"({mem.kv_cache_tokens:,} tokens) holds {sp.concurrency} concurrent requests of {sp.mean_len} "
+                  f"tokens (target.min_concurrency, workload.max_concurrency); weights {mem.weights_gib:.1f} GiB/GPU "
+                  f"of {mem.usable_gib:.1f} GiB usable; rules: {', '.join(r.id for r in layout_rules) or 'none'}")
+    ep = setting("expert_parallel")
+    return [
+        _decide("backend", plan.backend.value, pins.backend is not None,
+                rule_for(cons, "backend", plan.backend.value)),
+        Decision("model_path", plan.model_path, "search",
+                 "the model's local directory" if model.path else "the model's Hugging Face repo id", model.source),
+        Decision("nodes", plan.nodes, "search", f"{world} GPUs per replica over {hw.gpus_per_node} GPUs per node"),
+        Decision("gpus_per_replica", world, "search", f"TP {tp} x PP {pp}"),
+        Decision("replicas", plan.replicas, "pin" if pins.replicas else "search",
+                 f"the fewest replicas that serve target.min_request_rate={req.target.min_request_rate:g} req/s "
+                 f"within the SLOs (of {hw.total_gpus // world} that fit {hw.total_gpus} GPUs at {world} per replica)"
+                 if req.target.min_request_rate is not None else
+                 f"{hw.total_gpus} GPUs / {world} per replica: independent servers behind a load balancer"),
+        Decision("tensor_parallel", tp, "pin" if pins.tensor_parallel else "search",
+                 "given as plan.tensor_parallel" if pins.tensor_parallel else layout_why,
+                 "" if pins.tensor_parallel else "; ".join(r.source for r in layout_rules)),
+        Decision("pipeline_parallel", pp, "pin" if pins.pipeline_parallel else "search",
+                 "given as plan.pipeline_parallel" if pins.pipeline_parallel else
+                 "one stage" if pp == 1 else f"a full node of TP does not fit: {pp} stages across nodes"),
+        _decide("expert_parallel", plan.expert_parallel, False, ep.rule,
+                "" if plan.expert_parallel else "dense model or TP 1") if ep else
+        Decision("expert_parallel", False, "search", "no rule asked for expert parallelism"),
+        Decision("data_parallel", 1, "search", "replicas are separate servers (plan.replicas); no in-server DP"),
+    ]
+
+
+def _formats(req: Request, cons: Constraints, sp: Space, chosen: Sized, tried: list[Sized]) -> list[Decision]:
+    """dtype, quantization, kv_cache_dtype: the rule that put the value first, or the pin."""
+    pins, quant, kv = req.pins, chosen.quant, chosen.kv
+    fallback = (f"unquantized weights do not fit ({tried[0].mem.weights_gib:.1f} GiB per GPU at TP {tried[0].tp})"
+                if quant is not Quantization.none and tried[0].quant is Quantization.none else "")
+    return [
+        _decide("dtype", sp.dtype.value, pins.dtype is not None, rule_for(cons, "dtype", sp.dtype.value)),
+        _decide("quantization", quant.value, pins.quantization is not None,
+                rule_for(cons, "quantization", quant.value), fallback),
+        _decide("kv_cache_dtype", kv.value, pins.kv_cache_dtype is not None,
+                rule_for(cons, "kv_cache_dtype", "fp8" if kv is KvPrecision.fp8 else "auto")),
+    ]
+
+
+def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, batch_why: str) -> list[Decision]:
+    """Context, batch limits, memory fraction, features and LoRA: pin, the rule that set it, or the search."""
+    pins, wl, mem = req.pins, req.workload, chosen.mem
+    setting = cons.settings.get
+
+    def by_rule(name: str):
+        return setting(name) and setting(name).rule
+
+    kv_bound = max(1, mem.kv_cache_tokens // sp.mean_len)
+    mnbt = plan.max_num_batched_tokens
+    out = [
+        Decision("max_model_len", plan.max_model_len, "pin" if pins.max_model_len else "search", sp.len_why),
+        _decide("max_num_seqs", plan.max_num_seqs, pins.max_num_seqs is not None, by_rule("max_num_seqs"),
+                f"start {sp.want_seqs}, bounded by KV capacity {mem.kv_cache_tokens:,} tokens / {sp.mean_len} per "
+                f"request = {kv_bound}" + ("" if not chosen.seqs or chosen.seqs == min(sp.want_seqs, kv_bound) else
+                                           f"; the search took {chosen.seqs}, the largest batch that meets the "
+                                           "target")),
+        _decide("max_num_batched_tokens", mnbt, pins.max_num_batched_tokens is not None,
+                by_rule("max_num_batched_tokens"), "") if setting("max_num_batched_tokens") or
+        pins.max_num_batched_tokens else
+        Decision("max_num_batched_tokens", mnbt,
+                 "search" if mnbt > batch_defaults(req.hw.gpu)[0]["max_num_batched_tokens"] else "default",
+                 batch_why, "vllm/engine/arg_utils.py get_batch_defaults"),
+        Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by VLLM_CPU_KVCACHE_SPACE "
+                 "(kv_cache_space_gib) instead") if plan.gpu_memory_utilization is None else
+        _decide("gpu_memory_utilization", plan.gpu_memory_utilization, pins.gpu_memory_utilization is not None,
+                by_rule("gpu_memory_utilization")),
+        _decide("enable_prefix_caching", plan.enable_prefix_caching, pins.enable_prefix_caching is not None,
+                by_rule("enable_prefix_caching")),
+        _decide("enable_chunked_prefill", plan.enable_chunked_prefill, pins.enable_chunked_prefill is not None,
+                by_rule("enable_chunked_prefill")),
+        _decide("speculative", plan.speculative, False, by_rule("speculative")) if setting("speculative") else
+        Decision("speculative", None, "search", "no speculative-decoding rule fired (not a low-batch latency target)"),
+        Decision("max_loras", wl.max_loras, "search", f"workload.max_loras={wl.max_loras}" if wl.max_loras else
+                 "no LoRA adapters in the workload (workload.max_loras)"),
+        Decision("max_lora_rank", plan.max_lora_rank, "search",
+                 f"workload.max_lora_rank={wl.max_lora_rank}" if wl.max_loras else "LoRA off"),
+    ]
+    if chosen.cpu_space is not None:
+        out.append(Decision(
+            "kv_cache_space_gib", chosen.cpu_space, "pin" if pins.kv_cache_space_gib else "search",
+            "given as plan.kv_cache_space_gib" if pins.kv_cache_space_gib else
+            f"room for {sp.want_seqs} requests of {sp.max_model_len} tokens in whole GiB (VLLM_CPU_KVCACHE_SPACE is "
+            "an integer), within the machine's memory after the weights"))
+    else:
+        out.append(Decision("kv_cache_space_gib", None, "search", "GPU plans size the KV cache by "
+                            "gpu_memory_utilization"))
+    return out

@@ -1,0 +1,118 @@
+"""The search's messages: why a candidate lost, why a layout does not fit, and the exit-3 paragraphs (the
+arithmetic of the closest try and what would satisfy the target)."""
+
+import math
+from dataclasses import replace
+from typing import Optional
+
+from planner import memory, slo
+from planner.candidates import cpu_kv_room
+from planner.plan import MemoryBreakdown
+from planner.predict import Estimate
+from planner.rules import Constraints, constraints_for
+from planner.specs import DeviceKind, Dtype, KvPrecision, Quantization, Request
+
+
+def why_not(m: MemoryBreakdown, concurrency: int, mean_len: int) -> str:
+    if not m.startup_headroom_ok:
+        return "gpu_memory_utilization leaves too little for the CUDA context: vLLM would refuse to start"
+    if m.kv_cache_gib <= 0:
+        return (f"weights {m.weights_gib:.1f} GiB + activations {m.activations_gib:.1f} + overhead "
+                f"{m.runtime_overhead_gib:.1f} exceed the usable {m.usable_gib:.1f} GiB per GPU")
+    return f"KV cache holds {m.kv_cache_tokens:,} tokens, fewer than {concurrency} requests x {mean_len} tokens"
+
+
+def explain_no_fit(req: Request, cons: Constraints, tried: list, want_tokens: int, mean_len: int,
+                   concurrency: int) -> str:
+    """Exit 3 for nothing that fits: the closest layout's arithmetic and what would fit (each fix sized)."""
+    from planner.specs import Weights
+
+    gpu, model = req.hw.gpu, req.model
+    if not tried:
+        return (f"No tensor/pipeline layout is possible for {model.name} on hw={req.hw.name} "
+                f"({req.hw.total_gpus} x {gpu.name}). Fix: check plan.tensor_parallel/pipeline_parallel pins.")
+    best = max(tried, key=lambda t: (t.mem.kv_cache_tokens, -t.mem.weights_gib))
+    quant, tp, pp, m = best.quant, best.tp, best.pp, best.mem
+    lines = [
+        f"{model.name} does not fit hw={req.hw.name} ({req.hw.total_gpus} x {gpu.name}, {gpu.memory_gib:.1f} GiB "
+        f"each) with precision={req.precision.name}: the closest layout, TP {tp} x PP {pp} with "
+        f"{'unquantized' if quant is Quantization.none else quant.value} weights, puts {m.weights_gib:.1f} GiB of "
+        f"weights, {m.activations_gib:.1f} GiB of activations and {m.runtime_overhead_gib:.1f} GiB of runtime on "
+        f"each GPU against {m.usable_gib:.1f} GiB usable ({gpu.memory_gib:.1f} GiB x "
+        f"{m.usable_gib / gpu.memory_gib:.2f}), leaving {max(m.kv_cache_gib, 0):.1f} GiB for a KV cache of "
+        f"{m.kv_cache_tokens:,} tokens where {want_tokens:,} are needed ({concurrency} requests x {mean_len} tokens, "
+        f"and at least max_model_len {m.max_model_len:,}).",
+    ]
+    fixes = []
+    util = None if gpu.kind is DeviceKind.cpu else m.usable_gib / gpu.memory_gib
+
+    def works(q: Quantization, t: int, p: int) -> Optional[MemoryBreakdown]:
+        space = cpu_kv_room(req, q, t, p, Dtype.bf16) if gpu.kind is DeviceKind.cpu else None
+        b = memory.breakdown(model, gpu, tp=t, pp=p, dtype=Dtype.bf16, quant=q, kv_dtype=KvPrecision.auto,
+                             max_model_len=m.max_model_len, max_num_seqs=256, max_num_batched_tokens=8192,
+                             gpu_memory_utilization=util, cpu_kv_space_gib=space)
+        return b if b.fits and b.kv_cache_tokens >= want_tokens else None
+
+    # What the hardware runs at all: the rules' choices for the same request with precision=auto.
+    runs = constraints_for(replace(req, precision=replace(req.precision, weights=Weights.auto))).choices
+    for q in (Quantization.fp8, Quantization.awq):
+        if q is not quant and q.value in runs["quantization"] and (b := works(q, tp, pp)):
+            fixes.append(f"precision={'fp8' if q is Quantization.fp8 else 'int4-awq'} ({b.weights_gib:.1f} GiB "
+                         f"of weights per GPU at TP {tp}, KV cache {b.kv_cache_tokens:,} tokens)")
+            break
+    for t in (2, 4, 8, 16):
+        if t * pp > req.hw.total_gpus and model.num_attention_heads % t == 0 and (b := works(quant, t, pp)):
+            fixes.append(f"{t * pp} x {gpu.name} (TP {t}: {b.weights_gib:.1f} GiB of weights per GPU, KV cache "
+                         f"{b.kv_cache_tokens:,} tokens)")
+            break
+    fixes.append(f"a smaller workload or target (target.min_concurrency={req.target.min_concurrency}, "
+                 f"plan.max_model_len)")
+    lines.append(f"Weights total {memory.param_counts(model).total / 1e9:.1f}B parameters. Binding constraint: "
+                 f"memory (weights and KV cache per GPU). Fix: " + "; or ".join(fixes) + ".")
+    return " ".join(lines)
+
+
+def lost(req: Request, e: Estimate, best: Estimate) -> str:
+    """Why a ranked candidate lost to the chosen one (analytic estimates)."""
+    if not e.meets:
+        v = slo.binding(e.violations)
+        return f"misses {v.metric}: {v.value:,.1f} {'>' if slo.upper_bound(v.metric) else '<'} {v.limit:,.1f} (predicted)"
+    obj = req.target.objective.value
+    if e.violations == best.violations and (e.tpot_ms.mean < best.tpot_ms.mean if obj == "latency" else
+                                            e.output_tok_s_per_gpu > best.output_tok_s_per_gpu):
+        return "less preferred format (the rules order formats: accuracy first, quantize late)"
+    if obj == "latency":
+        return f"slower: TPOT {e.tpot_ms.mean:.2f} ms vs {best.tpot_ms.mean:.2f} ms (objective latency, analytic estimates)"
+    if obj == "cost" and e.usd_per_mtok and best.usd_per_mtok:
+        return f"dearer: ${e.usd_per_mtok:.3f}/Mtok vs ${best.usd_per_mtok:.3f} (objective cost)"
+    return (f"less throughput per GPU: {e.output_tok_s_per_gpu:,.0f} vs {best.output_tok_s_per_gpu:,.0f} tok/s "
+            f"(objective {obj})")
+
+
+def chunk_gain(req: Request, ttft_ms: float) -> str:
+    return (f"a larger prefill chunk takes long prompts ({req.workload.max_input_len} tokens) in fewer steps "
+            f"(predicted TTFT {ttft_ms:,.0f} ms)")
+
+
+def explain_slo(req: Request, est: Estimate, others: list[Estimate]) -> str:
+    """Exit 3 for a plan that fits but misses an SLO: the binding constraint (slo.binding, as the plan names it),
+    the best any candidate reached, and what to relax."""
+    t = req.target
+    v = slo.binding(est.violations)
+    name, value, limit = v.metric, v.value, v.limit
+    upper = slo.upper_bound(name)
+    seen = [w.value for e in others for w in e.violations if w.metric == name and math.isfinite(w.value)]
+    best = (min(seen) if upper else max(seen)) if seen else value
+    if not math.isfinite(best):
+        reach, relax = ("every candidate is overloaded at this load (queues grow without bound)",
+                        f"lower the load (workload.request_rate, target.min_request_rate={t.min_request_rate})"
+                        if t.min_request_rate else "lower the load (workload.request_rate / max_concurrency)")
+    else:
+        suggest = math.ceil(best * 1.1) if upper else math.floor(best * 0.9 * 10) / 10
+        reach = f"the best any candidate reaches is {best:,.1f}"
+        relax = f"relax target.{name} (e.g. target.{name}={suggest:g}), lower the load (workload.request_rate / " \
+                "max_concurrency)"
+    return (f"No candidate meets target={t.name} on hw={req.hw.name} for {req.model.name}: the closest plan (shown "
+            f"above) predicts {name} {value:,.1f} against the target's {limit:,.1f} (p{t.percentile:g}); {reach}. "
+            f"Binding constraint: {name}. Fix: {relax}, use faster or more GPUs (e.g. hw=h100x8), or a lower "
+            f"precision (precision=fp8 where the GPU has it).")
