@@ -35,10 +35,14 @@ class Attempt:
 
 
 def local_argv(argv: list[str], port: int) -> list[str]:
-    """The rendered argv with this machine's Python, loopback host and the chosen port."""
+    """The rendered argv with this machine's programs (Python; `vllm` as backends.vllm_cli runs it), loopback host
+    and the chosen port. The flags stay exactly as rendered."""
+    from backends.vllm import LOCAL_PROGRAM
+
+    programs = {"python3": (sys.executable,), "python": (sys.executable,), **LOCAL_PROGRAM}
     out = list(argv)
-    if out and out[0] in ("python3", "python"):
-        out[0] = sys.executable
+    if out and out[0] in programs:
+        out[:1] = programs[out[0]]
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         if flag in out:
             out[out.index(flag) + 1] = value
@@ -112,7 +116,7 @@ def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompt
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
-        model_name = argv[argv.index("--model") + 1] if "--model" in argv else compiled.plan.model_path
+        model_name = compiled.plan.model_path  # what vLLM serves it as (no --served-model-name is rendered)
         lspec = verify.load_spec(doc, base, model_name, req.model.vocab_size, num_prompts=num_prompts,
                                  time_limit_s=max(60.0, ready_timeout_s))
         t0 = time.perf_counter()
