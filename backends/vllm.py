@@ -203,6 +203,9 @@ class VllmBackend:
             metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode)
         return assemble(server, plan, name)
 
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        return ()
+
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:
             return (f"backend=vllm ({VERSION}) has no float32 KV cache beside dtype={plan.dtype.value}: "

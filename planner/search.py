@@ -390,7 +390,7 @@ def _explain_slo(req: Request, est, ranked) -> str:
 def _with_backend(req, cons, backends, *args) -> CompiledPlan:
     """The plan with the first allowed backend whose capability matrix can serve it (backends/base.py
     unsupported); the reasons of those that cannot are kept as alternatives, or raised when none can."""
-    from backends import unsupported
+    from backends import get, unsupported
 
     reasons = []
     for backend in backends:
@@ -398,7 +398,8 @@ def _with_backend(req, cons, backends, *args) -> CompiledPlan:
         reason = unsupported(backend, compiled.plan, req.hw.gpu)
         if reason is None:
             skipped = tuple(Alternative(summary=f"backend={b}", rejected_because=r) for b, r in reasons)
-            return replace(compiled, alternatives=skipped + compiled.alternatives)
+            return replace(compiled, alternatives=skipped + compiled.alternatives,
+                           notes=compiled.notes + get(backend).notes(compiled.plan))  # e.g. TRT-LLM's memory fraction
         reasons.append((backend.value, reason))
     raise InputError("No allowed backend can serve this plan: " + "; ".join(f"{b}: {r}" for b, r in reasons)
                      + ". Fix: backend=auto (or another backend), or change the precision/layout pins the reason "
