@@ -104,6 +104,11 @@ class Backend(Protocol):
         `unsupported()` first: render assumes a supported plan."""
         ...
 
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        """What the user must know about serving `plan` on this engine (the search adds them to the plan's notes;
+        render carries them as Artifacts.warnings). Pure: the same plan, the same notes."""
+        ...
+
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         """Engine-specific constraints between plan values that the matrix cannot express (None: fine)."""
         ...

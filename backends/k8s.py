@@ -5,6 +5,15 @@ Multi-node layout follows the LWS project's examples (kubernetes-sigs/lws docs/e
 docs/examples/sglang/lws.yaml): leader pods labelled role=leader carry the server and the readiness probe, the
 Service selects them, and workers find the leader through $(LWS_LEADER_ADDRESS)
 (api/leaderworkerset/v1/leaderworkerset_types.go: LwsLeaderAddress, LwsGroupSize, LwsWorkerIndex).
+
+Model cache: every pod (Deployment pods, LWS leaders and workers) mounts the PersistentVolumeClaim `hf-cache` at
+HF_CACHE_PATH and sets HF_HOME to it (huggingface_hub keeps its hub cache under $HF_HOME/hub), so a restarted or
+rescheduled pod finds the weights instead of downloading them again. Like the `hf-token` Secret it is created once
+per namespace, sized and classed for the cluster (the checkpoint's size and a storage class that offers
+ReadWriteMany, so replicas and the nodes of a multi-node replica share one download; ReadWriteOnce serves one pod
+on one node): `{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "hf-cache"}, "spec":
+{"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "<checkpoint size + room>"}}}}`. Pods stay
+Pending (event: persistentvolumeclaim "hf-cache" not found) until it exists.
 """
 
 from typing import TYPE_CHECKING, Optional
@@ -17,6 +26,8 @@ if TYPE_CHECKING:  # server imports this module
     from backends.server import Server
 
 SECRET_NAME = "hf-token"  # kubectl create secret generic hf-token --from-literal=HF_TOKEN=...
+CACHE_CLAIM = "hf-cache"  # PersistentVolumeClaim holding the Hugging Face cache (module docstring)
+HF_CACHE_PATH = "/root/.cache/huggingface"  # HF_HOME inside the containers (the engines' images run as root)
 STARTUP_BUDGET_S = 1800  # weights of a 400B model take many minutes to load; liveness waits for the startup probe
 
 
@@ -44,6 +55,7 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
                probes: bool) -> dict:
     env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "HF_TOKEN",
                                                                 "optional": True}}}]
+    env.append({"name": "HF_HOME", "value": HF_CACHE_PATH})  # huggingface_hub constants: HF_HOME, hub cache under it
     env += [{"name": k, "value": v} for k, v in server.env]
     c: dict = {"name": server.backend.value, "image": server.image}
     if command:
@@ -61,7 +73,7 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
         c["startupProbe"] = probe(10, STARTUP_BUDGET_S // 10)
         c["readinessProbe"] = probe(10, 3)
         c["livenessProbe"] = probe(30, 5)
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "hf-cache", "mountPath": HF_CACHE_PATH}]
     if server.files:
         mounts.append({"name": "config", "mountPath": config_dir, "readOnly": True})
     if plan.model_path.startswith("/"):
@@ -71,7 +83,8 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
 
 
 def _volumes(server: "Server", plan: Plan, name: str) -> list[dict]:
-    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
+               {"name": "hf-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}]
     if server.files:
         volumes.append({"name": "config", "configMap": {"name": f"{name}-config"}})
     if plan.model_path.startswith("/"):

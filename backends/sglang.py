@@ -164,6 +164,9 @@ class SglangBackend:
             metrics_path=self.metrics_path, multinode=multinode)
         return assemble(server, plan, name)
 
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        return ()
+
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         if plan.kv_cache_dtype in (KvPrecision.fp16, KvPrecision.float32) and plan.dtype.value != \
                 plan.kv_cache_dtype.value:

@@ -149,8 +149,11 @@ class TgiBackend:
         server = Server(
             backend=self.name, image=IMAGE, command=("text-generation-launcher",), container_command=(),
             args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, warnings=(WARNING,))
+            metrics_path=self.metrics_path, warnings=self.notes(plan))
         return assemble(server, plan, name)
+
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        return (WARNING,)
 
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         if plan.enable_prefix_caching and gpu.compute_capability < 8.0:

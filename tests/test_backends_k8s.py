@@ -78,6 +78,36 @@ def test_two_node_vllm_plan_is_a_leaderworkerset_with_a_ray_cluster(plans):
     assert service["spec"]["selector"] == {"leaderworkerset.sigs.k8s.io/name": "llama3-1-405b-vllm", "role": "leader"}
 
 
+def _pod_specs(obj: dict) -> list[dict]:
+    if obj["kind"] == "Deployment":
+        return [obj["spec"]["template"]["spec"]]
+    tmpl = obj["spec"]["leaderWorkerTemplate"]
+    return [tmpl["leaderTemplate"]["spec"], tmpl["workerTemplate"]["spec"]]
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in ADAPTERS])
+@pytest.mark.parametrize("shape", ["one-node", "two-nodes"])
+def test_every_pod_keeps_the_hf_cache_on_a_persistent_volume(backend, shape, plans):
+    """A restarted pod finds the weights: the cache is a PVC mounted where HF_HOME points, on leaders and workers."""
+    from backends.k8s import CACHE_CLAIM, HF_CACHE_PATH
+
+    req, compiled = plans[shape]
+    plan = dataclasses.replace(compiled.plan, backend=backend)
+    if unsupported(backend, plan, req.hw.gpu):
+        pytest.skip(f"{backend.value} does not serve the {shape} plan")
+    art = get(backend).render(plan, "planner-check")
+    pods = [spec for text in art.k8s.values() for obj in [yaml.safe_load(text)]
+            if obj["kind"] in ("Deployment", "LeaderWorkerSet") for spec in _pod_specs(obj)]
+    assert len(pods) == (1 if plan.nodes == 1 else 2)
+    for spec in pods:
+        volume = next(v for v in spec["volumes"] if v["name"] == "hf-cache")
+        assert volume == {"name": "hf-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}
+        container = spec["containers"][0]
+        assert {"name": "hf-cache", "mountPath": HF_CACHE_PATH} in container["volumeMounts"]
+        assert {"name": "HF_HOME", "value": HF_CACHE_PATH} in container["env"]
+    assert "HF_HOME" not in art.env  # the local launch keeps the user's own cache
+
+
 def test_schema_rejects_what_the_lws_api_rejects():
     bad = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": {"name": "x"},
            "spec": {"leaderWorkerTemplate": {"size": 0, "restartPolicy": "Always",

