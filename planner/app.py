@@ -87,6 +87,11 @@ def run(overrides: list[str]) -> Outcome:
             raise
         if action not in ("launch", "verify") or not opts.force:  # exit 3 shows the closest plan, then what would
             _emit(req, exc.closest, fmt, None)                      # satisfy the target; nothing is launched
+            from planner import fixes
+
+            hint = fixes.checked(overrides, req, exc, rule_set) or "Fix: no single change tried (a relaxed SLO, " \
+                "less load, FP8, another hw preset) meets the target; relax the target further or split the load."
+            exc.args = (f"{exc} {hint}",)
             if action in ("launch", "verify"):
                 exc.args = (f"{exc} Nothing was launched: the prediction says this plan misses its target. Fix: "
                             "relax the target as above, or add force=true to launch the closest plan and measure "
@@ -152,7 +157,7 @@ def _saved_plan(cfg, req, compiled) -> Outcome:
 
 def _act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -> Outcome:
     """Write / render / launch a compiled plan; the plan file and its artifacts sit at `path`."""
-    from planner import document, render
+    from planner import render
 
     if action in ("launch", "verify"):
         if opts.endpoint:

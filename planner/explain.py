@@ -2,7 +2,7 @@
 arithmetic of the closest try and what would satisfy the target)."""
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from planner import memory, slo
@@ -94,25 +94,42 @@ def chunk_gain(req: Request, ttft_ms: float) -> str:
             f"(predicted TTFT {ttft_ms:,.0f} ms)")
 
 
-def explain_slo(req: Request, est: Estimate, others: list[Estimate]) -> str:
+@dataclass(frozen=True)
+class Fix:
+    """A change that might satisfy the target, as overrides; the app re-plans each and offers only those that do."""
+
+    overrides: tuple[str, ...]
+    says: str
+
+
+def explain_slo(req: Request, est: Estimate, others: list[Estimate], quant: Quantization
+                ) -> tuple[str, tuple[Fix, ...]]:
     """Exit 3 for a plan that fits but misses an SLO: the binding constraint (slo.binding, as the plan names it),
-    the best any candidate reached, and what to relax."""
-    t = req.target
+    the best any candidate reached, and the fixes to try (checked by re-planning before they are shown)."""
+    t, wl = req.target, req.workload
     v = slo.binding(est.violations)
     name, value, limit = v.metric, v.value, v.limit
+    field = slo.LIMITS[name][0]  # the target's field for this metric
     upper = slo.upper_bound(name)
     seen = [w.value for e in others for w in e.violations if w.metric == name and math.isfinite(w.value)]
     best = (min(seen) if upper else max(seen)) if seen else value
+    fixes = []
     if not math.isfinite(best):
-        reach, relax = ("every candidate is overloaded at this load (queues grow without bound)",
-                        f"lower the load (workload.request_rate, target.min_request_rate={t.min_request_rate})"
-                        if t.min_request_rate else "lower the load (workload.request_rate / max_concurrency)")
+        reach = "every candidate is overloaded at this load (queues grow without bound)"
     else:
         suggest = math.ceil(best * 1.1) if upper else math.floor(best * 0.9 * 10) / 10
         reach = f"the best any candidate reaches is {best:,.1f}"
-        relax = f"relax target.{name} (e.g. target.{name}={suggest:g}), lower the load (workload.request_rate / " \
-                "max_concurrency)"
-    return (f"No candidate meets target={t.name} on hw={req.hw.name} for {req.model.name}: the closest plan (shown "
-            f"above) predicts {name} {value:,.1f} against the target's {limit:,.1f} (p{t.percentile:g}); {reach}. "
-            f"Binding constraint: {name}. Fix: {relax}, use faster or more GPUs (e.g. hw=h100x8), or a lower "
-            f"precision (precision=fp8 where the GPU has it).")
+        fixes.append(Fix((f"target.{field}={suggest:g}",), f"relax target.{field} to {suggest:g}"))
+    if wl.request_rate:
+        fixes.append(Fix((f"workload.request_rate={wl.request_rate * 0.5:g}",), "halve the load"))
+    elif t.min_request_rate:
+        fixes.append(Fix((f"target.min_request_rate={t.min_request_rate * 0.5:g}",), "halve the rate to sustain"))
+    elif wl.max_concurrency:
+        fixes.append(Fix((f"workload.max_concurrency={max(1, wl.max_concurrency // 2)}",), "halve the concurrency"))
+    if quant is Quantization.none and req.precision.weights.value == "auto":
+        fixes.append(Fix(("precision=fp8",), "FP8 weights and KV cache"))
+    message = (f"No candidate meets target={t.name} on hw={req.hw.name} for {req.model.name}: the closest plan "
+               f"(shown above) predicts {name} {value:,.1f} against the target's {limit:,.1f}"
+               f"{f' (p{t.percentile:g})' if name in ('ttft_ms', 'tpot_ms', 'e2e_latency_ms') else ''}; {reach}. "
+               f"Binding constraint: {name}.")
+    return message, tuple(fixes)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from planner import perf, slo
+from planner import perf, slo, steady
 from planner.plan import Brief, Dist, OfferedLoad, Prediction, Violation
 from planner.specs import Objective, Request
 
@@ -83,7 +83,7 @@ class Grid:
 
 def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max_num_batched_tokens,
                kv_capacity_seqs, prefix_caching: bool, explicit: bool,
-               spec: Optional[perf.Speculation] = None) -> Grid:
+               spec: Optional[steady.Speculation] = None) -> Grid:
     """The analytic steady state and the SLO verdict of every candidate in one numpy pass. Arrays have an entry per
     candidate; the load each replica sees is the workload's split over its replicas (`explicit`) or, for a
     throughput objective with no load given, a full batch (max_num_seqs requests in flight), as slo.offered."""
@@ -100,7 +100,7 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
         else:
             conc = np.ceil(total_conc / replicas)
     prefix = wl.shared_prefix_len if prefix_caching else 0
-    s = perf.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
+    s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
                           prefix_cached=prefix, spec=spec)
@@ -139,7 +139,7 @@ def _dist(values: np.ndarray, percentile: float) -> Dist:
 
 def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad, max_num_seqs: int,
                          max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-                         prefix_caching: bool, spec: Optional[perf.Speculation] = None) -> Estimate:
+                         prefix_caching: bool, spec: Optional[steady.Speculation] = None) -> Estimate:
     """Refine a candidate with the discrete-event simulation of one replica under `load`: the distributions of
     TTFT, TPOT and E2E (the target's percentile among them), throughput, and the verdict at that percentile."""
     from planner import simulate
@@ -157,7 +157,7 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
 
     def step_time(st) -> float:
-        return float(perf._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+        return float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
                                      st.prefill_tokens, st.prefill_context))
 
     arrivals = simulate.Arrivals(request_rate=load.request_rate_rps, burstiness=wl.burstiness,

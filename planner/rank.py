@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from planner import perf, predict, slo
+from planner import perf, predict, slo, steady
 from planner.candidates import Sized, Space, fits, size
 from planner.plan import FrontPoint, SearchStats
 from planner.rules import Constraints
@@ -70,7 +70,7 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     (a QPS target) x max_num_seqs ladder. Returns each layout and format's best candidate in rank-key order, the
     Pareto front of output tok/s per GPU against TPOT, and counts of what was scored."""
     explicit = slo.explicit_load(req)
-    spec = perf.speculation(cons.setting("speculative"), req.hw.gpu.name)
+    spec = steady.speculation(cons.setting("speculative"), req.hw.gpu.name)
     qps = req.target.min_request_rate is not None
     chunks = chunk_ladder(req, cons, sp)
     layouts, models, rows = [], [], []  # rows: (layout, replicas, seqs)
@@ -128,7 +128,7 @@ def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:
     est = predict.simulate_percentiles(
         req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), max_num_seqs=seqs,
         max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
-        prefix_caching=sp.enable_prefix_caching, spec=perf.speculation(cons.setting("speculative"),
+        prefix_caching=sp.enable_prefix_caching, spec=steady.speculation(cons.setting("speculative"),
                                                                       req.hw.gpu.name))
     return Ranked(t, est)
 

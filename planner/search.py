@@ -52,5 +52,6 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                alternatives=others + candidates.backend_alternatives(chosen) + compiled.alternatives,
                                pareto_front=front, search=stats))
     if not est.meets:
-        raise NoFeasiblePlan(explain.explain_slo(req, est, [r.est for r in ranked]), closest=compiled)
+        message, fixes = explain.explain_slo(req, est, [r.est for r in ranked], chosen.quant)
+        raise NoFeasiblePlan(message, closest=compiled, fixes=fixes)
     return compiled

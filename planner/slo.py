@@ -121,13 +121,3 @@ def offered(req: Request, replicas: int, max_num_seqs: int) -> OfferedLoad:
     if rate:
         return OfferedLoad(rate / replicas, None, replicas, source)
     return OfferedLoad(None, math.ceil(conc / replicas), replicas, source)
-
-
-def validate_percentile(percentile: float) -> Optional[str]:
-    """A problem paragraph when the target's percentile is one the simulation does not predict, else None."""
-    lo, hi = PERCENTILE_RANGE
-    if lo <= percentile <= hi:
-        return None
-    return (f"target.percentile={percentile:g}: the planner predicts percentiles from {lo:g} to {hi:g} (its "
-            f"simulation runs at least 120 requests per replica, too few for the tail beyond p{hi:g}), and "
-            f"verification checks the same one. Fix: target.percentile=90 (or 50, 95, 99).")

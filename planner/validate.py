@@ -6,6 +6,7 @@ Every problem becomes one paragraph (field=value, what is wrong, Fix:), and all 
 from typing import Callable, Optional
 
 from planner.errors import InputError
+from planner.slo import PERCENTILE_RANGE
 from planner.specs import Request
 
 # (field path, test, what it must be). Paths start at the Request; None values are skipped (None = unbounded).
@@ -24,7 +25,9 @@ _BOUNDS: list[tuple[str, Callable[[float], bool], str]] = [
     *[(f"target.{f}", lambda v: v > 0, "a positive number, or null for no bound") for f in (
         "ttft_ms", "tpot_ms", "e2e_latency_ms", "min_request_rate", "min_output_throughput_tok_s",
         "max_usd_per_hour")],
-    ("target.percentile", lambda v: 0 < v <= 100, "a percentile in (0, 100]"),
+    ("target.percentile", lambda v: PERCENTILE_RANGE[0] <= v <= PERCENTILE_RANGE[1],
+     f"a percentile from {PERCENTILE_RANGE[0]:g} to {PERCENTILE_RANGE[1]:g}, the ones the planner's simulation "
+     "predicts (at least 120 requests per replica) and verification checks"),
     ("target.min_concurrency", lambda v: v >= 1, "a positive integer"),
     ("workload.input_len", lambda v: v >= 1, "a positive number of tokens"),
     ("workload.output_len", lambda v: v >= 1, "a positive number of tokens"),

@@ -40,7 +40,8 @@ def _none_left(cwd) -> None:
 
 def test_plan_launch_verify_report_teardown(tmp_path):
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
-                          "action=verify", "num_prompts=16", "workload.output_len=64", "workload.input_len=128"],
+                          "action=verify", "num_prompts=16", "workload.output_len=64", "workload.input_len=128",
+                          "out=plans/tiny-llama-cpu-best-effort.yaml"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     outdir = tmp_path / "plans" / "tiny-llama-cpu-best-effort"
@@ -64,7 +65,8 @@ def test_kill_9_while_serving_exits_4_with_the_log_tail_and_no_orphans(tmp_path)
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
-                             "action=launch", "num_prompts=4", "workload.output_len=16", "workload.input_len=32"],
+                             "action=launch", "num_prompts=4", "workload.output_len=16", "workload.input_len=32",
+                             "out=plans/tiny-llama-cpu-best-effort.yaml"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         report = tmp_path / "plans" / "tiny-llama-cpu-best-effort" / "report.json"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from planner import perf, search, slo
+from planner import perf, search, slo, steady
 from planner.errors import NoFeasiblePlan
 from planner.specs import Dtype, KvPrecision, Quantization
 
@@ -47,14 +47,14 @@ def test_h200_decodes_faster_than_h100_at_the_same_flops():
 
 @pytest.mark.parametrize("rate", [1.0, 4.0])
 def test_open_loop_below_capacity_serves_the_offered_load(rate):
-    s = perf.steady_state(step_model(), 512, 256, max_num_seqs=256, max_num_batched_tokens=8192,
+    s = steady.steady_state(step_model(), 512, 256, max_num_seqs=256, max_num_batched_tokens=8192,
                           kv_capacity_seqs=500, rate=rate)
     assert not s.saturated and s.output_tok_s == pytest.approx(rate * 256, rel=1e-6)
     assert s.batch == pytest.approx(rate * 256 * s.step_s, rel=0.2)  # Little's law: in flight = rate x time
 
 
 def test_open_loop_above_capacity_is_saturated():
-    s = perf.steady_state(step_model(), 512, 256, max_num_seqs=8, max_num_batched_tokens=8192,
+    s = steady.steady_state(step_model(), 512, 256, max_num_seqs=8, max_num_batched_tokens=8192,
                           kv_capacity_seqs=500, rate=500.0)
     assert s.saturated and s.ttft_s == float("inf")
 
@@ -99,16 +99,16 @@ def test_explicit_load_is_used_per_replica():
 
 def test_speculation_emits_the_expected_tokens_per_step():
     # Leviathan et al. 2023: E = (1 - a^(k+1)) / (1 - a); a = 0.7, k = 3 → 2.533 tokens per verification step.
-    s = perf.Speculation(k=3, acceptance=0.7, draft_layers=1)
+    s = steady.Speculation(k=3, acceptance=0.7, draft_layers=1)
     assert s.tokens_per_step == pytest.approx((1 - 0.7**4) / 0.3)
 
 
 def test_speculative_decoding_cuts_low_batch_tpot():
     sm = step_model()
-    plain = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
+    plain = steady.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
                               concurrency=4)
-    spec = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
-                             concurrency=4, spec=perf.Speculation(k=3, acceptance=0.7, draft_layers=1))
+    spec = steady.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=2048, kv_capacity_seqs=500,
+                             concurrency=4, spec=steady.Speculation(k=3, acceptance=0.7, draft_layers=1))
     assert 1.5 < plain.tpot_s / spec.tpot_s < 2.6
 
 
@@ -116,9 +116,9 @@ def test_batch_ladder_is_scored_in_one_call():
     import numpy as np
 
     sm = step_model()
-    ladder = perf.steady_state(sm, 512, 256, max_num_seqs=np.array([8.0, 64.0, 256.0]), max_num_batched_tokens=8192,
+    ladder = steady.steady_state(sm, 512, 256, max_num_seqs=np.array([8.0, 64.0, 256.0]), max_num_batched_tokens=8192,
                                kv_capacity_seqs=1000.0)
-    one = perf.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=8192, kv_capacity_seqs=1000.0)
+    one = steady.steady_state(sm, 512, 256, max_num_seqs=64, max_num_batched_tokens=8192, kv_capacity_seqs=1000.0)
     assert ladder.output_tok_s[1] == pytest.approx(one.output_tok_s)
     assert list(ladder.output_tok_s) == sorted(ladder.output_tok_s)  # bigger batches, more throughput
 

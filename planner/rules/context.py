@@ -15,6 +15,8 @@ from planner.specs import BackendSpec, GpuSpec, HwSpec, ModelSpec, Pins, Precisi
 # Derived values: name → what it is (the docs table lists them).
 DERIVED = {
     "weights_gib_bf16": "GiB of the whole model's weights in bf16 (all experts)",
+    "weights_gib_checkpoint": "GiB of the whole model's weights in the checkpoint's own format (bf16, or its "
+                              "quantization: FP8, INT4 ...), as the engine loads them on one GPU",
     "usable_gib_per_gpu": "GiB vLLM may use per GPU at its default utilization (0.92)",
     "gpus_needed_bf16": "GPUs whose usable memory the bf16 weights need, at the least",
     "context_len": "tokens of context the plan will serve (pins.max_model_len, workload.max_model_len, or the "
@@ -56,6 +58,19 @@ def _flat(obj) -> dict:
             if not dataclasses.is_dataclass(getattr(obj, f.name))}
 
 
+def _checkpoint_gib(m: ModelSpec, bf16_gib: float) -> float:
+    """The whole model's weights in its checkpoint's format (a quantized checkpoint loads quantized)."""
+    from planner.specs import Dtype, Quantization
+
+    try:
+        quant = Quantization(m.quantization) if m.quantization else Quantization.none
+    except ValueError:
+        return bf16_gib
+    if quant is Quantization.none:
+        return bf16_gib
+    return memory.weight_bytes_per_gpu(m, 1, 1, Dtype.bf16, quant) / memory.GIB
+
+
 def build(req: Request) -> dict:
     """The context a rule is evaluated against."""
     m, gpu, wl, pins = req.model, req.hw.gpu, req.workload, req.pins
@@ -68,6 +83,7 @@ def build(req: Request) -> dict:
     kv_bytes = memory.kv_bytes_per_token(m, "bf16")
     derived = {
         "weights_gib_bf16": weights,
+        "weights_gib_checkpoint": _checkpoint_gib(m, weights),
         "usable_gib_per_gpu": usable,
         "gpus_needed_bf16": float(math.ceil(weights / usable)) if usable > 0 else 0.0,
         "context_len": float(context_len),

@@ -1,0 +1,126 @@
+"""The analytic steady state of one replica: Little's law over the step model (planner/perf.py), for a closed loop
+of requests in flight or an open loop at a rate, with speculative decoding's tokens per step; every batch limit
+may be a numpy array (one entry per candidate of the search)."""
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from planner.fastyaml import FAST_LOADER
+from planner.perf import StepModel
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding as the step model sees it: each decode step verifies k drafted tokens per sequence
+    and emits E = (1 - a^(k+1)) / (1 - a) tokens on average (a = per-token acceptance; Leviathan et al. 2023,
+    "Fast Inference from Transformers via Speculative Decoding", eq. 1); the drafter costs `draft_layers` decoder
+    layers per drafted token (an EAGLE/MTP head is one layer; n-gram lookup costs nothing on the GPU)."""
+
+    k: int
+    acceptance: float
+    draft_layers: float
+
+    @property
+    def tokens_per_step(self) -> float:
+        a = self.acceptance
+        return (1 - a ** (self.k + 1)) / (1 - a) if a < 1 else float(self.k + 1)
+
+
+def speculation(spec: Optional[dict], gpu_name: str) -> Optional[Speculation]:
+    """The plan's speculative config as a Speculation, with the acceptance figures of conf/calibration."""
+    if not spec:
+        return None
+    folder = resources.files("conf").joinpath("calibration")
+    table = yaml.load(folder.joinpath("perf-default.yaml").read_text(), Loader=FAST_LOADER)["speculative"]
+    method = str(spec.get("method"))
+    row = table.get(method) or table["eagle"]
+    return Speculation(k=int(spec.get("num_speculative_tokens", 1)), acceptance=float(row["acceptance_rate"]),
+                       draft_layers=float(row["draft_layers"]))
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Mean behaviour of one replica at the offered load (analytic; percentiles come from the simulation).
+    Fields are floats for scalar inputs and numpy arrays when the batch limits are arrays."""
+
+    batch: object  # running sequences per step
+    step_s: object
+    tpot_s: object
+    ttft_s: object
+    output_tok_s: object  # per replica
+    request_rps: object  # per replica
+    saturated: object  # the load exceeds what the replica serves: queues grow
+
+
+def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
+    """Step time with speculation: every running sequence verifies k + 1 tokens, and the drafter runs k times."""
+    if spec is None:
+        return sm.step_seconds(b, b * ctx, p, pctx)
+    verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx)
+    layers = sm.model.num_hidden_layers
+    draft = spec.k * spec.draft_layers / layers * (sm.step_seconds(b, b * ctx, 0, 0)
+                                                   - sm._consts["cal"].engine_seconds(b, 0))
+    return verify + draft
+
+
+def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_seqs, max_num_batched_tokens,
+                 kv_capacity_seqs, concurrency: Optional[float] = None, rate: Optional[float] = None,
+                 prefix_cached: float = 0.0, spec: Optional[Speculation] = None) -> SteadyState:
+    """Fixed point of Little's law for one replica: either a closed loop of `concurrency` requests, or an open
+    loop at `rate` requests/s (Poisson), or (neither) as many requests as the batch limits hold. The batch limits
+    may be numpy arrays (one entry per candidate): the search scores a whole ladder of batch sizes in one call."""
+    scalar = np.ndim(max_num_seqs) == 0 and np.ndim(max_num_batched_tokens) == 0 and np.ndim(kv_capacity_seqs) == 0
+    seqs = np.asarray(max_num_seqs, dtype=float)
+    budget = np.asarray(max_num_batched_tokens, dtype=float)
+    cap = np.maximum(1.0, np.minimum(seqs, np.asarray(kv_capacity_seqs, dtype=float)))
+    prefill = max(input_len - prefix_cached, 1.0)
+    ctx = input_len + output_len / 2
+    per_step = spec.tokens_per_step if spec else 1.0
+    steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
+
+    def step(b, p=None):
+        p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
+        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float)
+
+    def first_token(b, t):
+        """A new request waits for the running step to end (half a step on average), then its prompt goes in
+        chunks of what the budget leaves; the steps that carry it hold at least its own chunk of prefill."""
+        chunk = np.maximum(budget - b, 1.0)
+        own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
+        return 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
+
+    if rate is None:
+        b = cap if concurrency is None else np.minimum(cap, concurrency)
+        t = step(b)
+        ttft = first_token(b, t)
+        e2e = ttft + (steps_out - 1) * t
+        rps = b / e2e
+        conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
+        waiting = conc > cap
+        ttft = np.where(waiting, ttft + (conc / cap - 1) * e2e, ttft)
+        out = SteadyState(b, t, t / per_step, ttft, rps * output_len, rps, waiting)
+    else:
+        b = np.ones_like(cap)
+        for _ in range(60):
+            t = step(b)
+            nb = np.minimum(cap, rate * steps_out * t + rate * t * np.ceil(prefill / budget))
+            done = np.all(np.abs(nb - b) < 1e-3 * np.maximum(b, 1.0))
+            b = 0.5 * (b + nb)
+            if done:
+                break
+        t = step(b)
+        capacity_rps = cap / (steps_out * step(cap))
+        saturated = rate > capacity_rps
+        service = first_token(b, t)
+        rho = np.minimum(rate / capacity_rps, 0.999)
+        ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
+        served = np.minimum(rate, capacity_rps)
+        out = SteadyState(b, t, t / per_step, ttft, served * output_len, served, saturated)
+    if scalar:
+        return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
+                                                             out.output_tok_s, out.request_rps, out.saturated)))
+    return out
