@@ -311,6 +311,16 @@ def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -
     return int(kv_budget_bytes // (block_size * bytes_per_token)) * block_size
 
 
+def _cpu_budgets(total: float, weights: list[float], world: int, pp: int, cpu_kv_space_gib: Optional[int]):
+    """vLLM CPU: each worker gets VLLM_CPU_KVCACHE_SPACE for KV, if every worker's weights and space fit the
+    planner's share of the machine's memory; no activation or CUDA-graph terms. (usable, budgets, acts, overhead,
+    headroom_ok) as breakdown uses them."""
+    usable = total * engine_constants()["cpu_memory_fraction"]
+    space = (cpu_kv_space_gib or 0) * GIB
+    fits_ram = (max(weights) + space) * world <= usable
+    return usable, [space if fits_ram else 0.0] * pp, [0.0] * pp, 0.0, True
+
+
 def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, quant: Quantization,
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
@@ -338,14 +348,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     lora = lora_bytes_per_gpu(m, tp, pp, dtype, max_loras, max_lora_rank)
     weights = [w + lora + (vision_bytes_per_gpu(m, tp, dtype) if s == 0 else 0.0) for s, w in enumerate(weights)]
     layers = pp_partition(m.num_hidden_layers, pp)
-    headroom_ok = True
     if on_cpu:
-        usable = total * consts["cpu_memory_fraction"]
-        space = (cpu_kv_space_gib or 0) * GIB
-        fits_ram = (max(weights) + space) * world <= usable
-        budgets = [space if fits_ram else 0.0] * pp
-        acts = [0.0] * pp
-        overhead = 0.0
+        usable, budgets, acts, overhead, headroom_ok = _cpu_budgets(total, weights, world, pp, cpu_kv_space_gib)
     else:
         util = gpu_memory_utilization or 0.0
         usable = math.ceil(total * util)

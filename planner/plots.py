@@ -29,6 +29,7 @@ def output_rate(records, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write(result, report, outdir: Path) -> list[Path]:
+    """latency_cdf.png, over_time.png and predicted_vs_measured.png under `outdir`, in that order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +38,17 @@ def write(result, report, outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     ok = [r for r in result.records if r.ok]
     paths = []
+    for name, draw in (("latency_cdf.png", _cdfs), ("over_time.png", _over_time),
+                       ("predicted_vs_measured.png", _versus)):
+        fig = draw(plt, ok, report)
+        fig.tight_layout()
+        paths.append(outdir / name)
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    return paths
 
+
+def _cdfs(plt, ok, report):
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     series = {"TTFT": [r.ttft_s * 1e3 for r in ok],
               "TPOT": [(r.e2e_s - r.ttft_s) / (r.output_tokens - 1) * 1e3 for r in ok if r.output_tokens > 1],
@@ -55,11 +66,10 @@ def write(result, report, outdir: Path) -> list[Path]:
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{report.plan}: latency CDFs")
-    fig.tight_layout()
-    paths.append(outdir / "latency_cdf.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    return fig
 
+
+def _over_time(plt, ok, report):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
     if ok:
         edges, rate = output_rate(ok, bins=max(5, min(30, len(ok) // 4)))
@@ -72,11 +82,10 @@ def write(result, report, outdir: Path) -> list[Path]:
     a2.set_ylabel("TTFT (ms)")
     a2.grid(alpha=0.3)
     fig.suptitle(f"{report.plan}: throughput and TTFT over time")
-    fig.tight_layout()
-    paths.append(outdir / "over_time.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    return fig
 
+
+def _versus(plt, ok, report):
     rows = list(report.predicted_vs_measured)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if rows:
@@ -87,8 +96,4 @@ def write(result, report, outdir: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.legend()
     ax.set_title(f"{report.plan}: predicted vs measured")
-    fig.tight_layout()
-    paths.append(outdir / "predicted_vs_measured.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
-    return paths
+    return fig

@@ -115,15 +115,7 @@ def parse(raw: Any, origin: str) -> Rule:
             problems.append(f"match pattern {p!r} is not a valid regular expression ({exc})")
     if kind == "troubleshoot" and not patterns and not raw.get("symptom"):
         problems.append("a troubleshoot rule needs 'match' (log regexes) or 'symptom'")
-    remedies = []
-    for r in raw.get("remedies") or ():
-        if not isinstance(r, dict) or "says" not in r:
-            problems.append("each remedy needs 'says' (and optional 'overrides': [key=value, ...])")
-            continue
-        relaunch, problem = _relaunch(r.get("relaunch"))
-        if problem:
-            problems.append(problem)
-        remedies.append(Remedy(overrides=tuple(r.get("overrides") or ()), says=str(r["says"]), relaunch=relaunch))
+    remedies = _remedies(raw.get("remedies") or (), problems)
     if problems:
         raise InputError(f"rule {rid} ({origin}): " + "; ".join(problems) + ". Fix: correct the rule file.")
     return Rule(id=rid, why=" ".join(str(raw["why"]).split()), source=str(raw["source"]), kind=kind,
@@ -131,6 +123,20 @@ def parse(raw: Any, origin: str) -> Rule:
                 match=patterns, symptom=raw.get("symptom"), remedies=tuple(remedies),
                 examples=dict(raw.get("examples") or {}), decides=tuple(raw.get("decides") or ()), origin=origin,
                 fatal=bool(raw.get("fatal", False)))
+
+
+def _remedies(raw: Any, problems: list[str]) -> list[Remedy]:
+    """A troubleshooting rule's remedies; what is wrong with them is appended to `problems`."""
+    remedies = []
+    for r in raw:
+        if not isinstance(r, dict) or "says" not in r:
+            problems.append("each remedy needs 'says' (and optional 'overrides': [key=value, ...])")
+            continue
+        relaunch, problem = _relaunch(r.get("relaunch"))
+        if problem:
+            problems.append(problem)
+        remedies.append(Remedy(overrides=tuple(r.get("overrides") or ()), says=str(r["says"]), relaunch=relaunch))
+    return remedies
 
 
 def _relaunch(raw: Any) -> tuple[Optional[Relaunch], str]:
