@@ -265,13 +265,21 @@ class Server:
         self._threads[0].join(timeout_s)
 
     def _probe(self, client) -> bool:
+        """Both URLs answer 200; a 401 from models_url fails at once (vLLM 0.32 guards /v1 when --api-key or
+        VLLM_API_KEY is set: serve/middleware/register.py:32, authenticate.py:60; waiting never fixes that)."""
         import httpx
 
         try:
-            return (client.get(self.spec.health_url).status_code == 200
-                    and client.get(self.spec.models_url).status_code == 200)
+            status = client.get(self.spec.health_url).status_code
+            status = client.get(self.spec.models_url).status_code if status == 200 else None
         except httpx.HTTPError:
             return False
+        if status == 401:
+            raise self._failure(f"the server (pid {self._proc.pid}) serves, but {self.spec.models_url} answered 401 "
+                                "Unauthorized: it wants an API key (--api-key or VLLM_API_KEY in its environment)",
+                                " Fix: unset VLLM_API_KEY and drop --api-key before launching; the planner's load "
+                                "generator sends no key.")
+        return status == 200
 
     def wait_ready(self, progress: bool = True) -> float:
         """Poll health_url, then models_url, until both answer 200; return the seconds since start.

@@ -112,7 +112,7 @@ def test_schema_rejects_what_the_lws_api_rejects():
     bad = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": {"name": "x"},
            "spec": {"leaderWorkerTemplate": {"size": 0, "restartPolicy": "Always",
                                              "workerTemplate": {"spec": {"containers": [{"name": "c"}]}}}}}
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="0 is less than the minimum of 1"):
         jsonschema.validate(bad, LWS_SCHEMA)
 
 

@@ -16,7 +16,7 @@ with compose.Composer() as _c:
                                           for o in OPTIONS[g] if (g, o) not in (("model", "hf"),)])
 def test_every_option_composes_into_a_request(req, group, option):
     r = req(f"{group}={option}")
-    assert getattr(r, group).name == option or (group == "hw" and option == "auto")
+    assert getattr(r, group).name == option
 
 
 def test_defaults_are_llama3_70b_on_h100x4(req):

@@ -133,12 +133,36 @@ def test_metrics_scraping_collects_a_time_series():
     assert max(s.values["vllm:num_requests_running"] for s in series) >= 1
 
 
+def test_unknown_model_fails_every_request_with_vllms_404(caplog):
+    with running(StubConfig(served_model_names=("org/served",))) as (url, stub), \
+            caplog.at_level("WARNING", logger="planner.loadgen"):
+        result = run_sync(spec(url, model="org/other", num_prompts=4, warmup=1))
+    s = result.summary()
+    assert (s["completed"], s["failed"], s["output_throughput"]) == (0, 4, 0.0)
+    body = ('{"error": {"message": "The model `org/other` does not exist. Valid aliases: org/served.", '
+            '"type": "NotFoundError", "param": "model", "code": 404}}')
+    assert result.errors() == [f"_ServerError: HTTP 404 from {url}/v1/completions: {body}"] * 4
+    assert "all 1 warmup requests failed" in caplog.text and "does not exist" in caplog.text
+    assert stub.stats.completions == 0
+
+
+def test_a_request_without_the_key_gets_401_but_metrics_stay_open():
+    with running(StubConfig(api_key="sk-needed")) as (url, stub):
+        result = run_sync(spec(url, num_prompts=4, warmup=0, request_rate=20, burstiness=math.inf,
+                               scrape_metrics_every_s=0.02))  # sends over 0.15 s: time for scrapes
+    assert result.summary()["failed"] == 4
+    assert all(e.endswith('HTTP 401 from ' + url + '/v1/completions: {"error": "Unauthorized"}')
+               for e in result.errors()), result.errors()
+    assert stub.stats.metrics_scrapes >= 1 and len(result.metrics_series) >= 1, "/metrics is not guarded by vLLM"
+
+
 def test_api_key_is_sent_and_never_kept(monkeypatch):
     monkeypatch.setenv("STUB_KEY", "sk-secret-123")
-    with running(StubConfig()) as (url, stub):
+    with running(StubConfig(api_key="sk-secret-123")) as (url, stub):
         load = spec(url, num_prompts=2, api_key_env="STUB_KEY", warmup=1)
         result = run_sync(load)
     assert stub.stats.authorization == ["Bearer sk-secret-123"] * 3
+    assert result.summary()["completed"] == 2 and stub.stats.refused == [], "the stub checked the key and took it"
     for text in (repr(load), repr(result), json.dumps(result.summary())):
         assert "sk-secret" not in text
 

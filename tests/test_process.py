@@ -130,6 +130,35 @@ def test_readiness_timeout_is_launch_failed_naming_it(tmp_path):
     assert not server.alive() and server.leftovers() == []
 
 
+def stub_spec(tmp_path, env: dict, timeout_s: float = 20) -> process.LaunchSpec:
+    """The strict stub (tests/stub_server.py) as a server process; like vLLM it reads VLLM_API_KEY."""
+    port = process.free_port()
+    url = f"http://127.0.0.1:{port}"
+    return process.LaunchSpec(argv=(sys.executable, str(FAKES.parent / "stub_server.py"), "--port", str(port),
+                                    "--max-seconds", "60"), env=env, log_path=tmp_path / "server.log",
+                              health_url=url + "/health", models_url=url + "/v1/models", ready_timeout_s=timeout_s)
+
+
+@pytest.mark.parametrize("env, ready", [
+    pytest.param({"VLLM_API_KEY": ""}, True, id="no-key-ready"),
+    pytest.param({"VLLM_API_KEY": "sk-inherited"}, False, id="key-in-env-fails-fast"),
+])
+def test_readiness_against_the_strict_stub(tmp_path, monkeypatch, env, ready):
+    """A server behind an API key answers /health but 401 on /v1/models: readiness says so at once instead of
+    polling until ready_timeout_s and then blaming a slow start (it did, before)."""
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    with process.Server(stub_spec(tmp_path, env, timeout_s=20)) as server:
+        t0 = time.monotonic()
+        if ready:
+            assert server.wait_ready(progress=False) < 20
+        else:
+            with pytest.raises(LaunchFailed, match=r"/v1/models answered 401 Unauthorized: it wants an API key.*"
+                                                   r"Fix: unset VLLM_API_KEY"):
+                server.wait_ready(progress=False)
+            assert time.monotonic() - t0 < 10, "failed at once, not after the timeout"
+    assert server.leftovers() == []
+
+
 def test_non_loopback_readiness_url_is_refused(tmp_path):
     with pytest.raises(InputError, match="health_url/models_url=http://10.0.0.1:8000/health"):
         process.LaunchSpec(argv=("x",), env={}, log_path=tmp_path / "l", health_url="http://10.0.0.1:8000/health",

@@ -230,7 +230,7 @@ def test_same_seed_same_result_and_another_seed_differs():
 
 def test_results_are_frozen():
     result = run([10], [4])
-    with pytest.raises(FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError, match="cannot assign to field 'steps'"):
         result.steps = 0
     with pytest.raises(ValueError, match="read-only"):
         result.ttft_s[0] = 0.0

@@ -15,6 +15,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 from stub_server import StubConfig, running  # noqa: E402
 
 
+SERVED = ("meta-llama/Meta-Llama-3-8B-Instruct",)
+"""What vLLM serves for a llama3-8b plan: --served-model-name defaults to --model, the checkpoint (hf_repo in
+conf/model/llama3-8b.yaml), written here as a literal so a wrong name in the plan fails the test."""
+
+
+def stub(**behaviour) -> StubConfig:
+    """The strict stub serving the llama3-8b checkpoint, as vLLM would for these plans."""
+    return StubConfig(**{"served_model_names": SERVED, **behaviour})
+
+
 def _plan(tmp_path, *overrides):
     out = run_cli("model=llama3-8b", "hw=h100x1", f"out={tmp_path}/p.yaml", *overrides, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -27,9 +37,10 @@ def _plan(tmp_path, *overrides):
 ])
 def test_verify_a_running_server(tmp_path, token_ms, code, verdict):
     plan = _plan(tmp_path, "target=latency", "workload.output_len=16", "workload.input_len=32")
-    with running(StubConfig(token_delay_ms=token_ms, first_token_delay_ms=5)) as (url, _stub):
+    with running(stub(token_delay_ms=token_ms, first_token_delay_ms=5)) as (url, server):
         out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", cwd=tmp_path)
     assert out.returncode == code, out.stdout[-2000:] + out.stderr[-2000:]
+    assert [p["model"] for p in server.stats.payloads] == [SERVED[0]] * 10, "warmup 2 + 8, all naming the plan's"
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report["passed"] is verdict and report["summary"]["completed"] == 8
     tpot = next(c for c in report["checks"] if "tpot" in c["metric"])
@@ -79,7 +90,7 @@ def test_only_vllm_launches_here():
 
 def test_rate_sweep_finds_the_highest_goodput_under_the_slo(tmp_path):
     plan = _plan(tmp_path, "target=latency", "workload.output_len=8", "workload.input_len=16")
-    with running(StubConfig(token_delay_ms=1, first_token_delay_ms=2)) as (url, _stub):
+    with running(stub(token_delay_ms=1, first_token_delay_ms=2)) as (url, _stub):
         out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", "sweep=true",
                       cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -92,10 +103,12 @@ def test_rate_sweep_finds_the_highest_goodput_under_the_slo(tmp_path):
 
 def test_report_carries_the_servers_metrics(tmp_path):
     plan = _plan(tmp_path, "workload.output_len=16", "workload.input_len=16")
-    with running(StubConfig(token_delay_ms=20, first_token_delay_ms=5)) as (url, _stub):
+    with running(stub(token_delay_ms=20, first_token_delay_ms=5)) as (url, _stub):
         out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=8", cwd=tmp_path)
-    assert out.returncode in (0, 5), out.stderr[-2000:]
-    metrics = json.loads((tmp_path / "p" / "report.json").read_text())["server_metrics"]
+    assert out.returncode in (0, 5), out.stderr[-2000:]  # the verdict depends on this machine's speed
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert (report["summary"]["completed"], report["summary"]["failed"]) == (8, 0), "metrics of a run that served"
+    metrics = report["server_metrics"]
     assert metrics.get("samples", 0) >= 1 and any(k.endswith("_max") for k in metrics)
 
 
@@ -105,7 +118,7 @@ def test_qps_plan_is_verified_on_the_rate_one_server_sustains(tmp_path):
     plan = _plan(tmp_path, "target=qps", "target.min_request_rate=40", "workload.output_len=8",
                  "workload.input_len=32")
     replicas = yaml.safe_load(plan.read_text())["plan"]["replicas"]
-    with running(StubConfig(token_delay_ms=1, first_token_delay_ms=2)) as (url, stub):
+    with running(stub(token_delay_ms=1, first_token_delay_ms=2)) as (url, _server):
         out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=40", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     report = json.loads((tmp_path / "p" / "report.json").read_text())
@@ -113,6 +126,31 @@ def test_qps_plan_is_verified_on_the_rate_one_server_sustains(tmp_path):
     rate = next(c for c in report["checks"] if c["metric"] == "request_rate_rps")  # deployment: server x replicas
     assert rate["limit"] == 40 and rate["passed"]
     assert report["summary"]["request_throughput"] * replicas < rate["measured"]  # the whole run counts its drain
+
+
+REFUSING = [
+    pytest.param(stub(served_model_names=("other/model",)), 404,
+                 "The model `meta-llama/Meta-Llama-3-8B-Instruct` does not exist. Valid aliases: other/model.",
+                 id="server-of-another-model"),
+    pytest.param(stub(api_key="sk-verify-key"), 401, '{"error": "Unauthorized"}', id="server-needs-an-api-key"),
+]
+
+
+@pytest.mark.parametrize("config, status, said", REFUSING)
+def test_a_server_that_refuses_every_request_is_a_missed_target(tmp_path, config, status, said):
+    """Every request refused (vLLM's 404 for a model it does not serve, its 401 without the key): exit 5, a report
+    that did not pass, no SLO check passed on zero measurements, and the server's own words on stderr."""
+    plan = _plan(tmp_path, "target=latency", "workload.output_len=8", "workload.input_len=16")
+    with running(config) as (url, server):
+        out = run_cli("action=verify", f"endpoint={url}", f"plan={plan}", "num_prompts=6", cwd=tmp_path)
+    assert out.returncode == 5, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["passed"] is False
+    assert (report["summary"]["completed"], report["summary"]["failed"]) == (0, 6)
+    assert not any(c["passed"] for c in report["checks"]), report["checks"]  # none, today: nothing measured
+    assert f"HTTP {status}" in out.stderr and said in out.stderr
+    assert [s for s, _ in server.stats.refused] == [status] * 8, "warmup 2 + 6, every one refused"
+    assert server.stats.completions == 0
 
 
 def test_kept_up_tells_a_stable_server_from_an_overloaded_one():
