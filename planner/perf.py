@@ -51,6 +51,10 @@ class Calibration:
     elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
     per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
     per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
+    # CPU seconds the serving front end (API server, and the load generator of action=verify) spends on the host
+    # per output token and per request: on a CPU host they take cores from the engine (conf/calibration/cpu.yaml)
+    host_cpu_s_per_token: float = 0.0
+    host_cpu_s_per_request: float = 0.0
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -142,7 +146,11 @@ def calibration(gpu_name: str) -> Calibration:
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
         elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
         per_seq_s=float(d.get("per_seq_us", 0.0)) * 1e-6,
-        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6)
+        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6,
+        host_cpu_s_per_token=sum(float(v) for k, v in (d.get("frontend") or {}).items() if k.endswith("_us_per_token"))
+        * 1e-6,
+        host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
+                                   if k.endswith("_ms_per_request")) * 1e-3)
 
 
 @dataclass(frozen=True)
@@ -291,6 +299,7 @@ class StepGrid:
 
     def __init__(self, models: list, index):
         self.model = models[0].model
+        self.gpu = models[0].gpu
         index = np.asarray(index, dtype=int)
         self.tp = np.array([m.tp for m in models])[index]
         self.pp = np.array([m.pp for m in models])[index]

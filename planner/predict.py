@@ -156,9 +156,11 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     per_step = spec.tokens_per_step if spec else 1.0
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
 
-    def step_time(st) -> float:
-        return float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
-                                     st.prefill_tokens, st.prefill_context))
+    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas))
+
+    def step_time(st) -> float:  # on a CPU host the front end's share of the cores slows every step (steady.py)
+        return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+                                              st.prefill_tokens, st.prefill_context))
 
     arrivals = simulate.Arrivals(request_rate=load.request_rate_rps, burstiness=wl.burstiness,
                                  max_concurrency=load.concurrency)

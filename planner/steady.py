@@ -67,6 +67,26 @@ def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
     return verify + draft
 
 
+def host_slowdown(sm, output_tok_s, request_rps):
+    """How much longer an engine step takes when the serving front end (vLLM's API server, and the load generator of
+    action=verify on the same host) needs more CPU than vLLM's CPU backend leaves it. vLLM 0.32 binds the worker's
+    OpenMP threads to all cores but one per rank and leaves those (`reserve_cpu_num = local_world_size` on x86,
+    vllm/utils/ompmultiprocessing.py) to the other processes; front-end work beyond them takes time from the
+    engine's cores: engine cores / (engine cores - the excess). The front end's CPU seconds per output token and per
+    request are measured by benchmarks/cpu_frontend.py (conf/calibration/cpu.yaml `frontend`). 1 on a GPU host.
+    Floored at a quarter of the engine's cores."""
+    cal = sm._consts["cal"]
+    if not (cal.host_cpu_s_per_token or cal.host_cpu_s_per_request):
+        return 1.0
+    cores = float(sm.gpu.num_cores or 1)
+    reserved = np.minimum(np.asarray(sm.tp * sm.pp, dtype=float), cores - 1)
+    engine = cores - reserved
+    busy = np.asarray(output_tok_s, dtype=float) * cal.host_cpu_s_per_token + \
+        np.asarray(request_rps, dtype=float) * cal.host_cpu_s_per_request
+    excess = np.maximum(busy - reserved, 0.0)
+    return engine / np.maximum(engine - excess, 0.25 * engine)
+
+
 def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_seqs, max_num_batched_tokens,
                  kv_capacity_seqs, concurrency: Optional[float] = None, rate: Optional[float] = None,
                  prefix_cached: float = 0.0, spec: Optional[Speculation] = None) -> SteadyState:
@@ -84,7 +104,7 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
 
     def step(b, p=None):
         p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
-        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float)
+        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float) * slow
 
     def first_token(b, t):
         """A new request waits for the running step to end (half a step on average), then its prompt goes in
@@ -93,33 +113,44 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
         own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
         return 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
 
-    if rate is None:
-        b = cap if concurrency is None else np.minimum(cap, concurrency)
-        t = step(b)
-        ttft = first_token(b, t)
-        e2e = ttft + (steps_out - 1) * t
-        rps = b / e2e
-        conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
-        waiting = conc > cap
-        ttft = np.where(waiting, ttft + (conc / cap - 1) * e2e, ttft)
-        out = SteadyState(b, t, t / per_step, ttft, rps * output_len, rps, waiting)
-    else:
-        b = np.ones_like(cap)
-        for _ in range(60):
+    def solve():
+        if rate is None:
+            b = cap if concurrency is None else np.minimum(cap, concurrency)
             t = step(b)
-            nb = np.minimum(cap, rate * steps_out * t + rate * t * np.ceil(prefill / budget))
-            done = np.all(np.abs(nb - b) < 1e-3 * np.maximum(b, 1.0))
-            b = 0.5 * (b + nb)
-            if done:
-                break
-        t = step(b)
-        capacity_rps = cap / (steps_out * step(cap))
-        saturated = rate > capacity_rps
-        service = first_token(b, t)
-        rho = np.minimum(rate / capacity_rps, 0.999)
-        ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
-        served = np.minimum(rate, capacity_rps)
-        out = SteadyState(b, t, t / per_step, ttft, served * output_len, served, saturated)
+            ttft = first_token(b, t)
+            e2e = ttft + (steps_out - 1) * t
+            rps = b / e2e
+            conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
+            waiting = conc > cap
+            ttft = np.where(waiting, ttft + (conc / cap - 1) * e2e, ttft)
+            out = SteadyState(b, t, t / per_step, ttft, rps * output_len, rps, waiting)
+        else:
+            b = np.ones_like(cap)
+            for _ in range(60):
+                t = step(b)
+                nb = np.minimum(cap, rate * steps_out * t + rate * t * np.ceil(prefill / budget))
+                done = np.all(np.abs(nb - b) < 1e-3 * np.maximum(b, 1.0))
+                b = 0.5 * (b + nb)
+                if done:
+                    break
+            t = step(b)
+            capacity_rps = cap / (steps_out * step(cap))
+            saturated = rate > capacity_rps
+            service = first_token(b, t)
+            rho = np.minimum(rate / capacity_rps, 0.999)
+            ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
+            served = np.minimum(rate, capacity_rps)
+            out = SteadyState(b, t, t / per_step, ttft, served * output_len, served, saturated)
+        return out
+
+    slow = 1.0  # the engine's step time x this: the share of a CPU host's cores the front end takes
+    out = solve()
+    for _ in range(8 if sm._consts["cal"].host_cpu_s_per_token else 0):
+        new = host_slowdown(sm, out.output_tok_s, out.request_rps)
+        if np.all(np.abs(new - slow) < 1e-3 * slow):
+            break
+        slow = 0.5 * (slow + new)
+        out = solve()
     if scalar:
         return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
                                                              out.output_tok_s, out.request_rps, out.saturated)))

@@ -1,5 +1,7 @@
 """The performance model's shape (roofline behaviour, Little's law) and the search's use of it (SLO verdicts)."""
 
+import dataclasses
+
 import pytest
 
 from planner import perf, search, slo, steady
@@ -147,3 +149,28 @@ def test_expert_parallel_pays_an_all_to_all_per_moe_layer():
     assert big[1] > big[0]  # top-8 dispatch and combine move more bytes than one all-reduce of the hidden states
     assert float(dense.step_seconds(8, 8192, 0, 0)) == float(
         _layout("llama3.1-70b", "h200x8", 8, 1).step_seconds(8, 8192, 0, 0))  # no experts: EP changes nothing
+
+
+@pytest.mark.parametrize("tok_s,rps,expected", [
+    pytest.param(0.0, 0.0, 1.0, id="idle"),
+    pytest.param(4000.0, 0.0, 1.0, id="front-end-within-its-reserved-core"),
+    pytest.param(9000.0, 0.0, 2.0, id="half-a-core-over-takes-half-the-engine"),
+    pytest.param(1e6, 0.0, 4.0, id="floored-at-a-quarter"),
+])
+def test_the_front_end_slows_the_cpu_engine_only_beyond_its_reserved_core(tok_s, rps, expected):
+    """vLLM's CPU backend leaves one core per rank to the other processes (vllm/utils/ompmultiprocessing.py); the
+    front end's CPU seconds per token beyond that core come out of the engine's one core (2-core host, TP 1)."""
+    from planner.perf import Calibration
+
+    req = request_for("model=tiny-llama", "hw=cpu", "hw.gpu.num_cores=2")
+    sm = perf.StepModel(req.model, req.hw.gpu, req.hw, 1, 1, Dtype.bf16, Quantization.none, KvPrecision.bf16)
+    cal = dataclasses.replace(sm._consts["cal"], host_cpu_s_per_token=1 / 6000, host_cpu_s_per_request=0.0)
+    sm._consts["cal"] = cal  # one calibrated cost: 6000 tokens/s keep one core busy
+    assert isinstance(cal, Calibration)
+    assert steady.host_slowdown(sm, tok_s, rps) == pytest.approx(expected)
+
+
+def test_gpu_hosts_have_no_front_end_slowdown():
+    req = request_for("model=llama3-8b", "hw=h100x1")
+    sm = perf.StepModel(req.model, req.hw.gpu, req.hw, 1, 1, Dtype.bf16, Quantization.none, KvPrecision.bf16)
+    assert steady.host_slowdown(sm, 1e5, 100.0) == 1.0
