@@ -64,3 +64,27 @@ def compiled_or_closest(req: Request):
 
 def plan_or_closest(*overrides: str):
     return compiled_or_closest(request_for(*overrides))
+
+
+# --- plans the backend tests render (one node; two nodes) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def h100x4():
+    """llama3-70b on h100x4: TP 4, one node."""
+    req = request_for("model=llama3-70b", "hw=h100x4")
+    return req, compiled_or_closest(req).plan
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """llama3.1-405b on 2 x 8 H100 in bf16: TP 8 x PP 2 over 2 nodes."""
+    req = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
+    return req, compiled_or_closest(req).plan
+
+
+def on(plan, backend, **changes):
+    """`plan` served by `backend` (and any other fields changed)."""
+    import dataclasses
+
+    return dataclasses.replace(plan, backend=backend, **changes)
+

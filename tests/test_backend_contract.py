@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import compiled_or_closest, request_for
+from conftest import compiled_or_closest, on, request_for
 
 from backends import ADAPTERS, get, unsupported
 from backends.base import Artifacts, Support
@@ -48,20 +48,10 @@ METRICS = {V: "/metrics", T: "/prometheus/metrics", G: "/metrics", S: "/metrics"
 SECRET = "hf_contract_secret_9f3a"
 
 
-@pytest.fixture(scope="module")
-def h100x4():
-    req = request_for("model=llama3-70b", "hw=h100x4")
-    return req, compiled_or_closest(req).plan
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    req = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
-    return req, compiled_or_closest(req).plan
 
 
-def on(plan: Plan, backend: BackendName, **changes) -> Plan:
-    return dataclasses.replace(plan, backend=backend, **changes)
 
 
 def places(art: Artifacts) -> dict[str, list[str]]:

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import compiled_or_closest, request_for
+from conftest import compiled_or_closest, on, request_for
 
 from backends import ADAPTERS, get, unsupported
 from backends.base import Artifacts
@@ -18,22 +18,10 @@ from planner.specs import BackendName, Dtype, KvPrecision, Quantization
 BACKENDS = [pytest.param(b, id=b.value) for b in ADAPTERS]
 
 
-@pytest.fixture(scope="module")
-def h100x4():
-    """llama3-70b on h100x4: TP 4, one node."""
-    req = request_for("model=llama3-70b", "hw=h100x4")
-    return req, compiled_or_closest(req).plan
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    """llama3.1-405b on 2 x 8 H100 in bf16: TP 8 x PP 2 over 2 nodes."""
-    req = request_for("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16")
-    return req, compiled_or_closest(req).plan
 
 
-def on(plan: Plan, backend: BackendName, **changes) -> Plan:
-    return dataclasses.replace(plan, backend=backend, **changes)
 
 
 def container(art: Artifacts) -> dict:
