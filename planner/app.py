@@ -210,6 +210,9 @@ def _emit(doc: dict, fmt: str, saved_to: Optional[str]) -> None:
 
 def report(exc: BaseException, debug: bool) -> int:
     """Print an error the way DESIGN.md says and return its exit code."""
+    stopped = _stopped_by_user(exc)
+    if stopped is not None:
+        return stopped
     if isinstance(exc, InputError):
         sys.stderr.write("error: " + "\n\nerror: ".join(exc.paragraphs) + "\n")
         return exc.exit_code
@@ -231,6 +234,36 @@ def report(exc: BaseException, debug: bool) -> int:
     return 70
 
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a writer killed by SIGPIPE (`python -m planner | head -1`)
+
+
+def _stopped_by_user(exc: BaseException) -> Optional[int]:
+    """The exit code of an ending the user asked for, said quietly; None for a real error.
+
+    Ctrl-C (KeyboardInterrupt) → 130. SystemExit(130/143) comes from process.install_signal_handlers after it tore
+    the server down. A closed stdout (BrokenPipeError) → 141, with stdout pointed at /dev/null so the interpreter's
+    final flush cannot fail again (Python's docs, "Note on SIGPIPE" in the signal module)."""
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("interrupted (Ctrl-C)\n")
+        return 130
+    if isinstance(exc, SystemExit):
+        if exc.code == 1 and _stdout_is_devnull():  # rich's Console.on_broken_pipe: stdout to devnull, exit 1
+            return SIGPIPE_EXIT
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if isinstance(exc, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return SIGPIPE_EXIT
+    return None
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError):
+        return False
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -243,10 +276,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(a.split("=", 1)[0] in _HYDRA_FLAGS for a in argv):
         return _hydra_main(argv, debug)
     try:
-        return run(argv).code
+        code = run(argv).code
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
     except BaseException as exc:  # noqa: BLE001 - the one place every error becomes an exit code
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
         return report(exc, debug)
 
 
