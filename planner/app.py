@@ -78,8 +78,9 @@ def run(overrides: list[str]) -> Outcome:
         if found:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
-        out, save = cfg.out, cfg.save
+        out, save, api_key_env = cfg.out, cfg.save, cfg.api_key_env
         cfg_opts = {"num_prompts": cfg.num_prompts, "ready_timeout_s": cfg.ready_timeout_s, "port": cfg.port,
+                    "api_key_env": api_key_env,
                     "rules": (tuple(cfg.rules.extra), tuple(cfg.rules.disable))}
     constraints = rule_engine.evaluate(req, rule_set)
     try:
@@ -109,7 +110,7 @@ def run(overrides: list[str]) -> Outcome:
     if action == "render":
         from planner import render
 
-        doc["launch"] = render.render(compiled, req)
+        doc["launch"] = render.render(compiled, req, api_key_env)
         written = render.write(doc["launch"], render.artifact_dir(path))
         log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
     if save or action == "render":
@@ -124,7 +125,7 @@ def _launch(req, compiled, doc, path: Path, overrides: list[str], opts: dict, ke
     from planner import rules as rule_engine
 
     launch.check_backend_runs_here(compiled.plan.backend.value)
-    doc["launch"] = render.render(compiled, req)
+    doc["launch"] = render.render(compiled, req, opts["api_key_env"])
     document.write(doc, path)
     render.write(doc["launch"], render.artifact_dir(path))
 
@@ -136,22 +137,27 @@ def _launch(req, compiled, doc, path: Path, overrides: list[str], opts: dict, ke
         return new_req, new
 
     return launch.run(doc, req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts["num_prompts"],
-                      ready_timeout_s=opts["ready_timeout_s"], port=opts["port"])
+                      ready_timeout_s=opts["ready_timeout_s"], port=opts["port"], api_key_env=opts["api_key_env"])
 
 
 def _verify_endpoint(doc: dict, cfg) -> int:
     """action=verify endpoint=URL plan=FILE: load-test a server that is already running, report, exit 0 or 5."""
+    from dataclasses import replace
+
     from planner import loadgen, plots, present, render, verify
+    from planner.endpoint import check_endpoint
 
     model = cfg.model.name if cfg.model.name != doc["request"]["model"]["name"] else doc["plan"]["model_path"]
     spec = verify.load_spec(doc, cfg.endpoint, model, doc["request"]["model"]["vocab_size"],
                             num_prompts=cfg.num_prompts)
-    result = loadgen.run_sync(spec)
+    spec = replace(spec, api_key_env=cfg.api_key_env)
     plan_file = Path(cfg.plan_file)
+    verify.mark_started(render.artifact_dir(plan_file), plan_file.stem)  # an earlier run's results are not this one's
+    check_endpoint(cfg.endpoint, cfg.api_key_env)  # LaunchFailed (4): cannot reach, or the key is refused
+    result = loadgen.run_sync(spec)
+    loadgen.require_completions(result, cfg.endpoint)
     report = verify.build(doc, plan_file.stem, cfg.endpoint, spec, result, server={})
     if cfg.sweep:
-        from dataclasses import replace
-
         base = max(result.summary().get("request_throughput") or 1.0, 0.5)
         best, points = verify.sweep(spec, doc["request"]["target"], [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
         report = replace(report, sweep=points)

@@ -47,6 +47,23 @@ def local_argv(argv: list[str], port: int) -> list[str]:
     return out
 
 
+def local_api_key(argv: list[str], api_key_env: Optional[str]) -> tuple[list[str], dict[str, str]]:
+    """The local argv without `--api-key ${NAME}`, and the child's environment carrying the key instead, so the key
+    never shows in the process list or in our logs of it. Only vLLM launches here; it reads VLLM_API_KEY itself
+    (vllm/envs.py:820, entrypoints/serve/middleware/register.py:33). InputError when the variable is unset."""
+    if not api_key_env:
+        return argv, {}
+    from planner.endpoint import auth_headers
+
+    key = auth_headers(api_key_env)["Authorization"].removeprefix("Bearer ")
+    out = list(argv)
+    ref = "${" + api_key_env + "}"
+    if ref in out and out.index(ref) > 0 and out[out.index(ref) - 1] == "--api-key":
+        i = out.index(ref)
+        del out[i - 1:i + 1]
+    return out, {"VLLM_API_KEY": key}
+
+
 def remedy_pins(rule_id: str, plan: dict) -> Optional[list[str]]:
     """Overrides that apply a troubleshooting rule's first numeric remedy to this plan, or None."""
     if rule_id in ("trouble.startup-oom", "trouble.free-memory-below-utilization"):
@@ -66,7 +83,8 @@ def remedy_pins(rule_id: str, plan: dict) -> Optional[list[str]]:
 
 
 def run(doc: dict, req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *, keep_serving: bool,
-        num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int]) -> int:
+        num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int],
+        api_key_env: Optional[str] = None) -> int:
     """Launch, verify, report; returns the exit code (0 verified, 5 target missed). Raises LaunchFailed (4)."""
     from planner import document, render
 
@@ -75,7 +93,8 @@ def run(doc: dict, req, compiled, plan_path: Path, replan: Callable[[list[str]],
     for attempt in range(MAX_REMEDIATIONS + 1):
         try:
             return _once(doc, req, compiled, plan_path, keep_serving=keep_serving, num_prompts=num_prompts,
-                         ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts))
+                         ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts),
+                         api_key_env=api_key_env)
         except LaunchFailed as exc:
             rule = next(iter(re.findall(r"trouble\.[a-z0-9-]+", str(exc))), None)
             pins = remedy_pins(rule, doc["plan"]) if rule in _REMEDIES else None
@@ -86,41 +105,46 @@ def run(doc: dict, req, compiled, plan_path: Path, replan: Callable[[list[str]],
             log.warning("launch failed (%s); re-planning with %s", rule, " ".join(pins))
             req, compiled = replan(extra)
             doc = document.build(req, compiled)
-            doc["launch"] = render.render(compiled, req)
+            doc["launch"] = render.render(compiled, req, api_key_env)
     raise AssertionError("unreachable")
 
 
 def _once(doc, req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
-          attempts: tuple) -> int:
+          attempts: tuple, api_key_env: Optional[str] = None) -> int:
     from backends import get
     from planner import plots, process, render, verify
     from planner import loadgen
 
     outdir = render.artifact_dir(plan_path)
     outdir.mkdir(parents=True, exist_ok=True)
-    launch = doc.get("launch") or render.render(compiled, req)
+    launch = doc.get("launch") or render.render(compiled, req, api_key_env)
     port = port or process.free_port()
     process.check_port_free(port)
-    argv = local_argv(launch["argv"], port)
+    argv, key_env = local_api_key(local_argv(launch["argv"], port), api_key_env)
     env = {k: v for k, v in launch["env"].items() if not v.startswith("${")}  # secrets stay references
+    env.update(key_env)
     env.setdefault("HF_HUB_OFFLINE", "1" if req.model.path else env.get("HF_HUB_OFFLINE", "0"))
     base = f"http://127.0.0.1:{port}"
     backend = get(compiled.plan.backend)
     spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=outdir / "server.log",
                               health_url=base + backend.health_path, models_url=base + "/v1/models",
-                              ready_timeout_s=ready_timeout_s)
+                              ready_timeout_s=ready_timeout_s, secrets=tuple(key_env.values()),
+                              api_key_env=api_key_env)
+    verify.mark_started(outdir, plan_path.stem)
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
         model_name = argv[argv.index("--model") + 1] if "--model" in argv else compiled.plan.model_path
         lspec = verify.load_spec(doc, base, model_name, req.model.vocab_size, num_prompts=num_prompts,
                                  time_limit_s=max(60.0, ready_timeout_s))
+        lspec = replace(lspec, api_key_env=api_key_env)
         t0 = time.perf_counter()
         result = loadgen.run_sync(lspec)
         died = server.watch()
         if died:
             server.stop(grace_s=1)
             raise LaunchFailed(f"the server died during the load test: {died}")
+        loadgen.require_completions(result, base)
         report = verify.build(doc, plan_path.stem, base, lspec, result, server={
             "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": doc["memory"]["kv_cache_tokens"],
             "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
@@ -147,4 +171,4 @@ def check_backend_runs_here(backend_name: str) -> None:
                          "backend=vllm for launch/verify, or action=render for the other engines' artifacts.")
 
 
-__all__ = ["run", "local_argv", "remedy_pins", "check_backend_runs_here", "replace"]
+__all__ = ["run", "local_argv", "local_api_key", "remedy_pins", "check_backend_runs_here", "replace"]

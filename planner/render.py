@@ -11,7 +11,7 @@ local model_path the plan itself names). Secrets are `${NAME}` references only.
 import re
 import shlex
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from backends import Artifacts, get, unsupported
 from planner.errors import InputError
@@ -22,12 +22,13 @@ LAUNCH_KEYS = ("argv", "env", "docker", "files")
 K8S_DIR = "k8s"
 
 
-def render(source: Union[CompiledPlan, dict], request: Request) -> dict:
-    """The `launch:` block for a compiled plan or a plan document; InputError when the backend cannot serve it."""
-    return launch_block(artifacts(source, request))
+def render(source: Union[CompiledPlan, dict], request: Request, api_key_env: Optional[str] = None) -> dict:
+    """The `launch:` block for a compiled plan or a plan document; InputError when the backend cannot serve it.
+    With `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only)."""
+    return launch_block(artifacts(source, request, api_key_env))
 
 
-def artifacts(source: Union[CompiledPlan, dict], request: Request) -> Artifacts:
+def artifacts(source: Union[CompiledPlan, dict], request: Request, api_key_env: Optional[str] = None) -> Artifacts:
     """The backend's typed Artifacts for the plan in `source` (a CompiledPlan or a plan document's dict)."""
     plan = source.plan if isinstance(source, CompiledPlan) else plan_from_doc(source)
     if plan.backend is BackendName.auto:
@@ -38,7 +39,7 @@ def artifacts(source: Union[CompiledPlan, dict], request: Request) -> Artifacts:
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend))
+    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), api_key_env)
 
 
 def launch_block(art: Artifacts) -> dict:

@@ -31,6 +31,9 @@ class StubConfig:
     """With k > 0, every k-th completion request (1-based) gets fail_status (500 if unset); others stream."""
     max_tokens_cap: int | None = None
     """Stream at most this many tokens whatever max_tokens asks (to test token counting)."""
+    api_key: str | None = None
+    """Like vLLM's --api-key: paths under /v1 answer 401 {"error": "Unauthorized"} unless the request carries
+    `Authorization: Bearer <api_key>` (vllm/entrypoints/serve/middleware/authenticate.py:11 and 59-61)."""
 
 
 @dataclass
@@ -93,7 +96,10 @@ class StubServer:
 
     async def route(self, method: str, path: str, headers: dict[str, str], body: bytes,
                     writer: asyncio.StreamWriter) -> None:
-        if method == "POST" and path == "/v1/completions":
+        key = self.config.api_key
+        if key is not None and path.startswith("/v1") and headers.get("authorization") != f"Bearer {key}":
+            self.reply(writer, 401, {"error": "Unauthorized"})
+        elif method == "POST" and path == "/v1/completions":
             await self.completions(headers, json.loads(body), writer)
         elif path == "/v1/models":
             self.reply(writer, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
@@ -209,9 +215,11 @@ def main() -> None:
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--fail-status", type=int, default=None)
+    parser.add_argument("--api-key", default=None, help="require this Bearer token under /v1, as vLLM does")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long (bounded runs)")
     args = parser.parse_args()
-    stub = StubServer(StubConfig(args.token_delay_ms, args.first_token_delay_ms, args.fail_status))
+    stub = StubServer(StubConfig(args.token_delay_ms, args.first_token_delay_ms, args.fail_status,
+                                 api_key=args.api_key))
 
     async def bounded() -> None:
         stop = asyncio.Event()

@@ -22,10 +22,15 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGINT, 130, id="ctrl-c-exits-130"),
-                                       pytest.param(signal.SIGTERM, 143, id="sigterm-exits-143")])
-def test_signal_during_launch_through_main_exits_quietly_and_leaves_nothing(tmp_path, sig, code):
-    driver = subprocess.Popen([sys.executable, str(FAKES / "driver.py"), str(tmp_path / "server.log"), "--via-main"],
+@pytest.mark.parametrize("sig, code, during", [
+    pytest.param(signal.SIGINT, 130, (), id="ctrl-c-while-serving-exits-130"),
+    pytest.param(signal.SIGTERM, 143, (), id="sigterm-while-serving-exits-143"),
+    pytest.param(signal.SIGINT, 130, ("--load-test",), id="ctrl-c-during-the-load-test-exits-130"),
+])
+def test_signal_during_launch_through_main_exits_quietly_and_leaves_nothing(tmp_path, sig, code, during):
+    """The signal arrives in the readiness wait, while serving, or inside the load generator's event loop."""
+    driver = subprocess.Popen([sys.executable, str(FAKES / "driver.py"), str(tmp_path / "server.log"), "--via-main",
+                               *during],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pids = json.loads(driver.stdout.readline())

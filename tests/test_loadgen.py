@@ -143,9 +143,12 @@ def test_api_key_is_sent_and_never_kept(monkeypatch):
         assert "sk-secret" not in text
 
 
-def test_missing_api_key_is_an_error(monkeypatch):
+def test_missing_api_key_is_an_input_error(monkeypatch):
+    """Bad input (exit 2), not an internal error (a ValueError became exit 70)."""
+    from planner.errors import InputError
+
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    with pytest.raises(ValueError, match="api_key_env='NO_SUCH_KEY'.*Fix:"):
+    with pytest.raises(InputError, match="api_key_env=NO_SUCH_KEY: .*unset.*Fix: export NO_SUCH_KEY="):
         run_sync(spec("http://127.0.0.1:9", api_key_env="NO_SUCH_KEY"))
 
 
