@@ -403,39 +403,47 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: _Bar) -> LoadResult
     timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 30.0), pool=None)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         driver = _Driver(spec, client, headers)
-        if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
-            warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
-                                          for i in range(spec.warmup)))
-            if not any(r.ok for r in warm):
-                logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
-        series: list[MetricsSample] = []
-        t0 = time.perf_counter()  # serve line 1011
-        deadline = t0 + spec.timeout_s
-        scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
         tasks: list[asyncio.Task[RequestRecord]] = []
-        late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
-        for i in range(n):
-            wait = min(t0 + due[i], deadline) - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            late += wait < -LATE_S
-            if time.perf_counter() >= deadline:
-                break
-            tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
-            tasks[-1].add_done_callback(bar.done)
-        if late > 0.05 * len(tasks):
-            logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
-                           "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
-                           "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
-            for task in pending:
-                task.cancel()
-        records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
-        duration = time.perf_counter() - t0  # serve line 1090
-        if scraper is not None:
-            scraper.cancel()
-            await asyncio.gather(scraper, return_exceptions=True)
+        scraper = None
+        try:
+            if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
+                warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
+                                              for i in range(spec.warmup)))
+                if not any(r.ok for r in warm):
+                    logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
+            series: list[MetricsSample] = []
+            t0 = time.perf_counter()  # serve line 1011
+            deadline = t0 + spec.timeout_s
+            scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
+            late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
+            for i in range(n):
+                wait = min(t0 + due[i], deadline) - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                late += wait < -LATE_S
+                if time.perf_counter() >= deadline:
+                    break
+                tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+                tasks[-1].add_done_callback(bar.done)
+            if late > 0.05 * len(tasks):
+                logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
+                               "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
+                               "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
+                for task in pending:
+                    task.cancel()
+            records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
+            duration = time.perf_counter() - t0  # serve line 1090
+            if scraper is not None:
+                scraper.cancel()
+                await asyncio.gather(scraper, return_exceptions=True)
+        except asyncio.CancelledError:  # stopped (Ctrl-C): end every request before the client closes under them
+            pending = [t for t in (*tasks, scraper) if t is not None]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
     return LoadResult(records=records, duration_s=duration, metrics_series=tuple(series), unsent=n - len(tasks),
                       slos_ms=spec.slos_ms)
 

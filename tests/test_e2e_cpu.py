@@ -38,6 +38,14 @@ def _none_left(cwd) -> None:
     assert not _vllm_processes(cwd), "vLLM processes left running"
 
 
+def _complete(report) -> bool:
+    """report.json exists from the start of a run ("complete": false); the verdict is there once complete."""
+    try:
+        return json.loads(report.read_text()).get("complete") is True
+    except (OSError, ValueError):
+        return False
+
+
 def test_plan_launch_verify_report_teardown(tmp_path):
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
                           "action=verify", "num_prompts=16", "workload.output_len=64", "workload.input_len=128"],
@@ -69,9 +77,9 @@ def test_kill_9_while_serving_exits_4_with_the_log_tail_and_no_orphans(tmp_path)
     try:
         report = tmp_path / "plans" / "tiny-llama-cpu-best-effort" / "report.json"
         deadline = time.monotonic() + 900
-        while not report.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not _complete(report) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert report.exists(), proc.communicate(timeout=30)
+        assert _complete(report), proc.communicate(timeout=30)
         time.sleep(1.0)  # now serving
         server = next(p for p in psutil.Process(proc.pid).children(recursive=True)
                       if "api_server" in " ".join(p.cmdline()))
@@ -129,7 +137,7 @@ def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path, action, wait_for):
     proc = _start(tmp_path, action, "num_prompts=400" if action == "verify" else "num_prompts=4")
     try:
         if wait_for == "report.json":
-            _wait_for(proc, (outdir / "report.json").exists, "the first report")
+            _wait_for(proc, lambda: _complete(outdir / "report.json"), "the first report")
         else:
             log = outdir / "server.log"
             _wait_for(proc, lambda: log.exists() and wait_for in log.read_text(errors="replace"), "the load test")

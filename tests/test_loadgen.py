@@ -218,3 +218,21 @@ def test_a_client_behind_schedule_is_reported(caplog):
     with running(StubConfig()) as (url, _), caplog.at_level("WARNING", logger="planner.loadgen"):
         run_sync(spec(url, num_prompts=1500, request_rate=20000, output_len=1))
     assert "load generator cannot keep up" in caplog.text
+
+
+def test_progress_bar_counts_every_measured_request(monkeypatch):
+    from planner import loadgen
+
+    bars = []
+
+    class Recording(loadgen._Bar):
+        def __init__(self, total, enabled):
+            super().__init__(total, enabled)
+            bars.append(self)
+
+    monkeypatch.setattr(loadgen, "_Bar", Recording)
+    assert not loadgen.progress_wanted(), "no bar inside tests (nor without a terminal)"
+    with running(StubConfig()) as (url, _):
+        run_sync(spec(url, num_prompts=5, warmup=1), progress=True)
+    (bar,) = bars
+    assert bar.shown and bar._bar.tasks[0].total == 5 and bar._bar.tasks[0].completed == 5

@@ -38,7 +38,7 @@ def serve_until_signalled(log_path: Path, load_test: bool = False) -> app.Outcom
 
             with running(StubConfig(token_delay_ms=200)) as (url, stub):
                 spec = loadgen.LoadSpec(base_url=url, model="stub", input_len=8, output_len=300, num_prompts=4,
-                                        warmup=0, scrape_metrics_every_s=0.05)
+                                        max_concurrency=1, warmup=0, scrape_metrics_every_s=0.05)
                 threading.Timer(0.5, lambda: print(json.dumps([server.pid, *kids]), flush=True)).start()
                 loadgen.run_sync(spec)
     return app.Outcome(0)
