@@ -99,9 +99,10 @@ class Backend(Protocol):
     metrics: Metrics
     warning: Optional[str]  # said whenever this backend is chosen (e.g. TGI's maintenance mode)
 
-    def render(self, plan: Plan, name: str) -> Artifacts:
-        """The native artifacts for `plan`, Kubernetes objects named `name` (a DNS-1123 label). Call
-        `unsupported()` first: render assumes a supported plan."""
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+        """The native artifacts for `plan`, Kubernetes objects named `name` (a DNS-1123 label); with `api_key_env`,
+        the server requires the API key that environment variable holds (a `${NAME}` reference, never the value).
+        Call `unsupported()` first: render assumes a supported plan."""
         ...
 
     def notes(self, plan: Plan) -> tuple[str, ...]:

@@ -41,6 +41,8 @@ def _line(server: "Server", plan: Plan, config_dir: str, network: list[str], tai
         words += ["--gpus", "all", "--ipc=host", SHM]
     words += network
     words += ["-e", "HF_TOKEN"]  # by name: docker copies the caller's value, the line never holds it
+    for key in server.secret_env:  # the API key too: by name
+        words += ["-e", key]
     for key, value in server.env:
         words += ["-e", f"{key}={value}"]
     quoted = [shlex.quote(w) for w in words]
@@ -49,5 +51,12 @@ def _line(server: "Server", plan: Plan, config_dir: str, network: list[str], tai
         quoted += ["-v", shlex.quote(f"{plan.model_path}:{plan.model_path}:ro")]
     for name, _ in server.files:
         quoted += ["-v", f'"$PWD/{name}":{shlex.quote(f"{config_dir}/{name}")}:ro']
-    quoted += [shlex.quote(w) for w in [server.image, *tail]]
+    quoted += [_word(w, server.secret_env) for w in [server.image, *tail]]
     return " ".join(quoted)
+
+
+def _word(word: str, secret_env: tuple[str, ...]) -> str:
+    """A word of the line, quoted; a `${NAME}` reference to a secret stays a double-quoted shell expansion."""
+    if word.startswith("${") and word[2:-1] in secret_env and word.endswith("}"):
+        return f'"{word}"'
+    return shlex.quote(word)

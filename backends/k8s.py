@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # server imports this module
 SECRET_NAME = "hf-token"  # kubectl create secret generic hf-token --from-literal=HF_TOKEN=...
 CACHE_CLAIM = "hf-cache"  # PersistentVolumeClaim holding the Hugging Face cache (module docstring)
 HF_CACHE_PATH = "/root/.cache/huggingface"  # HF_HOME inside the containers (the engines' images run as root)
+API_KEY_SECRET = "api-key"  # kubectl create secret generic api-key --from-literal=VLLM_API_KEY=... (the key's name)
 STARTUP_BUDGET_S = 1800  # weights of a 400B model take many minutes to load; liveness waits for the startup probe
 
 
@@ -56,12 +57,16 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
     env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "HF_TOKEN",
                                                                 "optional": True}}}]
     env.append({"name": "HF_HOME", "value": HF_CACHE_PATH})  # huggingface_hub constants: HF_HOME, hub cache under it
+    # the API key must exist (optional: false): a server that silently runs without it would be open
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": k}}} for k in server.secret_env]
     env += [{"name": k, "value": v} for k, v in server.env]
     c: dict = {"name": server.backend.value, "image": server.image}
     if command:
         c["command"] = command
     if args:
-        c["args"] = args
+        # `${NAME}` → `$(NAME)`: Kubernetes expands it from the container's env (dependent environment variables)
+        refs = {"${" + k + "}": f"$({k})" for k in server.secret_env}
+        c["args"] = [refs.get(a, a) for a in args]
     c["env"] = env
     c["ports"] = [{"name": "http", "containerPort": server.port}]
     if server.gpu:

@@ -5,18 +5,36 @@ Each backend turns a plan into a `Server` through its flag table; everything con
 here the same way for all of them.
 """
 
+import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from backends import docker, k8s
 from backends.base import Artifacts
+from planner.errors import InputError
 from planner.plan import Plan
 from planner.specs import BackendName
 
 CONFIG_DIR = "/etc/planner"  # where config files are mounted inside containers
 HF_TOKEN = "HF_TOKEN"  # read by huggingface_hub in every engine here; passed by reference only
 SECRET_ENV = {HF_TOKEN: "${HF_TOKEN}"}
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """How an engine takes the API key its OpenAI endpoints require: the flag (None: it has none) and the source."""
+
+    flag: Optional[str]
+    source: str
+
+
+def secret_ref(name: str) -> str:
+    """The `${NAME}` reference a rendered artifact carries instead of a secret's value."""
+    return "${" + name + "}"
 
 
 @dataclass(frozen=True)
@@ -53,11 +71,38 @@ class Server:
     gpu: bool = True  # False: a CPU plan (no GPU resources, no --gpus)
     multinode: Optional[MultiNode] = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    api_key: ApiKey = ApiKey(None, "not checked for this engine")
+    secret_env: tuple[str, ...] = ()  # environment variables passed by name from a secret store (besides HF_TOKEN)
 
 
-def assemble(server: Server, plan: Plan, name: str) -> Artifacts:
-    """The artifacts of `server` for `plan`; `name` labels the Kubernetes objects (a DNS-1123 label)."""
-    env = dict(sorted({**dict(server.env), **SECRET_ENV}.items()))
+def with_api_key(server: Server, api_key_env: str) -> Server:
+    """`server` requiring the API key held by the environment variable `api_key_env`: the engine's flag with a
+    `${NAME}` reference (docker expands it from the caller's environment, Kubernetes from a Secret), never a value.
+    InputError when the name is not an environment variable name or the engine has no API-key option."""
+    if not _ENV_NAME.fullmatch(api_key_env):
+        raise InputError(f"api_key_env={api_key_env!r}: not an environment variable name (letters, digits, _). "
+                         "It names the variable that holds the key, never the key itself. Fix: "
+                         "export VLLM_API_KEY=<key> and pass api_key_env=VLLM_API_KEY.")
+    flag = server.api_key.flag
+    if flag is None:
+        raise InputError(f"api_key_env={api_key_env}: backend={server.backend.value} has no API-key option "
+                         f"({server.api_key.source}), so its server would not check the key. Fix: backend=vllm, "
+                         "sglang or tgi, or leave api_key_env unset and put an authenticating proxy in front.")
+    ref = secret_ref(api_key_env)
+    multinode = server.multinode
+    if multinode is not None:  # the leader serves HTTP; its `sh -c` line expands the variable from the environment
+        multinode = replace(multinode, leader=f'{multinode.leader} {flag} "${api_key_env}"')
+    return replace(server, args=server.args + (flag, ref), container_args=server.container_args + (flag, ref),
+                   multinode=multinode, secret_env=server.secret_env + (api_key_env,))
+
+
+def assemble(server: Server, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+    """The artifacts of `server` for `plan`; `name` labels the Kubernetes objects (a DNS-1123 label). With
+    `api_key_env`, the server requires the key that environment variable holds (see with_api_key)."""
+    if api_key_env:
+        server = with_api_key(server, api_key_env)
+    secrets = {**SECRET_ENV, **{k: secret_ref(k) for k in server.secret_env}}
+    env = dict(sorted({**dict(server.env), **secrets}.items()))
     files = dict(sorted(server.files))
     return Artifacts(
         backend=server.backend,

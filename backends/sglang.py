@@ -11,7 +11,7 @@ import shlex
 from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
-from backends.server import MultiNode, Server, assemble
+from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
@@ -139,6 +139,9 @@ METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (serv
 KV_LINE = re.compile(r"max_total_num_tokens=(?P<tokens>\d+)")
 
 
+API_KEY = ApiKey("--api-key", "SGLang v0.5.20 python/sglang/srt/server_args.py --api-key (\"Set API key of the "
+                 "server. It is also used in the OpenAI API compatible server\"); no environment variable for it")
+
 class SglangBackend:
     name = BackendName.sglang
     capabilities = CAPABILITIES
@@ -150,7 +153,7 @@ class SglangBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
         applied = apply(TABLE, plan)
         command = ("python3", "-m", "sglang.launch_server")
         args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT), "--enable-metrics")
@@ -161,8 +164,8 @@ class SglangBackend:
         server = Server(
             backend=self.name, image=IMAGE, command=command, container_command=command, args=args,
             container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, multinode=multinode)
-        return assemble(server, plan, name)
+            metrics_path=self.metrics_path, multinode=multinode, api_key=API_KEY)
+        return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
         return ()

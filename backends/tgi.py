@@ -12,7 +12,7 @@ import re
 from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
-from backends.server import Server, assemble
+from backends.server import ApiKey, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
@@ -132,6 +132,9 @@ METRICS = Metrics(  # router/src and backends/v3/src metrics::gauge!/histogram! 
 KV_LINE = re.compile(r"Setting max batch total tokens to (?P<tokens>\d+)")
 
 
+API_KEY = ApiKey("--api-key", "TGI v3.3.7 launcher/src/main.rs:848-849 (#[clap(long, env)] api_key, also env API_KEY) "
+                 "passed to the router, which checks `Authorization: Bearer <key>` (router/src/server.rs:2213-2229)")
+
 class TgiBackend:
     name = BackendName.tgi
     capabilities = CAPABILITIES
@@ -143,14 +146,14 @@ class TgiBackend:
     metrics = METRICS
     warning: Optional[str] = WARNING
 
-    def render(self, plan: Plan, name: str) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
         applied = apply(TABLE, plan)
         args = applied.argv + ("--hostname", "0.0.0.0", "--port", str(PORT))
         server = Server(
             backend=self.name, image=IMAGE, command=("text-generation-launcher",), container_command=(),
             args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, warnings=self.notes(plan))
-        return assemble(server, plan, name)
+            metrics_path=self.metrics_path, warnings=self.notes(plan), api_key=API_KEY)
+        return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
         return (WARNING,)

@@ -16,7 +16,7 @@ from typing import Optional
 import yaml
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
-from backends.server import CONFIG_DIR, Server, assemble
+from backends.server import ApiKey, CONFIG_DIR, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
@@ -149,6 +149,9 @@ METRICS = Metrics(  # tensorrt_llm/metrics/collector.py MetricsCollector (metric
 KV_LINE = re.compile(r"Allocated [\d.]+ GiB for max tokens in paged KV cache \((?P<tokens>\d+)\)")
 
 
+API_KEY = ApiKey(None, "trtllm-serve has no API-key option: tensorrt_llm/commands/serve.py (TensorRT-LLM main, "
+                 "commit 00209af1) `serve` options and OpenAIServer(...) in launch_server take no key")
+
 class TrtllmBackend:
     name = BackendName.trtllm
     capabilities = CAPABILITIES
@@ -160,7 +163,7 @@ class TrtllmBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
         applied = apply(TABLE, plan)
         extra = yaml.safe_dump(applied.config, sort_keys=True)
         fixed = ("--backend", "pytorch", "--host", "0.0.0.0", "--port", str(PORT))
@@ -169,8 +172,8 @@ class TrtllmBackend:
             args=applied.argv + fixed + ("--extra_llm_api_options", EXTRA),
             container_args=applied.argv + fixed + ("--extra_llm_api_options", f"{CONFIG_DIR}/{EXTRA}"),
             env=applied.env, files=((EXTRA, extra),), port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, warnings=self.notes(plan))
-        return assemble(server, plan, name)
+            metrics_path=self.metrics_path, warnings=self.notes(plan), api_key=API_KEY)
+        return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
         notes = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "

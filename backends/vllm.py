@@ -21,7 +21,7 @@ import sys
 from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
-from backends.server import MultiNode, Server, assemble
+from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
 from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
@@ -171,6 +171,10 @@ KV_LINE = re.compile(r"(?P<pool>[A-Z]+(?: \+ host)?) KV cache size: (?P<tokens>[
                      r"Maximum concurrency for (?P<max_len>[\d,]+) tokens per request: (?P<concurrency>[\d.]+)x")
 
 
+API_KEY = ApiKey("--api-key", "entrypoints/launchers/cli_args.py:325 FrontendArgs.api_key; the server also "
+                 "reads VLLM_API_KEY (envs.py:820; entrypoints/serve/middleware/register.py:33) and guards /v1 "
+                 "(entrypoints/serve/middleware/authenticate.py:11, 59-61)")
+
 class VllmBackend:
     name = BackendName.vllm
     capabilities = CAPABILITIES
@@ -182,7 +186,7 @@ class VllmBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
         applied = apply(TABLE, plan)
         args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT))
         cpu = _on_cpu(plan)
@@ -200,8 +204,8 @@ class VllmBackend:
             backend=self.name, image=IMAGE_CPU if cpu else IMAGE,
             command=PROGRAM, container_command=(),  # () = the image's ENTRYPOINT, `vllm serve`
             args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode)
-        return assemble(server, plan, name)
+            metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode, api_key=API_KEY)
+        return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
         return ()

@@ -126,6 +126,7 @@ class LaunchOptions:
     port: Optional[int]
     sweep: bool
     force: bool
+    api_key_env: Optional[str]  # the NAME of the variable holding the server's API key (never the key)
     model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
@@ -135,6 +136,7 @@ def _launch_options(cfg, overrides: list[str]) -> LaunchOptions:
     given_model = any(o.startswith("model=") for o in overrides)
     return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
                          ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
+                         api_key_env=cfg.api_key_env,
                          model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
@@ -164,7 +166,7 @@ def _act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) 
             return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
         return Outcome(_launch(req, compiled, path, opts, keep_serving=action == "launch"), (req, compiled))
     if action == "render":
-        compiled = render.rendered(compiled, req)
+        compiled = render.rendered(compiled, req, opts.api_key_env)
         written = render.write(compiled.launch, render.artifact_dir(path))
         log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
     if opts.save or action == "render":
@@ -189,7 +191,7 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
     from planner import rules as rule_engine
 
     launch.check_backend_runs_here(compiled.plan.backend.value)
-    compiled = render.rendered(compiled, req)
+    compiled = render.rendered(compiled, req, opts.api_key_env)
     _write_plan(req, compiled, path)
     render.write(compiled.launch, render.artifact_dir(path))
 
@@ -201,20 +203,25 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
         return new_req, new
 
     return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
-                      ready_timeout_s=opts.ready_timeout_s, port=opts.port)
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env)
 
 
 def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int:
     """action=verify endpoint=URL plan=FILE: load-test a server that is already running, report, exit 0 or 5."""
+    from dataclasses import replace
+
     from planner import loadgen, plots, present, render, verify
+    from planner.endpoint import check_endpoint
 
     model = opts.model_name or compiled.plan.served_model_name
     spec = verify.load_spec(req, compiled, opts.endpoint, model, num_prompts=opts.num_prompts)
+    spec = replace(spec, api_key_env=opts.api_key_env)
+    verify.mark_started(render.artifact_dir(plan_file), plan_file.stem)  # an earlier run's results are not this one's
+    check_endpoint(opts.endpoint, opts.api_key_env)  # LaunchFailed (4): cannot reach, or the key is refused
     result = loadgen.run_sync(spec)
+    loadgen.require_completions(result, opts.endpoint)
     report = verify.build(req, compiled, plan_file.stem, opts.endpoint, spec, result, server={})
     if opts.sweep:
-        from dataclasses import replace
-
         base = max(result.summary().get("request_throughput") or 1.0, 0.5)
         best, points = verify.sweep(spec, req.target, [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
         report = replace(report, sweep=points)
@@ -279,6 +286,9 @@ def _dump(doc: dict, fmt: str) -> None:
 
 def report(exc: BaseException, debug: bool) -> int:
     """Print an error the way DESIGN.md says and return its exit code."""
+    stopped = _stopped_by_user(exc)
+    if stopped is not None:
+        return stopped
     if isinstance(exc, InputError):
         sys.stderr.write("error: " + "\n\nerror: ".join(exc.paragraphs) + "\n")
         return exc.exit_code
@@ -300,6 +310,36 @@ def report(exc: BaseException, debug: bool) -> int:
     return 70
 
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a writer killed by SIGPIPE (`python -m planner | head -1`)
+
+
+def _stopped_by_user(exc: BaseException) -> Optional[int]:
+    """The exit code of an ending the user asked for, said quietly; None for a real error.
+
+    Ctrl-C (KeyboardInterrupt) → 130. SystemExit(130/143) comes from process.install_signal_handlers after it tore
+    the server down. A closed stdout (BrokenPipeError) → 141, with stdout pointed at /dev/null so the interpreter's
+    final flush cannot fail again (Python's docs, "Note on SIGPIPE" in the signal module)."""
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("interrupted (Ctrl-C)\n")
+        return 130
+    if isinstance(exc, SystemExit):
+        if exc.code == 1 and _stdout_is_devnull():  # rich's Console.on_broken_pipe: stdout to devnull, exit 1
+            return SIGPIPE_EXIT
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if isinstance(exc, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return SIGPIPE_EXIT
+    return None
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError):
+        return False
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -312,10 +352,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(a.split("=", 1)[0] in _HYDRA_FLAGS for a in argv):
         return _hydra_main(argv, debug)
     try:
-        return run(argv).code
+        code = run(argv).code
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
     except BaseException as exc:  # noqa: BLE001 - the one place every error becomes an exit code
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
         return report(exc, debug)
 
 

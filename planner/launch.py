@@ -9,7 +9,7 @@ this is the one place that changes, and only the host and port.
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,8 +43,26 @@ def local_argv(argv: list[str], port: int) -> list[str]:
     return out
 
 
+def local_api_key(argv: list[str], api_key_env: Optional[str]) -> tuple[list[str], dict[str, str]]:
+    """The local argv without `--api-key ${NAME}`, and the child's environment carrying the key instead, so the key
+    never shows in the process list or in our logs of it. Only vLLM launches here; it reads VLLM_API_KEY itself
+    (vllm/envs.py:820, entrypoints/serve/middleware/register.py:33). InputError when the variable is unset."""
+    if not api_key_env:
+        return argv, {}
+    from planner.endpoint import auth_headers
+
+    key = auth_headers(api_key_env)["Authorization"].removeprefix("Bearer ")
+    out = list(argv)
+    ref = "${" + api_key_env + "}"
+    if ref in out and out.index(ref) > 0 and out[out.index(ref) - 1] == "--api-key":
+        i = out.index(ref)
+        del out[i - 1:i + 1]
+    return out, {"VLLM_API_KEY": key}
+
+
 def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *, keep_serving: bool,
-        num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int]) -> int:
+        num_prompts: Optional[int], ready_timeout_s: float, port: Optional[int],
+        api_key_env: Optional[str] = None) -> int:
     """Launch, verify, report; returns the exit code (0 verified, 5 target missed). Raises LaunchFailed (4). A
     failure a troubleshooting rule can relieve (its remedy's `relaunch` pins) is re-planned and tried again."""
     from planner import document, render
@@ -55,7 +73,8 @@ def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *,
     for attempt in range(MAX_REMEDIATIONS + 1):
         try:
             return _once(req, compiled, plan_path, keep_serving=keep_serving, num_prompts=num_prompts,
-                         ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts))
+                         ready_timeout_s=ready_timeout_s, port=port, attempts=tuple(attempts),
+                         api_key_env=api_key_env)
         except LaunchFailed as exc:
             fix = relaunch_pins(getattr(exc, "diagnoses", ()), document.plain(compiled.plan))
             if fix is None or attempt == MAX_REMEDIATIONS:
@@ -65,42 +84,47 @@ def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *,
             attempts.append(Attempt(what=" ".join(extra), why=f"{diagnosis.rule.id}: {remedy.says}"))
             log.warning("launch failed (%s); re-planning with %s", diagnosis.rule.id, " ".join(extra))
             req, compiled = replan(extra)
-            compiled = render.rendered(compiled, req)
+            compiled = render.rendered(compiled, req, api_key_env)
     raise AssertionError("unreachable")
 
 
 def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
-          attempts: tuple) -> int:
+          attempts: tuple, api_key_env: Optional[str] = None) -> int:
     from backends import get
     from planner import plots, process, render, verify
     from planner import loadgen
 
     outdir = render.artifact_dir(plan_path)
     outdir.mkdir(parents=True, exist_ok=True)
-    launch = (compiled.launch or render.rendered(compiled, req).launch)
+    launch = (compiled.launch or render.rendered(compiled, req, api_key_env).launch)
     port = port or process.free_port()
     process.check_port_free(port)
-    argv = local_argv(list(launch.argv), port)
+    argv, key_env = local_api_key(local_argv(list(launch.argv), port), api_key_env)
     env = {k: v for k, v in launch.env.items() if not v.startswith("${")}  # secrets stay references
+    env.update(key_env)
     local = Path(compiled.plan.model_path).is_dir()  # a local checkpoint needs no hub
     env.setdefault("HF_HUB_OFFLINE", "1" if local else env.get("HF_HUB_OFFLINE", "0"))
     base = f"http://127.0.0.1:{port}"
     backend = get(compiled.plan.backend)
     spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=outdir / "server.log",
                               health_url=base + backend.health_path, models_url=base + "/v1/models",
-                              ready_timeout_s=ready_timeout_s)
+                              ready_timeout_s=ready_timeout_s, secrets=tuple(key_env.values()),
+                              api_key_env=api_key_env)
+    verify.mark_started(outdir, plan_path.stem)
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
         model_name = compiled.plan.served_model_name
         lspec = verify.load_spec(req, compiled, base, model_name, num_prompts=num_prompts,
                                  time_limit_s=max(60.0, ready_timeout_s))
+        lspec = replace(lspec, api_key_env=api_key_env)
         t0 = time.perf_counter()
         result = loadgen.run_sync(lspec)
         died = server.watch()
         if died:
             server.stop(grace_s=1)
             raise LaunchFailed(f"the server died during the load test: {died}")
+        loadgen.require_completions(result, base)
         report = verify.build(req, compiled, plan_path.stem, base, lspec, result, server={
             "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": compiled.memory.kv_cache_tokens,
             "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
@@ -127,4 +151,4 @@ def check_backend_runs_here(backend_name: str) -> None:
                          "backend=vllm for launch/verify, or action=render for the other engines' artifacts.")
 
 
-__all__ = ["run", "local_argv", "check_backend_runs_here"]
+__all__ = ["run", "local_argv", "local_api_key", "check_backend_runs_here"]

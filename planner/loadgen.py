@@ -11,6 +11,9 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -304,14 +307,61 @@ class _ServerError(Exception):
 
 
 def _headers(spec: LoadSpec) -> dict[str, str]:
-    """Request headers; the API key is read from the environment here and lives only in this dict."""
-    if spec.api_key_env is None:
-        return {}
-    key = os.environ.get(spec.api_key_env)
-    if not key:
-        raise ValueError(f"api_key_env={spec.api_key_env!r}: that environment variable is unset or empty, so no "
-                         f"API key can be sent. Fix: export {spec.api_key_env}=<key>, or api_key_env=None.")
-    return {"Authorization": f"Bearer {key}"}
+    """Request headers; the API key is read from the environment here and lives only in this dict (InputError when
+    the variable is unset: planner.endpoint.auth_headers)."""
+    from planner.endpoint import auth_headers
+
+    return auth_headers(spec.api_key_env)
+
+
+def require_completions(result: LoadResult, base_url: str) -> None:
+    """LaunchFailed when not one request completed: latencies of nothing are not a measurement (summary() would show
+    0 ms for every percentile, which every SLO 'meets')."""
+    if not result.records or any(r.ok for r in result.records):
+        return
+    from planner.errors import LaunchFailed
+
+    errors = list(dict.fromkeys(result.errors()))
+    raise LaunchFailed(f"endpoint={base_url}: every one of the {len(result.records)} requests failed, so nothing was "
+                       f"measured and there is no verdict. First errors: {'; '.join(e[:200] for e in errors[:3])}. "
+                       "Fix: read the errors above (a 401 means api_key_env is missing or wrong; a 404 a wrong "
+                       "model name or URL), then run again.")
+
+
+def progress_wanted() -> bool:
+    """The load-test progress bar is drawn only for a person: stderr is a terminal and no test runs us."""
+    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+class _Bar:
+    """A rich progress bar on stderr: measured requests finished / total, elapsed; nothing when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = self._task = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("load test"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task("", total=total)
+
+    def __enter__(self) -> "_Bar":
+        if self._bar:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar:
+            self._bar.stop()
+
+    def done(self, _task: "asyncio.Task | None" = None) -> None:
+        if self._bar:
+            self._bar.advance(self._task)
+
+    @property
+    def shown(self) -> bool:
+        return self._bar is not None
 
 
 def parse_prometheus(text: str, names: tuple[str, ...] = SCRAPED_METRICS) -> dict[str, float]:
@@ -341,9 +391,16 @@ async def _scrape(spec: LoadSpec, headers: dict[str, str], t0: float, out: list[
             await asyncio.sleep(spec.scrape_metrics_every_s)
 
 
-async def run(spec: LoadSpec) -> LoadResult:
-    """Warm up, then send spec.num_prompts requests on the arrival schedule and measure them."""
+async def run(spec: LoadSpec, progress: bool | None = None) -> LoadResult:
+    """Warm up, then send spec.num_prompts requests on the arrival schedule and measure them. `progress`: draw a
+    bar on stderr (None: when progress_wanted())."""
     headers = _headers(spec)
+    bar = _Bar(spec.num_prompts, progress_wanted() if progress is None else progress)
+    with bar:
+        return await _run(spec, headers, bar)
+
+
+async def _run(spec: LoadSpec, headers: dict[str, str], bar: _Bar) -> LoadResult:
     n = spec.num_prompts
     all_prompts = prompts(spec, n + spec.warmup, spec.seed)  # warmup prompts share only the prefix
     output_lens = lengths(spec.output_len, spec.range_ratio, n + spec.warmup, spec.seed + 1)
@@ -354,42 +411,88 @@ async def run(spec: LoadSpec) -> LoadResult:
     timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 30.0), pool=None)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         driver = _Driver(spec, client, headers)
-        if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
-            warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
-                                          for i in range(spec.warmup)))
-            if not any(r.ok for r in warm):
-                logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
-        series: list[MetricsSample] = []
-        t0 = time.perf_counter()  # serve line 1011
-        deadline = t0 + spec.timeout_s
-        scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
         tasks: list[asyncio.Task[RequestRecord]] = []
-        late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
-        for i in range(n):
-            wait = min(t0 + due[i], deadline) - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            late += wait < -LATE_S
-            if time.perf_counter() >= deadline:
-                break
-            tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
-        if late > 0.05 * len(tasks):
-            logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
-                           "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
-                           "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
-            for task in pending:
-                task.cancel()
-        records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
-        duration = time.perf_counter() - t0  # serve line 1090
-        if scraper is not None:
-            scraper.cancel()
-            await asyncio.gather(scraper, return_exceptions=True)
+        scraper = None
+        try:
+            if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
+                warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
+                                              for i in range(spec.warmup)))
+                if not any(r.ok for r in warm):
+                    logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
+            series: list[MetricsSample] = []
+            t0 = time.perf_counter()  # serve line 1011
+            deadline = t0 + spec.timeout_s
+            scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
+            late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
+            for i in range(n):
+                wait = min(t0 + due[i], deadline) - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                late += wait < -LATE_S
+                if time.perf_counter() >= deadline:
+                    break
+                tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+                tasks[-1].add_done_callback(bar.done)
+            if late > 0.05 * len(tasks):
+                logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
+                               "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
+                               "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0.0))
+                for task in pending:
+                    task.cancel()
+            records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
+            duration = time.perf_counter() - t0  # serve line 1090
+            if scraper is not None:
+                scraper.cancel()
+                await asyncio.gather(scraper, return_exceptions=True)
+        except asyncio.CancelledError:  # stopped (Ctrl-C): end every request before the client closes under them
+            pending = [t for t in (*tasks, scraper) if t is not None]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
     return LoadResult(records=records, duration_s=duration, metrics_series=tuple(series), unsent=n - len(tasks),
                       slos_ms=spec.slos_ms)
 
 
-def run_sync(spec: LoadSpec) -> LoadResult:
-    """`run` on a fresh event loop, for callers that are not async."""
-    return asyncio.run(run(spec))
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_sync(spec: LoadSpec, progress: bool | None = None) -> LoadResult:
+    """`run` on a fresh event loop, for callers that are not async.
+
+    A Ctrl-C/SIGTERM during the run cancels it (in-flight requests end, connections close), and only then, outside
+    the event loop, goes to the signal handler that was installed before (planner.process.install_signal_handlers
+    stops the server and exits 130/143; the default one raises KeyboardInterrupt). A handler that raised inside the
+    loop would end in one of its tasks and asyncio would print that task's traceback."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        return asyncio.run(run(spec, progress))
+    previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    received: list[int] = []
+    try:
+        return asyncio.run(_cancellable(run(spec, progress), received))
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        handler = previous[received[0]]
+        if callable(handler):
+            handler(received[0], None)
+        raise KeyboardInterrupt from None
+    finally:
+        for s, h in previous.items():  # loop.remove_signal_handler restores the default, not what was there
+            signal.signal(s, h)
+
+
+async def _cancellable(coro, received: list[int]):
+    """Await `coro`; a stop signal cancels it and is noted in `received`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def stop(sig: int) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for s in _STOP_SIGNALS:
+        loop.add_signal_handler(s, stop, s)
+    return await coro

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from planner.endpoint import auth_headers, auth_problem
 from planner.errors import InputError, LaunchFailed
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class LaunchSpec:
     models_url: str  # 200 once the model is loaded (OpenAI /v1/models)
     ready_timeout_s: float = 600
     secrets: tuple[str, ...] = ()  # values to redact from the log (env values named like *TOKEN* are added)
+    api_key_env: Optional[str] = None  # the environment variable whose value the probe sends as a Bearer token
 
     def __post_init__(self):
         bad = [u for u in (self.health_url, self.models_url) if urlsplit(u).hostname not in LOOPBACK_HOSTS]
@@ -264,22 +266,16 @@ class Server:
         """Let the log pump catch up after the leader exited (children may keep the pipe open longer)."""
         self._threads[0].join(timeout_s)
 
-    def _probe(self, client) -> bool:
-        """Both URLs answer 200; a 401 from models_url fails at once (vLLM 0.32 guards /v1 when --api-key or
-        VLLM_API_KEY is set: serve/middleware/register.py:32, authenticate.py:60; waiting never fixes that)."""
+    def _probe(self, client, headers: dict[str, str]) -> Optional[int]:
+        """The status of models_url once health_url answers 200; None while the server does not answer."""
         import httpx
 
         try:
-            status = client.get(self.spec.health_url).status_code
-            status = client.get(self.spec.models_url).status_code if status == 200 else None
+            if client.get(self.spec.health_url).status_code != 200:
+                return None
+            return client.get(self.spec.models_url, headers=headers).status_code
         except httpx.HTTPError:
-            return False
-        if status == 401:
-            raise self._failure(f"the server (pid {self._proc.pid}) serves, but {self.spec.models_url} answered 401 "
-                                "Unauthorized: it wants an API key (--api-key or VLLM_API_KEY in its environment)",
-                                " Fix: unset VLLM_API_KEY and drop --api-key before launching; the planner's load "
-                                "generator sends no key.")
-        return status == 200
+            return None
 
     def wait_ready(self, progress: bool = True) -> float:
         """Poll health_url, then models_url, until both answer 200; return the seconds since start.
@@ -293,6 +289,7 @@ class Server:
         if self._proc is None:
             raise RuntimeError("Server.wait_ready() before start()")
         rules = self._load_rules()
+        headers = auth_headers(self.spec.api_key_env)
         checked = 0
         display = _Progress(self.spec.argv, progress)
         # trust_env=False: no proxy from the environment may stand between us and 127.0.0.1
@@ -313,7 +310,12 @@ class Server:
                     self._drain()
                     raise self._failure(f"the server (pid {self._proc.pid}) logged a fatal error "
                                         f"({fatal[0].rule.id}) after {elapsed:.1f} s")
-                if self._probe(client):
+                status = self._probe(client, headers)
+                if status in (401, 403):  # vLLM guards /v1 only (authenticate.py:11): /health said it is up
+                    what, fix = auth_problem(self.spec.models_url, status, self.spec.api_key_env)
+                    raise self._failure(f"the server (pid {self._proc.pid}) refused the readiness probe after "
+                                        f"{elapsed:.1f} s: {what}", fix)
+                if status == 200:
                     self._remember_children()
                     log.info("server pid %d ready after %.1f s", self._proc.pid, elapsed)
                     return elapsed

@@ -12,6 +12,7 @@ import re
 import shlex
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from backends import Artifacts, get, unsupported
 from planner.errors import InputError
@@ -22,15 +23,16 @@ LAUNCH_KEYS = ("argv", "env", "docker", "files")
 K8S_DIR = "k8s"
 
 
-def rendered(compiled: CompiledPlan, request: Request) -> CompiledPlan:
-    """The compiled plan with its `launch` artifacts; InputError when the backend cannot serve it. Warnings the
+def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str] = None) -> CompiledPlan:
+    """The compiled plan with its `launch` artifacts; InputError when the backend cannot serve it. With
+    `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only). Warnings the
     adapter raises while rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
-    art = artifacts(compiled.plan, request)
+    art = artifacts(compiled.plan, request, api_key_env)
     notes = compiled.notes + tuple(w for w in art.warnings if w not in compiled.notes)
     return replace(compiled, launch=launch_block(art), notes=notes)
 
 
-def artifacts(plan: Plan, request: Request) -> Artifacts:
+def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -> Artifacts:
     """The backend's typed Artifacts for `plan`."""
     if plan.backend is BackendName.auto:
         raise InputError("plan.backend=auto: a compiled plan names its backend. Fix: re-plan with this planner "
@@ -40,7 +42,7 @@ def artifacts(plan: Plan, request: Request) -> Artifacts:
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend))
+    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), api_key_env)
 
 
 def launch_block(art: Artifacts) -> Launch:

@@ -100,6 +100,9 @@ class AppConfig:
     ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
     sweep: bool = False  # verify endpoint=URL: also sweep the request rate for the highest goodput under the SLO
     force: bool = False  # launch/verify: launch the closest plan even when the prediction says it misses the target
+    # render/launch/verify: the NAME of the environment variable that holds the server's API key (never the key):
+    # rendered as `--api-key ${NAME}` (k8s: from a Secret), sent as `Authorization: Bearer $NAME` by verify
+    api_key_env: Optional[str] = None
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 

@@ -12,6 +12,9 @@ Schema of report.json:
     server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
     sweep: [{request_rate, goodput, output_throughput, passed}] when sweep=true asked for a rate sweep
     passed: every check passed and no request failed
+    complete: true once the run finished. A run writes {"complete": false, "passed": false, "plan", "why"} here when
+              it starts (mark_started: the previous run's report and plots are gone), and the whole report only at
+              the end, so a run that was interrupted or failed never leaves an earlier `passed: true` behind.
 """
 
 import json
@@ -57,6 +60,7 @@ class Report:
         d["checks"] = [asdict(c) for c in self.checks]
         d["sweep"] = [asdict(p) for p in self.sweep]
         d["passed"] = self.passed
+        d["complete"] = True
         return d
 
 
@@ -203,4 +207,16 @@ def write(report: Report, outdir: Path) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / "report.json"
     path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    return path
+
+
+def mark_started(outdir: Path, plan_name: str) -> Path:
+    """At the start of a run: remove the previous run's plots and leave report.json saying 'not complete'."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for png in outdir.glob("*.png"):  # planner/plots.py's plots; nothing else in the folder is a PNG
+        png.unlink()
+    path = outdir / "report.json"
+    path.write_text(json.dumps({"plan": plan_name, "complete": False, "passed": False,
+                                "why": "a run started here and has not finished (interrupted, or it failed before "
+                                       "measuring: see the planner's error and server.log)"}, indent=2) + "\n")
     return path

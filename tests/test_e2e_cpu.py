@@ -38,6 +38,14 @@ def _none_left(cwd) -> None:
     assert not _vllm_processes(cwd), "vLLM processes left running"
 
 
+def _complete(report) -> bool:
+    """report.json exists from the start of a run ("complete": false); the verdict is there once complete."""
+    try:
+        return json.loads(report.read_text()).get("complete") is True
+    except (OSError, ValueError):
+        return False
+
+
 def test_plan_launch_verify_report_teardown(tmp_path):
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
                           "action=verify", "num_prompts=16", "workload.output_len=64", "workload.input_len=128",
@@ -71,9 +79,9 @@ def test_kill_9_while_serving_exits_4_with_the_log_tail_and_no_orphans(tmp_path)
     try:
         report = tmp_path / "plans" / "tiny-llama-cpu-best-effort" / "report.json"
         deadline = time.monotonic() + 900
-        while not report.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not _complete(report) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert report.exists(), proc.communicate(timeout=30)
+        assert _complete(report), proc.communicate(timeout=30)
         time.sleep(1.0)  # now serving
         server = next(p for p in psutil.Process(proc.pid).children(recursive=True)
                       if "backends.vllm_cli" in " ".join(p.cmdline()))
@@ -101,3 +109,82 @@ def test_taken_port_is_a_clear_error(tmp_path):
                               "action=verify", f"port={port}"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=300)
     assert run.returncode == 2 and f"{port}" in run.stderr and "Fix:" in run.stderr and "Traceback" not in run.stderr
+
+
+def _start(tmp_path, action: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
+                             f"action={action}", "workload.output_len=16", "workload.input_len=32", *extra],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen, done, what: str, timeout_s: float = 900) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not done() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert done(), f"never saw {what}: " + str(proc.communicate(timeout=30))
+
+
+@pytest.mark.parametrize("action, wait_for", [
+    pytest.param("launch", "report.json", id="launch-while-serving"),
+    pytest.param("verify", "POST /v1/completions", id="verify-during-the-load-test"),
+])
+def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path, action, wait_for):
+    """Ctrl-C is how a user stops action=launch (and aborts a verify): the server's whole tree goes, exit 130."""
+    import signal
+    import time
+
+    outdir = tmp_path / "plans" / "tiny-llama-cpu-best-effort"
+    proc = _start(tmp_path, action, "num_prompts=400" if action == "verify" else "num_prompts=4")
+    try:
+        if wait_for == "report.json":
+            _wait_for(proc, lambda: _complete(outdir / "report.json"), "the first report")
+        else:
+            log = outdir / "server.log"
+            _wait_for(proc, lambda: log.exists() and wait_for in log.read_text(errors="replace"), "the load test")
+        time.sleep(1.0)
+        assert _vllm_processes(tmp_path), "the server runs before Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "internal error" not in err and "Traceback" not in err, err[-3000:]
+    _none_left(tmp_path)
+    if action == "verify":  # interrupted before its verdict: no report that looks like one
+        assert json.loads((outdir / "report.json").read_text())["complete"] is False
+
+
+KEY = "sk-e2e-4f9c1d"  # a test key: the server requires it, nothing the planner writes may contain it
+
+
+@pytest.mark.parametrize("extra, code, says", [
+    pytest.param((), 4, "api_key_env=VLLM_API_KEY", id="key-in-env-not-named-is-diagnosed-at-once"),
+    pytest.param(("api_key_env=VLLM_API_KEY",), 0, None, id="named-key-is-sent-and-verifies"),
+])
+def test_api_key_from_the_environment(tmp_path, extra, code, says):
+    """vLLM reads VLLM_API_KEY itself (vllm/envs.py:820) and then guards /v1 with it."""
+    import os
+    import time
+
+    t0 = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
+                          "action=verify", "num_prompts=8", "workload.output_len=16", "workload.input_len=32", *extra],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "VLLM_API_KEY": KEY})
+    took = time.monotonic() - t0
+    print(f"{extra}: exit {run.returncode} after {took:.0f} s")
+    assert run.returncode == code, run.stderr[-3000:]
+    if says:
+        assert says in run.stderr and "401" in run.stderr and took < 600, run.stderr[-3000:]
+    outdir = tmp_path / "plans" / "tiny-llama-cpu-best-effort"
+    if code == 0:
+        report = json.loads((outdir / "report.json").read_text())
+        assert report["passed"] and report["complete"] and report["summary"]["failed"] == 0
+        assert "--api-key" in (outdir / "argv.txt").read_text() and "${VLLM_API_KEY}" in (outdir / "argv.txt").read_text()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    leaks = [str(p) for p in written if KEY in p.read_text(errors="replace")]
+    assert not leaks and KEY not in run.stdout + run.stderr, leaks
+    _none_left(tmp_path)

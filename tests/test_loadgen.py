@@ -167,9 +167,12 @@ def test_api_key_is_sent_and_never_kept(monkeypatch):
         assert "sk-secret" not in text
 
 
-def test_missing_api_key_is_an_error(monkeypatch):
+def test_missing_api_key_is_an_input_error(monkeypatch):
+    """Bad input (exit 2), not an internal error (a ValueError became exit 70)."""
+    from planner.errors import InputError
+
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    with pytest.raises(ValueError, match="api_key_env='NO_SUCH_KEY'.*Fix:"):
+    with pytest.raises(InputError, match="api_key_env=NO_SUCH_KEY: .*unset.*Fix: export NO_SUCH_KEY="):
         run_sync(spec("http://127.0.0.1:9", api_key_env="NO_SUCH_KEY"))
 
 
@@ -239,3 +242,21 @@ def test_a_client_behind_schedule_is_reported(caplog):
     with running(StubConfig()) as (url, _), caplog.at_level("WARNING", logger="planner.loadgen"):
         run_sync(spec(url, num_prompts=1500, request_rate=20000, output_len=1))
     assert "load generator cannot keep up" in caplog.text
+
+
+def test_progress_bar_counts_every_measured_request(monkeypatch):
+    from planner import loadgen
+
+    bars = []
+
+    class Recording(loadgen._Bar):
+        def __init__(self, total, enabled):
+            super().__init__(total, enabled)
+            bars.append(self)
+
+    monkeypatch.setattr(loadgen, "_Bar", Recording)
+    assert not loadgen.progress_wanted(), "no bar inside tests (nor without a terminal)"
+    with running(StubConfig()) as (url, _):
+        run_sync(spec(url, num_prompts=5, warmup=1), progress=True)
+    (bar,) = bars
+    assert bar.shown and bar._bar.tasks[0].total == 5 and bar._bar.tasks[0].completed == 5

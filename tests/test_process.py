@@ -152,8 +152,8 @@ def test_readiness_against_the_strict_stub(tmp_path, monkeypatch, env, ready):
         if ready:
             assert server.wait_ready(progress=False) < 20
         else:
-            with pytest.raises(LaunchFailed, match=r"/v1/models answered 401 Unauthorized: it wants an API key.*"
-                                                   r"Fix: unset VLLM_API_KEY"):
+            with pytest.raises(LaunchFailed, match=r"/v1/models answered 401 \(Unauthorized\): the server requires "
+                                                   r"an API key.*Fix: api_key_env=VLLM_API_KEY"):
                 server.wait_ready(progress=False)
             assert time.monotonic() - t0 < 10, "failed at once, not after the timeout"
     assert server.leftovers() == []
@@ -225,3 +225,34 @@ def test_real_vllm_cpu_server_starts_serves_and_stops(tmp_path):
             if (p.info["name"] or "").startswith("VLLM::") and p.info["create_time"] >= t_start and not gone(p.pid)]
     assert left == []
     assert killed == []
+
+
+@pytest.mark.parametrize("key_env, sent", [
+    pytest.param(None, None, id="no-key-sent-fails-at-once"),
+    pytest.param("PROBE_KEY", "wrong-key", id="wrong-key-fails-at-once"),
+])
+def test_readiness_401_is_an_auth_failure_not_a_timeout(tmp_path, monkeypatch, key_env, sent):
+    """A server that requires a key answers /health but 401s /v1/models: say so now, not after ready_timeout_s."""
+    if key_env:
+        monkeypatch.setenv(key_env, sent)
+    spec = fake_spec(tmp_path, "serve", delay_s=0, timeout_s=60, env={"FAKE_API_KEY": "sk-fake-key"})
+    spec = process.LaunchSpec(**{**spec.__dict__, "api_key_env": key_env})
+    server = process.Server(spec, rules=())
+    with server, pytest.raises(LaunchFailed, match="401") as info:
+        try:
+            server.wait_ready(progress=False)
+        finally:
+            took = time.monotonic() - server._started_at
+            server.stop(grace_s=GRACE_S)
+    assert took < 15, "diagnosed at once, not at the 60 s timeout"
+    assert ("api_key_env=VLLM_API_KEY" if key_env is None else f"export {key_env}=") in str(info.value)
+    assert "sk-fake-key" not in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_readiness_sends_the_key_from_the_named_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBE_KEY", "sk-fake-key")
+    spec = fake_spec(tmp_path, "serve", delay_s=0, env={"FAKE_API_KEY": "sk-fake-key"})
+    with process.Server(process.LaunchSpec(**{**spec.__dict__, "api_key_env": "PROBE_KEY"}), rules=()) as server:
+        assert server.wait_ready(progress=False) < 15
+        server.stop(grace_s=GRACE_S)
+    assert "sk-fake-key" not in (tmp_path / "server.log").read_text(), "the key is redacted from the log"

@@ -1,6 +1,7 @@
 """Fake serving engines for tests/test_process.py: `fake_server.py MODE [PORT DELAY_S]`.
 
-serve: after DELAY_S, answers /health and /v1/models on PORT; first spawns a child that ignores SIGINT and
+serve: after DELAY_S, answers /health and /v1/models on PORT (with FAKE_API_KEY set, /v1 paths answer 401 without
+`Authorization: Bearer $FAKE_API_KEY`, as vLLM's AuthenticationMiddleware does); first spawns a child that ignores SIGINT and
 SIGTERM, which spawns a grandchild that leaves the process group (setsid). oom: prints a CUDA OOM traceback, exits 1.
 fatal: prints a fatal vLLM error and keeps running. hang: never becomes ready.
 """
@@ -29,6 +30,12 @@ def serve(port: int, delay_s: float) -> None:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            key = os.environ.get("FAKE_API_KEY")
+            if key and self.path.startswith("/v1") and self.headers.get("Authorization") != f"Bearer {key}":
+                self.send_response(401)
+                self.end_headers()
+                self.wfile.write(b'{"error": "Unauthorized"}')
+                return
             body = {"/health": b"", "/v1/models": json.dumps({"data": [{"id": "fake"}]}).encode()}.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.end_headers()
