@@ -38,7 +38,7 @@ def artifacts(source: Union[CompiledPlan, dict], request: Request) -> Artifacts:
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend))
+    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), request.hw.gpu)
 
 
 def launch_block(art: Artifacts) -> dict:
