@@ -24,7 +24,7 @@ import yaml
 from planner.fastyaml import FAST_LOADER
 
 from planner import memory
-from planner.specs import Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class Calibration:
     elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
     per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
     per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
+    xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
+    own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
+    measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -142,7 +145,21 @@ def calibration(gpu_name: str) -> Calibration:
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
         elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
         per_seq_s=float(d.get("per_seq_us", 0.0)) * 1e-6,
-        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6)
+        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6,
+        xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
+        measured_vendor=str(base.get("measured_vendor", "nvidia")))
+
+
+def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
+    """A plan note when `gpu` has no calibration of its own and borrows curves measured on another vendor's GPUs
+    (AMD Instinct on NVIDIA's figures): its predictions are a roofline with foreign efficiencies, not measured."""
+    cal = calibration(gpu.name)
+    if cal.own_file or gpu.kind is not DeviceKind.gpu or gpu.vendor == cal.measured_vendor:
+        return ()
+    return (f"{gpu.name} has no microbenchmarks here: its GEMM, attention, HBM and all-reduce efficiencies are "
+            f"borrowed from {cal.measured_vendor.upper()} H100/H200 measurements (conf/calibration/perf-default.yaml) "
+            f"and scaled by its datasheet peaks; the predicted latencies and throughput are estimates, not measured on "
+            f"{gpu.vendor.upper()} hardware (run benchmarks/gpu/ on one to calibrate it).",)
 
 
 @dataclass(frozen=True)
@@ -177,7 +194,8 @@ class StepModel:
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
         link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
-                else cal.pcie_bus_gb_s)
+                else cal.xgmi_link_gb_s * max(tp - 1, 1) if self.hw.intra_node is Interconnect.xgmi
+                and cal.xgmi_link_gb_s else cal.pcie_bus_gb_s)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
             "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),

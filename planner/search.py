@@ -534,7 +534,7 @@ def _finish(req, cons, backend, dtype, chosen: _Try, max_model_len, len_why, max
     unfit = [t for t in tried if not (t.mem.fits and t.mem.kv_cache_tokens >= concurrency * mean_len)]
     alternatives = tuple(Alternative(summary=_summary(t), rejected_because=_why_not(t.mem, concurrency, mean_len))
                          for t in unfit[:3])
-    notes = tuple(text for _, text in cons.notes)
+    notes = tuple(text for _, text in cons.notes) + perf.borrowed_note(hw.gpu)
     return CompiledPlan(plan=plan, memory=mem, decisions=tuple(decisions), alternatives=alternatives, notes=notes,
                         rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))
 
