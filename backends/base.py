@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Protocol
 
 from backends.table import FlagTable
 from planner.plan import Plan
-from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
+from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,19 @@ class Support:
 
 @dataclass(frozen=True)
 class Precision:
-    """A number format in one engine: the oldest GPU that runs it (None: no GPU does) and whether its CPU build does."""
+    """A number format in one engine: the oldest NVIDIA GPU that runs it (None: no CUDA GPU does), whether its CPU
+    build does, and the AMD architectures (no CUDA compute capability) its ROCm build runs it on."""
 
     min_compute_capability: Optional[float]
     source: str
     cpu: bool = False
+    rocm: tuple[Arch, ...] = ()  # AMD architectures whose ROCm build runs it; (): not on AMD GPUs
+    rocm_source: str = ""  # where the ROCm support (or its absence) was read
+
+
+def on_rocm(gpu: GpuSpec) -> bool:
+    """An AMD GPU: served by the engines' ROCm builds, judged by architecture instead of compute capability."""
+    return gpu.kind is DeviceKind.gpu and gpu.vendor == "amd"
 
 
 @dataclass(frozen=True)
@@ -99,10 +107,13 @@ class Backend(Protocol):
     metrics: Metrics
     warning: Optional[str]  # said whenever this backend is chosen (e.g. TGI's maintenance mode)
 
-    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
-        """The native artifacts for `plan`, Kubernetes objects named `name` (a DNS-1123 label); with `api_key_env`,
-        the server requires the API key that environment variable holds (a `${NAME}` reference, never the value).
-        Call `unsupported()` first: render assumes a supported plan."""
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None,
+               gpu: Optional[GpuSpec] = None) -> Artifacts:
+        """The native artifacts for `plan` on `gpu` (None: an NVIDIA GPU, or the CPU when the plan is a CPU plan),
+        Kubernetes objects named `name` (a DNS-1123 label); with `api_key_env`, the server requires the API key that
+        environment variable holds (a `${NAME}` reference, never the value). An AMD `gpu` (on_rocm) gets the
+        engine's ROCm image, /dev/kfd + /dev/dri in docker and amd.com/gpu in Kubernetes. Call `unsupported()`
+        first: render assumes a supported plan."""
         ...
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
@@ -132,7 +143,10 @@ def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str
     on_cpu = gpu.kind is DeviceKind.cpu
     if on_cpu and not caps.gpu.cpu:
         return f"{who} does not run on the CPU [capability: cpu; source: {caps.gpu.source}]"
-    if not on_cpu and gpu.compute_capability < (caps.gpu.min_compute_capability or 0):
+    if on_rocm(gpu) and gpu.architecture not in caps.gpu.rocm:
+        return (f"{who} does not run on AMD GPUs ({gpu.name}, {gpu.architecture.value}, ROCm): "
+                f"{caps.gpu.rocm_source or 'its builds are CUDA-only'} [capability: gpu; source: {caps.gpu.source}]")
+    if not on_cpu and not on_rocm(gpu) and gpu.compute_capability < (caps.gpu.min_compute_capability or 0):
         return (f"{who} needs compute capability >= {caps.gpu.min_compute_capability}, {gpu.name} has "
                 f"{gpu.compute_capability} [capability: gpu; source: {caps.gpu.source}]")
     kv = plan.kv_cache_dtype if plan.kv_cache_dtype is not KvPrecision.auto else KvPrecision(plan.dtype.value)
@@ -182,6 +196,12 @@ def _precision_reason(who: str, label: str, key, precision: Optional[Precision],
     if on_cpu:
         return None if precision.cpu else (f"{who} does not run {asked} on the CPU [capability: {label}s; "
                                            f"source: {precision.source}]")
+    if on_rocm(gpu):
+        if gpu.architecture in precision.rocm:
+            return None
+        source = precision.rocm_source or f"not checked on ROCm, so not rendered there; CUDA: {precision.source}"
+        return (f"{who} does not run {asked} on {gpu.name} ({gpu.architecture.value}, ROCm) [capability: {label}s; "
+                f"source: {source}]")
     if precision.min_compute_capability is None:
         return f"{who} does not run {asked} on GPUs [capability: {label}s; source: {precision.source}]"
     if gpu.compute_capability < precision.min_compute_capability:

@@ -13,6 +13,12 @@ if TYPE_CHECKING:  # server imports this module
     from backends.server import Server
 
 SHM = "--shm-size=16g"  # NCCL and the engines' worker processes share tensors through /dev/shm
+# ROCm containers reach the GPUs through the kernel driver's device nodes (no container toolkit): the KFD compute
+# interface and the DRI render nodes, with the video group that owns them. vLLM's ROCm install docs
+# (docs/getting_started/installation/gpu.rocm.inc.md, vllm-project/vllm#32580) and AMD's ROCm vLLM/SGLang pages run
+# `--device /dev/kfd --device /dev/dri --group-add=video --ipc=host` (plus SYS_PTRACE/seccomp for debuggers, which
+# serving does not need).
+ROCM_DEVICES = ["--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video"]
 HF_CACHE = '"$HOME/.cache/huggingface":/root/.cache/huggingface'
 
 
@@ -37,7 +43,9 @@ def command(server: "Server", plan: Plan, config_dir: str) -> str:
 
 def _line(server: "Server", plan: Plan, config_dir: str, network: list[str], tail: list[str]) -> str:
     words = ["docker", "run", "--rm"]
-    if server.gpu:
+    if server.gpu and server.rocm:
+        words += ROCM_DEVICES + ["--ipc=host", SHM]
+    elif server.gpu:
         words += ["--gpus", "all", "--ipc=host", SHM]
     words += network
     words += ["-e", "HF_TOKEN"]  # by name: docker copies the caller's value, the line never holds it

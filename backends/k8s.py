@@ -52,6 +52,13 @@ def gpus_per_pod(plan: Plan) -> int:
     return plan.gpus_per_replica // plan.nodes
 
 
+def gpu_resource(server: "Server") -> str:
+    """The extended resource the vendor's device plugin advertises: nvidia.com/gpu (NVIDIA k8s-device-plugin) or
+    amd.com/gpu (ROCm/k8s-device-plugin: "Exposes AMD GPUs as amd.com/gpu resources",
+    instinct.docs.amd.com/projects/k8s-device-plugin)."""
+    return "amd.com/gpu" if server.rocm else "nvidia.com/gpu"
+
+
 def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[list], args: Optional[list],
                probes: bool) -> dict:
     env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "HF_TOKEN",
@@ -70,7 +77,7 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
     c["env"] = env
     c["ports"] = [{"name": "http", "containerPort": server.port}]
     if server.gpu:
-        c["resources"] = {"limits": {"nvidia.com/gpu": gpus_per_pod(plan)}}
+        c["resources"] = {"limits": {gpu_resource(server): gpus_per_pod(plan)}}
     if probes:
         def probe(period_s: int, failures: int) -> dict:
             return {"httpGet": {"path": server.health_path, "port": "http"}, "periodSeconds": period_s,

@@ -69,6 +69,7 @@ class Server:
     health_path: str = "/health"
     metrics_path: str = "/metrics"
     gpu: bool = True  # False: a CPU plan (no GPU resources, no --gpus)
+    rocm: bool = False  # an AMD GPU: /dev/kfd + /dev/dri in docker, amd.com/gpu in Kubernetes
     multinode: Optional[MultiNode] = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     api_key: ApiKey = ApiKey(None, "not checked for this engine")

@@ -10,15 +10,21 @@ import re
 import shlex
 from typing import Optional
 
-from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
+from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
-from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
+from planner.specs import Arch, BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
 VERSION = "SGLang 0.5.20"
 F = "python/sglang/srt/arg_groups/fields"
 IMAGE = "lmsysorg/sglang:v0.5.20"  # pulled by digest in downstream clusters (docs/backends.md)
+# ROCm builds: lmsysorg/sglang:v<release>-rocm<ROCm>-mi30x (MI300X/MI325X) and -mi35x (MI350X/MI355X), as AMD's and
+# InferenceX's recipes pull them (SemiAnalysisAI/InferenceX#307 "v0.5.5.post3-rocm700-mi30x", #2067
+# "v0.5.14-rocm720-mi35x"). The v0.5.20 tags follow that pattern; not pulled here. SGLang's AMD guide:
+# docs.sglang.io/docs/hardware-platforms/amd_gpu.md.
+IMAGE_ROCM = {Arch.cdna3: "lmsysorg/sglang:v0.5.20-rocm720-mi30x", Arch.cdna4: "lmsysorg/sglang:v0.5.20-rocm720-mi35x"}
+AMD = "docs.sglang.io hardware-platforms/amd_gpu.md (MI300X, MI35x)"
 PORT = 30000  # fields/serving.py:73 default
 DIST_PORT = 20000  # the LWS example's --dist-init-addr port
 
@@ -90,24 +96,30 @@ TABLE = FlagTable(
 )
 
 _UNCHECKED = "SGLang quantization docs; kernels not checked here"
+MI3XX = (Arch.cdna3, Arch.cdna4)
 CAPABILITIES = Capabilities(
     backend=BackendName.sglang,
     version=VERSION,
     status="active",
-    gpu=Precision(7.5, f"{F}/device.py:31 (--device cuda); SGLang install docs: sm75+ (not checked here)"),
-    dtypes={Dtype.bf16: Precision(8.0, f"{F}/model.py:159"), Dtype.fp16: Precision(7.5, f"{F}/model.py:159"),
-            Dtype.float32: Precision(7.5, f"{F}/model.py:159")},
+    gpu=Precision(7.5, f"{F}/device.py:31 (--device cuda); SGLang install docs: sm75+ (not checked here)",
+                  rocm=MI3XX, rocm_source=AMD),
+    dtypes={Dtype.bf16: Precision(8.0, f"{F}/model.py:159", rocm=MI3XX, rocm_source=AMD),
+            Dtype.fp16: Precision(7.5, f"{F}/model.py:159", rocm=MI3XX, rocm_source=AMD),
+            Dtype.float32: Precision(7.5, f"{F}/model.py:159", rocm=MI3XX, rocm_source=AMD)},
     quantizations={
-        Quantization.fp8: Precision(8.9, f"{F}/model.py:176 fp8; FP8 tensor cores from SM89 ({_UNCHECKED})"),
+        # FP8 (DeepSeek-V3/R1 block FP8) is SGLang's headline MI300X path (AMD guide); AWQ/GPTQ/INT8/FP8-KV on
+        # ROCm are not checked here, so this adapter does not render them on AMD.
+        Quantization.fp8: Precision(8.9, f"{F}/model.py:176 fp8; FP8 tensor cores from SM89 ({_UNCHECKED})",
+                                    rocm=MI3XX, rocm_source=f"{AMD} (FP8 DeepSeek on MI300X)"),
         Quantization.awq: Precision(7.5, f"{F}/model.py:176 awq ({_UNCHECKED})"),
         Quantization.gptq: Precision(7.5, f"{F}/model.py:176 gptq ({_UNCHECKED})"),
         Quantization.int8: Precision(8.0, f"{F}/model.py:176 w8a8_int8 ({_UNCHECKED})"),
         Quantization.nvfp4: Precision(10.0, f"{F}/model.py:176 modelopt_fp4; NVFP4 is a Blackwell format"),
     },
     kv_cache_dtypes={
-        KvPrecision.bf16: Precision(8.0, f"{F}/model.py:196 bfloat16"),
-        KvPrecision.fp16: Precision(7.5, f"{F}/model.py:196 auto (model dtype)"),
-        KvPrecision.float32: Precision(7.5, f"{F}/model.py:196 auto (model dtype)"),
+        KvPrecision.bf16: Precision(8.0, f"{F}/model.py:196 bfloat16", rocm=MI3XX, rocm_source=AMD),
+        KvPrecision.fp16: Precision(7.5, f"{F}/model.py:196 auto (model dtype)", rocm=MI3XX, rocm_source=AMD),
+        KvPrecision.float32: Precision(7.5, f"{F}/model.py:196 auto (model dtype)", rocm=MI3XX, rocm_source=AMD),
         KvPrecision.fp8: Precision(8.9, f"{F}/model.py:196 fp8_e4m3 (CUDA 11.8+; FP8 formats from SM89)"),
     },
     tensor_parallel=Support(True, f"{F}/parallel.py:52"),
@@ -153,8 +165,11 @@ class SglangBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None,
+               gpu: Optional[GpuSpec] = None) -> Artifacts:
         applied = apply(TABLE, plan)
+        rocm = gpu is not None and on_rocm(gpu)
+        image = IMAGE_ROCM[gpu.architecture] if rocm else IMAGE
         command = ("python3", "-m", "sglang.launch_server")
         args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT), "--enable-metrics")
         multinode = None
@@ -162,9 +177,9 @@ class SglangBackend:
             node = shlex.join(command + args) + f" --dist-init-addr {{leader}}:{DIST_PORT} --node-rank {{rank}}"
             multinode = MultiNode(leader=node, worker=node, source="kubernetes-sigs/lws docs/examples/sglang/lws.yaml")
         server = Server(
-            backend=self.name, image=IMAGE, command=command, container_command=command, args=args,
+            backend=self.name, image=image, command=command, container_command=command, args=args,
             container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, multinode=multinode, api_key=API_KEY)
+            metrics_path=self.metrics_path, rocm=rocm, multinode=multinode, api_key=API_KEY)
         return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:

@@ -91,7 +91,11 @@ CAPABILITIES = Capabilities(
     backend=BackendName.tgi,
     version=VERSION,
     status=STATUS,
-    gpu=Precision(7.0, f"{MAIN}:146-152 (below compute capability 8.0 the launcher falls back to paged attention)"),
+    gpu=Precision(7.0, f"{MAIN}:146-152 (below compute capability 8.0 the launcher falls back to paged attention)",
+                  rocm_source="this adapter renders TGI's CUDA image only; TGI publishes ROCm images "
+                              "(ghcr.io/huggingface/text-generation-inference:<version>-rocm, TGI docs quicktour "
+                              "'ROCm-enabled AMD GPUs') whose kernels and flags are not checked here, and TGI is in "
+                              "maintenance mode (use backend=vllm or backend=sglang)"),
     dtypes={Dtype.fp16: Precision(7.0, f"{MAIN}:489-494"), Dtype.bf16: Precision(8.0, f"{MAIN}:489-494")},
     quantizations={
         Quantization.fp8: Precision(9.0, f"{MAIN}:442 ('FP8 (e4m3) works on H100 and above')"),
@@ -146,7 +150,8 @@ class TgiBackend:
     metrics = METRICS
     warning: Optional[str] = WARNING
 
-    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None,
+               gpu: Optional[GpuSpec] = None) -> Artifacts:  # CUDA only (matrix)
         applied = apply(TABLE, plan)
         args = applied.argv + ("--hostname", "0.0.0.0", "--port", str(PORT))
         server = Server(

