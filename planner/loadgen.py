@@ -10,9 +10,7 @@ import asyncio
 import json
 import logging
 import math
-import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,11 +18,12 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from planner.loadresult import PERCENTILES, LoadResult, MetricsSample, RequestRecord  # noqa: F401 (re-exported)
+from planner.progress import Bar, wanted
 from planner.simulate import Arrivals, lengths, send_times
 
 logger = logging.getLogger(__name__)
 
-PERCENTILES = (50, 90, 95, 99)
 """Percentiles reported for every latency metric (serve's `--metric-percentiles`, here fixed)."""
 
 LATE_S = 0.010
@@ -108,105 +107,6 @@ class LoadSpec:
         """The goodput SLOs that are set, keyed as serve's `--goodput` (ttft, tpot, e2el)."""
         slos = {"ttft": self.slo_ttft_ms, "tpot": self.slo_tpot_ms, "e2el": self.slo_e2el_ms}
         return {k: v for k, v in slos.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One measured request; times in seconds."""
-
-    sent_s: float
-    """Benchmark start → request sent (after the concurrency semaphore), as erf `start_time` (line 229)."""
-    ttft_s: float
-    """Just before sending → first chunk with `choices` (erf lines 228, 258-266); nan if none came."""
-    e2e_s: float
-    """Just before sending → last chunk with `choices` (erf line 287); nan if it failed."""
-    output_tokens: int
-    """From the final `usage` chunk (erf line 275); else the number of chunks with choices (a lower bound when a
-    chunk carries several tokens; serve counts 1 without a tokenizer, line 611)."""
-    input_tokens: int
-    """`usage.prompt_tokens` when given (erf line 276), else the prompt's length."""
-    itl_s: tuple[float, ...]
-    """Gaps between successive chunks with choices (erf line 270): per chunk, not per token."""
-    ok: bool
-    """Whether at least one chunk arrived and the stream ended cleanly (erf lines 278-285)."""
-    error: str = ""
-    """Why it failed: HTTP status and body, exception, timeout or cancellation."""
-
-    @property
-    def tpot_s(self) -> float:
-        """(E2E − TTFT) / (output tokens − 1); 0 with ≤ 1 output token (serve lines 625-631)."""
-        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0
-
-
-@dataclass(frozen=True)
-class MetricsSample:
-    """One scrape of the server's Prometheus endpoint."""
-
-    t_s: float
-    """Benchmark start → scrape response."""
-    values: dict[str, float]
-    """SCRAPED_METRICS found in the scrape, summed over label sets (one per engine)."""
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """What one load test measured."""
-
-    records: tuple[RequestRecord, ...]
-    """Every request that arrived by the schedule, in arrival order (warmup excluded)."""
-    duration_s: float
-    """Benchmark start → last request finished or cancelled (serve `benchmark_duration`, line 1090)."""
-    metrics_series: tuple[MetricsSample, ...] = ()
-    """Server metrics over the run, in time order."""
-    unsent: int = 0
-    """Requests never sent because the time limit came first (neither completed nor failed)."""
-    slos_ms: dict[str, float] = field(default_factory=dict)
-    """Goodput SLOs of the spec (ttft/tpot/e2el, ms); empty means request_goodput is None."""
-
-    def summary(self) -> dict[str, float | int | None]:
-        """Aggregates with the keys of serve's result JSON (lines 1281-1391, metrics from `calculate_metrics`)."""
-        done = [r for r in self.records if r.ok]
-        dur = self.duration_s
-        total_in = sum(r.input_tokens for r in done)
-        total_out = sum(r.output_tokens for r in done)
-        out: dict[str, float | int | None] = {
-            "duration": dur, "completed": len(done), "failed": len(self.records) - len(done), "unsent": self.unsent,
-            "total_input_tokens": total_in, "total_output_tokens": total_out,
-            "request_throughput": len(done) / dur, "output_throughput": total_out / dur,
-            "total_token_throughput": (total_in + total_out) / dur,
-            "request_goodput": self._good(done) / dur if self.slos_ms else None,
-        }
-        for name, values in self._series(done).items():
-            arr = np.asarray(values or [0.0]) * 1000  # serve: `np.mean(x or 0)`, 0 when empty (lines 753-776)
-            out[f"mean_{name}_ms"] = float(arr.mean())
-            out[f"median_{name}_ms"] = float(np.median(arr))
-            out[f"std_{name}_ms"] = float(arr.std())
-            for p in PERCENTILES:
-                out[f"p{p}_{name}_ms"] = float(np.percentile(arr, p))
-        return out
-
-    @staticmethod
-    def _series(done: list[RequestRecord]) -> dict[str, list[float]]:
-        return {
-            "ttft": [r.ttft_s for r in done],
-            "tpot": [r.tpot_s for r in done if r.output_tokens > 1],  # serve lines 626-629
-            "itl": [gap for r in done for gap in r.itl_s],  # pooled over requests (line 632)
-            "e2el": [r.e2e_s for r in done],
-        }
-
-    def percentile_ms(self, name: str, percentile: float) -> float:
-        """Any percentile of `ttft`, `tpot`, `itl` or `e2el` in ms, as summary() computes its fixed ones."""
-        values = self._series([r for r in self.records if r.ok])[name]
-        return float(np.percentile(np.asarray(values or [0.0]) * 1000, percentile))
-
-    def errors(self) -> list[str]:
-        """The failed requests' messages, in arrival order."""
-        return [r.error for r in self.records if not r.ok]
-
-    def _good(self, done: list[RequestRecord]) -> int:
-        """Completed requests meeting every SLO; tpot counts 0 for ≤ 1 output token (serve lines 640-663)."""
-        measured = {"ttft": lambda r: r.ttft_s, "tpot": lambda r: r.tpot_s, "e2el": lambda r: r.e2e_s}
-        return sum(all(slo / 1000 >= measured[k](r) for k, slo in self.slos_ms.items()) for r in done)
 
 
 def prompts(spec: LoadSpec, n: int, seed: int) -> list[list[int]]:
@@ -328,42 +228,6 @@ def require_completions(result: LoadResult, base_url: str) -> None:
                        "model name or URL), then run again.")
 
 
-def progress_wanted() -> bool:
-    """The load-test progress bar is drawn only for a person: stderr is a terminal and no test runs us."""
-    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
-
-
-class _Bar:
-    """A rich progress bar on stderr: measured requests finished / total, elapsed; nothing when disabled."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._bar = self._task = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("load test"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._task = self._bar.add_task("", total=total)
-
-    def __enter__(self) -> "_Bar":
-        if self._bar:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar:
-            self._bar.stop()
-
-    def done(self, _task: "asyncio.Task | None" = None) -> None:
-        if self._bar:
-            self._bar.advance(self._task)
-
-    @property
-    def shown(self) -> bool:
-        return self._bar is not None
-
-
 def parse_prometheus(text: str, names: tuple[str, ...] = SCRAPED_METRICS) -> dict[str, float]:
     """Values of `names` in Prometheus text exposition, summed over label sets."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -393,14 +257,14 @@ async def _scrape(spec: LoadSpec, headers: dict[str, str], t0: float, out: list[
 
 async def run(spec: LoadSpec, progress: bool | None = None) -> LoadResult:
     """Warm up, then send spec.num_prompts requests on the arrival schedule and measure them. `progress`: draw a
-    bar on stderr (None: when progress_wanted())."""
+    bar on stderr (None: when progress.wanted())."""
     headers = _headers(spec)
-    bar = _Bar(spec.num_prompts, progress_wanted() if progress is None else progress)
+    bar = Bar("load test: requests", spec.num_prompts, wanted() if progress is None else progress)
     with bar:
         return await _run(spec, headers, bar)
 
 
-async def _run(spec: LoadSpec, headers: dict[str, str], bar: _Bar) -> LoadResult:
+async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
     n = spec.num_prompts
     all_prompts = prompts(spec, n + spec.warmup, spec.seed)  # warmup prompts share only the prefix
     output_lens = lengths(spec.output_len, spec.range_ratio, n + spec.warmup, spec.seed + 1)
@@ -432,7 +296,7 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: _Bar) -> LoadResult
                 if time.perf_counter() >= deadline:
                     break
                 tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
-                tasks[-1].add_done_callback(bar.done)
+                tasks[-1].add_done_callback(bar.advance)
             if late > 0.05 * len(tasks):
                 logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
                                "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "

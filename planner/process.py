@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +22,8 @@ from urllib.parse import urlsplit
 import psutil
 
 from planner.endpoint import auth_headers, auth_problem
+from planner.ports import check_port_free, free_port  # noqa: F401 (the launch API: process.free_port)
+from planner.progress import Bar
 from planner.errors import InputError, LaunchFailed
 
 log = logging.getLogger(__name__)
@@ -36,44 +36,6 @@ REDACTED = "***"
 _SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY", re.IGNORECASE)
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary text
 _POLL_S = 0.2
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it; another process may still take it before we do)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _port_holder(port: int) -> Optional[psutil.Process]:
-    """The process listening on `port`, when psutil may see it (processes of other users usually hide theirs)."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for c in psutil.net_connections(kind="inet"):
-            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-                return psutil.Process(c.pid)
-    return None
-
-
-def check_port_free(port: int, host: str = "127.0.0.1") -> None:
-    """Raise InputError (naming who holds it, if psutil can tell) unless the server could bind `port` on `host`."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        # uvicorn sets SO_REUSEADDR too, so a port with only TIME_WAIT connections counts as free, as it is for it.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise InputError(f"port={port}: cannot bind {host}:{port} ({exc.strerror}). "
-                                 f"Fix: choose another port: port={free_port(host)}.") from exc
-    holder = _port_holder(port)
-    who = "by a process psutil cannot see (another user's?)"
-    if holder is not None:
-        with contextlib.suppress(psutil.Error):
-            who = f"by pid {holder.pid} ({holder.name()}: {shlex.join(holder.cmdline())[:160]})"
-    raise InputError(f"port={port}: {host}:{port} is already in use {who}, so the server would fail to start "
-                     f"(address already in use). Fix: stop that process, or choose another port: "
-                     f"port={free_port(host)} is free now.")
 
 
 @dataclass(frozen=True)
@@ -291,7 +253,7 @@ class Server:
         rules = self._load_rules()
         headers = auth_headers(self.spec.api_key_env)
         checked = 0
-        display = _Progress(self.spec.argv, progress)
+        display = Bar("waiting for the server", None, progress)
         # trust_env=False: no proxy from the environment may stand between us and 127.0.0.1
         with httpx.Client(timeout=2.0, trust_env=False) as client, display:
             while True:
@@ -324,7 +286,7 @@ class Server:
                                         f"ready_timeout_s={self.spec.ready_timeout_s:g} s timeout",
                                         f" Fix: raise ready_timeout_s if startup is just slow ({self.spec.models_url} "
                                         "never answered 200).")
-                display.update(elapsed, (self.tail(1) or [""])[0])
+                display.describe((self.tail(1) or [""])[0])
                 time.sleep(_POLL_S)
 
     def watch(self) -> Optional[str]:
@@ -387,34 +349,6 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class _Progress:
-    """A rich spinner on stderr with the elapsed time and the server's last log line (nothing when disabled)."""
-
-    def __init__(self, argv: tuple[str, ...], enabled: bool):
-        self._bar = self._task = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(SpinnerColumn(), TextColumn("waiting for the server"), TimeElapsedColumn(),
-                                 TextColumn("{task.description}", markup=False),
-                                 console=Console(stderr=True), transient=True)
-            self._task = self._bar.add_task("", total=None)
-
-    def __enter__(self):
-        if self._bar:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar:
-            self._bar.stop()
-
-    def update(self, elapsed: float, last_line: str) -> None:
-        if self._bar:
-            self._bar.update(self._task, description=last_line.strip()[:100])
 
 
 @contextlib.contextmanager

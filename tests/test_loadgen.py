@@ -249,13 +249,15 @@ def test_progress_bar_counts_every_measured_request(monkeypatch):
 
     bars = []
 
-    class Recording(loadgen._Bar):
-        def __init__(self, total, enabled):
-            super().__init__(total, enabled)
+    class Recording(loadgen.Bar):
+        def __init__(self, label, total, enabled):
+            super().__init__(label, total, enabled)
             bars.append(self)
 
-    monkeypatch.setattr(loadgen, "_Bar", Recording)
-    assert not loadgen.progress_wanted(), "no bar inside tests (nor without a terminal)"
+    monkeypatch.setattr(loadgen, "Bar", Recording)
+    from planner import progress
+
+    assert not progress.wanted(), "no bar inside tests (nor without a terminal)"
     with running(StubConfig()) as (url, _):
         run_sync(spec(url, num_prompts=5, warmup=1), progress=True)
     (bar,) = bars

@@ -1,0 +1,150 @@
+"""The app's actions on a compiled plan: write it, render its artifacts, launch and verify it here, or verify a
+running endpoint. planner/app.py composes the request and maps errors to exit codes; this module does the work."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from planner.errors import InputError
+
+log = logging.getLogger("planner")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one job produced: its exit code and, when a plan was made, the request and the compiled plan."""
+
+    code: int
+    plan: Optional[tuple] = None  # (Request, CompiledPlan)
+
+
+def emit(req, compiled, fmt: str, saved_to: Optional[str]) -> None:
+    """The product on stdout: the plan as tables, or exactly one JSON/YAML document."""
+    import sys
+
+    from planner import document, present
+
+    if fmt in ("json", "yaml"):
+        sys.stdout.write(document.dumps(document.build(req, compiled), fmt))
+    else:
+        present.show(req, compiled, saved_to=saved_to)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """The command's own options for render/launch/verify, read once from the composed config."""
+
+    out: Optional[str]
+    save: bool
+    endpoint: Optional[str]
+    num_prompts: Optional[int]
+    ready_timeout_s: float
+    port: Optional[int]
+    sweep: bool
+    force: bool
+    api_key_env: Optional[str]  # the NAME of the variable holding the server's API key (never the key)
+    model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
+    overrides: tuple[str, ...]
+    rules: tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
+    given_model = any(o.startswith("model=") for o in overrides)
+    return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
+                         ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
+                         api_key_env=cfg.api_key_env,
+                         model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
+                         rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
+
+
+def saved_plan(cfg, req, compiled) -> Outcome:
+    """plan=FILE: print it, or render / launch / verify it as it is (no recompiling)."""
+    action, fmt = cfg.action.value, cfg.format.value
+    path = Path(cfg.plan_file)
+    opts = launch_options(cfg, [])
+    if action == "verify" and cfg.endpoint:
+        return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
+    if action in ("plan", "explain"):
+        emit(req, compiled, fmt, None)
+        return Outcome(0, (req, compiled))
+    if action not in ("render", "launch", "verify"):
+        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched "
+                         "or verified. Fix: action=plan|render|launch|verify, or drop plan=.")
+    return act(action, req, compiled, Path(cfg.out) if cfg.out else path, fmt, opts)
+
+
+def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -> Outcome:
+    """Write / render / launch a compiled plan; the plan file and its artifacts sit at `path`."""
+    from planner import render
+
+    if action in ("launch", "verify"):
+        if opts.endpoint:
+            return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
+        return Outcome(_launch(req, compiled, path, opts, keep_serving=action == "launch"), (req, compiled))
+    if action == "render":
+        compiled = render.rendered(compiled, req, opts.api_key_env)
+        written = render.write(compiled.launch, render.artifact_dir(path))
+        log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
+    if opts.save or action == "render":
+        _write_plan(req, compiled, path)
+    emit(req, compiled, fmt, str(path) if opts.save or action == "render" else None)
+    return Outcome(0, (req, compiled))
+
+
+def _write_plan(req, compiled, path: Path) -> None:
+    from planner import document
+
+    try:
+        document.write(document.build(req, compiled), path)
+    except OSError as exc:
+        raise InputError(f"out={path}: cannot write the plan file there ({exc.strerror or exc}). Fix: give a "
+                         "writable path (out=plans/my-plan.yaml), or save=false to only print it.") from None
+
+
+def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) -> int:
+    """Render, launch here, verify, report (planner/launch.py); re-plans with remedies on a fixable failure."""
+    from planner import compose, launch, render, search
+    from planner import rules as rule_engine
+
+    launch.check_backend_runs_here(compiled.plan.backend.value)
+    compiled = render.rendered(compiled, req, opts.api_key_env)
+    _write_plan(req, compiled, path)
+    render.write(compiled.launch, render.artifact_dir(path))
+
+    def replan(extra: list[str]):
+        with compose.Composer() as composer:
+            cfg, _ = compose.resolve(composer, list(opts.overrides) + extra)
+            new_req = compose.to_request(cfg)
+        new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts.rules)))
+        return new_req, new
+
+    return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env)
+
+
+def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int:
+    """action=verify endpoint=URL plan=FILE: load-test a server that is already running, report, exit 0 or 5."""
+    from dataclasses import replace
+
+    from planner import loadgen, plots, present, render, verify
+    from planner.endpoint import check_endpoint
+
+    model = opts.model_name or compiled.plan.served_model_name
+    spec = verify.load_spec(req, compiled, opts.endpoint, model, num_prompts=opts.num_prompts)
+    spec = replace(spec, api_key_env=opts.api_key_env)
+    verify.mark_started(render.artifact_dir(plan_file), plan_file.stem)  # an earlier run's results are not this one's
+    check_endpoint(opts.endpoint, opts.api_key_env)  # LaunchFailed (4): cannot reach, or the key is refused
+    result = loadgen.run_sync(spec)
+    loadgen.require_completions(result, opts.endpoint)
+    report = verify.build(req, compiled, plan_file.stem, opts.endpoint, spec, result, server={})
+    if opts.sweep:
+        base = max(result.summary().get("request_throughput") or 1.0, 0.5)
+        best, points = verify.sweep(spec, req.target, [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
+        report = replace(report, sweep=points)
+        log.warning("rate sweep: highest goodput under the target %s",
+                    f"{best.goodput:.2f} req/s at {best.request_rate:.2f} req/s" if best else "none (every rate missed)")
+    outdir = render.artifact_dir(plan_file)
+    path = verify.write(report, outdir)
+    present.verdict(report, path, plots.write(result, report, outdir))
+    return 0 if report.passed else 5
