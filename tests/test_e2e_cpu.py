@@ -113,7 +113,8 @@ def test_taken_port_is_a_clear_error(tmp_path):
 
 def _start(tmp_path, action: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
-                             f"action={action}", "workload.output_len=16", "workload.input_len=32", *extra],
+                             f"action={action}", "workload.output_len=16", "workload.input_len=32",
+                             "out=plans/tiny-llama-cpu-best-effort.yaml", *extra],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -171,7 +172,8 @@ def test_api_key_from_the_environment(tmp_path, extra, code, says):
 
     t0 = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "target=best-effort",
-                          "action=verify", "num_prompts=8", "workload.output_len=16", "workload.input_len=32", *extra],
+                          "action=verify", "num_prompts=8", "workload.output_len=16", "workload.input_len=32",
+                          "out=plans/tiny-llama-cpu-best-effort.yaml", *extra],
                          cwd=tmp_path, capture_output=True, text=True, timeout=1200,
                          env={**os.environ, "VLLM_API_KEY": KEY})
     took = time.monotonic() - t0
