@@ -321,6 +321,12 @@ def _cpu_budgets(total: float, weights: list[float], world: int, pp: int, cpu_kv
     return usable, [space if fits_ram else 0.0] * pp, [0.0] * pp, 0.0, True
 
 
+def _stage_blocks(m: ModelSpec, budget: float, n_layers: int, page_per_layer: float) -> int:
+    """KV blocks a stage's budget holds: a block spans the largest KV-cache group's layers (vLLM's page size)."""
+    bytes_per_block = max(size for _, size in kv_groups(m, n_layers)) * page_per_layer
+    return max(0, int(budget // bytes_per_block)) if budget > 0 else 0
+
+
 def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, quant: Quantization,
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
@@ -358,11 +364,7 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
                                       compiled=torch_compile) for s in range(pp)]
         budgets = [usable - w - a - overhead for w, a in zip(weights, acts)]
         headroom_ok = total - usable >= consts["overhead"]["cuda_context_gib"] * GIB
-    per_stage_blocks = []
-    for budget, n in zip(budgets, layers):
-        groups = kv_groups(m, n)
-        bytes_per_block = max(size for _, size in groups) * page_per_layer
-        per_stage_blocks.append(max(0, int(budget // bytes_per_block)) if budget > 0 else 0)
+    per_stage_blocks = [_stage_blocks(m, budget, n, page_per_layer) for budget, n in zip(budgets, layers)]
     worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
     blocks = per_stage_blocks[worst]
     need = sum(blocks_per_request(m, sliding, max_model_len, block, in_flight)

@@ -115,33 +115,8 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
 
     def solve():
         if rate is None:
-            b = cap if concurrency is None else np.minimum(cap, concurrency)
-            t = step(b)
-            ttft = first_token(b, t)
-            e2e = ttft + (steps_out - 1) * t
-            rps = b / e2e
-            conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
-            waiting = conc > cap
-            ttft = np.where(waiting, ttft + (conc / cap - 1) * e2e, ttft)
-            out = SteadyState(b, t, t / per_step, ttft, rps * output_len, rps, waiting)
-        else:
-            b = np.ones_like(cap)
-            for _ in range(60):
-                t = step(b)
-                nb = np.minimum(cap, rate * steps_out * t + rate * t * np.ceil(prefill / budget))
-                done = np.all(np.abs(nb - b) < 1e-3 * np.maximum(b, 1.0))
-                b = 0.5 * (b + nb)
-                if done:
-                    break
-            t = step(b)
-            capacity_rps = cap / (steps_out * step(cap))
-            saturated = rate > capacity_rps
-            service = first_token(b, t)
-            rho = np.minimum(rate / capacity_rps, 0.999)
-            ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
-            served = np.minimum(rate, capacity_rps)
-            out = SteadyState(b, t, t / per_step, ttft, served * output_len, served, saturated)
-        return out
+            return _closed_loop(step, first_token, cap, concurrency, steps_out, per_step, output_len)
+        return _open_loop(step, first_token, cap, rate, steps_out, per_step, output_len, prefill, budget)
 
     slow = 1.0  # the engine's step time x this: the share of a CPU host's cores the front end takes
     out = solve()
@@ -155,3 +130,38 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
         return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
                                                              out.output_tok_s, out.request_rps, out.saturated)))
     return out
+
+
+def _closed_loop(step, first_token, cap, concurrency, steps_out, per_step, output_len) -> SteadyState:
+    """`concurrency` requests in flight (None: as many as the batch limit `cap` holds); beyond the cap they queue
+    for whole request lifetimes."""
+    b = cap if concurrency is None else np.minimum(cap, concurrency)
+    t = step(b)
+    ttft = first_token(b, t)
+    e2e = ttft + (steps_out - 1) * t
+    rps = b / e2e
+    conc = np.asarray(0.0 if concurrency is None else concurrency, dtype=float)
+    waiting = conc > cap
+    ttft = np.where(waiting, ttft + (conc / cap - 1) * e2e, ttft)
+    return SteadyState(b, t, t / per_step, ttft, rps * output_len, rps, waiting)
+
+
+def _open_loop(step, first_token, cap, rate, steps_out, per_step, output_len, prefill, budget) -> SteadyState:
+    """Poisson arrivals at `rate`: the batch as a fixed point of Little's law, TTFT with an M/D/1 wait on the
+    prefill, infinite when the rate exceeds what a full batch serves."""
+    b = np.ones_like(cap)
+    for _ in range(60):
+        t = step(b)
+        nb = np.minimum(cap, rate * steps_out * t + rate * t * np.ceil(prefill / budget))
+        done = np.all(np.abs(nb - b) < 1e-3 * np.maximum(b, 1.0))
+        b = 0.5 * (b + nb)
+        if done:
+            break
+    t = step(b)
+    capacity_rps = cap / (steps_out * step(cap))
+    saturated = rate > capacity_rps
+    service = first_token(b, t)
+    rho = np.minimum(rate / capacity_rps, 0.999)
+    ttft = np.where(saturated, np.inf, service * (1 + rho / (2 * (1 - rho))))  # M/D/1 wait on the prefill
+    served = np.minimum(rate, capacity_rps)
+    return SteadyState(b, t, t / per_step, ttft, served * output_len, served, saturated)
