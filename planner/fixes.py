@@ -67,4 +67,4 @@ def checked(overrides: list[str], req, exc: NoFeasiblePlan, rule_set) -> Optiona
             found.append(f"{' '.join(extra)} ({says}; {_predicted(new_req, compiled)})")
     if not found:
         return None
-    return "Fix (each re-planned and predicted to meet the target): " + "; or ".join(found) + "."
+    return "Fix: " + "; or ".join(found) + ". (Each fix was re-planned and predicted to meet the target.)"
