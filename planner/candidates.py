@@ -32,9 +32,13 @@ def choose_max_model_len(req: Request) -> tuple[int, str]:
     elif wl.max_model_len:
         need, why = wl.max_model_len, f"workload.max_model_len={wl.max_model_len}"
     else:
-        need = math.ceil((wl.max_input_len + wl.max_output_len) / 256) * 256
-        why = (f"the workload's longest request ({wl.max_input_len} in + {wl.max_output_len} out tokens), "
-               "rounded up to 256; a longer context would only cost KV cache")
+        longest = wl.max_input_len + wl.max_output_len
+        need = math.ceil(longest / 256) * 256
+        spread = f" +{wl.range_ratio:.0%}, range_ratio {wl.range_ratio:g}" if wl.range_ratio else ""
+        why = (f"workload={wl.name}'s longest request, {wl.max_input_len:,} in + {wl.max_output_len:,} out = "
+               f"{longest:,} tokens (means {wl.input_len:,} and {wl.output_len:,}{spread}), rounded up to a "
+               f"multiple of 256: {need:,}; vLLM refuses longer ones (the model allows {limit:,}): "
+               "workload.max_model_len=N serves them")
         if need > limit >= wl.input_len + wl.output_len:
             return limit, f"{why}, capped at the model's {limit} (the longest requests will be cut)"
     if need > limit:

@@ -146,8 +146,9 @@ def lengths(mean: int, range_ratio: float, n: int, seed: int) -> np.ndarray:
                          "fixed lengths.")
     if mean < 1 or n < 1:
         raise ValueError(f"mean={mean}, n={n}: both must be ≥ 1.")
-    low = max(math.floor(mean * (1 - range_ratio)), 1)
-    high = max(math.ceil(mean * (1 + range_ratio)), 1)
+    from planner.specs import length_range
+
+    low, high = length_range(mean, range_ratio)
     return np.random.default_rng(seed).integers(low, high + 1, size=n)
 
 

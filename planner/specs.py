@@ -6,6 +6,7 @@ from these classes, so the YAML, the validation and the code share one definitio
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -267,11 +268,20 @@ class WorkloadSpec:
 
     @property
     def max_input_len(self) -> int:
-        return int(self.input_len * (1 + self.range_ratio))
+        """The longest prompt the load test samples (length_range's upper bound)."""
+        return length_range(self.input_len, self.range_ratio)[1]
 
     @property
     def max_output_len(self) -> int:
-        return int(self.output_len * (1 + self.range_ratio))
+        """The longest answer the load test samples (length_range's upper bound)."""
+        return length_range(self.output_len, self.range_ratio)[1]
+
+
+def length_range(mean: int, range_ratio: float) -> tuple[int, int]:
+    """(shortest, longest) length sampled around `mean`, both inclusive, as vllm bench serve's --random-range-ratio:
+    [floor(mean·(1−r)), ceil(mean·(1+r))], at least 1 (vllm/benchmarks/datasets/utils.py get_sampling_params,
+    vLLM 0.32; planner/simulate.py lengths samples it)."""
+    return max(math.floor(mean * (1 - range_ratio)), 1), max(math.ceil(mean * (1 + range_ratio)), 1)
 
 
 @dataclass(frozen=True)

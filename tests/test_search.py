@@ -2,10 +2,11 @@
 
 import pytest
 
+from planner import search
 from planner.errors import InputError, NoFeasiblePlan
 from planner.specs import Dtype, KvPrecision, Quantization
 
-from conftest import plan_or_closest
+from conftest import plan_or_closest, request_for
 
 
 def plan_for(*overrides):
@@ -130,3 +131,24 @@ def test_long_prompts_take_a_larger_chunk_when_no_rule_sets_one():
     short = plan_for("model=llama3.1-8b", "hw=h100x1", "target=latency", "target.min_concurrency=4",
                      "workload.stream=false")
     assert short.plan.max_num_batched_tokens == 8192
+
+
+@pytest.mark.parametrize("overrides,longest,expected", [
+    pytest.param(("workload=chat",), (768, 384), 1280, id="chat-768-in-384-out"),
+    # 1024 x 1.2 = 1228.8: the load test samples up to ceil = 1229 (int() said 1228)
+    pytest.param(("workload=chat", "workload.input_len=1000", "workload.output_len=1024", "workload.range_ratio=0.2"),
+                 (1200, 1229), 2560, id="fractional-bound-rounds-up-as-sampled"),
+    pytest.param(("workload=chat", "workload.range_ratio=0"), (512, 256), 768, id="fixed-lengths"),
+])
+def test_max_model_len_is_the_longest_sampled_request_rounded_and_says_so(overrides, longest, expected):
+    from planner.simulate import lengths
+
+    req = request_for("model=llama3-8b", "hw=h100x1", *overrides)
+    wl = req.workload
+    sampled = (lengths(wl.input_len, wl.range_ratio, 20000, seed=3).max(),
+               lengths(wl.output_len, wl.range_ratio, 20000, seed=4).max())
+    assert (wl.max_input_len, wl.max_output_len) == sampled == longest
+    value, why = search.choose_max_model_len(req)
+    assert value == expected
+    assert f"{longest[0]:,} in + {longest[1]:,} out = {sum(longest):,} tokens" in why
+    assert f"rounded up to a multiple of 256: {expected:,}" in why and "workload.max_model_len" in why
