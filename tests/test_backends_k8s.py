@@ -36,14 +36,19 @@ def plans():
     return {"one-node": (one, compiled_or_closest(one)), "two-nodes": (two, compiled_or_closest(two))}
 
 
-@pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in ADAPTERS])
-@pytest.mark.parametrize("shape", ["one-node", "two-nodes"])
-def test_manifests_validate(backend, shape, plans):
+def _rendered(backend, shape, plans):
+    """The artifacts of the `shape` plan served by `backend`; skipped where the backend does not serve it."""
     req, compiled = plans[shape]
     plan = dataclasses.replace(compiled.plan, backend=backend)
     if unsupported(backend, plan, req.hw.gpu):
         pytest.skip(f"{backend.value} does not serve the {shape} plan (see test_backends unsupported cases)")
-    art = get(backend).render(plan, "planner-check")
+    return get(backend).render(plan, "planner-check")
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in ADAPTERS])
+@pytest.mark.parametrize("shape", ["one-node", "two-nodes"])
+def test_manifests_validate(backend, shape, plans):
+    art = _rendered(backend, shape, plans)
     for name, text in art.k8s.items():
         obj = yaml.safe_load(text)
         if obj["kind"] == "LeaderWorkerSet":
@@ -91,14 +96,10 @@ def test_every_pod_keeps_the_hf_cache_on_a_persistent_volume(backend, shape, pla
     """A restarted pod finds the weights: the cache is a PVC mounted where HF_HOME points, on leaders and workers."""
     from backends.k8s import CACHE_CLAIM, HF_CACHE_PATH
 
-    req, compiled = plans[shape]
-    plan = dataclasses.replace(compiled.plan, backend=backend)
-    if unsupported(backend, plan, req.hw.gpu):
-        pytest.skip(f"{backend.value} does not serve the {shape} plan")
-    art = get(backend).render(plan, "planner-check")
+    art = _rendered(backend, shape, plans)
     pods = [spec for text in art.k8s.values() for obj in [yaml.safe_load(text)]
             if obj["kind"] in ("Deployment", "LeaderWorkerSet") for spec in _pod_specs(obj)]
-    assert len(pods) == (1 if plan.nodes == 1 else 2)
+    assert len(pods) == (1 if shape == "one-node" else 2)
     for spec in pods:
         volume = next(v for v in spec["volumes"] if v["name"] == "hf-cache")
         assert volume == {"name": "hf-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}

@@ -22,12 +22,6 @@ def mi300x_8b():
     return req, compiled_or_closest(req).plan
 
 
-@pytest.fixture(scope="module")
-def h100x4_70b():
-    req = request_for("model=llama3-70b", "hw=h100x4")
-    return req, compiled_or_closest(req).plan
-
-
 # --- the CLI: every AMD preset plans, engines without a ROCm build are refused ---------------------------------
 
 @pytest.mark.parametrize("args", [
@@ -103,8 +97,8 @@ def test_rocm_artifacts_carry_image_devices_and_amd_resource(mi300x_8b, backend,
 
 
 @pytest.mark.parametrize("backend", [pytest.param(b, id=b.value) for b in (BackendName.vllm, BackendName.sglang)])
-def test_nvidia_artifacts_are_unchanged(h100x4_70b, backend):
-    req, plan = h100x4_70b
+def test_nvidia_artifacts_are_unchanged(h100x4, backend):
+    req, plan = h100x4
     plan = dataclasses.replace(plan, backend=backend)
     art = get(backend).render(plan, "llama3-70b", gpu=req.hw.gpu)
     assert art == get(backend).render(plan, "llama3-70b"), "gpu=None means an NVIDIA GPU"
