@@ -13,7 +13,7 @@ from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
 from backends.server import ApiKey, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number, quantization_value
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -45,7 +45,7 @@ TABLE = FlagTable(
         Flag("tensor_parallel", "--num-shard", Where.argv, number("tensor_parallel"), f"{MAIN}:611"),
         Flag("dtype", "--dtype", Where.argv, _dtype, f"{MAIN}:631",
              "with --quantize the launcher forbids --dtype (main.rs:629): the quantized kernels set it"),
-        Flag("quantization", "--quantize", Where.argv, enum_value("quantization", QUANT), f"{MAIN}:620",
+        Flag("quantization", "--quantize", Where.argv, quantization_value(QUANT), f"{MAIN}:620",
              "none: no --quantize (the checkpoint's quantization_config is still read, main.rs:2082)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv,
              lambda p: "fp8_e4m3fn" if p.kv_cache_dtype is KvPrecision.fp8 else None, f"{MAIN}:637 (:511 enum)",
@@ -73,6 +73,8 @@ TABLE = FlagTable(
              "None: no speculation"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "TGI reads the checkpoint's quantization_config (main.rs:2082); set, it "
+                                      "suppresses --quantize"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("pipeline_parallel", "TGI shards are tensor-parallel only (no pipeline stages)", f"{MAIN}:606-612"),
         NoFlag("data_parallel", "no data-parallel copies in one launcher: scale with replicas", MAIN),

@@ -84,6 +84,7 @@ TABLE = FlagTable(
              "None: no speculative decoding"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "trtllm-serve takes the quantization from the checkpoint (no flag)", SERVE),
         NoFlag("backend", "selects this adapter"),
         NoFlag("quantization", "trtllm-serve (PyTorch backend) takes the quantization from the checkpoint "
                                "(ModelOpt hf_quant_config.json): model_path must name a checkpoint quantized that "

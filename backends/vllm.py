@@ -22,7 +22,7 @@ from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number, quantization_value
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -47,6 +47,7 @@ QUANT = {  # model_executor/layers/quantization/__init__.py:97-125 method_to_con
     Quantization.gptq: "gptq",
     Quantization.int8: "compressed-tensors",  # W8A8 INT8 checkpoints (llm-compressor) are compressed-tensors
     Quantization.nvfp4: "modelopt_fp4",
+    Quantization.mxfp4: "mxfp4",
     Quantization.none: None,
 }
 # --kv-cache-dtype choices (config/cache.py CacheDType): no float32 value; "auto" = the model dtype (check() makes
@@ -75,7 +76,7 @@ TABLE = FlagTable(
         Flag("nodes", "--distributed-executor-backend", Where.argv, lambda p: "ray" if p.nodes > 1 else None,
              f"{ARGS}:1135", "one node: vLLM's default executor (multiprocessing); several: a Ray cluster"),
         Flag("dtype", "--dtype", Where.argv, enum_value("dtype", DTYPES), f"{ARGS}:952"),
-        Flag("quantization", "--quantization", Where.argv, enum_value("quantization", QUANT), f"{ARGS}:967",
+        Flag("quantization", "--quantization", Where.argv, quantization_value(QUANT), f"{ARGS}:967",
              "none: no --quantization; vLLM reads the checkpoint's quantization_config (none when unquantized)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{ARGS}:1365"),
         Flag("max_model_len", "--max-model-len", Where.argv, number("max_model_len"), f"{ARGS}:966"),
@@ -109,6 +110,8 @@ TABLE = FlagTable(
              "GPU plans, or one CPU worker: vLLM's 'auto' binding"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "vLLM reads the checkpoint's quantization_config itself (model_executor/"
+                                      "model_loader/weight_utils.py get_quant_config); set, no --quantization"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu (amd.com/gpu) per pod = gpus_per_replica / "
@@ -163,6 +166,12 @@ CAPABILITIES = Capabilities(
                                            "below Blackwell)",
                                       rocm_source="NVFP4 is NVIDIA's format; AMD CDNA4 runs OCP MXFP4 (platforms/"
                                                   "rocm.py:1181 supports_mx), which this planner does not plan"),
+        # gpt-oss: MXFP4 routed experts (Triton / Marlin / TRT-LLM kernels on CUDA, AITER on MI300/MI35x)
+        Quantization.mxfp4: Precision(8.0, "model_executor/layers/quantization/mxfp4.py:71 get_min_capability 80",
+                                      **_rocm("model_executor/layers/fused_moe/oracle/mxfp4.py:392-398 AITER MXFP4 "
+                                              "backends for gpt-oss")),
+        Quantization.bitsandbytes: Precision(None, "vLLM 0.32 has no bitsandbytes method (model_executor/layers/"
+                                                   "quantization/__init__.py method_to_config); SGLang loads these"),
     },
     kv_cache_dtypes={
         KvPrecision.bf16: Precision(8.0, "config/cache.py CacheDType; platforms/cuda.py:256", cpu=True,

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
-from planner import memory
+from planner import memory, weights
 from planner.errors import InputError
 from planner.plan import Alternative, MemoryBreakdown, Plan
 from planner.rules import Constraints
@@ -155,6 +155,7 @@ class Sized:
     unsupported: str = ""
     seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate
     replicas: Optional[int] = None  # replicas the ranking chose
+    raised_utilization: Optional[float] = None  # a pinned layout that fits only above the default fraction
 
     def summary(self) -> str:
         return f"TP{self.tp} PP{self.pp} {self.quant.value} KV {self.kv.value}" + \
@@ -197,7 +198,10 @@ def space(req: Request, cons: Constraints) -> Space:
 
 
 def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int, mnbt: int) -> Sized:
-    """One candidate sized by the memory model (CPU: with the VLLM_CPU_KVCACHE_SPACE it would be given)."""
+    """One candidate sized by the memory model (CPU: with the VLLM_CPU_KVCACHE_SPACE it would be given). A layout
+    the user pinned that does not fit at the default memory fraction gets the smallest higher fraction, in steps of
+    0.01 up to the engine's safe ceiling, whose KV cache holds the target's requests (else the ceiling, if the
+    engine can start there): the pin is respected wherever the engine can run it."""
     gpu, wl, pins = req.hw.gpu, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     world = tp * pp
@@ -205,17 +209,36 @@ def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int,
     if on_cpu:
         cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, sp.dtype, sp.want_seqs,
                                                              sp.max_model_len)
-    mem = memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
-                           max_model_len=sp.max_model_len, max_num_seqs=sp.want_seqs * (world if on_cpu else 1),
-                           max_num_batched_tokens=mnbt * (world if on_cpu else 1),
-                           gpu_memory_utilization=sp.gpu_memory_utilization, cpu_kv_space_gib=cpu_space,
-                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
-    return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space)
+
+    def at(util: Optional[float]) -> MemoryBreakdown:
+        return memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
+                                max_model_len=sp.max_model_len, max_num_seqs=sp.want_seqs * (world if on_cpu else 1),
+                                max_num_batched_tokens=mnbt * (world if on_cpu else 1),
+                                gpu_memory_utilization=util, cpu_kv_space_gib=cpu_space,
+                                max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
+
+    mem = at(sp.gpu_memory_utilization)
+    if on_cpu or not layout_pinned(req) or pins.gpu_memory_utilization or mem.kv_cache_tokens >= sp.want_tokens:
+        return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space)
+    ceiling = memory.engine_constants()["pinned_max_gpu_memory_utilization"]
+    steps = range(round(sp.gpu_memory_utilization * 100) + 1, round(ceiling * 100) + 1)
+    tries = [(u / 100, at(u / 100)) for u in steps]
+    enough = [(u, m) for u, m in tries if m.fits and m.kv_cache_tokens >= sp.want_tokens]
+    starts = [(u, m) for u, m in tries if m.fits]
+    if not (enough or starts):
+        return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space)
+    util, mem = (enough or starts[-1:])[0]
+    return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space, raised_utilization=util)
+
+
+def layout_pinned(req: Request) -> bool:
+    """The user fixed the parallel layout (plan.tensor_parallel or plan.pipeline_parallel)."""
+    return bool(req.pins.tensor_parallel or req.pins.pipeline_parallel)
 
 
 def fits(req: Request, sp: Space, t: Sized) -> bool:
     """Starts, and its KV cache holds the target's concurrency (a pinned layout only has to start)."""
-    return t.mem.fits and (t.mem.kv_cache_tokens >= sp.want_tokens or bool(req.pins.tensor_parallel))
+    return t.mem.fits and (t.mem.kv_cache_tokens >= sp.want_tokens or layout_pinned(req))
 
 
 def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
@@ -230,10 +253,11 @@ def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
         expert_parallel=sp.expert_parallel and req.model.is_moe and t.tp > 1, data_parallel=1, dtype=sp.dtype,
         quantization=t.quant, kv_cache_dtype=t.kv, max_model_len=sp.max_model_len,
         max_num_seqs=req.pins.max_num_seqs or min(sp.want_seqs, max(1, t.mem.kv_cache_tokens // sp.mean_len)),
-        max_num_batched_tokens=t.mnbt, gpu_memory_utilization=sp.gpu_memory_utilization,
+        max_num_batched_tokens=t.mnbt, gpu_memory_utilization=t.raised_utilization or sp.gpu_memory_utilization,
         enable_prefix_caching=sp.enable_prefix_caching, enable_chunked_prefill=sp.enable_chunked_prefill,
         speculative=sp.speculative, kv_cache_space_gib=t.cpu_space, max_loras=wl.max_loras,
-        max_lora_rank=wl.max_lora_rank if wl.max_loras else None)
+        max_lora_rank=wl.max_lora_rank if wl.max_loras else None,
+        quantization_method=weights.checkpoint_method(req.model, t.quant))
 
 
 def with_backend(req: Request, sp: Space, t: Sized) -> Sized:

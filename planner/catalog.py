@@ -9,8 +9,9 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+from planner import layout, quantconfig
 from planner.errors import InputError
-from planner.specs import ModelSpec
+from planner.specs import CheckpointQuant, ModelSpec, Quantization
 
 # HF config.json key (any of several spellings) → ModelSpec field.
 _ALIASES = {
@@ -21,7 +22,13 @@ _ALIASES = {
     "torch_dtype": ("torch_dtype", "dtype"),
     "max_position_embeddings": ("max_position_embeddings", "n_positions", "seq_length"),
 }
-_QUANT_METHODS = {"fp8": "fp8", "awq": "awq", "gptq": "gptq", "modelopt_fp4": "nvfp4", "nvfp4": "nvfp4"}
+# model_type -> architecture traits config.json does not spell out, as transformers 5.19's configuration_*.py
+# defaults and vLLM 0.32's model files build them (vllm/model_executor/models/<type>.py).
+TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "gemma3_text", "starcoder2", "falcon", "gpt2", "cohere"}
+QKV_BIAS = {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"}  # Qwen2Attention: q/k/v biases, no o_proj bias
+O_BIAS_WITH_QKV = {"llama", "gpt_oss", "phi"}  # o_proj takes the same bias flag as q/k/v (llama.py, gpt_oss.py)
+QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text"}  # q_norm / k_norm RMSNorm weights of head_dim
+FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text"}  # pre/post attention and pre/post feed-forward norms
 
 
 def _quote(value) -> str:
@@ -62,8 +69,6 @@ def read_config(path: str) -> dict:
 
 def model_fields(path: str) -> dict:
     """ModelSpec field values for the HF model directory at `path`."""
-    from planner.memory import param_counts
-
     cfg = read_config(path)
     names = {f.name for f in fields(ModelSpec)}
     out = {k: cfg[k] for k in names if k in cfg and not isinstance(cfg[k], (dict, list))}
@@ -81,26 +86,21 @@ def model_fields(path: str) -> dict:
     out.setdefault("num_key_value_heads", out["num_attention_heads"])
     out.setdefault("max_position_embeddings", 4096)
     out["torch_dtype"] = str(out.get("torch_dtype", "bfloat16")).replace("torch.", "")
-    if cfg.get("model_type", "").startswith("qwen2") and "attention_bias" not in cfg:
-        out["attention_bias"] = True  # Qwen2 always has q/k/v biases (transformers Qwen2Attention)
+    out.update(_architecture(cfg, out))
     if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
         types = cfg.get("layer_types") or []
         out["sliding_window_layers"] = (sum(1 for t in types if t == "sliding_attention") if types
                                         else out["num_hidden_layers"])
     else:
         out.pop("sliding_window", None)
-    q = cfg.get("quantization_config") or {}
-    if q:
-        method = str(q.get("quant_method", "")).lower()
-        if method == "compressed-tensors":
-            raise InputError(
-                f"model.path={path}: quantization_config uses compressed-tensors, which the planner does not "
-                "size yet. Fix: set model.quantization=fp8|int8|awq|gptq to the format its weights use.")
-        out["quantization"] = _QUANT_METHODS.get(method, method)
-        bits = q.get("bits") or q.get("w_bit") or (8 if method == "fp8" else None)
-        if bits:
-            out["quantization_bits"] = int(bits)
     d = Path(path).expanduser().resolve()
+    quant = quantconfig.read(cfg, d)
+    if quant is not None:
+        fmt = quantconfig.format_of(quant)
+        if fmt is not Quantization.none:
+            out["quantization"] = fmt.value
+            out["quantization_bits"] = quant.weight_bits
+        out["quant"] = quant
     out["name"] = re.sub(r"[^\w.-]+", "-", d.name).strip("-").lower() or "hf-model"
     out["hf_repo"] = cfg.get("_name_or_path") or d.name
     out["source"] = f"{d.name}/config.json (local)"
@@ -108,10 +108,45 @@ def model_fields(path: str) -> dict:
     out["architecture"] = (cfg.get("architectures") or ["unknown"])[0]
     out["path"] = str(d)
     probe = ModelSpec(**{**out, "num_params_b": 0.0})
-    out["num_params_b"] = round(param_counts(probe).total / 1e9, 4)
+    out["num_params_b"] = round(layout.param_total(probe) / 1e9, 4)
+    return out
+
+
+def _architecture(cfg: dict, fields_: dict) -> dict:
+    """The traits of the model's architecture that change its weights, by model_type (see the tables above)."""
+    mt = str(cfg.get("model_type", ""))
+    out: dict = {}
+    if "tie_word_embeddings" not in cfg:
+        out["tie_word_embeddings"] = mt in TIED_BY_DEFAULT
+    if mt in QKV_BIAS:
+        out["attention_bias"] = cfg.get("attention_bias", True)
+    out["o_proj_bias"] = bool(cfg.get("attention_bias")) and mt in O_BIAS_WITH_QKV
+    out["qk_norm"] = mt in QK_NORM
+    out["norms_per_layer"] = 4 if mt in FOUR_NORMS else 2
+    if mt == "phi":  # Phi-2: biased q/k/v/dense, fc1/fc2 (GELU, no gate), LayerNorm with bias, biased lm_head
+        out.update(attention_bias=True, o_proj_bias=True, mlp_gated=False, mlp_bias=True, norms_per_layer=1,
+                   norm_bias=True, lm_head_bias=True)
+    if mt == "gpt_oss":  # attention sinks; biased experts and router (gpt_oss.py MLPBlock)
+        out.update(attention_sinks=True, expert_bias=True,
+                   num_experts_per_tok=cfg.get("num_experts_per_tok") or cfg.get("experts_per_token", 0))
+    if mt in ("llama4", "llama4_text"):  # experts of intermediate_size, dense layers of intermediate_size_mlp
+        out.update(moe_intermediate_size=fields_["intermediate_size"], num_shared_experts=1,
+                   intermediate_size=cfg.get("intermediate_size_mlp", fields_["intermediate_size"]),
+                   moe_layer_step=int(cfg.get("interleave_moe_layer_step") or 1))
     return out
 
 
 def model_overrides(path: str) -> list[str]:
     """Hydra overrides that describe the model at `path` (the user's own overrides are applied after)."""
-    return [f"model.{k}={_quote(v)}" for k, v in sorted(model_fields(path).items())]
+    out = []
+    for k, v in sorted(model_fields(path).items()):
+        if isinstance(v, CheckpointQuant):
+            out += [f"model.quant.{f.name}={_value(getattr(v, f.name))}" for f in fields(v)]
+        else:
+            out.append(f"model.{k}={_quote(v)}")
+    return out
+
+
+def _value(v) -> str:
+    """A Hydra override value, lists included."""
+    return "[" + ",".join(_quote(x) for x in v) + "]" if isinstance(v, (tuple, list)) else _quote(v)

@@ -14,6 +14,7 @@ from typing import Optional
 
 import yaml
 
+from planner import layout, weights
 from planner.fastyaml import FAST_LOADER
 
 from planner.specs import DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
@@ -21,23 +22,26 @@ from planner.plan import MemoryBreakdown
 
 GIB = 2**30
 
-# Bytes per element of each storage format (IEEE/OCP definitions).
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "float32": 4.0, "fp8": 1.0, "int8": 1.0}
+DTYPE_BYTES = weights.DTYPE_BYTES  # bytes per element of each storage format (IEEE/OCP definitions)
 
-# Bytes per weight of the quantized linear layers, scales included:
+# Mean bytes per weight of a format's quantized linear layers, for the performance model's bytes-read-per-step (the
+# memory model counts each module exactly: planner/weights.py). Scales included:
 # - fp8 (per-tensor or per-channel scale) and int8 W8A8 (per-channel scale): 1 byte, scales negligible.
 # - AWQ/GPTQ int4, group size 128: 4 bits + one fp16 scale and one packed 4-bit zero point per 128 weights
 #   = 4 + 20/128 bits (AutoAWQ/GPTQ checkpoint layout: qweight, qzeros int32-packed, scales fp16).
 # - NVFP4: 4 bits + one fp8 (E4M3) scale per 16 weights = 4.5 bits (NVIDIA ModelOpt NVFP4 format).
+# - MXFP4: 4 bits + one E8M0 scale per 32 weights = 4.25 bits (OCP MX spec; gpt-oss experts).
+# - bitsandbytes NF4: 4 bits + one fp32 absmax per 64 weights = 4.5 bits (bitsandbytes quantize_4bit, blocksize 64).
 QUANT_BYTES_PER_WEIGHT = {
     Quantization.fp8: 1.0,
     Quantization.int8: 1.0,
     Quantization.awq: (4 + 20 / 128) / 8,
     Quantization.gptq: (4 + 20 / 128) / 8,
     Quantization.nvfp4: 4.5 / 8,
+    Quantization.mxfp4: 4.25 / 8,
+    Quantization.bitsandbytes: 4.5 / 8,
 }
 
-VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,13 +129,7 @@ def active_params(m: ModelSpec) -> int:
     return c.total - c.moe_layers * (c.moe_per_layer - active_moe)
 
 
-def pp_partition(num_layers: int, pp: int) -> list[int]:
-    """Layers per pipeline stage as vLLM splits them (vllm/distributed/utils.py get_pp_indices): the
-    remainder goes to the stages before the last, which also holds the final norm and lm_head."""
-    parts = [num_layers // pp] * pp
-    for i in range(2, num_layers % pp + 2):
-        parts[-i] += 1
-    return parts
+pp_partition = layout.pp_partition  # re-exported: callers size stages through memory
 
 
 def kv_heads_per_rank(m: ModelSpec, tp: int) -> int:
@@ -157,39 +155,10 @@ def kv_bytes_per_token(m: ModelSpec, kv_dtype: str, tp: int = 1, pp: int = 1) ->
 
 
 def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> list[float]:
-    """Weight bytes on one GPU of each pipeline stage of a TP × PP replica.
-
-    Linear layers are split over TP and stored in the quantized format; embeddings and lm_head stay in the
-    compute dtype (vLLM's fp8/AWQ/GPTQ paths leave them unquantized), vocab-parallel over TP after padding the
-    vocabulary to a multiple of 64; norms and routers are replicated. MoE experts are split over TP (or EP:
-    the same bytes per GPU). K/V projections are replicated when KV heads < TP.
-    """
-    c = param_counts(m)
-    act = DTYPE_BYTES[dtype.value]
-    lin = act if quant is Quantization.none else QUANT_BYTES_PER_WEIGHT[quant]
-    padded_vocab = math.ceil(m.vocab_size / VOCAB_PADDING) * VOCAB_PADDING
-    vocab_table = math.ceil(padded_vocab / tp) * m.hidden_size * act  # embedding or lm_head shard
-
-    kv_rep = c.kv_proj_per_layer * (kv_heads_per_rank(m, tp) * tp / m.num_key_value_heads) if c.kv_proj_per_layer else 0
-    attn = (c.attn_per_layer - c.kv_proj_per_layer + kv_rep) / tp * lin
-    dense = c.dense_mlp_per_layer / tp * lin
-    moe = c.moe_per_layer / tp * lin
-    small = (c.norms_per_layer + c.router_per_layer) * act
-
-    stages = []
-    start = 0
-    for stage, n in enumerate(pp_partition(m.num_hidden_layers, pp)):
-        n_dense = sum(1 for i in range(start, start + n) if not m.is_moe or i < m.first_dense_layers)
-        start += n
-        b = n * (attn + small) + n_dense * dense + (n - n_dense) * moe
-        if stage == 0:
-            b += vocab_table
-        if stage == pp - 1:
-            b += m.hidden_size * act  # final norm
-            if not m.tie_word_embeddings or pp > 1:  # tied on one stage: the embedding tensor serves as lm_head
-                b += vocab_table
-        stages.append(b)
-    return stages
+    """Weight bytes on one GPU of each pipeline stage of a TP x PP replica, module by module as the engine lays them
+    out (planner/weights.py: quantized formats with their scales, embeddings padded and split, K/V replicated when
+    KV heads < TP, the vision encoder on the first stage)."""
+    return list(weights.stage_bytes(m, tp, pp, dtype, quant))
 
 
 def lora_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, max_loras: int, rank: int) -> float:
@@ -206,11 +175,6 @@ def lora_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, max_loras: 
     row = rank * (q / tp + h) + rank * (inter / tp + h)  # o, down
     layers = max(pp_partition(m.num_hidden_layers, pp))
     return layers * (column + row) * max_loras * DTYPE_BYTES[dtype.value]
-
-
-def vision_bytes_per_gpu(m: ModelSpec, tp: int, dtype: Dtype) -> float:
-    """A VLM's vision encoder weights, sharded over TP like the language model (first pipeline stage)."""
-    return m.vision_params_b * 1e9 * DTYPE_BYTES[dtype.value] / tp
 
 
 def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> float:
@@ -350,9 +314,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     # (vllm/config/vllm.py max_concurrent_batches; CPU forces async scheduling off).
     in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
     page_per_layer = block * kv_bytes_per_token_layer(m, tp, kv_dt)
-    weights = weight_bytes_per_stage(m, tp, pp, dtype, quant)
     lora = lora_bytes_per_gpu(m, tp, pp, dtype, max_loras, max_lora_rank)
-    weights = [w + lora + (vision_bytes_per_gpu(m, tp, dtype) if s == 0 else 0.0) for s, w in enumerate(weights)]
+    weights = [w + lora for w in weight_bytes_per_stage(m, tp, pp, dtype, quant)]
     layers = pp_partition(m.num_hidden_layers, pp)
     if on_cpu:
         usable, budgets, acts, overhead, headroom_ok = _cpu_budgets(total, weights, world, pp, cpu_kv_space_gib)

@@ -50,6 +50,10 @@ class Plan:
     kv_cache_space_gib: Optional[int] = None  # CPU only: VLLM_CPU_KVCACHE_SPACE
     max_loras: int = 0  # LoRA adapter slots (0: LoRA off)
     max_lora_rank: Optional[int] = None
+    # The checkpoint's own quant_method when the plan serves it in its stored format (compressed-tensors, gptq,
+    # awq, fp8, modelopt, modelopt_fp4, mxfp4, bitsandbytes): the engine reads the format from the checkpoint, so no
+    # --quantization flag is rendered. None: unquantized, or quantized by the engine at load (--quantization fp8).
+    quantization_method: Optional[str] = None
 
     @property
     def served_model_name(self) -> str:

@@ -8,7 +8,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 
 class Arch(str, enum.Enum):
@@ -78,7 +78,10 @@ class Dtype(str, enum.Enum):
 
 
 class Quantization(str, enum.Enum):
-    """Weight quantization of the plan (none: weights in the compute dtype)."""
+    """Weight quantization of the plan (none: weights in the compute dtype). A quantized checkpoint's format maps to
+    one of these (planner/quantconfig.py): fp8 W8A8/W8A16 (any scale layout), int8 W8A8, gptq = integer weight-only
+    without zero points (GPTQ, compressed-tensors W4A16/W8A16), awq = integer weight-only with zero points, nvfp4,
+    mxfp4 (gpt-oss), bitsandbytes (NF4/INT8, SGLang and TGI)."""
 
     none = "none"
     fp8 = "fp8"
@@ -86,6 +89,8 @@ class Quantization(str, enum.Enum):
     awq = "awq"
     gptq = "gptq"
     nvfp4 = "nvfp4"
+    mxfp4 = "mxfp4"
+    bitsandbytes = "bitsandbytes"
 
 
 class BackendName(str, enum.Enum):
@@ -113,6 +118,35 @@ class Format(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class CheckpointQuant:
+    """How a quantized checkpoint stores its weights, read from its quantization_config (or hf_quant_config.json) by
+    planner/quantconfig.py; method "" is an unquantized checkpoint. Field names follow compressed-tensors'
+    QuantizationArgs; what each costs in memory is planner/weights.py."""
+
+    method: str = ""  # quant_method as the engines name it: compressed-tensors, fp8, gptq, awq, modelopt, ...
+    weight_bits: int = 16  # bits of one stored weight
+    weight_type: str = "float"  # int (GPTQ, AWQ, W8A8-INT8, W4A16) or float (FP8 e4m3, FP4 e2m1); nf4
+    strategy: str = "tensor"  # one scale per: tensor | channel (output row) | group (of inputs) | block;
+    # tensor_group (NVFP4): group scales under one fp32 global scale per tensor
+    group_size: int = 0  # inputs sharing one scale (strategy group)
+    block_n: int = 0  # strategy block: output rows per scale
+    block_k: int = 0  # strategy block: inputs per scale
+    scale_bytes: int = 4  # bytes of one stored scale (fp32 4, fp16/bf16 2, fp8/e8m0 1)
+    zero_point: bool = False  # asymmetric: one zero point (packed to weight_bits) per scale
+    act_order: bool = False  # GPTQ desc_act with groups: weights ordered by activation (a g_idx per input)
+    activation_bits: int = 16  # 8: W8A8 (FP8/INT8 activations), 4: W4A4 (NVFP4), 16: weight-only
+    sparsity: str = ""  # "2:4" for a 2:4-sparse checkpoint
+    targets: Tuple[str, ...] = ("Linear",)  # what is quantized: Linear, Embedding, experts, names or re: regexes
+    ignore: Tuple[str, ...] = ()  # modules left in the compute dtype: names, re: regexes, * wildcards
+    ignore_match: str = "exact"  # exact (compressed-tensors, fp8), substring (AWQ, mxfp4), glob (ModelOpt)
+    kv_cache_dtype: str = ""  # the KV-cache dtype the checkpoint declares (kv_cache_scheme): fp8, or "" for none
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.method)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only transformer; field names and values as in the model's HF config.json."""
 
@@ -132,7 +166,15 @@ class ModelSpec:
     head_dim: Optional[int] = None  # None: hidden_size / num_attention_heads
     torch_dtype: str = "bfloat16"  # the checkpoint's dtype
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # biases on q/k/v (Qwen2)
+    attention_bias: bool = False  # biases on q/k/v (Qwen2, gpt-oss, Phi-2)
+    o_proj_bias: bool = False  # a bias on the attention output projection (gpt-oss, Phi-2; not Qwen2)
+    qk_norm: bool = False  # RMSNorm over each head's q and k (Qwen3, Gemma 3): head_dim weights each
+    attention_sinks: bool = False  # one learned sink logit per head and layer (gpt-oss)
+    mlp_gated: bool = True  # gate/up/down (SwiGLU, GeGLU); False: fc1/fc2 (Phi-2, GPT-2 style)
+    mlp_bias: bool = False  # biases on the MLP projections (Phi-2)
+    norms_per_layer: int = 2  # norms of hidden size per layer (Gemma 2/3: 4, pre and post attention and MLP)
+    norm_bias: bool = False  # LayerNorm with a bias (Phi-2) instead of RMSNorm
+    lm_head_bias: bool = False  # a bias on the output projection (Phi-2)
     # Mixture of experts (0 experts: dense).
     num_experts: int = 0  # routed experts per MoE layer
     num_experts_per_tok: int = 0
@@ -140,6 +182,8 @@ class ModelSpec:
     num_shared_experts: int = 0  # always-active experts, each moe_intermediate_size wide
     shared_expert_intermediate_size: Optional[int] = None  # Qwen2-MoE style single shared expert
     first_dense_layers: int = 0  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
+    moe_layer_step: int = 1  # Llama 4 interleave_moe_layer_step: every step-th layer is MoE, the others dense
+    expert_bias: bool = False  # biases on the experts' projections and the router (gpt-oss)
     # Multi-head latent attention (DeepSeek-V2/V3); None: ordinary (GQA/MHA) attention.
     kv_lora_rank: Optional[int] = None
     q_lora_rank: Optional[int] = None
@@ -152,6 +196,7 @@ class ModelSpec:
     # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = None
+    quant: CheckpointQuant = field(default_factory=CheckpointQuant)  # its layout, when the checkpoint says it
     path: Optional[str] = None  # local directory for model=hf
     # A published speculative-decoding drafter for this model (vLLM speculative_config method and model);
     # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
