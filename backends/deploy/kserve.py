@@ -31,7 +31,8 @@ def _table(plan: Plan, gpu: GpuSpec) -> DeployTable:
     rows = [
         Placement("replicas", FILE, ("spec", "replicas"), lambda p: p.replicas, "LLMInferenceServiceSpec.replicas"),
         Placement("tensor_parallel", FILE, ("spec", "parallelism", "tensor"), lambda p: p.tensor_parallel, TEMPLATE),
-        Placement("gpus_per_replica", FILE, ("spec", "template", "containers", 0, "resources", "limits", gpu_resource(gpu)),
+        Placement("gpus_per_replica", FILE,
+                  ("spec", "template", "containers", 0, "resources", "limits", gpu_resource(gpu)),
                   lambda p: str(gpus_per_node(p)), "one pod per node of a replica"),
         Placement("model_path", FILE, ("spec", "model", "name"), lambda p: p.model_path,
                   f"{TEMPLATE}: --served-model-name"),
