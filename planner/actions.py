@@ -83,6 +83,9 @@ def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -
         if opts.endpoint:
             return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
         return Outcome(_launch(req, compiled, path, opts, keep_serving=action == "launch"), (req, compiled))
+    if opts.deploy and action != "render":
+        log.warning("deploy=%s: the stack's files are written by action=render; action=%s ignores it", opts.deploy,
+                    action)
     if action == "render":
         compiled = render.rendered(compiled, req, opts.api_key_env)
         if opts.deploy:

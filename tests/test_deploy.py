@@ -225,3 +225,15 @@ def test_an_engine_a_stack_does_not_run_is_refused_with_the_fix(plans):
 def test_vendored_schemas_reject_what_the_stacks_reject(schema, bad, match):
     with pytest.raises(jsonschema.ValidationError, match=match):
         jsonschema.validate(bad, SCHEMAS[schema])
+
+
+def test_cli_renders_every_stack_that_can_and_refuses_one_that_cannot(tmp_path):
+    from conftest import run_cli
+
+    ok = run_cli("model=llama3.1-405b", "hw=2xh100x8", "action=render", "deploy=all", f"out={tmp_path}/p.yaml")
+    assert ok.returncode == 0, ok.stderr
+    written = {p.parent.name for p in (tmp_path / "p" / "deploy").glob("*/*")}
+    assert written == {"dynamo", "lws", "ray", "slurm"}
+    assert "deploy=kserve: not rendered:" in ok.stderr
+    refused = run_cli("model=llama3.1-405b", "hw=2xh100x8", "action=render", "deploy=llmd", f"out={tmp_path}/q.yaml")
+    assert refused.returncode == 2 and "deploy=llmd: cannot render this plan" in refused.stderr
