@@ -146,19 +146,22 @@ CAPABILITIES = Capabilities(
         Dtype.float32: Precision(6.0, "platforms/cuda.py:259; v1/attention/backends/triton_attn.py:300", cpu=True,
                                  **_rocm("v1/attention/backends/triton_attn.py:300")),
     },
-    quantizations={  # get_min_capability() of each method's config; CPU: not verified here, so not rendered
+    # get_min_capability() of each method's config. CPU: the formats whose checkpoints the CPU build loaded here
+    # (tests/test_vllm_cpu_kv.py serves tiny compressed-tensors FP8/INT8/W4A16, GPTQ and AWQ checkpoints, planner/
+    # tinyquant.py), on its CPU kernels (KERNELS:430-466 CPU INT8/FP8 scaled-mm, :540-545 CPUWNA16LinearKernel).
+    quantizations={
         # FP8 on MI300 (gfx94x) is OCP e4m3fnuz: rocm.py:1188-1196 is_fp8_fnuz/fp8_dtype; e4m3fn checkpoints are
         # converted at load. Kernels: AITER / hipBLASLt scaled-mm (KERNELS:453-461), block FP8 (KERNELS:491-494).
         Quantization.fp8: Precision(7.5, "model_executor/layers/quantization/fp8.py:146 (Marlin weight-only below 8.9)",
-                                    **_rocm(f"{ROCM}:614-638 supported_quantization (fp8), 1184-1196 supports_fp8 / "
+                                    cpu=True, **_rocm(f"{ROCM}:614-638 supported_quantization (fp8), 1184-1196 supports_fp8 / "
                                             f"float8_e4m3fnuz on gfx94; {KERNELS}:453-461 ROCm FP8 kernels")),
-        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233",
+        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233", cpu=True,
                                     **_rocm("auto_awq.py:312-330 (no Marlin off CUDA: the Triton AWQ GEMM); "
                                             f"{ROCM}:1152-1158 sets VLLM_USE_TRITON_AWQ=1")),
-        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182",
+        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182", cpu=True,
                                      **_rocm(f"{KERNELS}:533-539 ROCm W4A16 kernels (Triton, Conch, Exllama)")),
         Quantization.int8: Precision(7.5, "model_executor/layers/quantization/compressed_tensors/schemes/"
-                                          "compressed_tensors_w8a8_int8.py:35",
+                                          "compressed_tensors_w8a8_int8.py:35", cpu=True,
                                      **_rocm(f"{KERNELS}:438 ROCm INT8 scaled-mm (AITER, Triton)")),
         # NVFP4 is NVIDIA's format; CDNA4's native FP4 is OCP MXFP4 (rocm.py:1181 supports_mx on gfx95), a
         # different checkpoint format this planner does not plan.

@@ -122,6 +122,8 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
         out["attention_bias"] = cfg.get("attention_bias", True)
     out["o_proj_bias"] = bool(cfg.get("attention_bias")) and mt in O_BIAS_WITH_QKV
     out["qk_norm"] = mt in QK_NORM
+    rope = cfg.get("rope_parameters") or {}
+    out["partial_rotary_factor"] = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
     out["norms_per_layer"] = 4 if mt in FOUR_NORMS else 2
     if mt == "phi":  # Phi-2: biased q/k/v/dense, fc1/fc2 (GELU, no gate), LayerNorm with bias, biased lm_head
         out.update(attention_bias=True, o_proj_bias=True, mlp_gated=False, mlp_bias=True, norms_per_layer=1,

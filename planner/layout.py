@@ -53,6 +53,7 @@ class Module:
     bias: int = 0  # bias elements of one copy
     kv: bool = False  # a K or V projection: replicated over ranks when KV heads < TP
     matrices: int = 1  # weight matrices per copy: 3 for a gated expert MLP (gate, up, down), 2 plain
+    every_stage: bool = False  # held whole by every pipeline stage (the rotary cos/sin cache)
 
     @property
     def params(self) -> int:
@@ -164,6 +165,12 @@ def modules(m: ModelSpec) -> tuple[Module, ...]:
     if m.vision_params_b:
         out.append(Module("vision_tower", Kind.vision, 1, round(m.vision_params_b * 1e9), Split.column, None))
     out.append(Module("model.embed_tokens", Kind.embedding, h, v, Split.vocab, None))
+    # vLLM's rotary embedding keeps cos/sin for every position up to max_position_embeddings, rotary_dim wide, in
+    # the model dtype (layers/rotary_embedding/base.py:59-63 register_buffer cos_sin_cache); get_rope shares one per
+    # process, so each rank holds one (Llama 4 Scout's 10M positions make it 2.5 GiB).
+    rotary = m.qk_rope_head_dim if m.is_mla else round(m.head_dim_eff * m.partial_rotary_factor)
+    out.append(Module("model.rotary_emb.cos_sin_cache", Kind.derived, 1, m.max_position_embeddings * rotary,
+                      Split.replicated, None, every_stage=True))
     for i in range(m.num_hidden_layers):
         out += _layer(m, i)
     out.append(Module("model.norm", Kind.norm, 1, h * (2 if m.norm_bias else 1), Split.replicated, None))

@@ -181,6 +181,7 @@ class ModelSpec:
     attention_bias: bool = False  # biases on q/k/v (Qwen2, gpt-oss, Phi-2)
     o_proj_bias: bool = False  # a bias on the attention output projection (gpt-oss, Phi-2; not Qwen2)
     qk_norm: bool = False  # RMSNorm over each head's q and k (Qwen3, Gemma 3): head_dim weights each
+    partial_rotary_factor: float = 1.0  # share of head_dim that rotary embedding turns (Phi-2: 0.4)
     attention_sinks: bool = False  # one learned sink logit per head and layer (gpt-oss)
     mlp_gated: bool = True  # gate/up/down (SwiGLU, GeGLU); False: fc1/fc2 (Phi-2, GPT-2 style)
     mlp_bias: bool = False  # biases on the MLP projections (Phi-2)

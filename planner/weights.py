@@ -182,6 +182,9 @@ def stage_bytes(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantizatio
     for x in modules(m):
         if x.kind is Kind.lm_head and m.tie_word_embeddings and pp == 1:
             continue
+        if x.every_stage:
+            stages = [b + module_bytes(x, m, tp, act, q) for b in stages]
+            continue
         if x.layer is None:
             stage = pp - 1 if x.kind in (Kind.lm_head, Kind.norm) else 0
         else:

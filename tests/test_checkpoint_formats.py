@@ -47,8 +47,9 @@ def test_qwen3_32b_fp8_block_bytes_by_hand():
               + blocks(q, h) + blocks(h, q) + 2 * blocks(kv, h) + 2 * blocks(inter, h) + blocks(h, inter))
     norms = 2 * h * 2 + 2 * 128 * 2  # input/post-attention RMSNorm, q_norm/k_norm (Qwen3), bf16
     vocab = 151936 * h * 2  # 151,936 is a multiple of 64: no padding; embedding and untied lm_head stay bf16
-    expected = 64 * (linear + norms) + 2 * vocab + h * 2
-    assert expected == 34_326_243_328
+    rope = 40960 * 128 * 2  # cos/sin cache: max_position_embeddings x head_dim, bf16
+    expected = 64 * (linear + norms) + 2 * vocab + h * 2 + rope
+    assert expected == 34_336_729_088
     assert stage_bytes("Qwen/Qwen3-32B-FP8") == [pytest.approx(expected, rel=1e-9)]
 
 
@@ -66,8 +67,9 @@ def test_gpt_oss_20b_mxfp4_bytes_by_hand_at_tp2():
     matrix = lambda n, k: n * k // 2 + n * (k // 32)  # noqa: E731 - 4-bit values + one e8m0 scale per 32
     expert = 2 * matrix(i_pad, h_pad) + matrix(h_pad, i_pad) + (2 * i_pad + h_pad) * 2  # w13, w2, bf16 biases
     vocab_rank = 201088 // 2 * h * 2  # 201,088 = 64 x 3,142: no padding
-    expected = 24 * (attention + router + norms + experts * expert) + 2 * vocab_rank + h * 2
-    assert expected == 7_585_240_704
+    rope = 131072 * 64 * 2  # YaRN cache: 4,096 x 32 positions x head_dim 64, bf16
+    expected = 24 * (attention + router + norms + experts * expert) + 2 * vocab_rank + h * 2 + rope
+    assert expected == 7_602_017_920
     assert stage_bytes("openai/gpt-oss-20b", tp=2) == [pytest.approx(expected, rel=1e-9)]
     # vLLM 0.19 logged 7.01 GiB at TP 2 on an H100 (vllm_memory_logs.yaml llmd-gpt-oss-20b-tp2-8k): within 1%
     assert expected / GIB == pytest.approx(7.01, rel=0.01)
@@ -84,7 +86,7 @@ def test_nvidia_llama31_70b_modelopt_fp8_bytes_by_hand_at_tp4():
     linear = (h * q + q * h + 2 * h * kv + 3 * h * inter) // 4 + 7 * 4  # split over TP 4; 7 fp32 tensor scales
     norms = 2 * h * 2
     vocab_rank = 128256 // 4 * h * 2
-    first, last = 80 * (linear + norms) + vocab_rank, vocab_rank + h * 2  # one stage: both on it
+    first, last = 80 * (linear + norms) + vocab_rank, vocab_rank + h * 2 + 131072 * 128 * 2  # + rope cache
     assert stage_bytes("nvidia/Llama-3.1-70B-Instruct-FP8", tp=4) == [pytest.approx(first + last, rel=1e-9)]
 
 
@@ -101,7 +103,7 @@ def test_nvidia_qwen3_235b_nvfp4_bytes_by_hand_at_tp4():
     router = h * experts * 2
     norms = 2 * h * 2 + 2 * 128 * 2
     vocab_rank = 151936 // 4 * h * 2
-    expected = 94 * (attention + experts * expert + router + norms) + 2 * vocab_rank + h * 2
+    expected = 94 * (attention + experts * expert + router + norms) + 2 * vocab_rank + h * 2 + 40960 * 128 * 2
     assert stage_bytes("nvidia/Qwen3-235B-A22B-NVFP4", tp=4) == [pytest.approx(expected, rel=1e-9)]
 
 
@@ -116,7 +118,7 @@ def test_qwen3_30b_a3b_fp8_moe_keeps_routers_bf16():
     attention = fp8(q, h) + 2 * fp8(kv, h) + fp8(h, q)
     expert = 2 * fp8(width, h) + fp8(h, width)
     per_layer = attention + experts * expert + h * experts * 2 + 2 * h * 2 + 2 * 128 * 2
-    expected = 48 * per_layer + 2 * 151936 * h * 2 + h * 2
+    expected = 48 * per_layer + 2 * 151936 * h * 2 + h * 2 + 40960 * 128 * 2
     assert stage_bytes("Qwen/Qwen3-30B-A3B-FP8") == [pytest.approx(expected, rel=1e-9)]
 
 
@@ -135,7 +137,8 @@ def test_deepseek_v3_fp8_block_mla_at_tp8():
     moe = 256 * expert + h * 256 * 2 + 2 * fp8(2048 // tp, h) + fp8(h, 2048 // tp)  # router bf16; 1 shared
     norms = 2 * h * 2
     vocab_rank = 129280 // tp * h * 2  # 129,280 = 64 x 2,020
-    expected = 3 * (mla + dense + norms) + 58 * (mla + moe + norms) + 2 * vocab_rank + h * 2
+    rope = 163840 * 64 * 2  # YaRN cache over qk_rope_head_dim 64
+    expected = 3 * (mla + dense + norms) + 58 * (mla + moe + norms) + 2 * vocab_rank + h * 2 + rope
     assert stage_bytes("deepseek-ai/DeepSeek-V3", tp=8) == [pytest.approx(expected, rel=1e-6)]
 
 
