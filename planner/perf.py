@@ -181,7 +181,9 @@ def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> 
         return cal.nvlink_bus_gb_s * gpu.nvlink_bandwidth_gb_s / cal.nvlink_reference_gb_s
     if hw.intra_node is Interconnect.xgmi and cal.xgmi_link_gb_s:
         return cal.xgmi_link_gb_s * max(tp - 1, 1)
-    return cal.pcie_bus_gb_s * gpu.pcie_bandwidth_gb_s / cal.pcie_reference_gb_s
+    if gpu.kind is DeviceKind.gpu and gpu.pcie_bandwidth_gb_s:
+        return cal.pcie_bus_gb_s * gpu.pcie_bandwidth_gb_s / cal.pcie_reference_gb_s
+    return cal.pcie_bus_gb_s  # CPU workers: the calibration's own figure
 
 
 @dataclass(frozen=True)
