@@ -115,15 +115,26 @@ def predict(row, specs):
         torch_compile=version is None or version >= (0, 8))
 
 
+def logged_tokens(mem, model, row, version) -> int:
+    """The "KV cache size" vLLM prints. 0.32 prints int(max concurrency x max_model_len) over the KV-cache groups
+    (vllm/v1/core/kv_cache_utils.py:2300 get_kv_cache_capacity), which the planner predicts; older releases printed
+    num_blocks x block_size / groups (vLLM 0.19's gpt-oss-20b row: 323,972 blocks x 16 / 2 = 2,591,776 tokens beside
+    a group-aware 316.07x concurrency), which differs for sliding-window models."""
+    if version is not None and version >= (0, 32):
+        return mem.kv_cache_tokens
+    stage = max(memory.pp_partition(model.num_hidden_layers, row["pipeline_parallel"] or 1))
+    return mem.kv_cache_blocks * mem.block_size // len(memory.kv_groups(model, stage))
+
+
 def err(pred, real):
     return None if real in (None, 0) else (pred - real) / real * 100
 
 
-def errors(mem, log) -> dict:
+def errors(mem, tokens, log) -> dict:
     """Signed % errors of one row's predictions against its log (None where the log lacks the figure)."""
     weights = log["weights_gib"] or log["model_loading_gib"]
     return {"weights": err(mem.weights_gib, weights), "kv_gib": err(mem.kv_cache_gib, log["kv_cache_memory_gib"]),
-            "tokens": err(mem.kv_cache_tokens, log["gpu_kv_cache_tokens"])}
+            "tokens": err(tokens, log["gpu_kv_cache_tokens"])}
 
 
 def summary(label: str, errs: list[dict]) -> list[str]:
@@ -163,7 +174,9 @@ def main():
         if mem is None:
             (refused if row["model"] in specs["model"] else skipped).append(row["id"])
             continue
-        e = errors(mem, log)
+        tokens = logged_tokens(mem, specs["model"][row["model"]][0], row,
+                               version_tuple(row["vllm_version"] or ERA.get(row["id"])))
+        e = errors(mem, tokens, log)
         by_source.setdefault(source_of(row["url"]), []).append(e)
         if row["quantization"]:
             quantized.append(e)
@@ -175,8 +188,8 @@ def main():
                   f"{mem.activations_gib:.2f}/{log['activation_peak_gib'] if log['activation_peak_gib'] else '-'}",
                   f"{mem.kv_cache_gib:.2f}/{log['kv_cache_memory_gib'] if log['kv_cache_memory_gib'] else '-'}",
                   fmt(e["kv_gib"]),
-                  f"{mem.kv_cache_tokens:,}/{log['gpu_kv_cache_tokens'] or '-':,}" if log["gpu_kv_cache_tokens"]
-                  else f"{mem.kv_cache_tokens:,}/-", fmt(e["tokens"]))
+                  f"{tokens:,}/{log['gpu_kv_cache_tokens'] or '-':,}" if log["gpu_kv_cache_tokens"]
+                  else f"{tokens:,}/-", fmt(e["tokens"]))
     console = Console(width=200)
     console.print(t)
     console.print(

@@ -91,9 +91,13 @@ def allowed(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
     lists = [{str(v) for v in r.then.allow[field] if not str(v).startswith("=")} for r in askers]
     common = set.intersection(*lists) if lists else set()
     wanted = [pinned] if pinned is not None else sorted(common or set().union(*lists))
-    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)]
+    # A rule that asks for the value a config names (=backend.name ...): every excluding rule is a blocker
+    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)
+                or (not wanted and field in r.then.exclude)]
+    named = [str(v)[1:] for r in askers for v in r.then.allow[field] if str(v).startswith("=")]
     asked = f"plan.{field}={pinned} was pinned" if pinned is not None else \
-        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in {wanted}"
+        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in " + \
+        (str(wanted) if wanted or not named else f"the {', '.join(named)} given")
     why_not = "; ".join(f"{r.id} rules it out: {r.why}" for r in blockers) or \
         f"no remaining {field} satisfies every rule ({', '.join(r.id for r in shaped)})"
     raise InputError(f"{asked}, but {why_not} Fix: choose a {field} this hardware and backend support (with "

@@ -131,6 +131,9 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
     if mt == "gpt_oss":  # attention sinks; biased experts and router (gpt_oss.py MLPBlock)
         out.update(attention_sinks=True, expert_bias=True,
                    num_experts_per_tok=cfg.get("num_experts_per_tok") or cfg.get("experts_per_token", 0))
+    if cfg.get("attention_chunk_size"):  # Llama 4: RoPE layers attend in chunks, every fourth (NoPE) layer globally
+        nope = cfg.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(fields_["num_hidden_layers"])]
+        out.update(attention_chunk_size=int(cfg["attention_chunk_size"]), chunked_attention_layers=sum(nope))
     if mt in ("llama4", "llama4_text"):  # experts of intermediate_size, dense layers of intermediate_size_mlp
         out.update(moe_intermediate_size=fields_["intermediate_size"], num_shared_experts=1,
                    intermediate_size=cfg.get("intermediate_size_mlp", fields_["intermediate_size"]),

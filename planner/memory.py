@@ -240,32 +240,35 @@ def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_gr
     return b * GIB
 
 
-def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[bool, int]]:
-    """vLLM's KV-cache groups for a stage of `n_layers` layers, as (sliding?, layers in the group).
+def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[str, int]]:
+    """vLLM's KV-cache groups for a stage of `n_layers` layers, as (attention kind, layers in the group); kinds are
+    full, sliding (a sliding window: Gemma 2/3, gpt-oss) and chunked (Llama 4's chunked local attention).
 
-    One group when all layers attend alike; else (Gemma 2 style) layers are bucketed by type and each bucket cut
-    into groups of `group_size` layers, the smallest bucket's size (the largest if max < 1.5 × min)
-    (vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size; docs/vllm-memory.md).
+    One group when all layers attend alike; else layers are bucketed by kind and each bucket cut into groups of
+    `group_size` layers, the smallest bucket's size (the largest if max < 1.5 x min)
+    (vllm/v1/core/kv_cache_utils.py:1362 _get_kv_cache_groups_uniform_page_size, vLLM 0.32; chunked local attention
+    keeps the hybrid manager by default, VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, config/vllm.py:2150).
     """
-    if not m.sliding_window or m.sliding_window_layers <= 0:
-        return [(False, n_layers)]
-    sliding = round(n_layers * m.sliding_window_layers / m.num_hidden_layers)
-    full = n_layers - sliding
-    if full == 0 or sliding == 0:
-        return [(sliding > 0, n_layers)]
-    small, big = min(full, sliding), max(full, sliding)
+    sliding = round(n_layers * m.sliding_window_layers / m.num_hidden_layers) if m.sliding_window else 0
+    chunked = round(n_layers * m.chunked_attention_layers / m.num_hidden_layers) if m.attention_chunk_size else 0
+    buckets = [(k, c) for k, c in (("full", n_layers - sliding - chunked), ("sliding", sliding),
+                                   ("chunked", chunked)) if c > 0]
+    if len(buckets) == 1:
+        return [(buckets[0][0], n_layers)]
+    small, big = min(c for _, c in buckets), max(c for _, c in buckets)
     size = big if big < 1.5 * small else small
-    return [(False, size)] * math.ceil(full / size) + [(True, size)] * math.ceil(sliding / size)
+    return [(kind, size) for kind, count in buckets for _ in range(math.ceil(count / size))]
 
 
-def blocks_per_request(m: ModelSpec, sliding: bool, max_model_len: int, block_size: int,
-                       in_flight_tokens: int) -> int:
+def blocks_per_request(m: ModelSpec, kind: str, max_model_len: int, block_size: int, in_flight_tokens: int) -> int:
     """Blocks one request of max_model_len tokens needs in one group (vllm/v1/kv_cache_interface.py
-    max_memory_usage_bytes): full attention ceil(L / bs); sliding window ceil(min(W − 1 + in-flight, L) / bs) + 1."""
-    if not sliding:
-        return math.ceil(max_model_len / block_size)
-    tokens = min(m.sliding_window - 1 + in_flight_tokens, max_model_len)
-    return math.ceil(tokens / block_size) + 1
+    max_admission_blocks_per_request): full attention ceil(L / bs); sliding window ceil(min(W - 1 + in-flight, L) /
+    bs) + 1 (:859); chunked local attention ceil(min(chunk + in-flight, L) / bs) (:813)."""
+    if kind == "sliding":
+        return math.ceil(min(m.sliding_window - 1 + in_flight_tokens, max_model_len) / block_size) + 1
+    if kind == "chunked":
+        return math.ceil(min(m.attention_chunk_size + in_flight_tokens, max_model_len) / block_size)
+    return math.ceil(max_model_len / block_size)
 
 
 def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -> int:
@@ -331,8 +334,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     per_stage_blocks = [_stage_blocks(m, budget, n, page_per_layer) for budget, n in zip(budgets, layers)]
     worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
     blocks = per_stage_blocks[worst]
-    need = sum(blocks_per_request(m, sliding, max_model_len, block, in_flight)
-               for sliding, _ in kv_groups(m, layers[worst]))
+    need = sum(blocks_per_request(m, kind, max_model_len, block, in_flight)
+               for kind, _ in kv_groups(m, layers[worst]))
     concurrency = blocks / need if need else 0.0
     return MemoryBreakdown(
         total_gib=total / GIB,

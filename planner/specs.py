@@ -206,6 +206,9 @@ class ModelSpec:
     # Sliding-window attention: window in tokens, and how many layers use it (the rest attend globally).
     sliding_window: Optional[int] = None
     sliding_window_layers: int = 0
+    # Chunked local attention (Llama 4): tokens attend within their chunk of this many, in that many layers.
+    attention_chunk_size: Optional[int] = None
+    chunked_attention_layers: int = 0
     # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = None

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from planner.tinymodel import COMPLETE_MARKER, default_cache_root, ensure_tiny_model, params_hash
+from planner.tinymodel import COMPLETE_MARKER, build_once, default_cache_root, ensure_tiny_model, params_hash
 
 FORMATS = ("ct-fp8", "ct-int8", "ct-w4a16", "gptq", "awq")
 LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
@@ -40,21 +39,7 @@ def ensure_tiny_quantized(fmt: str, kv_fp8: bool = False, cache_dir: Path | None
     base = ensure_tiny_model(cache_dir)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     target = root / f"tiny-llama-{params_hash()}-{fmt}{'-kvfp8' if kv_fp8 else ''}-q{GENERATOR_VERSION}"
-    if (target / COMPLETE_MARKER).is_file():
-        return target
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
-    try:
-        _build(base, tmp, fmt, kv_fp8)
-        (tmp / COMPLETE_MARKER).write_text(fmt + "\n")
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, lambda tmp: _build(base, tmp, fmt, kv_fp8), fmt)
 
 
 def _build(base: Path, out: Path, fmt: str, kv_fp8: bool) -> None:

@@ -170,3 +170,60 @@ def test_a_checkpoint_format_no_engine_loads_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match=r"quant_method=exl3.*no engine.*Fix:"):
         search.compile_plan(request_for("model=hf", f"model.path={tmp_path}", "hw=h100x1"))
+
+
+def _with_quant(tmp_path, quantization_config: dict) -> Path:
+    """The real Qwen3-32B config.json with another quantization_config (a rule input, not a format fixture)."""
+    import json
+
+    cfg = json.loads((CONFIGS / "Qwen/Qwen3-32B-FP8/config.json").read_text())
+    cfg["quantization_config"] = quantization_config
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def test_gptq_with_act_order_groups_goes_to_sglang(tmp_path):
+    """vLLM 0.32 refuses desc_act=True with groups (gptq_utils.py:23); SGLang loads it."""
+    from conftest import compiled_or_closest
+
+    d = _with_quant(tmp_path, {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": True, "sym": True})
+    c = compiled_or_closest(request_for("model=hf", f"model.path={d}", "hw=h100x1", "target=best-effort"))
+    assert c.plan.backend.value == "sglang" and c.plan.quantization is Quantization.gptq
+    assert "precision.gptq-act-order-not-in-vllm" in c.rules_fired
+    with pytest.raises(InputError, match=r"backend.name given, but precision.gptq-act-order-not-in-vllm rules it out"):
+        search.compile_plan(request_for("model=hf", f"model.path={d}", "hw=h100x1", "backend=vllm"))
+
+
+def test_bitsandbytes_checkpoint_is_planned_on_sglang(tmp_path):
+    from conftest import compiled_or_closest
+
+    d = _with_quant(tmp_path, {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                               "bnb_4bit_use_double_quant": True})
+    m = request_for("model=hf", f"model.path={d}").model
+    assert (m.quantization, m.quant.weight_type, m.quant.group_size, m.quant.scale_bytes) == ("bitsandbytes", "nf4",
+                                                                                              64, 1)
+    c = compiled_or_closest(request_for("model=hf", f"model.path={d}", "hw=h100x1", "target=best-effort"))
+    assert (c.plan.backend.value, c.plan.quantization_method) == ("sglang", "bitsandbytes")
+
+
+def test_2_4_sparse_checkpoint_is_one_clear_error(tmp_path):
+    d = _with_quant(tmp_path, {"quant_method": "compressed-tensors", "format": "sparse-24-bitmask", "config_groups": {},
+                               "sparsity_config": {"format": "sparse-24-bitmask", "sparsity_structure": "2:4",
+                                                   "targets": ["Linear"], "ignore": ["lm_head"]}})
+    with pytest.raises(InputError, match=r"2:4 sparse.*Sparsity support has been removed.*Fix: serve the dense"):
+        request_for("model=hf", f"model.path={d}")
+
+
+def test_kv_cache_scheme_gives_an_fp8_kv_cache(tmp_path):
+    from conftest import compiled_or_closest
+
+    d = _with_quant(tmp_path, {"quant_method": "compressed-tensors", "format": "float-quantized",
+                               "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                                   "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True},
+                                   "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
+                                                         "dynamic": True}}},
+                               "ignore": ["lm_head"], "kv_cache_scheme": {"num_bits": 8, "type": "float",
+                                                                          "strategy": "tensor", "dynamic": False}})
+    c = compiled_or_closest(request_for("model=hf", f"model.path={d}", "hw=h100x1", "target=best-effort"))
+    assert (c.plan.quantization, c.plan.kv_cache_dtype.value, c.plan.quantization_method) == (
+        Quantization.fp8, "fp8", "compressed-tensors")

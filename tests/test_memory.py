@@ -1,5 +1,7 @@
 """The memory model against numbers computed by hand from the architectures (and vLLM's own rules)."""
 
+from pathlib import Path
+
 import pytest
 
 from planner import memory
@@ -195,3 +197,30 @@ def test_lora_comes_out_of_the_kv_budget():
     lora = memory.breakdown(r.model, r.hw.gpu, max_loras=8, max_lora_rank=64, **kw)
     extra = memory.lora_bytes_per_gpu(r.model, 1, 1, Dtype.bf16, 8, 64) / GIB
     assert lora.kv_cache_gib == pytest.approx(plain.kv_cache_gib - extra)
+
+
+def test_llama4_chunked_local_attention_is_its_own_kv_group():
+    """Llama-4-Scout (real config.json): attention_chunk_size 8192 in the 36 RoPE layers, the other 12 (NoPE) attend
+    globally; vLLM 0.32 groups them 12 + 3 x 12 and a request needs ceil(min(8192 + in-flight, L) / 16) blocks in each
+    chunked group (kv_cache_interface.py:813)."""
+    cfg = Path(__file__).parent / "data" / "hf_configs" / "meta-llama" / "Llama-4-Scout-17B-16E-Instruct"
+    m = request_for("model=hf", f"model.path={cfg}").model
+    assert (m.attention_chunk_size, m.chunked_attention_layers) == (8192, 36)
+    assert memory.kv_groups(m, 48) == [("full", 12), ("chunked", 12), ("chunked", 12), ("chunked", 12)]
+    in_flight = 2 * 8192  # async scheduling: PP + 1 = 2 batches of max_num_batched_tokens
+    assert memory.blocks_per_request(m, "chunked", 131072, 16, in_flight) == (8192 + in_flight) // 16
+    assert memory.blocks_per_request(m, "full", 131072, 16, in_flight) == 131072 // 16
+    gpu = request_for("hw=h100x4").hw.gpu
+    b = memory.breakdown(m, gpu, tp=4, pp=1, dtype=Dtype.bf16, quant=Quantization.none, kv_dtype=KvPrecision.auto,
+                         max_model_len=131072, max_num_seqs=1024, max_num_batched_tokens=8192,
+                         gpu_memory_utilization=0.95)
+    need = 8192 + 3 * 1536  # blocks per request: one full group, three chunked groups
+    assert b.max_concurrency_at_max_len == pytest.approx(b.kv_cache_blocks / need)
+
+
+def test_gpt_oss_alternates_sliding_and_full_groups():
+    cfg = Path(__file__).parent / "data" / "hf_configs" / "openai" / "gpt-oss-20b"
+    m = request_for("model=hf", f"model.path={cfg}").model
+    assert (m.sliding_window, m.sliding_window_layers) == (128, 12)
+    assert memory.kv_groups(m, 24) == [("full", 12), ("sliding", 12)]
+    assert memory.blocks_per_request(m, "sliding", 8192, 16, 2 * 8192) == 8192 // 16 + 1
