@@ -5,6 +5,7 @@ that Hydra validates against; `freeze` turns a validated twin back into the froz
 """
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
@@ -13,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from planner import specs
+from planner.bounds import NOT_BLANK, bounded, not_blank, positive, positive_int
 
 _TWINS: dict[type, type] = {}
 
@@ -78,7 +80,8 @@ class RulesConfig:
 
 @dataclass
 class AppConfig:
-    """The root of the composed config: the request groups plus the command's own options."""
+    """The root of the composed config: the request groups plus the command's own options, each with its bound
+    (planner/bounds.py; compose.check_options refuses a value out of bounds before anything runs)."""
 
     model: Any = MISSING
     hw: Any = MISSING
@@ -89,20 +92,29 @@ class AppConfig:
     plan: Any = MISSING
     action: specs.Action = specs.Action.plan
     format: specs.Format = specs.Format.table
-    out: Optional[str] = None  # plan file to write; default plans/<model>-<hw>-<target>.yaml
+    # plan file to write; default plans/<model>-<hw>-<target>.yaml
+    out: Optional[str] = not_blank("a file path; leave out= off for plans/<model>-<hw>-<target>.yaml", None)
     save: bool = True  # write the plan file
-    plan_file: Optional[str] = None  # `plan=FILE` on the command line: re-print a saved plan
-    endpoint: Optional[str] = None  # action=verify against a running server
-    log: Optional[str] = None  # action=diagnose
+    # `plan=FILE` on the command line: show, render, launch or verify a saved plan
+    plan_file: Optional[str] = bounded("the path of a saved plan file", None, flag="plan", pattern=NOT_BLANK)
+    # action=verify against a running server
+    endpoint: Optional[str] = bounded("the http:// or https:// URL of a running server, e.g. http://127.0.0.1:8000",
+                                      None, pattern=r"https?://[^\s/?#]+(/\S*)?")
+    log: Optional[str] = not_blank("the path of a server log", None)  # action=diagnose
     debug: bool = False  # show tracebacks of internal errors
-    port: Optional[int] = None  # launch/verify: the local server's port (default: a free one)
-    num_prompts: Optional[int] = None  # launch/verify: measured requests (default: workload.num_prompts)
-    ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
+    # launch/verify: the local server's port (default: a free one)
+    port: Optional[int] = bounded("a TCP port from 1 to 65535, or left out for a free one", None, ge=1, le=65535)
+    # launch/verify: measured requests (default: workload.num_prompts)
+    num_prompts: Optional[int] = positive_int(None, "at least 1 measured request, or left out for the workload's "
+                                                    "num_prompts")
+    # launch/verify: how long the server may take to become ready
+    ready_timeout_s: float = positive(900.0, "a positive number of seconds")
     sweep: bool = False  # verify endpoint=URL: also sweep the request rate for the highest goodput under the SLO
     force: bool = False  # launch/verify: launch the closest plan even when the prediction says it misses the target
     # render/launch/verify: the NAME of the environment variable that holds the server's API key (never the key):
     # rendered as `--api-key ${NAME}` (k8s: from a Secret), sent as `Authorization: Bearer $NAME` by verify
-    api_key_env: Optional[str] = None
+    api_key_env: Optional[str] = bounded("the NAME of an environment variable (letters, digits and _, not starting "
+                                         "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*")
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 
@@ -117,7 +129,9 @@ _GROUPS = {
 }
 
 
-def _root_schema() -> type:
+@functools.cache
+def root_schema() -> type:
+    """The root schema Hydra validates against: AppConfig with each group typed by its spec's mutable twin."""
     fields = []
     for f in dataclasses.fields(AppConfig):
         if f.name in _GROUPS:
@@ -133,7 +147,7 @@ def _root_schema() -> type:
 
 def register_configs() -> None:
     """Store the root schema as `planner_schema`; conf/config.yaml lists it first in its defaults."""
-    ConfigStore.instance().store(name="planner_schema", node=_root_schema())
+    ConfigStore.instance().store(name="planner_schema", node=root_schema())
 
 
 def to_request(cfg: Any) -> specs.Request:
