@@ -249,13 +249,14 @@ def _hydra_job(cfg) -> int:
 def _hydra_main(argv: list[str], debug: bool) -> int:
     import hydra
 
-    from planner import compose, schema
+    from planner import compose, schema, usage
 
     argv = compose.split_plan_file(argv)
     bad = _bad_overrides(argv)
     if bad:  # before Hydra, whose own answer to `target.tpot=5` recommends `+target.tpot=5`
         return report(InputError(*bad), debug)
     schema.register_configs()
+    usage.register()
     _SWEEP.clear()
     entry = hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")(_hydra_job)
     saved = sys.argv

@@ -39,25 +39,34 @@ class Bound:
 FINITE = Bound("a finite number")  # every float field, bounded or not: inf and nan are not values a plan can use
 
 
-def bounded(what: str, default: Any = dataclasses.MISSING, *, flag: Optional[str] = None, **limits: Any) -> Any:
+def bounded(what: str, default: Any = dataclasses.MISSING, *, flag: Optional[str] = None, doc: str = "",
+            metavar: str = "", **limits: Any) -> Any:
     """A dataclass field whose values must be `what` (limits: ge, gt, le, lt, pattern). `flag` is the name the
-    command line gives the field when it differs from the field's own (plan_file is `plan=`)."""
-    metadata = {"bound": Bound(what, **limits)}
-    if flag:
-        metadata["flag"] = flag
-    return dataclasses.field(default=default, metadata=metadata)
+    command line gives the field when it differs from the field's own (plan_file is `plan=`); `doc` and `metavar`
+    are its line in `--help` (planner/usage.py)."""
+    return dataclasses.field(default=default, metadata=_metadata(Bound(what, **limits), flag, doc, metavar))
 
 
-def positive_int(default: Any = dataclasses.MISSING, what: str = "a positive integer") -> Any:
-    return bounded(what, default, ge=1)
+def option(default: Any, doc: str, metavar: str = "", **kwargs: Any) -> Any:
+    """A command option with no bound beyond its type (a bool, a choice, a section), documented for `--help`."""
+    return dataclasses.field(default=default, metadata=_metadata(None, None, doc, metavar), **kwargs)
 
 
-def at_least_zero(default: Any = dataclasses.MISSING, what: str = "zero or more") -> Any:
-    return bounded(what, default, ge=0)
+def _metadata(bound: Optional[Bound], flag: Optional[str], doc: str, metavar: str) -> dict:
+    found = {"bound": bound, "flag": flag, "doc": doc, "metavar": metavar}
+    return {k: v for k, v in found.items() if v}
 
 
-def positive(default: Any = dataclasses.MISSING, what: str = "a positive number") -> Any:
-    return bounded(what, default, gt=0)
+def positive_int(default: Any = dataclasses.MISSING, what: str = "a positive integer", **doc: Any) -> Any:
+    return bounded(what, default, ge=1, **doc)
+
+
+def at_least_zero(default: Any = dataclasses.MISSING, what: str = "zero or more", **doc: Any) -> Any:
+    return bounded(what, default, ge=0, **doc)
+
+
+def positive(default: Any = dataclasses.MISSING, what: str = "a positive number", **doc: Any) -> Any:
+    return bounded(what, default, gt=0, **doc)
 
 
 def catalog_name(default: Any = dataclasses.MISSING) -> Any:
@@ -65,8 +74,13 @@ def catalog_name(default: Any = dataclasses.MISSING) -> Any:
                    pattern=NAME)
 
 
-def not_blank(what: str, default: Any = dataclasses.MISSING) -> Any:
-    return bounded(what, default, pattern=NOT_BLANK)
+def not_blank(what: str, default: Any = dataclasses.MISSING, **doc: Any) -> Any:
+    return bounded(what, default, pattern=NOT_BLANK, **doc)
+
+
+def doc(f: dataclasses.Field) -> tuple[str, str]:
+    """(metavar, doc) of a documented field, ('', '') for others."""
+    return f.metadata.get("metavar", ""), f.metadata.get("doc", "")
 
 
 def flag_name(f: dataclasses.Field) -> str:
