@@ -39,7 +39,8 @@ def plan_path(req, out: Optional[str], overrides: list[str] = ()) -> Path:
                                          (req.backend.name.value, "auto")) if name != default]
     if req.pins.given():
         parts.append("pinned")
-    valued = [o for o in overrides if "=" in o and "." in o.split("=", 1)[0] and not o.startswith("plan.")
+    plain = [o.lstrip("+") for o in overrides]  # Hydra's `+key=v` / `++key=v` set the field like `key=v`
+    valued = [o for o in plain if "=" in o and "." in o.split("=", 1)[0] and not o.startswith("plan.")
               and not o.startswith(("model.path=", "hydra."))]
     if valued:
         parts.append(document.inputs_sha256(req)[:8])

@@ -215,3 +215,11 @@ def test_any_value_of_any_option_is_a_plan_or_a_paragraph(capsys, no_launch, tmp
         assert "Traceback" not in err and "internal error" not in err, (option, value, err)
         if code == 2:
             assert out == "" and "Fix:" in err, (option, value, err)
+
+
+def test_plus_names_the_plan_file_like_the_plain_override(req):
+    """`+plan.max_num_seqs=64` is the pin `plan.max_num_seqs=64`: the same file name (-pinned, no inputs hash)."""
+    for plus, plain in (("+plan.max_num_seqs=64", "plan.max_num_seqs=64"),
+                        ("++target.tpot_ms=45", "target.tpot_ms=45")):
+        r = req(plus)
+        assert app.plan_path(r, None, [plus]) == app.plan_path(r, None, [plain])
