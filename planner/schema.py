@@ -119,6 +119,7 @@ class AppConfig:
     api_key_env: Optional[str] = bounded("the NAME of an environment variable (letters, digits and _, not starting "
                                          "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                                          doc="name of the variable holding the server's API key", metavar="NAME")
+    deploy: Optional[specs.DeployTarget] = option(None, "render: also the files of a cluster stack, or all")
     rules: RulesConfig = option(dataclasses.MISSING, "the rule set", default_factory=RulesConfig)
 
 

@@ -55,9 +55,9 @@ def groups() -> str:
 def options() -> str:
     """One entry per command option: `key=VALUE` and its doc, from the field's metadata (planner/bounds.py)."""
     lines = []
-    for f, key in _documented(schema.AppConfig):
+    for f, key, hint in _documented(schema.AppConfig):
         metavar, doc = bounds.doc(f)
-        entry = f"  {key}={metavar or _value_hint(f)}"
+        entry = f"  {key}={metavar or _value_hint(f, hint)}"
         body = textwrap.wrap(doc, width() - KEY_WIDTH - 1, break_on_hyphens=False)
         if len(entry) < KEY_WIDTH:
             lines.append(f"{entry:<{KEY_WIDTH}} {body[0]}")
@@ -67,22 +67,23 @@ def options() -> str:
     return "\n".join(lines)
 
 
-def _documented(cls: type, prefix: str = "") -> list[tuple[dataclasses.Field, str]]:
-    """(field, command-line key) for each documented field of `cls`, sections expanded."""
+def _documented(cls: type, prefix: str = "") -> list[tuple[dataclasses.Field, str, typing.Any]]:
+    """(field, command-line key, type) for each documented field of `cls`, sections expanded."""
     found = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             found += _documented(hints[f.name], prefix + f.name + ".")
         elif bounds.doc(f)[1]:
-            found.append((f, prefix + bounds.flag_name(f)))
+            found.append((f, prefix + bounds.flag_name(f), hints[f.name]))
     return found
 
 
-def _value_hint(f: dataclasses.Field) -> str:
+def _value_hint(f: dataclasses.Field, hint: typing.Any) -> str:
     """A choice lists its values; a switch shows the value that changes something (save=false, force=true)."""
-    if isinstance(f.default, enum.Enum):
-        return "|".join(m.value for m in type(f.default))
+    choices = [a for a in (hint, *typing.get_args(hint)) if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if choices:
+        return "|".join(m.value for m in choices[0])
     if isinstance(f.default, bool):
         return str(not f.default).lower()
     return str(f.default)

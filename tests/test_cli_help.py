@@ -43,7 +43,8 @@ def test_help_lists_actions_options_exit_codes_and_three_examples(help_text):
     assert all(re.search(rf"^  {a.value} ", actions, re.M) for a in specs.Action)
     options = _section(help_text, "Options")
     for key in ("action=", "format=table|json|yaml", "out=FILE", "save=false", "plan=FILE", "endpoint=URL",
-                "port=N", "num_prompts=N", "force=true", "api_key_env=NAME", "rules.extra=", "plan.<field>="):
+                "port=N", "num_prompts=N", "force=true", "api_key_env=NAME", "deploy=kserve|", "rules.extra=",
+                "plan.<field>="):
         assert f"  {key}" in options, key
     codes = _section(help_text, "Exit codes")
     for cls in (errors.InputError, errors.NoFeasiblePlan, errors.LaunchFailed, errors.TargetMissed,

@@ -202,7 +202,7 @@ def test_empty_model_path_is_not_this_directory(capsys, tmp_path, monkeypatch):
 # --- every top-level option, every kind of bad value ----------------------------------------------------------
 
 OPTIONS = ["action", "format", "out", "save", "plan", "endpoint", "log", "debug", "port", "num_prompts",
-           "ready_timeout_s", "sweep", "force", "api_key_env", "rules.extra", "rules.disable"]
+           "ready_timeout_s", "sweep", "force", "api_key_env", "deploy", "rules.extra", "rules.disable"]
 BAD = ["", "-5", "0", "nan", "inf", "[1]", "'a b'", "???", "x=y"]
 
 
