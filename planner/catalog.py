@@ -6,6 +6,7 @@ ModelSpec's (they are mostly the same) and counts the parameters from the archit
 
 import json
 import re
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _quote(value) -> str:
 
 
 def read_config(path: str) -> dict:
-    """The text model's config.json of a local HF directory, or InputError saying what is missing."""
+    """The text model's config.json of a local HF directory, or InputError saying what is missing or malformed."""
     d = Path(path).expanduser()
     cfg_file = d / "config.json"
     if not cfg_file.is_file():
@@ -55,28 +56,65 @@ def read_config(path: str) -> dict:
             "model.path at a local Hugging Face model directory (the one holding config.json and the weights); "
             "nothing is downloaded.")
     try:
-        cfg = json.loads(cfg_file.read_text())
+        cfg = json.loads(cfg_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"model.path={path}: config.json is not UTF-8 text ({exc.reason} at byte {exc.start}). "
+                         "Fix: point model.path at the model's own directory, whose config.json is JSON text.") \
+            from None
     except json.JSONDecodeError as exc:
         raise InputError(f"model.path={path}: config.json is not valid JSON ({exc}). Fix: repair or re-export "
                          "it.") from None
+    _need(path, "config.json", cfg, dict)
     text = cfg.get("text_config")
-    if isinstance(text, dict):
-        merged = dict(cfg)
-        merged.update(text)
-        cfg = merged
+    if text is not None:
+        _need(path, "text_config", text, dict)
+        cfg = {**cfg, **text}
     return cfg
+
+
+_KINDS = {dict: "a JSON object", list: "a JSON list", str: "text", int: "an integer", float: "a number",
+          bool: "true or false"}
+
+
+def _kind_of(value) -> str:
+    return "null" if value is None else next((_KINDS[t] for t in (bool, dict, list, str, int, float)
+                                              if isinstance(value, t)), type(value).__name__)
+
+
+def _need(path: str, key: str, value, kind: type) -> None:
+    """InputError unless config.json's `key` holds a value of `kind` (a bool is not a number here)."""
+    ok = isinstance(value, (int, float) if kind is float else kind)
+    if not ok or (kind in (int, float) and isinstance(value, bool)):
+        found = _kind_of(value)
+        shown = "" if isinstance(value, (dict, list)) or value is None else f"={value!r}"
+        where = "config.json" if key == "config.json" else f"config.json's {key}{shown}"
+        raise InputError(f"model.path={path}: {where} is {found}, not {_KINDS[kind]}, so this is not a Hugging Face "
+                         "config the planner can read. Fix: repair config.json (or give the value as an override, "
+                         "model.<field>=...), or point model.path at the model's own directory.")
+
+
+def _typed(path: str, cfg: dict) -> dict:
+    """ModelSpec field values found in config.json, each checked against the field's type."""
+    hints = typing.get_type_hints(ModelSpec)
+    out = {}
+    for f in fields(ModelSpec):
+        keys = _ALIASES.get(f.name, (f.name,))
+        key = next((k for k in keys if cfg.get(k) is not None), None)
+        if key is None or (key == f.name and isinstance(cfg[key], (dict, list))):
+            continue
+        kind = next((t for t in (bool, int, float, str) if t in (hints[f.name], *typing.get_args(hints[f.name]))),
+                    None)
+        if kind is None:  # a structured field (quant) comes from its own section, never from a top-level key
+            continue
+        _need(path, key, cfg[key], kind)
+        out[f.name] = cfg[key]
+    return out
 
 
 def model_fields(path: str) -> dict:
     """ModelSpec field values for the HF model directory at `path`."""
     cfg = read_config(path)
-    names = {f.name for f in fields(ModelSpec)}
-    out = {k: cfg[k] for k in names if k in cfg and not isinstance(cfg[k], (dict, list))}
-    for field, keys in _ALIASES.items():
-        for key in keys:
-            if cfg.get(key) is not None:
-                out[field] = cfg[key]
-                break
+    out = _typed(path, cfg)
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
     missing = [k for k in required if k not in out]
     if missing:
@@ -89,10 +127,12 @@ def model_fields(path: str) -> dict:
     out.update(_architecture(cfg, out))
     if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
         types = cfg.get("layer_types") or []
+        _need(path, "layer_types", types, list)
         out["sliding_window_layers"] = (sum(1 for t in types if t == "sliding_attention") if types
                                         else out["num_hidden_layers"])
     else:
         out.pop("sliding_window", None)
+    _check_quantization(path, cfg.get("quantization_config"))
     d = Path(path).expanduser().resolve()
     quant = quantconfig.read(cfg, d)
     if quant is not None:
@@ -102,10 +142,12 @@ def model_fields(path: str) -> dict:
             out["quantization_bits"] = quant.weight_bits
         out["quant"] = quant
     out["name"] = re.sub(r"[^\w.-]+", "-", d.name).strip("-").lower() or "hf-model"
-    out["hf_repo"] = cfg.get("_name_or_path") or d.name
+    out["hf_repo"] = _text(path, cfg, "_name_or_path") or d.name
     out["source"] = f"{d.name}/config.json (local)"
-    out["model_type"] = cfg.get("model_type", "unknown")
-    out["architecture"] = (cfg.get("architectures") or ["unknown"])[0]
+    out.setdefault("model_type", "unknown")
+    architectures = cfg.get("architectures") or ["unknown"]
+    _need(path, "architectures", architectures, list)
+    out["architecture"] = _text(path, {"architectures[0]": architectures[0]}, "architectures[0]")
     out["path"] = str(d)
     probe = ModelSpec(**{**out, "num_params_b": 0.0})
     out["num_params_b"] = round(layout.param_total(probe) / 1e9, 4)
@@ -139,6 +181,26 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
                    intermediate_size=cfg.get("intermediate_size_mlp", fields_["intermediate_size"]),
                    moe_layer_step=int(cfg.get("interleave_moe_layer_step") or 1))
     return out
+
+
+def _text(path: str, cfg: dict, key: str) -> str:
+    value = cfg.get(key) or ""
+    _need(path, key, value, str)
+    return value
+
+
+def _check_quantization(path: str, q) -> None:
+    """InputError unless quantization_config (when there) is an object whose method is text and bits a number."""
+    if not q:
+        return
+    _need(path, "quantization_config", q, dict)
+    method = _text(path, {"quantization_config.quant_method": q.get("quant_method")},
+                   "quantization_config.quant_method").lower()
+    if quantconfig.ALIASES.get(method, method) not in quantconfig.READERS:
+        return  # quantconfig names what no engine loads
+    for key in ("bits", "w_bit"):
+        if q.get(key) is not None:
+            _need(path, f"quantization_config.{key}", q[key], int)
 
 
 def model_overrides(path: str) -> list[str]:
