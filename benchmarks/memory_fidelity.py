@@ -48,7 +48,9 @@ MODELS = {
     "RedHatAI/Qwen2.5-7B-Instruct-quantized.w8a8": ("qwen2.5-7b", Quantization.int8),
     "RedHatAI/Meta-Llama-3.1-8B-Instruct-quantized.w8a8": ("llama3.1-8b", Quantization.int8),
     "RedHatAI/Llama-3.3-70B-Instruct-quantized.w8a8": ("llama3.1-70b", Quantization.int8),
-    "RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8": ("mistral-small-3.1", Quantization.int8),
+    # a checkpoint of a model whose real config.json we hold (hf:<repo>): its architecture and vision tower from there
+    "RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8": ("hf:mistralai/Mistral-Small-3.1-24B-Instruct-2503",
+                                                                    Quantization.int8),
 }
 # Rows whose log does not state the version: the era their notes give (the log format or the PR's date).
 ERA = {"pr10511-llama3-8b-tp1": "0.6", "pr10511-llama3-8b-tp2": "0.6", "i10517-llama31-8b-rtx3090-20k": "0.6",
@@ -70,6 +72,8 @@ def model_spec(repo: str, composer):
         return m, Quantization(m.quantization) if m.quantization else Quantization.none
     if repo in MODELS:
         name, quant = MODELS[repo]
+        if name.startswith("hf:"):
+            return model_spec(name[3:], composer)[0], quant
         try:
             return compose.to_request(composer.compose([f"model={name}"])).model, quant
         except InputError:  # a catalog entry another branch adds

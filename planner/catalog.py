@@ -1,7 +1,8 @@
 """Import a local Hugging Face model directory (`model=hf model.path=DIR`) as model overrides, offline.
 
-Reads DIR/config.json (a VLM's `text_config` when present) and its `quantization_config`; maps HF's names onto
-ModelSpec's (they are mostly the same) and counts the parameters from the architecture.
+Reads DIR/config.json (a VLM's `text_config` when present, its `vision_config` sized into vision_params_b) and its
+`quantization_config`; maps HF's names onto ModelSpec's (they are mostly the same) and counts the parameters from the
+architecture.
 """
 
 import json
@@ -125,6 +126,9 @@ def model_fields(path: str) -> dict:
     out.setdefault("max_position_embeddings", 4096)
     out["torch_dtype"] = str(out.get("torch_dtype", "bfloat16")).replace("torch.", "")
     out.update(_architecture(cfg, out))
+    vision = _vision_params(path, cfg, out["hidden_size"])
+    if vision:
+        out["vision_params_b"] = vision / 1e9
     if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
         types = cfg.get("layer_types") or []
         _need(path, "layer_types", types, list)
@@ -181,6 +185,59 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
                    intermediate_size=cfg.get("intermediate_size_mlp", fields_["intermediate_size"]),
                    moe_layer_step=int(cfg.get("interleave_moe_layer_step") or 1))
     return out
+
+
+def _vision_params(path: str, cfg: dict, text_hidden: int) -> int:
+    """Parameters of the vision encoder and projector config.json's vision_config describes (0: a text model)."""
+    v = cfg.get("vision_config")
+    if not v:
+        return 0
+    _need(path, "vision_config", v, dict)
+    try:
+        return _vision_count(cfg, text_hidden)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError) as exc:
+        raise InputError(f"model.path={path}: config.json's vision_config is not one the planner can size ({exc!r} "
+                         "missing or not a number). Fix: repair vision_config, or set model.vision_params_b to the "
+                         "encoder's parameters in billions.") from None
+
+
+def _vision_count(cfg: dict, text_hidden: int) -> int:
+    """Parameters of a VLM's vision encoder and projector, from config.json's vision_config (0 for a text model), as
+    transformers 5.19 and vLLM 0.32 build them (each formula equals transformers' meta-device parameter count for the
+    model's vision_config: Llama-4 871,932,416; Gemma-3 SigLIP 423,060,336; Pixtral 438,958,080; Qwen2.5-VL-7B
+    676,550,144)."""
+    v = cfg["vision_config"]
+    kind = str(v.get("model_type") or ("qwen2_5_vl" if "fullatt_block_indexes" in v else ""))
+    h = int(v.get("hidden_size", 0))
+    i = int(v.get("intermediate_size", 0))
+    layers = int(v.get("num_hidden_layers") or v.get("depth") or 0)
+    c = int(v.get("num_channels") or v.get("in_chans") or v.get("in_channels") or 3)
+    p = int(v.get("patch_size", 14))
+    if kind == "llama4_vision_model":  # mllama4.py: biased ViT with LayerNorms, pixel-shuffle MLP, projector
+        side = int(v["image_size"]) // p
+        shuffled = round(h / v["pixel_shuffle_ratio"] ** 2)
+        block = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+        return (h + (side * side + 1) * h + c * p * p * h + 4 * h + layers * block
+                + shuffled * v["projector_input_dim"] + v["projector_input_dim"] * v["projector_output_dim"]
+                + v["vision_output_dim"] * text_hidden)
+    if kind == "siglip_vision_model":  # Gemma 3 (siglip.py, gemma3_mm.py): conv patch, learned positions, no head
+        side = int(v["image_size"]) // p
+        block = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+        return c * p * p * h + h + side * side * h + layers * block + 2 * h + h * text_hidden + h
+    if kind == "pixtral":  # Mistral 3 (pixtral.py, mistral3.py): bias-free, RMSNorm, gated MLP, 2D RoPE
+        merge = int(cfg.get("spatial_merge_size", 2))
+        bias = text_hidden * 2 if cfg.get("multimodal_projector_bias") else 0
+        block = 4 * h * h + 3 * h * i + 2 * h
+        return (c * p * p * h + h + layers * block + h + h * merge * merge * h + h * text_hidden
+                + text_hidden * text_hidden + bias)
+    if kind in ("qwen2_5_vl", "qwen2_5_vl_vision"):  # qwen2_5_vl.py: Conv3d patches, RMSNorm, gated MLP, merger
+        tp = int(v.get("temporal_patch_size", 2))
+        merged = h * int(v.get("spatial_merge_size", 2)) ** 2
+        out = int(v.get("out_hidden_size", text_hidden))
+        block = 2 * h + (3 * h * h + 3 * h) + (h * h + h) + 2 * (h * i + i) + (i * h + h)
+        return c * tp * p * p * h + layers * block + h + merged * merged + merged + merged * out + out
+    # Another tower: a plain ViT estimate (attention and a two-matrix MLP per layer).
+    return layers * (4 * h * h + 2 * h * i)
 
 
 def _text(path: str, cfg: dict, key: str) -> str:

@@ -53,7 +53,7 @@ class Module:
     bias: int = 0  # bias elements of one copy
     kv: bool = False  # a K or V projection: replicated over ranks when KV heads < TP
     matrices: int = 1  # weight matrices per copy: 3 for a gated expert MLP (gate, up, down), 2 plain
-    every_stage: bool = False  # held whole by every pipeline stage (the rotary cos/sin cache)
+    every_stage: bool = False  # held by every pipeline stage (the rotary cos/sin cache, a VLM's vision tower)
 
     @property
     def params(self) -> int:
@@ -163,7 +163,11 @@ def modules(m: ModelSpec) -> tuple[Module, ...]:
     h, v = m.hidden_size, m.vocab_size
     out: list[Module] = []
     if m.vision_params_b:
-        out.append(Module("vision_tower", Kind.vision, 1, round(m.vision_params_b * 1e9), Split.column, None))
+        # vLLM builds a VLM's towers on every pipeline stage (models/interfaces.py _mark_tower_model; mllama4.py,
+        # gemma3_mm.py, mistral3.py, qwen2_5_vl.py construct them unconditionally) and shards them by TP
+        # (mm_encoder_tp_mode "weights"), unquantized (quant_config=None for the Llama 4 tower).
+        out.append(Module("vision_tower", Kind.vision, 1, round(m.vision_params_b * 1e9), Split.column, None,
+                          every_stage=True))
     out.append(Module("model.embed_tokens", Kind.embedding, h, v, Split.vocab, None))
     # vLLM's rotary embedding keeps cos/sin for every position up to max_position_embeddings, rotary_dim wide, in
     # the model dtype (layers/rotary_embedding/base.py:59-63 register_buffer cos_sin_cache); get_rope shares one per

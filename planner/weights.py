@@ -171,9 +171,10 @@ def module_bytes(x: Module, m: ModelSpec, tp: int, act: float, q: CheckpointQuan
 
 @functools.lru_cache(maxsize=1024)
 def stage_bytes(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> tuple[float, ...]:
-    """Weight bytes on one GPU of each pipeline stage of a TP x PP replica. The first stage holds the embedding (and
-    the vision encoder), the last the final norm and lm_head; a tied lm_head is the embedding itself on one stage,
-    and its own copy on the last stage under PP (vLLM loads the embedding's weights into it)."""
+    """Weight bytes on one GPU of each pipeline stage of a TP x PP replica. The first stage holds the embedding, every
+    stage the vision encoder and the rotary cache, the last the final norm and lm_head; a tied lm_head is the
+    embedding itself on one stage, and its own copy on the last stage under PP (vLLM loads the embedding's weights
+    into it)."""
     act = DTYPE_BYTES[dtype.value]
     q = scheme_for(m, quant)
     layers = pp_partition(m.num_hidden_layers, pp)

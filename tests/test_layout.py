@@ -2,11 +2,13 @@
 pipeline stages. Expected bytes are derived here by hand from the config's numbers; where a real vLLM startup log
 exists for the model (tests/data/reference/vllm_memory_logs.yaml) the derivation is checked against it too."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from planner import catalog, layout, weights
+from planner.errors import InputError
 from planner.specs import Dtype, Quantization
 
 from conftest import request_for
@@ -82,3 +84,83 @@ def test_mla_keeps_absorbed_projections_in_the_compute_dtype():
     assert len(derived) == 61
     assert weights.module_bytes(derived[0], m, 8, 2.0, weights.scheme_for(m, Quantization.fp8)) == \
         512 * (128 // 8) * (128 + 128) * 2
+
+
+def _tower(h: int, inter: int) -> int:
+    """One biased ViT block with LayerNorms: q/k/v/o with biases, fc1/fc2 with biases, two LayerNorms (w and b)."""
+    return 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 4 * h
+
+
+def test_llama4_vision_tower_by_hand_and_on_every_stage():
+    """Llama-4-Scout's real config.json (vision_config: 34 layers of 1408, MLP 5632, 336 px in 14 px patches,
+    pixel-shuffle 0.5 into a 4096 adapter, projector to 5120): vLLM 0.32 builds the tower unquantized, sharded by TP,
+    on every pipeline stage (mllama4.py, interfaces.py _mark_tower_model). With it the TP 4 weights are 53.10 GiB
+    against vLLM 0.19's logged 53.12 (llmd-llama4-scout-tp4-8k; 52.69 without it)."""
+    m = request_for("model=hf", f"model.path={CONFIGS / 'meta-llama/Llama-4-Scout-17B-16E-Instruct'}").model
+    h, inter = 1408, 5632
+    embeddings = h + (24 * 24 + 1) * h + 3 * 14 * 14 * h + 4 * h  # class, positions, patch linear, pre/post norms
+    adapter = (4 * h) * 4096 + 4096 * 4096  # pixel shuffle packs 4 patches: 5632 -> 4096 -> 4096, no biases
+    projector = 4096 * 5120
+    params = embeddings + 34 * _tower(h, inter) + adapter + projector
+    assert params == 871_932_416  # transformers 5.19 Llama4ForConditionalGeneration on the meta device: the same
+    assert round(m.vision_params_b * 1e9) == params
+    without = dataclasses.replace(m, vision_params_b=0.0)
+    for pp in (1, 2):
+        with_tower = weights.stage_bytes(m, 4, pp, Dtype.bf16, Quantization.none)
+        text_only = weights.stage_bytes(without, 4, pp, Dtype.bf16, Quantization.none)
+        assert [a - b for a, b in zip(with_tower, text_only)] == [pytest.approx(params * 2 / 4)] * pp
+    assert weights.stage_bytes(m, 4, 1, Dtype.bf16, Quantization.none)[0] / GIB == pytest.approx(53.12, rel=0.002)
+
+
+@pytest.mark.parametrize("top, vision, text_hidden, expected", [
+    # Gemma 3 (4B/12B/27B share the tower): SigLIP-So400m at 896 px, conv patches with a bias, learned positions, no
+    # pooling head; projector = a [1152, text hidden] matrix and an RMSNorm (gemma3_mm.py Gemma3MultiModalProjector).
+    pytest.param({}, {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_hidden_layers": 27, "image_size": 896, "patch_size": 14, "vision_use_head": False},
+                 5376, 3 * 14 * 14 * 1152 + 1152 + 64 * 64 * 1152 + 27 * _tower(1152, 4304) + 2 * 1152
+                 + 1152 * 5376 + 1152, id="gemma-3-27b"),
+    # Mistral-Small-3.1 (Pixtral): bias-free, RMSNorms, gated MLP, 2D RoPE (no position table); projector = norm,
+    # a 2x2 patch merger [4096 -> 1024] and two linears to the text width (mistral3.py).
+    pytest.param({"spatial_merge_size": 2, "multimodal_projector_bias": False},
+                 {"model_type": "pixtral", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                  "image_size": 1540, "patch_size": 14}, 5120,
+                 3 * 14 * 14 * 1024 + 1024 + 24 * (4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024) + 1024
+                 + 4096 * 1024 + 1024 * 5120 + 5120 * 5120, id="mistral-small-3.1"),
+    # Qwen2.5-VL-7B: Conv3d patches over 2 frames (no bias), RMSNorms, biased q/k/v and gated MLP, a merger of 2x2
+    # patches (5120 -> 5120 -> 3584, biased) behind an RMSNorm (qwen2_5_vl.py); its vision_config has no model_type.
+    pytest.param({}, {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}, 3584,
+                 3 * 2 * 14 * 14 * 1280 + 32 * (2 * 1280 + 3 * 1280 * 1280 + 3 * 1280 + 1280 * 1280 + 1280
+                                                + 2 * (1280 * 3420 + 3420) + 3420 * 1280 + 1280)
+                 + 1280 + 5120 * 5120 + 5120 + 5120 * 3584 + 3584, id="qwen2.5-vl-7b"),
+])
+def test_vision_towers_by_hand(top, vision, text_hidden, expected):
+    """Each equals transformers 5.19's parameter count of the model built on the meta device from that vision_config
+    (Gemma-3 423,060,336; Pixtral 438,958,080; Qwen2.5-VL-7B 676,550,144)."""
+    assert catalog._vision_params("DIR", {**top, "vision_config": vision}, text_hidden) == expected
+    assert expected in (423_060_336, 438_958_080, 676_550_144)
+
+
+def test_a_malformed_vision_config_is_a_paragraph():
+    with pytest.raises(InputError, match=r"vision_config.*Fix: .*vision_params_b"):
+        catalog._vision_params("DIR", {"vision_config": {"model_type": "siglip_vision_model", "hidden_size": "x"}},
+                               4096)
+
+
+def test_mistral_small_31_real_config_with_its_pixtral_tower_by_hand():
+    """mistralai/Mistral-Small-3.1-24B-Instruct-2503 (real config.json: text_config Mistral 5120 x 40 layers, MLP
+    32768, vocab 131072 untied; vision_config Pixtral 1024 x 24): 24.01 B parameters ("24B"); bf16 at TP 1 is
+    44.75 GiB against vLLM 0.19's logged 44.76 (llmd-mistral-small31-24b-tp1-8k)."""
+    m = request_for("model=hf", f"model.path={CONFIGS / 'mistralai/Mistral-Small-3.1-24B-Instruct-2503'}").model
+    h, inter, vocab = 5120, 32768, 131072
+    layer = h * 4096 + 2 * h * 1024 + 4096 * h + 3 * h * inter + 2 * h  # q, k, v, o; gate, up, down; two norms
+    text = 40 * layer + 2 * vocab * h + h
+    vision = (3 * 14 * 14 * 1024 + 1024 + 24 * (4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024) + 1024
+              + 4096 * 1024 + 1024 * 5120 + 5120 * 5120)
+    assert round(m.vision_params_b * 1e9) == vision == 438_958_080
+    assert m.num_params_b == pytest.approx((text + vision) / 1e9, abs=1e-4)
+    rope = 131072 * 128  # cos/sin cache: max positions x head_dim
+    expected = (text + vision + rope) * 2
+    assert weights.stage_bytes(m, 1, 1, Dtype.bf16, Quantization.none) == (pytest.approx(expected, rel=1e-9),)
+    assert expected / GIB == pytest.approx(44.76, rel=0.001)
