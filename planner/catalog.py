@@ -97,6 +97,8 @@ def model_fields(path: str) -> dict:
                 f"model.path={path}: quantization_config uses compressed-tensors, which the planner does not "
                 "size yet. Fix: set model.quantization=fp8|int8|awq|gptq to the format its weights use.")
         out["quantization"] = _QUANT_METHODS.get(method, method)
+        if method == "fp8":  # vLLM's Fp8Config: weight_block_size means block scales, else one per tensor
+            out["fp8_scaling"] = "block" if q.get("weight_block_size") else "tensor"
         bits = q.get("bits") or q.get("w_bit") or (8 if method == "fp8" else None)
         if bits:
             out["quantization_bits"] = int(bits)
