@@ -15,18 +15,15 @@ offered load; the discrete-event simulation (planner/simulate.py) gives the chos
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Optional
 
 import numpy as np
-import yaml
 
-from planner.fastyaml import FAST_LOADER
 
 from planner import memory
 from planner.calibration import (BF16, FP8_KIND, FP8_TENSOR, Calibration, borrowed_note,  # noqa: F401 (re-exported)
                                  calibration, transferred_note)
-from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+from planner.specs import Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
 @dataclass(frozen=True)

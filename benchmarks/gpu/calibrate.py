@@ -14,6 +14,7 @@ Measures, under one time budget (default 540 s), the kernels each engine step ru
   gemm               bf16 (F.linear) and fp8 per-tensor GEMM curves at Llama-3.1 8B/70B per-rank shapes
   decode_attention   decode attention by batch x context (SDPA default dispatch)
   elementwise        per-kernel floors of RMSNorm+residual, rotary, KV write, SiLU-and-mul
+  grouped_gemm_tuned the Triton fused-MoE kernel at its fastest of 7 block configs (what a tuned engine runs)
 and writes the raw JSON (--raw, default beside --out) and the calibration file: roofline_calibration.py's sections
 (gemm_bf16, gemm_fp8, hbm, decode_attention ...) plus calibration_summary.py's (gemm_fp8_rowwise, gemm_fp8_block,
 grouped_gemm, prefill_attention, fp8_quant, elementwise), with the device, driver, torch, clocks and date in
@@ -39,7 +40,7 @@ import roofline_calibration as rc  # noqa: E402
 
 REPO = HERE.parents[1]
 SECTIONS = ("fp8_gemm", "grouped_gemm", "prefill_attention", "fp8_quant", "hbm", "gemm_reference", "gemm",
-            "decode_attention", "elementwise")
+            "decode_attention", "elementwise", "grouped_gemm_tuned")
 QUICK_GEMM = {f"llama-3.1-8b.tp1.{p}" for p in ("qkv", "o", "gate_up", "down", "lm_head")} | \
     {f"llama-3.1-70b.tp{t}.{p}" for t in (4, 8) for p in ("qkv", "o", "gate_up", "down")}
 QUICK_DECODE = ({"llama-3.1-8b": (32, 8, 128), "llama-3.1-70b.tp8": (8, 1, 128)},
@@ -109,7 +110,8 @@ def run(args) -> tuple[dict, str]:
     fns = {"fp8_gemm": fp8_gemm.run_fp8_gemm, "grouped_gemm": moe_gemm.run_grouped_gemm,
            "prefill_attention": prefill_attention.run_prefill_attention, "fp8_quant": fp8_gemm.run_quant,
            "hbm": b.run_hbm, "gemm_reference": b.run_gemm_reference, "gemm": b.run_gemm,
-           "decode_attention": b.run_decode_attention, "elementwise": run_elementwise}
+           "decode_attention": b.run_decode_attention, "elementwise": run_elementwise,
+           "grouped_gemm_tuned": moe_gemm.run_grouped_tuned}
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     unknown = only - set(SECTIONS)
     if unknown:
@@ -119,9 +121,8 @@ def run(args) -> tuple[dict, str]:
     with torch.inference_mode():
         for name in SECTIONS:
             if name in only:
-                b.section(name, (lambda f=fns[name]: f(b)) if name in ("fp8_gemm", "grouped_gemm",
-                                                                        "prefill_attention", "fp8_quant",
-                                                                        "elementwise") else fns[name])
+                bound = name in ("hbm", "gemm_reference", "gemm", "decode_attention")  # Bench's own methods
+                b.section(name, fns[name] if bound else (lambda f=fns[name]: f(b)))
     b.env["total_wall_s"] = round(time.time() - b.t_start, 1)
     if b.sampler:
         b.sampler.stop()
@@ -155,20 +156,24 @@ def summarize(raw: dict, gpu: str, raw_name: str, base: dict | None, summary_cmd
     return summary, header
 
 
-def add_kernels(raw: dict, gpu: str, raw_name: str, base: dict, summary_cmd: str | None) -> tuple[dict, str]:
+def add_kernels(raw: dict, gpu: str, raw_name: str, base: dict, summary_cmd: str | None,
+                only: tuple = ()) -> tuple[dict, str]:
     """base with this run's kernel sections added (replacing base's of the same name), their provenance apart."""
     pk = peaks_of(gpu)
     kernels = rc.sig(calibration_summary.kernel_sections(raw["results"], pk))
     # base's GPU already has elementwise floors from elementwise.py's full run (perf-default.yaml, 14 row counts):
     # this run's 3-row check stays in the raw file only
     kernels.pop("elementwise", None)
+    kernels = {k: v for k, v in kernels.items() if k in (only or kernels)}
     env = raw["environment"]
     out = {**base, **kernels}
-    out["provenance_kernels"] = {
+    new = {
         "sections": sorted(kernels), "device": env.get("device_name"), "driver": env.get("driver"),
         "torch": env.get("torch"), "triton": env.get("triton"), "cuda": env.get("cuda_runtime"),
         "date_utc": env.get("date_utc"), "command": env.get("command"), "raw": raw_name,
         "clocks_whole_run": env.get("clocks_whole_run"), "summary_command": summary_cmd}
+    prev = base.get("provenance_kernels")  # a later run adds its sections to an extended file: both provenances
+    out["provenance_kernels"] = new if not prev else {**prev, "more_runs": [*(prev.get("more_runs") or []), new]}
     header = (f"# Roofline calibration (benchmarks/gpu/roofline_calibration.py, provenance) extended with the kernels the "
               f"engines run\n# (benchmarks/gpu/calibrate.py, provenance_kernels: {env.get('device_name')}, "
               f"{env.get('date_utc')}).\n# Efficiencies are achieved / catalog peak ({pk['catalog']}: bf16 "
@@ -208,7 +213,7 @@ def main() -> None:
         raw, gpu = run(args)
         raw_name, cmd = args.raw, None
     if args.kernels_only and base:
-        summary, header = add_kernels(raw, gpu, raw_name, base, cmd)
+        summary, header = add_kernels(raw, gpu, raw_name, base, cmd, tuple(args.only.split(",")) if args.only else ())
     else:
         summary, header = summarize(raw, gpu, raw_name, base, cmd)
     out.write_text(rc.dump_yaml(summary, header))

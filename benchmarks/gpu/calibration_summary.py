@@ -24,6 +24,10 @@ GROUPED = {
     "fp8_rowwise": "torch._scaled_grouped_mm rowwise, fast accumulation; engines: vLLM cutlass_moe_fp8, TensorRT-LLM",
     "triton_bf16": "Triton fused-MoE GEMM (triton_gemm.moe_mm); engines: vLLM fused_moe, SGLang fused_moe_triton",
     "triton_fp8_block": "Triton fused-MoE GEMM, block-FP8; engines: vLLM / SGLang fused_moe with block_shape",
+    "triton_bf16_tuned": "Triton fused-MoE GEMM, fastest of 7 block configs per shape and M; engines: vLLM fused_moe "
+                         "with a tuned config file (fused_moe/configs/), SGLang fused_moe_triton",
+    "triton_fp8_block_tuned": "Triton fused-MoE GEMM, block-FP8, fastest of 7 block configs per shape and M; engines: "
+                              "vLLM / SGLang fused_moe with block_shape and a tuned config",
 }
 VARIANT_KEY = {"tensor": "gemm_fp8_tensor", "rowwise": "gemm_fp8_rowwise", "block": "gemm_fp8_block",
                "block_triton": "gemm_fp8_block_triton"}
@@ -109,8 +113,8 @@ def quant_section(raw: dict) -> dict:
     return out
 
 
-def grouped_section(raw: dict, peaks: dict, hbm: float) -> dict:
-    sec = raw.get("grouped_gemm") or {}
+def grouped_section(raw: dict, peaks: dict, hbm: float, name: str = "grouped_gemm") -> dict:
+    sec = raw.get(name) or {}
     if not sec.get("rows"):
         return {}
     out = {"tokens_per_expert": sec["tokens_per_expert"],
@@ -191,9 +195,10 @@ def kernel_sections(raw_results: dict, peaks: dict) -> dict:
     q = quant_section(raw_results)
     if q:
         out["fp8_quant"] = q
-    g = grouped_section(raw_results, {"bf16": peaks["bf16_tflops"], "fp8": peaks["fp8_tflops"]}, hbm)
-    if g:
-        out["grouped_gemm"] = g
+    for name in ("grouped_gemm", "grouped_gemm_tuned"):
+        g = grouped_section(raw_results, {"bf16": peaks["bf16_tflops"], "fp8": peaks["fp8_tflops"]}, hbm, name)
+        if g:
+            out[name] = g
     p = prefill_section(raw_results, peaks["bf16_tflops"])
     if p:
         out["prefill_attention"] = p

@@ -12,6 +12,10 @@ Variants (each local expert gets `m` routed rows, balanced; the model's load imb
 
 Efficiency = 2 x experts x m x N x K / time / dense peak, as the dense curves; bandwidth = (all local experts'
 weights + rows in and out) / time.
+
+`run_grouped_tuned` times the Triton kernel over a grid of block configs at each shape and M and keeps the fastest:
+what vLLM's fused_moe runs with a tuned config file for the GPU (vllm/model_executor/layers/fused_moe/configs/,
+written by benchmarks/kernels/benchmark_moe.py's search), against the fixed-block `triton_*` curves above.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ MOE_SLICES = {
 TINY_SLICES = {"tiny-moe": (4, 256, 128)}
 TOKENS_PER_EXPERT = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 VARIANTS = ("bf16", "fp8_rowwise", "triton_bf16", "triton_fp8_block")
-ROW_BLOCK = {1: 16, 16: 16, 32: 32}  # Triton row block by tokens per expert (else 64): fused_moe's small-M configs
+ROW_BLOCK = {1: 16, 16: 16, 32: 32}
+TUNED_SLICES = ("mixtral-8x7b.tp2", "qwen3-235b-a22b.ep8", "deepseek-v3.ep8")
+TUNED_M = [1, 8, 32, 128, 512, 1024]
+TUNE_CONFIGS = [  # row block, column block, warps, pipeline stages (the axes of fused_moe's config search)
+    (16, 64, 4, 4), (16, 128, 4, 4), (32, 128, 4, 4), (64, 128, 4, 3), (64, 256, 8, 3), (128, 128, 8, 3),
+    (128, 256, 8, 3)]  # Triton row block by tokens per expert (else 64): fused_moe's small-M configs
 
 
 def _ceil(a: int, b: int) -> int:
@@ -48,7 +57,7 @@ class ExpertWeights:
         self.sb_col = torch.rand(experts, n, device=b.dev, dtype=torch.float32) + 0.5
         self.sb_blk = torch.rand(experts, _ceil(n, 128), _ceil(k, 128), device=b.dev, dtype=torch.float32) + 0.5
 
-    def call(self, variant: str, m: int):
+    def call(self, variant: str, m: int, tune: tuple | None = None):
         """A callable for one grouped GEMM of m rows per expert, and its bf16 input rows (sorted by expert)."""
         torch, b = self.b.torch, self.b
         from triton_gemm import moe_align, moe_mm
@@ -64,14 +73,15 @@ class ExpertWeights:
             w8 = self.w8.transpose(-2, -1)
             return (lambda: torch._scaled_grouped_mm(x8, w8, sa, self.sb_col, offs=offs, out_dtype=torch.bfloat16,
                                                      use_fast_accum=True)), x
-        bm = next((v for k_, v in sorted(ROW_BLOCK.items()) if m <= k_), 64)
+        bm = next((v for k_, v in sorted(ROW_BLOCK.items()) if m <= k_), 64) if tune is None else tune[0]
+        cfg = None if tune is None else {"BN": tune[1], "num_warps": tune[2], "num_stages": tune[3]}
         sorted_ids, expert_ids = moe_align(torch, [m] * self.e, 1, bm, b.dev)
         out = torch.empty(rows, self.n, device=b.dev, dtype=torch.bfloat16)
         if variant == "triton_bf16":
-            return (lambda: moe_mm(x, self.w, out, sorted_ids, expert_ids, 1, bm)), x
+            return (lambda: moe_mm(x, self.w, out, sorted_ids, expert_ids, 1, bm, cfg=cfg)), x
         x8 = x.to(b.fp8)
         sa = (torch.rand(_ceil(self.k, 128), rows, device=b.dev, dtype=torch.float32) + 0.5).t()
-        return (lambda: moe_mm(x8, self.w8, out, sorted_ids, expert_ids, 1, bm, sa=sa, sb=self.sb_blk)), x
+        return (lambda: moe_mm(x8, self.w8, out, sorted_ids, expert_ids, 1, bm, sa=sa, sb=self.sb_blk, cfg=cfg)), x
 
     def check(self, variant: str) -> float:
         """||out - ref|| / ||ref|| of the bf16 variants at 8 rows per expert (fp8 ones are timed only: the
@@ -122,3 +132,46 @@ def run_grouped_gemm(b) -> dict:
             print(f"  moe {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T/{r['total_gb_s']:.0f}G"
                                                  for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
     return {"tokens_per_expert": ms, "variants": variants, "rows": rows, "skipped": skipped, "checks": checks}
+
+
+def run_grouped_tuned(b) -> dict:
+    """The Triton fused-MoE kernel at its fastest block config per slice, projection and M (bf16 and block FP8)."""
+    slices = TINY_SLICES if b.dry else {k: MOE_SLICES[k] for k in TUNED_SLICES}
+    ms = [1, 16] if b.dry else TUNED_M
+    configs = TUNE_CONFIGS[:2] if b.dry else TUNE_CONFIGS
+    variants = ["triton_bf16", "triton_fp8_block"] if b.cuda else []  # Triton needs a GPU (a CPU dry run skips)
+    rows, skipped = [], []
+    for name, (experts, hidden, inter) in slices.items() if variants else ():
+        for proj, n, k in (("gate_up", 2 * inter, hidden), ("down", hidden, inter)):
+            family = f"{name}.{proj}"
+            if b.time_left() < 30:
+                skipped.append(family)
+                continue
+            ew = ExpertWeights(b, experts, n, k)
+            for variant in variants:
+                for m in ms:
+                    best, tried = None, {}
+                    for tune in configs:
+                        try:
+                            t = b.timeit(ew.call(variant, m, tune)[0], target_ms=10)["median_ms"]
+                        except Exception as e:  # noqa: BLE001  (a config the shape cannot take)
+                            tried[str(tune)] = f"{type(e).__name__}: {str(e)[:80]}"
+                            continue
+                        tried[str(tune)] = t
+                        if best is None or t < best[0]:
+                            best = (t, tune)
+                    r = {"family": family, "variant": f"{variant}_tuned", "experts": experts, "m": m, "n": n, "k": k,
+                         "configs": tried}
+                    if best:
+                        eb = 2 if variant == "triton_bf16" else 1
+                        moved = experts * n * k * eb + experts * m * (k * eb + 2 * n)
+                        r.update({"median_ms": best[0], "best_config": list(best[1]),
+                                  "tflops": 2.0 * experts * m * n * k / best[0] / 1e9, "total_gb_s": moved / best[0] / 1e6})
+                    rows.append(r)
+            del ew
+            if b.cuda:
+                b.torch.cuda.empty_cache()
+            got = [r for r in rows if r["family"] == family and "tflops" in r and r["m"] == ms[-1]]
+            print(f"  moe tuned {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T {r['best_config']}"
+                                                       for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
+    return {"tokens_per_expert": ms, "variants": [f"{v}_tuned" for v in variants], "rows": rows, "skipped": skipped}

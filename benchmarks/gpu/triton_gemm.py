@@ -132,12 +132,12 @@ def moe_align(torch, tokens_per_expert: list, topk: int, bm: int, device):
             torch.tensor(experts, dtype=torch.int32, device=device))
 
 
-def moe_mm(a, b, out, sorted_ids, expert_ids, topk: int, bm: int, sa=None, sb=None):
+def moe_mm(a, b, out, sorted_ids, expert_ids, topk: int, bm: int, sa=None, sb=None, cfg: dict | None = None):
     """out[rows, N] = A[row // topk] @ B[expert].T per routed row: A (tokens, K); B (E, N, K). With sa
     (tokens, K/128) and sb (E, N/128, K/128): fp8 with block scales."""
     num_rows, N = out.shape
     K = a.shape[1]
-    cfg = _config(bm)
+    cfg = cfg or _config(bm)
     scaled = sa is not None
     sa_ = sa if scaled else a
     sb_ = sb if scaled else b
