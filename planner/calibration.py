@@ -25,8 +25,10 @@ GEMM_SECTIONS = {BF16: ("gemm_bf16",), FP8_TENSOR: ("gemm_fp8_tensor", "gemm_fp8
 # MoE experts: the CUTLASS grouped GEMM curves (torch._grouped_mm bf16, _scaled_grouped_mm fp8), the class of
 # TensorRT-LLM's MoE GEMM and vLLM's cutlass_moe_fp8. vLLM's and SGLang's default bf16 / block-FP8 MoE kernel is
 # Triton fused_moe run with per-GPU tuned block configs (fused_moe/configs/E=..,N=..,device_name=NVIDIA_H100...json);
-# the calibration's Triton curves use fixed untuned blocks and reach under half that at large M, a lower bound, so
-# they are recorded but not priced. DeepGEMM's grouped block-FP8 kernel is not measurable here: the fp8 curve stands.
+# the calibration's Triton curves use fixed untuned blocks and reach under half of the CUTLASS curve at large M
+# (H100: 0.29 vs 0.66 of peak at 1024 rows per expert), a lower bound, so they are recorded but not priced (the
+# tuned-config curve, calibrate.py's grouped_gemm_tuned, is not measured yet). DeepGEMM's grouped block-FP8 kernel
+# is not measurable here: the fp8 CUTLASS curve stands in for it.
 GROUPED_SECTIONS = {BF16: "bf16", FP8_TENSOR: "fp8_rowwise", FP8_CHANNEL: "fp8_rowwise", FP8_BLOCK: "fp8_rowwise"}
 QUANT_OP = {FP8_TENSOR: "static_tensor", FP8_CHANNEL: "dynamic_token", FP8_BLOCK: "dynamic_group128"}
 CAL_NAME = {"h100-sxm": "h100"}  # conf/gpu name -> calibration file stem, where they differ
