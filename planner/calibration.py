@@ -63,6 +63,8 @@ class Calibration:
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
+    nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
+    pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
     own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
     measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
     gemm_kinds: tuple = ()  # efficiency on gemm_m for each GEMM kind (BF16, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK)
@@ -277,6 +279,7 @@ def calibration(gpu_name: str) -> Calibration:
         host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
                                    if k.endswith("_ms_per_request")) * 1e-3,
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=is_own,
+        nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
         measured_vendor=str(base.get("measured_vendor", "nvidia")), gemm_kinds=_kinds(d, m),
         grouped_m=grouped_m, grouped_kinds=grouped, prefill_len=tuple(x for x, _ in pre_pts),
         prefill_eff=tuple(e for _, e in pre_pts), quant_floor_s=_quant_floors(d), transferred_from=src,

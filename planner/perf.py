@@ -23,7 +23,20 @@ import numpy as np
 from planner import memory
 from planner.calibration import (BF16, FP8_KIND, FP8_TENSOR, Calibration, borrowed_note,  # noqa: F401 (re-exported)
                                  calibration, transferred_note)
-from planner.specs import Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
+
+
+def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> float:
+    """All-reduce bus bandwidth inside a node, GB/s, for the link the GPUs of `hw` share: the calibration's bus figure
+    for that kind of link, scaled by this GPU's own link over the one the figure holds for (an H800's 400 GB/s NVLink
+    is 4/9 of the H100's 900; a PCIe Gen5 card has twice a Gen4 card's bandwidth). AMD xGMI: n-1 mesh links at TP n."""
+    if hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s:
+        return cal.nvlink_bus_gb_s * gpu.nvlink_bandwidth_gb_s / cal.nvlink_reference_gb_s
+    if hw.intra_node is Interconnect.xgmi and cal.xgmi_link_gb_s:
+        return cal.xgmi_link_gb_s * max(tp - 1, 1)
+    if gpu.kind is DeviceKind.gpu and gpu.pcie_bandwidth_gb_s:
+        return cal.pcie_bus_gb_s * gpu.pcie_bandwidth_gb_s / cal.pcie_reference_gb_s
+    return cal.pcie_bus_gb_s  # CPU workers: the calibration's own figure
 
 
 @dataclass(frozen=True)
@@ -59,9 +72,7 @@ class StepModel:
         expert_params = 3 * m.hidden_size * moe_inter
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
-        link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
-                else cal.xgmi_link_gb_s * max(tp - 1, 1) if self.hw.intra_node is Interconnect.xgmi
-                and cal.xgmi_link_gb_s else cal.pcie_bus_gb_s)
+        link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute, "gemm_kind": gemm_kind,
             # attention runs in bf16 whatever the weights (FP8 attention is not modelled)
