@@ -304,6 +304,8 @@ class Pins:
     backend: Optional[BackendName] = None
     tensor_parallel: Optional[int] = None
     pipeline_parallel: Optional[int] = None
+    data_parallel: Optional[int] = None  # attention data-parallel ranks in one server (MoE models)
+    expert_parallel: Optional[bool] = None  # MoE experts spread over the server's GPUs instead of sliced
     replicas: Optional[int] = None
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None
