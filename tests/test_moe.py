@@ -253,3 +253,27 @@ def test_engines_without_attention_dp_refuse_it_with_a_reason(backend, model, sa
                                expert_parallel=True, gpus_per_replica=8)
     reason = unsupported(backend, plan, req.hw.gpu, req.model)
     assert reason and says in reason and "source:" in reason
+
+
+def _catalog_moe_models() -> list[str]:
+    from planner import compose
+
+    with compose.Composer() as c:
+        names = [n for n in c.options("model") if n != "hf"]
+    return [n for n in names if request_for(f"model={n}").model.is_moe]
+
+
+@pytest.mark.parametrize("name", _catalog_moe_models())
+def test_every_catalog_moe_model_is_searched_in_every_layout_and_each_is_priced(name):
+    """Written from the ModelSpec fields alone, so catalog entries added later get the same search and model."""
+    req = request_for(f"model={name}", "hw=h200x8")
+    lays = list(candidates.parallel_layouts(req, rules.constraints_for(req)))
+    assert {"tp" if dp == 1 and not ep else "ep" if dp == 1 else "dp" for _, _, dp, ep in lays} == {"tp", "ep", "dp"}
+    for tp, pp, dp, ep in lays:
+        sm = perf.StepModel(req.model, req.hw.gpu, req.hw, tp, pp, Dtype.bf16, Quantization.fp8, KvPrecision.fp8,
+                            expert_parallel=ep, dp=dp)
+        t = float(sm.step_seconds(64, 64 * 2048, 512, 512 * 256))
+        mem = memory.breakdown(req.model, req.hw.gpu, tp=tp, pp=pp, dtype=Dtype.bf16, quant=Quantization.fp8,
+                               kv_dtype=KvPrecision.fp8, max_model_len=4096, max_num_seqs=256,
+                               max_num_batched_tokens=2048, gpu_memory_utilization=0.9, dp=dp, ep=ep)
+        assert 0 < t < 10 and mem.weights_gib > 0, (tp, pp, dp, ep)
