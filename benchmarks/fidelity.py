@@ -109,6 +109,27 @@ def workload(row, n: int, sharegpt: dict) -> Workload | None:
     return None
 
 
+def requests_per_engine(row, max_requests: int) -> int:
+    """Requests one simulated engine serves: a server of data_parallel engines sends each 1/dp of the prompts; all
+    at once, the TTFT of the last is the whole queue ahead of it, so an offline row replays every prompt it sent,
+    while under a rate or a concurrency the steady state needs only `max_requests`."""
+    dp = row.get("data_parallel") or 1
+    n = max(1, (row.get("num_prompts") or max_requests * dp) // dp)
+    return n if row["mode"] == "offline" else min(n, max_requests)
+
+
+def rank_step_time(sm, load: Workload, batch: float, budget: int):
+    """One engine step's time; with attention DP the simulated rank also waits for the other ranks' busiest prefill
+    (planner/steady.py other_ranks_prefill), at `batch` running requests per rank."""
+    mean_in, mean_out = float(np.mean(load.input_lens)), float(np.mean(load.output_lens))
+    others = steady.other_ranks_prefill(sm, batch, mean_in, mean_out, budget)
+    busy = (None, None) if others is None else (others, others * mean_in / 2)
+
+    def step_time(st) -> float:
+        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context, *busy))
+    return step_time
+
+
 def replay(row, specs, load: Workload | None):
     entry, gpu_name = catalog_model(row["model"]), GPUS.get(row["gpu"])
     if entry is None or gpu_name is None or load is None:
@@ -155,16 +176,7 @@ def replay(row, specs, load: Workload | None):
     else:
         arrivals = simulate.Arrivals(request_rate=None)
 
-    # attention DP: each simulated rank waits for the other ranks' busiest prefill (planner/steady.py), at the
-    # batch the row runs (its concurrency per rank, else the batch limit)
-    mean_in, mean_out = float(np.mean(load.input_lens)), float(np.mean(load.output_lens))
-    per_rank = min(seqs, (row.get("concurrency") or seqs * dp) / dp)
-    others = steady.other_ranks_prefill(sm, per_rank, mean_in, mean_out, batched)
-
-    def step_time(st) -> float:
-        busy = (None, None) if others is None else (others, others * mean_in / 2)
-        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context, *busy))
-
+    step_time = rank_step_time(sm, load, min(seqs, (row.get("concurrency") or seqs * dp) / dp), batched)
     res = simulate.simulate(step_time, load.input_lens, load.output_lens, arrivals, max_num_seqs=seqs,
                             max_num_batched_tokens=batched, kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)
     out_tps = res.output_throughput() * dp
@@ -198,14 +210,7 @@ def main() -> None:
         if row["engine"] not in ("vllm", "trtllm", "sglang"):
             skipped.append((row["id"], "engine"))
             continue
-        # All at once: the TTFT of the last request is the whole queue ahead of it, so the run is replayed with
-        # every prompt it sent; under a rate or a concurrency the steady state needs only --max-requests.
-        # One engine is simulated: a server with data_parallel engines sends each 1/dp of the prompts.
-        n = max(1, (row.get("num_prompts") or args.max_requests * (row.get("data_parallel") or 1))
-                // (row.get("data_parallel") or 1))
-        if row["mode"] != "offline":
-            n = min(n, args.max_requests)
-        load = workload(row, n, sharegpt)
+        load = workload(row, requests_per_engine(row, args.max_requests), sharegpt)
         pred, why = replay(row, specs, load)
         if pred is None:
             skipped.append((row["id"], why))

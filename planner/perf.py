@@ -56,6 +56,8 @@ class Calibration:
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
+    nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
+    pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
     # an all-reduce of a few bytes outside CUDA graphs (launch + sync): what attention-DP ranks pay once a step to
     # agree on their token counts (vLLM v1/worker/dp_utils.py _run_ar); the measured eager curve's small messages
     dp_sync_s: float = 0.0
@@ -160,6 +162,7 @@ def calibration(gpu_name: str) -> Calibration:
         host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
                                    if k.endswith("_ms_per_request")) * 1e-3,
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
+        nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
         dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
         mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
         measured_vendor=str(base.get("measured_vendor", "nvidia")))
@@ -175,6 +178,19 @@ def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
             f"borrowed from {cal.measured_vendor.upper()} H100/H200 measurements (conf/calibration/perf-default.yaml) "
             f"and scaled by its datasheet peaks; the predicted latencies and throughput are estimates, not measured on "
             f"{gpu.vendor.upper()} hardware (run benchmarks/gpu/ on one to calibrate it).",)
+
+
+def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> float:
+    """All-reduce bus bandwidth inside a node, GB/s, for the link the GPUs of `hw` share: the calibration's bus figure
+    for that kind of link, scaled by this GPU's own link over the one the figure holds for (an H800's 400 GB/s NVLink
+    is 4/9 of the H100's 900; a PCIe Gen5 card has twice a Gen4 card's bandwidth). AMD xGMI: n-1 mesh links at TP n."""
+    if hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s:
+        return cal.nvlink_bus_gb_s * gpu.nvlink_bandwidth_gb_s / cal.nvlink_reference_gb_s
+    if hw.intra_node is Interconnect.xgmi and cal.xgmi_link_gb_s:
+        return cal.xgmi_link_gb_s * max(tp - 1, 1)
+    if gpu.kind is DeviceKind.gpu and gpu.pcie_bandwidth_gb_s:
+        return cal.pcie_bus_gb_s * gpu.pcie_bandwidth_gb_s / cal.pcie_reference_gb_s
+    return cal.pcie_bus_gb_s  # CPU workers: the calibration's own figure
 
 
 @dataclass(frozen=True)
@@ -208,9 +224,7 @@ class StepModel:
         moe_inter = m.moe_intermediate_size or m.intermediate_size
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
-        link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
-                else cal.xgmi_link_gb_s * max(tp - 1, 1) if self.hw.intra_node is Interconnect.xgmi
-                and cal.xgmi_link_gb_s else cal.pcie_bus_gb_s)
+        link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
             "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),
@@ -235,6 +249,8 @@ class StepModel:
             "mla_peak": (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) * 1e12 * cal.mla_decode_efficiency,
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
             "link": link * 1e9, "tp": tp, "pp": self.pp,
+            # the MoE group of attention DP spans tp x dp GPUs (on an xGMI mesh: that many links)
+            "moe_link": intra_node_bus_gb_s(cal, self.hw, gpu, tp * self.dp) * 1e9,
             "elem_floor": cal.elementwise_floor_seconds(m.hidden_size),
             # pipeline stages across nodes send each micro-batch's hidden states over the node's network share
             # (inter_node_bandwidth_gb_s / GPUs per node); stages within a node over NVLink/PCIe
@@ -275,6 +291,18 @@ class StepModel:
 
 def _comm(k: dict, hidden: int, tokens):
     return 2 * k["cal"].allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
+
+
+def _layer_comm(k: dict, hidden: int, tokens, mean_tokens):
+    """(the TP all-reduce of one layer's hidden states, an MoE layer's communication). One all-reduce after
+    attention and one after the MLP: a dense layer's, and an MoE layer's without attention DP (TP, or TP + EP:
+    vLLM's use_all2all is off at DP 1, config/parallel.py). Attention DP gathers the ranks' tokens for the MoE
+    layer and scatters them back instead (moe.dispatch_combine_seconds), over the tp x dp GPUs' links."""
+    cal = k["cal"]
+    ar = cal.allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
+    gathered = moe.dispatch_combine_seconds(k, mean_tokens,
+                                            lambda nbytes, group: cal.allreduce_seconds(nbytes, group, k["moe_link"]))
+    return ar, np.where(k["dp"] > 1, gathered, ar)
 
 
 def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens, prefill_context,
@@ -323,14 +351,7 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     elem = k["elem_floor"] + tokens * k["elem_bytes"] / hbm
     if layer_only:
         return dense + attn + elem
-    # One all-reduce of the hidden states after attention, one after the MLP: a dense layer's, and an MoE layer's
-    # without attention DP (TP, or TP + EP: vLLM's use_all2all is off at DP 1, config/parallel.py). Attention DP
-    # gathers the ranks' tokens for the MoE layer and scatters them back instead (moe.dispatch_combine_seconds).
-    def allreduce(nbytes, group):
-        return cal.allreduce_seconds(nbytes, group, k["link"])
-
-    ar = allreduce(tokens * hidden * k["act"], k["tp"])
-    moe_comm = np.where(k["dp"] > 1, moe.dispatch_combine_seconds(k, mean_tokens, allreduce), ar)
+    ar, moe_comm = _layer_comm(k, hidden, tokens, mean_tokens)
     layers = (k["dense_layers"] * (dense + ar + tokens * k["elem_dense_mlp"] / hbm)
               + k["moe_layers"] * (moe_layer + moe_comm) + k["layers"] * (attn + ar + elem))
     lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
