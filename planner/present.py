@@ -52,23 +52,9 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
              f"target={req.target.name}, workload={req.workload.name}")
 
     decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
-    rows = [(key, _fmt(value), decided[key].by if key in decided else "", decided[key].why if key in decided else "")
-            for key, value in plain(plan).items()]
-    if console.width >= WIDE:
-        t = Table(title=f"Plan: {title}", box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
-        t.add_column("field", no_wrap=True)
-        t.add_column("value", justify="right", overflow="fold")
-        t.add_column("by", overflow="fold")
-        t.add_column("why", overflow="fold", ratio=1)
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
-    else:
-        console.print(Text(f"Plan: {title}", style="italic"))
-        for key, value, by, why in rows:
-            _record(console, Text.assemble(("  " + key, "bold"), f" = {value}", ("   " + by if by else "", "cyan")),
-                    [("", why)])
-        console.print()
+    _decisions(console, f"Plan: {title}", [(key, _fmt(value), decided[key].by if key in decided else "",
+                                            decided[key].why if key in decided else "")
+                                           for key, value in plain(plan).items()])
 
     m = Table(title="Memory per GPU (most loaded rank)", box=box.SIMPLE, title_justify="left")
     m.add_column("")
@@ -109,6 +95,25 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         console.print(f"[yellow]note:[/] {escape(note)}")
     if saved_to:
         console.print(f"plan written to {saved_to}")
+
+
+def _decisions(console: Console, title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    """Each plan field with its value and the decision behind it (by, why): a table, or a record per field."""
+    if console.width < WIDE:
+        console.print(Text(title, style="italic"))
+        for key, value, by, why in rows:
+            _record(console, Text.assemble(("  " + key, "bold"), f" = {value}", ("   " + by if by else "", "cyan")),
+                    [("", why)])
+        console.print()
+        return
+    t = Table(title=title, box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
+    t.add_column("field", no_wrap=True)
+    t.add_column("value", justify="right", overflow="fold")
+    t.add_column("by", overflow="fold")
+    t.add_column("why", overflow="fold", ratio=1)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
 
 
 def _prediction(pred, console: Console) -> None:
