@@ -65,6 +65,10 @@ class Calibration:
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
     nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
     pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
+    # an all-reduce of a few bytes outside CUDA graphs (launch + sync): what attention-DP ranks pay once a step to
+    # agree on their token counts (vLLM v1/worker/dp_utils.py _run_ar); the measured eager curve's small messages
+    dp_sync_s: float = 0.0
+    mla_decode_efficiency: float = 0.0  # MLA decode attention FLOPs, achieved / dense peak (perf-default.yaml)
     own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
     measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
     gemm_kinds: tuple = ()  # efficiency on gemm_m for each GEMM kind (BF16, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK)
@@ -258,6 +262,7 @@ def calibration(gpu_name: str) -> Calibration:
     elem_floor = [sum(n * elem["floor_us"][op][i] for op, n in elem["per_layer"].items())
                   for i in range(len(elem.get("hidden", ())))]
     pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
+    eager_small = [us for b, us in zip(curve.get("bytes", ()), curve.get("eager_us", ())) if b <= 65536]
     grouped_m, grouped = _grouped(d)
     pre = d.get("prefill_attention") or {}
     pre_pts = [(float(x), float(e)) for x, e in zip(pre.get("length", ()), pre.get("efficiency", ())) if e]
@@ -280,6 +285,8 @@ def calibration(gpu_name: str) -> Calibration:
                                    if k.endswith("_ms_per_request")) * 1e-3,
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=is_own,
         nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
+        dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
+        mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
         measured_vendor=str(base.get("measured_vendor", "nvidia")), gemm_kinds=_kinds(d, m),
         grouped_m=grouped_m, grouped_kinds=grouped, prefill_len=tuple(x for x, _ in pre_pts),
         prefill_eff=tuple(e for _, e in pre_pts), quant_floor_s=_quant_floors(d), transferred_from=src,
