@@ -7,6 +7,7 @@ this is the one place that changes, and only the host and port.
 """
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -91,8 +92,7 @@ def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *,
 def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
           attempts: tuple, api_key_env: Optional[str] = None) -> int:
     from backends import get
-    from planner import plots, process, render, verify
-    from planner import loadgen
+    from planner import hostload, loadgen, plots, process, render, verify
 
     outdir = render.artifact_dir(plan_path)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,7 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
                                  time_limit_s=max(60.0, ready_timeout_s))
         lspec = replace(lspec, api_key_env=api_key_env)
         t0 = time.perf_counter()
+        host = hostload.HostLoad((os.getpid(),))  # this process (the load generator) and the server's tree
         result = loadgen.run_sync(lspec)
         died = server.watch()
         if died:
@@ -127,7 +128,7 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
         loadgen.require_completions(result, base)
         report = verify.build(req, compiled, plan_path.stem, base, lspec, result, server={
             "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": compiled.memory.kv_cache_tokens,
-            "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
+            "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2), "host": host.stop()},
             remediation=tuple({"what": a.what, "why": a.why} for a in attempts))
         path = verify.write(report, outdir)
         pngs = plots.write(result, report, outdir)
