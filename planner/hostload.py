@@ -66,3 +66,12 @@ class HostLoad:
         other = max((_busy() - self.busy0 - run) / wall, 0.0)
         return {"host_cores": psutil.cpu_count() or 1, "wall_s": round(wall, 2), "run_cores": round(run / wall, 2),
                 "other_processes_cores": round(other, 2)}
+
+
+def busy_before(seconds: float = 1.0) -> float:
+    """Cores other processes keep busy right now (over `seconds`), measured before a run starts."""
+    import os
+
+    probe = HostLoad((os.getpid(),))
+    time.sleep(seconds)
+    return probe.stop()["other_processes_cores"]

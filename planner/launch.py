@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from planner.errors import InputError, LaunchFailed
+from planner.specs import DeviceKind
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
                               ready_timeout_s=ready_timeout_s, secrets=tuple(key_env.values()),
                               api_key_env=api_key_env)
     verify.mark_started(outdir, plan_path.stem)
+    if req.hw.gpu.kind is DeviceKind.cpu and (busy := hostload.busy_before()) > hostload.NOTABLE_CORES:
+        log.warning("other processes keep %.2f of this host's cores busy: the engine shares them, so what is "
+                    "measured includes their load (report.json server.host says how much during the run)", busy)
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
