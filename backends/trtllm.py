@@ -18,6 +18,7 @@ import yaml
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
 from backends.server import ApiKey, CONFIG_DIR, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -133,6 +134,7 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{ARGS} BaseLlmArgs.enable_lora"),
     vlm=Support(True, f"{MATRIX} Multi-Modal Models"),
     speculative_methods={m: f"{ARGS} decoding_type {t}" for m, t in SPEC_TYPES.items()},
+    engine=engines.TRTLLM,
 )
 
 METRICS = Metrics(  # tensorrt_llm/metrics/collector.py MetricsCollector (metric_prefix "trtllm_")
@@ -179,9 +181,10 @@ class TrtllmBackend:
         return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
-        notes = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "
-                 f"after the weights load, not of the total as in vLLM: {plan.gpu_memory_utilization} here "
-                 "leaves TensorRT-LLM a larger KV cache than the plan's memory model assumes."]
+        notes = ["gpu_memory_utilization is rendered as kv_cache_config.free_gpu_memory_fraction, TensorRT-LLM's "
+                 "share of the memory its profiling run leaves (not of the total, as in vLLM); the plan's memory "
+                 f"and prediction follow that accounting ({plan.gpu_memory_utilization}) and TensorRT-LLM's "
+                 "GUARANTEED_NO_EVICT scheduler (planner/engines.py)."]
         if plan.quantization is not Quantization.none:
             notes.append(f"quantization={plan.quantization.value}: trtllm-serve reads it from the checkpoint; "
                          f"model_path ({plan.model_path}) must be a ModelOpt {plan.quantization.value} checkpoint.")

@@ -23,6 +23,7 @@ from typing import Optional
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -188,6 +189,7 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, "models/ (multimodal models registered in model_executor/models/registry.py)"),
     speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
                          ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
+    engine=engines.VLLM,
 )
 
 METRICS = Metrics(

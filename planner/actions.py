@@ -44,6 +44,7 @@ class LaunchOptions:
     sweep: bool
     force: bool
     api_key_env: Optional[str]  # the NAME of the variable holding the server's API key (never the key)
+    deploy: Optional[str]  # action=render: a cluster stack (backends/deploy/) or "all"
     model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
@@ -53,7 +54,7 @@ def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
     given_model = any(o.startswith("model=") for o in overrides)
     return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
                          ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
-                         api_key_env=cfg.api_key_env,
+                         api_key_env=cfg.api_key_env, deploy=cfg.deploy.value if cfg.deploy else None,
                          model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
@@ -82,8 +83,15 @@ def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -
         if opts.endpoint:
             return Outcome(_verify_endpoint(req, compiled, path, opts), (req, compiled))
         return Outcome(_launch(req, compiled, path, opts, keep_serving=action == "launch"), (req, compiled))
+    if opts.deploy and action != "render":
+        log.warning("deploy=%s: the stack's files are written by action=render; action=%s ignores it", opts.deploy,
+                    action)
     if action == "render":
         compiled = render.rendered(compiled, req, opts.api_key_env)
+        if opts.deploy:
+            from planner.deploy import with_deployments
+
+            compiled = with_deployments(compiled, req, opts.deploy)
         written = render.write(compiled.launch, render.artifact_dir(path))
         log.warning("rendered %d files under %s", len(written), render.artifact_dir(path))
     if opts.save or action == "render":

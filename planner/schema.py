@@ -103,6 +103,8 @@ class AppConfig:
     # render/launch/verify: the NAME of the environment variable that holds the server's API key (never the key):
     # rendered as `--api-key ${NAME}` (k8s: from a Secret), sent as `Authorization: Bearer $NAME` by verify
     api_key_env: Optional[str] = None
+    # action=render: also write the files of a cluster stack (or all) under plans/<name>/deploy/<target>/
+    deploy: Optional[specs.DeployTarget] = None
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 

@@ -39,8 +39,9 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     ranked, front, stats = rank.rank(req, cons, sp, servable)
     best, analytic = rank.choose(req, cons, sp, ranked)
     chosen, est = best.cand, best.est
-    batch_why = sp.batch_why if chosen.mnbt == sp.default_mnbt else \
-        f"{sp.batch_why} is {sp.default_mnbt}; the search took {chosen.mnbt}: " \
+    lim = chosen.limits
+    batch_why = lim.batch_why if chosen.mnbt == lim.default_mnbt else \
+        f"{lim.batch_why} is {lim.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
     compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
     compiled = replace(compiled, notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's

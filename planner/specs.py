@@ -96,6 +96,18 @@ class BackendName(str, enum.Enum):
     sglang = "sglang"
 
 
+class DeployTarget(str, enum.Enum):
+    """`deploy=`: the cluster stack action=render writes files for (backends/deploy/), or all of them."""
+
+    kserve = "kserve"
+    llmd = "llmd"
+    dynamo = "dynamo"
+    lws = "lws"
+    ray = "ray"
+    slurm = "slurm"
+    all = "all"
+
+
 class Action(str, enum.Enum):
     plan = "plan"
     render = "render"
