@@ -274,6 +274,26 @@ async def run(spec: LoadSpec, progress: bool | None = None) -> LoadResult:
         return await _run(spec, headers, bar)
 
 
+async def _dispatch(driver: _Driver, all_prompts, output_lens, due, clock: tuple[float, float],
+                    tasks: list, measured, bar: Bar) -> int:
+    """Send request i at t0 + due[i] (none after the deadline), appending its task to `tasks`; the `measured(i)`
+    ones advance the bar. Returns how many went out more than LATE_S behind schedule (the client, one event loop,
+    falling behind)."""
+    t0, deadline = clock
+    late = 0
+    for i in range(len(due)):
+        wait = min(t0 + due[i], deadline) - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        late += wait < -LATE_S
+        if time.perf_counter() >= deadline:
+            break
+        tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+        if measured(i):
+            tasks[-1].add_done_callback(bar.advance)
+    return late
+
+
 async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
     n = spec.num_prompts
     head, tail = spec.settle, 2 * spec.settle  # unmeasured requests before and after the measured ones (settle)
@@ -300,17 +320,8 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
             t0 = time.perf_counter()  # serve line 1011
             deadline = t0 + spec.timeout_s
             scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
-            late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
-            for i in range(sent):
-                wait = min(t0 + due[i], deadline) - time.perf_counter()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                late += wait < -LATE_S
-                if time.perf_counter() >= deadline:
-                    break
-                tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
-                if head <= i < head + n:
-                    tasks[-1].add_done_callback(bar.advance)
+            late = await _dispatch(driver, all_prompts, output_lens, due, (t0, deadline), tasks,
+                                   lambda i: head <= i < head + n, bar)
             fill = tasks[:head] + tasks[head + n:]  # settle: not measured
             tasks = tasks[head:head + n]
             if late > 0.05 * len(tasks) and spec.request_rate is not None:
