@@ -177,7 +177,8 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     # scheduling the step a new request waits because the next one was scheduled before it came (a decode step at
     # the running batch)
     ctx = wl.input_len + wl.output_len / 2
-    around = cal.request_s + cal.async_steps * slow * float(steady._spec_step(sm, spec, max(est.batch, 1.0), ctx, 0, 0))
+    around = cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
+        steady._spec_step(sm, spec, max(est.batch, 1.0), ctx, 0, 0))
     ttft = (res.ttft_s[m] + around) * 1e3
     e2e = (res.e2e_s[m] + around) * 1e3
     ok = outs[m] > 1

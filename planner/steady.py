@@ -67,6 +67,13 @@ def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
     return verify + draft
 
 
+def async_wait_steps(sm):
+    """Steps a new request waits beyond a synchronous loop under async scheduling (the calibration's
+    `async_scheduling_steps`): none with pipeline parallel, which vLLM 0.32 runs without it on the V1 model runner
+    (vllm/config/vllm.py:1633-1642). `sm.pp` may be an array (one entry per candidate)."""
+    return np.where(np.asarray(sm.pp) > 1, 0.0, sm._consts["cal"].async_steps)
+
+
 def host_slowdown(sm, output_tok_s, request_rps, steps_per_s=0.0):
     """How much longer an engine step takes when the serving front end (vLLM's API server, the EngineCore's socket
     threads, and the load generator of action=verify on the same host) needs more CPU than vLLM's CPU backend leaves
@@ -124,7 +131,7 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
         return _open_loop(step, first_token, cap, rate, steps_out, per_step, output_len, prefill, budget)
 
     around = sm._consts["cal"].request_s  # admission and the first token's way back, outside the engine step
-    wait_steps = sm._consts["cal"].async_steps  # async scheduling: scheduled one step later
+    wait_steps = async_wait_steps(sm)  # async scheduling: scheduled one step later
     slow = 1.0  # the engine's step time x this: the share of a CPU host's cores the front end takes
     out = solve()
     for _ in range(8 if sm._consts["cal"].host_cpu_s_per_token else 0):
