@@ -67,9 +67,11 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         m.add_row(label, f"{value:.2f}", f"{value / usable:.0%}")
     m.add_row("usable of total", f"{mem.usable_gib:.2f} / {mem.total_gib:.2f}", "")
     console.print(m)
-    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens per replica ({mem.kv_bytes_per_token:,.0f} bytes "
+    dp = plan.data_parallel
+    where = "per replica" if dp == 1 else f"per data-parallel rank, {dp} ranks per replica"
+    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens {where} ({mem.kv_bytes_per_token:,.0f} bytes "
                   f"per token per GPU, blocks of {mem.block_size}); {mem.max_concurrency_at_max_len:.1f} "
-                  f"requests of max_model_len {plan.max_model_len:,} at once.")
+                  f"requests of max_model_len {plan.max_model_len:,} at once" + (" on each" if dp > 1 else "") + ".")
     if compiled.prediction is not None:
         _prediction(compiled.prediction, console)
     if compiled.alternatives:

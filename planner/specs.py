@@ -338,6 +338,8 @@ class Pins:
     backend: Optional[BackendName] = None
     tensor_parallel: Optional[int] = positive_int(None, _PIN)
     pipeline_parallel: Optional[int] = positive_int(None, _PIN)
+    data_parallel: Optional[int] = positive_int(None, _PIN)  # attention data-parallel ranks in one server (MoE models)
+    expert_parallel: Optional[bool] = None  # MoE experts spread over the server's GPUs instead of sliced
     replicas: Optional[int] = positive_int(None, _PIN)
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None
