@@ -32,7 +32,7 @@ MODELS = {  # published model name (any spelling) → catalog entry
     "llama-3.1-8b": "llama3.1-8b", "llama-3.1-70b": "llama3.1-70b", "llama-3.3-70b": "llama3.1-70b",
     "llama-3.1-405b": "llama3.1-405b", "qwen3-8b": "qwen3-8b", "qwen3-32b": "qwen3-32b",
     "mixtral-8x7b": "mixtral-8x7b", "qwen3-235b-a22b": "qwen3-235b-a22b",
-    "deepseek-r1": "deepseek-v3", "deepseek-v3": "deepseek-v3",  # DeepSeek-R1 has the V3 architecture
+    "deepseek-r1": "deepseek-r1", "deepseek-v3": "deepseek-v3",
 }
 GPUS = {"h100": "h100-sxm", "h100-sxm": "h100-sxm", "h200": "h200", "a100-80g": "a100-80g", "l40s": "l40s",
         "b200": "b200"}

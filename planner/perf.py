@@ -25,6 +25,17 @@ from planner.calibration import (BF16, FP8_KIND, FP8_TENSOR, Calibration, borrow
 from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
+def cpu_thread_share(gpu: GpuSpec, ranks: int) -> float:
+    """The share of a CPU's measured matmul peak (all cores, planner/discover.py) that one vLLM worker computes
+    with: vLLM 0.32 binds each rank's OpenMP threads to the cores left after reserving one per rank for the other
+    processes (vllm/utils/ompmultiprocessing.py:44-50, split among the ranks), "Reducing Torch threads from 2 to 1"
+    on a 2-core machine. 1.0 on a GPU."""
+    if gpu.kind is not DeviceKind.cpu or not gpu.num_cores:
+        return 1.0
+    threads = max(1, (gpu.num_cores - ranks) // ranks)
+    return min(1.0, threads / gpu.num_cores)
+
+
 def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> float:
     """All-reduce bus bandwidth inside a node, GB/s, for the link the GPUs of `hw` share: the calibration's bus figure
     for that kind of link, scaled by this GPU's own link over the one the figure holds for (an H800's 400 GB/s NVLink
@@ -67,7 +78,7 @@ class StepModel:
         int8_compute = self.quant is Quantization.int8 and gpu.supports("int8")
         peak_tflops = (gpu.dense_tflops_fp8 if fp8_compute else gpu.dense_tflops_int8 if int8_compute else
                        (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32 else
-                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16))
+                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * cpu_thread_share(gpu, tp * self.pp)
         moe_inter = m.moe_intermediate_size or m.intermediate_size
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
@@ -75,8 +86,9 @@ class StepModel:
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute, "gemm_kind": gemm_kind,
             # attention runs in bf16 whatever the weights (FP8 attention is not modelled)
-            "peak_attn": (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) * 1e12 if self.dtype is not Dtype.float32
-            else (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16) * 1e12,
+            "peak_attn": ((gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32
+                          else (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * 1e12
+            * cpu_thread_share(gpu, tp * self.pp),
             # the quantisation kernel o_proj's input runs on its own under FP8 (the other GEMM inputs' fuse into
             # RMSNorm / SiLU-and-mul): its floor, and bf16 in + fp8 out per element of the attention output
             "quant_floor": float(cal.quant_seconds(gemm_kind)) if fp8_compute else 0.0,
