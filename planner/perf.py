@@ -51,10 +51,19 @@ class Calibration:
     elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
     per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
     per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
-    # CPU seconds the serving front end (API server, and the load generator of action=verify) spends on the host
-    # per output token and per request: on a CPU host they take cores from the engine (conf/calibration/cpu.yaml)
+    # CPU seconds the serving front end (API server, the EngineCore's socket threads, and the load generator of
+    # action=verify) spends on the host per output token, per request and per engine step: on a CPU host they take
+    # cores from the engine (conf/calibration/cpu.yaml `frontend`)
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
+    host_cpu_s_per_step: float = 0.0
+    # Time to first token outside the engine step: admission (HTTP, request processing, hand-off to the engine
+    # core) and the first token's way back (detokenizing, streaming); `request_ms` in the calibration files
+    request_s: float = 0.0
+    # Steps a new request waits beyond a synchronous engine's: with async scheduling (vLLM V1's default on GPUs,
+    # TensorRT-LLM's and SGLang's overlap schedulers) the next step is scheduled while this one runs, so a request
+    # that arrives now is scheduled one step later (conf/calibration `async_scheduling_steps`)
+    async_steps: float = 0.0
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
     nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
     pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
@@ -143,6 +152,7 @@ def calibration(gpu_name: str) -> Calibration:
     elem_floor = [sum(n * elem["floor_us"][op][i] for op, n in elem["per_layer"].items())
                   for i in range(len(elem.get("hidden", ())))]
     pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
+    engine = _engine_terms(d)
     eager_small = [us for b, us in zip(curve.get("bytes", ()), curve.get("eager_us", ())) if b <= 65536]
     return Calibration(
         ar_bytes=tuple(float(b) for b, _ in pairs), ar_us=tuple(float(u) for _, u in pairs),
@@ -151,21 +161,47 @@ def calibration(gpu_name: str) -> Calibration:
         decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
         prefill_attention_efficiency=float(d["prefill_attention_efficiency"]),
         nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
-        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3,
+        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=engine["overhead_ms"] * 1e-3,
         attn_batch=batches if grid else (), attn_context=contexts if grid else (),
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
         elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
-        per_seq_s=float(d.get("per_seq_us", 0.0)) * 1e-6,
-        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6,
-        host_cpu_s_per_token=sum(float(v) for k, v in (d.get("frontend") or {}).items() if k.endswith("_us_per_token"))
-        * 1e-6,
-        host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
-                                   if k.endswith("_ms_per_request")) * 1e-3,
+        per_seq_s=engine["per_seq_us"] * 1e-6, per_prefill_token_s=engine["per_prefill_token_us"] * 1e-6,
+        host_cpu_s_per_token=_frontend(d, "us_per_token") * 1e-6,
+        host_cpu_s_per_request=_frontend(d, "ms_per_request") * 1e-3,
+        host_cpu_s_per_step=_frontend(d, "us_per_step") * 1e-6, request_s=float(d.get("request_ms", 0.0)) * 1e-3,
+        async_steps=float(d.get("async_scheduling_steps", 0.0)),
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
         nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
         dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
         mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
         measured_vendor=str(base.get("measured_vendor", "nvidia")))
+
+
+def _engine_terms(d: dict) -> dict[str, float]:
+    """The engine's own cost of a step besides the model's arithmetic: `engine_step` parts summed (each a dict of
+    overhead_ms / per_seq_us / per_prefill_token_us: on a CPU the worker, the scheduler and the hand-off between
+    their processes, benchmarks/cpu_serve.py), or the flat `step_overhead_ms` (and per_seq_us, per_prefill_token_us)."""
+    parts = [p for p in (d.get("engine_step") or {}).values() if isinstance(p, dict)]
+    if not parts:
+        parts = [{"overhead_ms": d["step_overhead_ms"], "per_seq_us": d.get("per_seq_us", 0.0),
+                  "per_prefill_token_us": d.get("per_prefill_token_us", 0.0)}]
+    return {k: sum(float(p.get(k, 0.0)) for p in parts) for k in ("overhead_ms", "per_seq_us", "per_prefill_token_us")}
+
+
+def _frontend(d: dict, unit: str) -> float:
+    """A front-end cost summed over its parts (conf/calibration/cpu.yaml `frontend`: {part: {unit: value}})."""
+    return sum(float(part.get(unit, 0.0)) for part in (d.get("frontend") or {}).values() if isinstance(part, dict))
+
+
+def cpu_thread_share(gpu: GpuSpec, ranks: int) -> float:
+    """The share of a CPU's measured matmul peak (all cores, planner/discover.py) that one vLLM worker computes
+    with: vLLM 0.32 binds each rank's OpenMP threads to the cores left after reserving one per rank for the other
+    processes (vllm/utils/ompmultiprocessing.py:44-50, split among the ranks), "Reducing Torch threads from 2 to 1"
+    on a 2-core machine. 1.0 on a GPU."""
+    if gpu.kind is not DeviceKind.cpu or not gpu.num_cores:
+        return 1.0
+    threads = max(1, (gpu.num_cores - ranks) // ranks)
+    return min(1.0, threads / gpu.num_cores)
 
 
 def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
@@ -220,7 +256,7 @@ class StepModel:
         int8_compute = self.quant is Quantization.int8 and gpu.supports("int8")
         peak_tflops = (gpu.dense_tflops_fp8 if fp8_compute else gpu.dense_tflops_int8 if int8_compute else
                        (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32 else
-                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16))
+                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * cpu_thread_share(gpu, tp * self.pp)
         moe_inter = m.moe_intermediate_size or m.intermediate_size
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
