@@ -144,6 +144,8 @@ def model_fields(path: str) -> dict:
         if fmt is not Quantization.none:
             out["quantization"] = fmt.value
             out["quantization_bits"] = quant.weight_bits
+        if fmt is Quantization.fp8:  # the FP8 GEMM kernel the perf model picks (specs.ModelSpec.fp8_scaling)
+            out["fp8_scaling"] = quant.strategy if quant.strategy in ("tensor", "channel", "block") else "tensor"
         out["quant"] = quant
     out["name"] = re.sub(r"[^\w.-]+", "-", d.name).strip("-").lower() or "hf-model"
     out["hf_repo"] = _text(path, cfg, "_name_or_path") or d.name

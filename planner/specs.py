@@ -203,7 +203,8 @@ class ModelSpec:
     num_experts_per_tok: int = at_least_zero(0)
     moe_intermediate_size: Optional[int] = positive_int(None)  # width of one routed expert
     num_shared_experts: int = at_least_zero(0)  # always-active experts, each moe_intermediate_size wide
-    shared_expert_intermediate_size: Optional[int] = at_least_zero(None)  # Qwen2-MoE style single shared expert (0: none)
+    # Qwen2-MoE style single shared expert (0 or None: none; Qwen3-MoE configs say 0)
+    shared_expert_intermediate_size: Optional[int] = at_least_zero(None, "zero or more, or null (0: no shared expert)")
     first_dense_layers: int = at_least_zero(0)  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
     moe_layer_step: int = positive_int(1)  # Llama 4 interleave_moe_layer_step: every step-th layer is MoE
     expert_bias: bool = False  # biases on the experts' projections and the router (gpt-oss)
@@ -223,6 +224,10 @@ class ModelSpec:
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = bounded("a number of bits from 1 to 16, or null", None, ge=1, le=16)
     quant: CheckpointQuant = field(default_factory=CheckpointQuant)  # its layout, when the checkpoint says it
+    # FP8 checkpoints: how the weights are scaled, which decides the GEMM kernel the engines run (docs/perf-model.md):
+    # "tensor" (one scale per tensor: ModelOpt, AutoFP8), "channel" (per output channel with per-token activations:
+    # compressed-tensors FP8-dynamic, Meta's FP8), "block" (128x128 blocks: DeepSeek-V3, Qwen3-FP8); None: tensor.
+    fp8_scaling: Optional[str] = None
     path: Optional[str] = not_blank("a local directory, not blank", None)  # model=hf
     # A published speculative-decoding drafter for this model (vLLM speculative_config method and model);
     # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
@@ -388,6 +393,8 @@ class Pins:
     backend: Optional[BackendName] = None
     tensor_parallel: Optional[int] = positive_int(None, _PIN)
     pipeline_parallel: Optional[int] = positive_int(None, _PIN)
+    data_parallel: Optional[int] = positive_int(None, _PIN)  # attention data-parallel ranks in one server (MoE models)
+    expert_parallel: Optional[bool] = None  # MoE experts spread over the server's GPUs instead of sliced
     replicas: Optional[int] = positive_int(None, _PIN)
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None

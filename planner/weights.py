@@ -16,6 +16,7 @@ Embeddings stay in the compute dtype, padded to a multiple of 64 rows and split 
 (vocab_parallel_embedding.py:95 pad_vocab_size, :304 num_embeddings_per_partition).
 """
 
+import dataclasses
 import functools
 import math
 import re
@@ -23,6 +24,7 @@ from fnmatch import fnmatchcase
 from typing import Optional
 
 from planner.layout import FP32_ROUTER, QUANTIZED_ROUTER, Kind, Module, Split, modules, pp_partition
+from planner.moe import routed_experts_per_gpu
 from planner.specs import CheckpointQuant, Dtype, ModelSpec, Quantization
 
 VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
@@ -170,11 +172,13 @@ def module_bytes(x: Module, m: ModelSpec, tp: int, act: float, q: CheckpointQuan
 
 
 @functools.lru_cache(maxsize=1024)
-def stage_bytes(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> tuple[float, ...]:
+def stage_bytes(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization, dp: int = 1,
+                ep: bool = False) -> tuple[float, ...]:
     """Weight bytes on one GPU of each pipeline stage of a TP x PP replica. The first stage holds the embedding, every
     stage the vision encoder and the rotary cache, the last the final norm and lm_head; a tied lm_head is the
     embedding itself on one stage, and its own copy on the last stage under PP (vLLM loads the embedding's weights
-    into it)."""
+    into it). With attention DP (dp > 1) the routed experts span the tp x dp GPUs: sliced over all of them, or whole
+    experts under expert parallel, ceil(E / (tp x dp)) on the busiest GPU (moe.routed_experts_per_gpu)."""
     act = DTYPE_BYTES[dtype.value]
     q = scheme_for(m, quant)
     layers = pp_partition(m.num_hidden_layers, pp)
@@ -193,5 +197,9 @@ def stage_bytes(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantizatio
         if x.kind is Kind.lm_head and m.tie_word_embeddings:  # tied under PP: a copy of the (unquantized) embedding
             stages[stage] += module_bytes(x, m, tp, act, CheckpointQuant())
             continue
-        stages[stage] += module_bytes(x, m, tp, act, q)
+        if x.kind is Kind.experts and ep:
+            local = dataclasses.replace(x, count=math.ceil(routed_experts_per_gpu(x.count, tp, dp, ep)))
+            stages[stage] += module_bytes(local, m, 1, act, q)
+            continue
+        stages[stage] += module_bytes(x, m, tp * dp if x.kind is Kind.experts else tp, act, q)
     return tuple(stages)
