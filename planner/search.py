@@ -57,7 +57,7 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     if not est.meets:
         message, fixes = explain.explain_slo(req, est, [r.est for r in ranked], chosen.quant)
         if not candidates.layout_pinned(req):
-            raise NoFeasiblePlan(message, closest=compiled, fixes=fixes)
+            raise NoFeasiblePlan(message, closest=compiled, fixes=fixes, request=req)
         # The user fixed the layout and the engine can start it: the plan is theirs, the miss a warning (exit 3 is
         # for what cannot start at all).
         compiled = replace(compiled, notes=compiled.notes + (f"The pinned layout misses the target: {message}",))
