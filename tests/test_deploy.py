@@ -237,3 +237,21 @@ def test_cli_renders_every_stack_that_can_and_refuses_one_that_cannot(tmp_path):
     assert "deploy=kserve: not rendered:" in ok.stderr
     refused = run_cli("model=llama3.1-405b", "hw=2xh100x8", "action=render", "deploy=llmd", f"out={tmp_path}/q.yaml")
     assert refused.returncode == 2 and "deploy=llmd: cannot render this plan" in refused.stderr
+
+
+def test_trtllm_405b_on_two_nodes_plans_and_renders_for_slurm_and_lws(tmp_path):
+    """backend=trtllm plans the two-node 405B layout (the capability matrix serves multi-node through MPI) and renders
+    for Slurm (srun --mpi=pmix, trtllm-llmapi-launch) and LeaderWorkerSet; each file validates."""
+    from conftest import run_cli
+
+    out = tmp_path / "p.yaml"
+    ok = run_cli("model=llama3.1-405b", "hw=2xh100x8", "backend=trtllm", "action=render", "deploy=all", f"out={out}")
+    assert ok.returncode == 0, ok.stderr
+    plan = yaml.safe_load(out.read_text())["plan"]
+    assert (plan["backend"], plan["nodes"], plan["tensor_parallel"] * plan["pipeline_parallel"]) == ("trtllm", 2, 16)
+    written = {p.parent.name: p for p in (tmp_path / "p" / "deploy").glob("*/*")}
+    assert set(written) == {"lws", "slurm"}
+    for path in (tmp_path / "p" / "deploy").glob("*/*"):
+        validate(path.parent.name, path.name, path.read_text())
+    script = (tmp_path / "p" / "deploy" / "slurm" / "serve.sbatch").read_text()
+    assert "srun --mpi=pmix --ntasks=16 --ntasks-per-node=8" in script and "trtllm-llmapi-launch" in script
