@@ -60,6 +60,8 @@ class Capabilities:
     lora: Support
     vlm: Support
     speculative_methods: Mapping[str, str]  # plan.speculative["method"] (vLLM's names) → source; absent: unsupported
+    # prefill/decode pools with a KV connector (plan.disaggregation), rendered per role by backends/disagg.py
+    disaggregation: Support = Support(False, "backends/disagg.py ROLES", "no disaggregated serving rendered here")
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str
         (plan.nodes > 1, "multi_node", caps.multi_node, f"nodes={plan.nodes}"),
         (plan.enable_prefix_caching, "prefix_caching", caps.prefix_caching, "enable_prefix_caching=true"),
         (plan.enable_chunked_prefill, "chunked_prefill", caps.chunked_prefill, "enable_chunked_prefill=true"),
+        (plan.disaggregation is not None, "disaggregation", caps.disaggregation, "disaggregation (xPyD)"),
     )
     for wanted, name, support, asked in checks:
         if wanted and not support.supported:

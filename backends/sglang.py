@@ -92,6 +92,9 @@ TABLE = FlagTable(
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); this adapter renders CUDA plans"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+        NoFlag("disaggregation", "per role: --disaggregation-mode prefill|decode and "
+                                 "--disaggregation-transfer-backend, from backends/disagg.py's role table",
+               f"{F}/disagg.py"),
     ),
 )
 
@@ -133,6 +136,8 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{F}/lora.py:41 --enable-lora"),
     vlm=Support(True, "python/sglang/srt/multimodal/"),
     speculative_methods={m: f"{F}/spec.py:37 {a}" for m, a in SPEC.items()},
+    disaggregation=Support(True, f"{F}/disagg.py disaggregation_mode, disaggregation_transfer_backend "
+                                 "(choices: srt/arg_groups/choices.py DISAGG_TRANSFER_BACKEND_CHOICES)"),
 )
 
 METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (served with --enable-metrics)

@@ -106,6 +106,8 @@ TABLE = FlagTable(
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); TensorRT-LLM has no CPU build"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
+        NoFlag("disaggregation", "trtllm-serve disaggregated (context and generation servers) is not rendered by this "
+                                 "adapter", f"{SERVE} disaggregated"),
     ),
 )
 
@@ -141,6 +143,8 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{ARGS} BaseLlmArgs.enable_lora"),
     vlm=Support(True, f"{MATRIX} Multi-Modal Models"),
     speculative_methods={m: f"{ARGS} decoding_type {t}" for m, t in SPEC_TYPES.items()},
+    disaggregation=Support(False, f"{SERVE} disaggregated", "trtllm-serve disaggregated (context and generation "
+                                                             "servers) is not rendered by this adapter"),
 )
 
 METRICS = Metrics(  # tensorrt_llm/metrics/collector.py MetricsCollector (metric_prefix "trtllm_")

@@ -113,6 +113,8 @@ TABLE = FlagTable(
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu (amd.com/gpu) per pod = gpus_per_replica / "
                                    "nodes"),
+        NoFlag("disaggregation", "per role: --kv-transfer-config JSON (kv_connector, kv_role) on each prefill and "
+                                 "decode server, from backends/disagg.py's role table", "config/kv_transfer.py"),
     ),
 )
 
@@ -188,6 +190,9 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, "models/ (multimodal models registered in model_executor/models/registry.py)"),
     speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
                          ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
+    disaggregation=Support(True, "config/kv_transfer.py KVTransferConfig (kv_connector, kv_role); "
+                                 "distributed/kv_transfer/kv_connector/factory.py (NixlConnector, MooncakeConnector, "
+                                 "LMCacheConnectorV1)"),
 )
 
 METRICS = Metrics(

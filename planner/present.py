@@ -44,6 +44,8 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
     decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
     for key, value in plain(plan).items():
         d = decided.get(key)
+        if key == "disaggregation" and plan.disaggregation is not None:
+            value = plan.disaggregation.summary()
         t.add_row(key, _fmt(value), d.by if d else "", d.why if d else "")
     console.print(t)
 
@@ -66,9 +68,10 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
     if compiled.alternatives:
         a = Table(title="Considered and rejected", box=box.SIMPLE, title_justify="left")
         a.add_column("candidate", overflow="fold")
+        a.add_column("layout")
         a.add_column("rejected because", overflow="fold", ratio=1)
         for alt in compiled.alternatives:
-            a.add_row(alt.summary, alt.rejected_because)
+            a.add_row(alt.summary, alt.layout, alt.rejected_because)
         console.print(a)
     if compiled.pareto_front:
         f = Table(title="Pareto front (analytic): output tok/s per GPU against TPOT", box=box.SIMPLE,
@@ -90,7 +93,9 @@ def _prediction(pred, console: Console) -> None:
     p = Table(title=f"Prediction ({pred.load.describe()})", box=box.SIMPLE, title_justify="left")
     p.add_column("metric")
     p.add_column("value", justify="right", overflow="fold")
-    for label, dist in (("ttft_ms", pred.ttft_ms), ("tpot_ms", pred.tpot_ms), ("e2e_latency_ms", pred.e2e_latency_ms)):
+    dists = (("ttft_ms", pred.ttft_ms), ("tpot_ms", pred.tpot_ms), ("e2e_latency_ms", pred.e2e_latency_ms)) + \
+        ((("kv_transfer_ms", pred.kv_transfer_ms),) if pred.kv_transfer_ms is not None else ())
+    for label, dist in dists:
         p.add_row(label, ", ".join([f"p{q:g} {_fmt(v)}" for q, v in dist.quantiles] + [f"mean {_fmt(dist.mean)}"]))
     for label, value in (("output_throughput_tok_s", pred.output_throughput_tok_s),
                          ("output_throughput_tok_s_per_gpu", pred.output_throughput_tok_s_per_gpu),

@@ -42,7 +42,12 @@ def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), api_key_env, request.hw.gpu)
+    name = k8s_name(request.model.name, plan.backend)
+    if plan.disaggregation is not None:  # prefill and decode pools behind a router
+        from backends import disagg
+
+        return disagg.render(plan, name, api_key_env, request.hw.gpu)
+    return get(plan.backend).render(plan, name, api_key_env, request.hw.gpu)
 
 
 def launch_block(art: Artifacts) -> Launch:

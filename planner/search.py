@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Optional
 
 from backends import get
-from planner import candidates, decide, explain, perf, predict, rank
+from planner import candidates, decide, disagg, explain, perf, pools, predict, rank, slo
 from planner.errors import NoFeasiblePlan
 from planner.plan import Alternative, CompiledPlan, settled
 from planner.rules import Constraints, constraints_for
@@ -38,17 +38,27 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
         raise candidates.no_backend(sp, fitting)
     ranked, front, stats = rank.rank(req, cons, sp, servable)
     best, analytic = rank.choose(req, cons, sp, ranked)
-    chosen, est = best.cand, best.est
+    split = disagg.consider(req, cons, sp, servable, best)
+    chosen = replace(split.split.decode, replicas=split.split.y) if split.wins else best.cand
+    est = split.est if split.wins else best.est
     batch_why = sp.batch_why if chosen.mnbt == sp.default_mnbt else \
         f"{sp.batch_why} is {sp.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
     compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
-    compiled = replace(compiled, notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's
-                       + perf.borrowed_note(req.hw.gpu))  # memory fraction; efficiencies borrowed from another vendor
+    compiled = replace(compiled, decisions=compiled.decisions + (disagg.decision(split),),
+                       notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's memory
+                       + perf.borrowed_note(req.hw.gpu) + disagg.kv_note(split))  # fraction; borrowed efficiencies
     others = tuple(Alternative(summary=r.cand.summary(), rejected_because=explain.lost(req, r.est, analytic.est),
-                               prediction=r.est.brief()) for r in ranked[1:4] if r.cand is not chosen)
-    load = rank.offered(req, sp, chosen)
-    compiled = settled(replace(compiled, prediction=predict.prediction(est, req, load),
+                               prediction=r.est.brief()) for r in ranked[1:4] if r.cand is not best.cand)
+    if split.wins:
+        compiled = disagg.as_plan(req, compiled, split)
+        others = (disagg.aggregated_alternative(req, best),) + split.runner_up + others
+        prediction = replace(predict.prediction(est, req, pools.load(req, slo.explicit_load(req), est.request_rps)),
+                             kv_transfer_ms=split.kv_ms)
+    else:
+        others += disagg.split_alternative(split) + split.runner_up
+        prediction = predict.prediction(est, req, rank.offered(req, sp, chosen))
+    compiled = settled(replace(compiled, prediction=prediction,
                                alternatives=others + candidates.backend_alternatives(chosen) + compiled.alternatives,
                                pareto_front=front, search=stats))
     if not est.meets:

@@ -327,6 +327,8 @@ class Pins:
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
     kv_cache_space_gib: Optional[int] = None  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
+    disaggregation: Optional[bool] = None  # true: only prefill/decode splits (xPyD); false: aggregated only
+    kv_connector: Optional[str] = None  # xPyD: conf/calibration/kv-transfer.yaml connector (nixl, mooncake, lmcache)
 
     def given(self) -> dict:
         """The pinned fields only, by name."""

@@ -62,8 +62,13 @@ PLANS = {
     "405b-2xh100x8": ("model=llama3.1-405b", "hw=2xh100x8"),
     "deepseek-v3-h200x8": ("model=deepseek-v3", "hw=h200x8"),
     "70b-h100x4": ("model=llama3-70b", "hw=h100x4"),
+    # xPyD: long prompts at 20 req/s with a 15 ms TPOT (tests/test_disagg.py): prefill and decode pools
+    "8b-h100x8-xpyd": ("model=llama3.1-8b", "hw=h100x8", "workload=summarization", "target=qps",
+                       "target.min_request_rate=20", "target.tpot_ms=15"),
 }
-ENGINES = {"70b-h100x4-sglang": BackendName.sglang, "70b-h100x4-trtllm": BackendName.trtllm}  # the same plan
+ENGINES = {"70b-h100x4-sglang": ("70b-h100x4", BackendName.sglang),  # the same plan on another engine
+           "70b-h100x4-trtllm": ("70b-h100x4", BackendName.trtllm),
+           "8b-h100x8-xpyd-sglang": ("8b-h100x8-xpyd", BackendName.sglang)}
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +77,10 @@ def plans():
     for key, overrides in PLANS.items():
         req = request_for(*overrides)
         out[key] = (req, compiled_or_closest(req))
-    req, compiled = out["70b-h100x4"]
-    for key, backend in ENGINES.items():
+    for key, (base, backend) in ENGINES.items():
+        req, compiled = out[base]
         out[key] = (req, dataclasses.replace(compiled, plan=dataclasses.replace(compiled.plan, backend=backend)))
+    assert out["8b-h100x8-xpyd"][1].plan.disaggregation is not None
     return out
 
 
@@ -105,6 +111,10 @@ def validate(target: str, file: str, text: str) -> None:
             _container_pod({"name": "main", **svc["extraPodSpec"]["mainContainer"]})
     elif obj["kind"] == "DisaggregatedSet":
         jsonschema.validate(obj, SCHEMAS["dset"])
+        for role in obj["spec"]["roles"]:
+            kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "check"},
+                                          "template": role["spec"]["leaderWorkerTemplate"]["workerTemplate"]},
+                                         K8S_VERSION, strict=True)
     elif obj["kind"] == "LeaderWorkerSet":
         jsonschema.validate(obj, SCHEMAS["lws"])
     else:
@@ -255,3 +265,27 @@ def test_trtllm_405b_on_two_nodes_plans_and_renders_for_slurm_and_lws(tmp_path):
         validate(path.parent.name, path.name, path.read_text())
     script = (tmp_path / "p" / "deploy" / "slurm" / "serve.sbatch").read_text()
     assert "srun --mpi=pmix --ntasks=16 --ntasks-per-node=8" in script and "trtllm-llmapi-launch" in script
+
+
+def test_a_disaggregated_plan_renders_a_disaggregated_set_and_dynamo_workers_per_pool(plans):
+    """deploy=lws: one DisaggregatedSet role per pool (prefill kv_producer, decode kv_consumer) and the router that
+    finds them by label; deploy=dynamo: a prefill worker (--is-prefill-worker) and a decode worker; the stacks that
+    do not render pools here say so."""
+    req, compiled = plans["8b-h100x8-xpyd"]
+    d = compiled.plan.disaggregation
+    files = get("lws").render(compiled.plan, "x", req.hw.gpu).files
+    dset = yaml.safe_load(files["disaggregatedset.yaml"])
+    roles = {r["name"]: r["spec"] for r in dset["spec"]["roles"]}
+    assert (roles["prefill"]["replicas"], roles["decode"]["replicas"]) == (d.prefill.replicas, d.decode.replicas)
+    args = {name: r["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["args"]
+            for name, r in roles.items()}
+    assert '"kv_role":"kv_producer"' in args["prefill"][-1] and '"kv_role":"kv_consumer"' in args["decode"][-1]
+    router = yaml.safe_load(files["router-deployment.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert "--prefill-selector app=x role=prefill --decode-selector app=x role=decode" in router["command"][2]
+    dgd = yaml.safe_load(get("dynamo").render(compiled.plan, "x", req.hw.gpu).files["dynamographdeployment.yaml"])
+    services = dgd["spec"]["services"]
+    assert services["VllmPrefillWorker"]["replicas"] == d.prefill.replicas
+    assert "--is-prefill-worker" in services["VllmPrefillWorker"]["extraPodSpec"]["mainContainer"]["args"][0]
+    assert "--is-prefill-worker" not in services["VllmDecodeWorker"]["extraPodSpec"]["mainContainer"]["args"][0]
+    for target in ("kserve", "llmd", "ray", "slurm"):
+        assert "renders for deploy=lws (DisaggregatedSet) and deploy=dynamo only" in reason(target, compiled, req)

@@ -16,7 +16,8 @@ from typing import Optional
 
 import yaml
 
-from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, engine_flags, engine_unsupported
+from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, disaggregated_unsupported
+from backends.deploy.base import engine_flags, engine_unsupported
 from backends.deploy.base import gpus_per_node
 from backends.deploy.pods import gpu_resource, hf_env
 from planner.plan import Plan
@@ -59,6 +60,9 @@ class KServe:
 
     def unsupported(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         reason = engine_unsupported(self.name, self.engines, plan, TEMPLATE)
+        reason = reason or disaggregated_unsupported(
+            self.name, plan, "KServe's LLMInferenceService has spec.prefill for a prefill pool [source: CRD "
+                             "serving.kserve.io_llminferenceservices.yaml, aaac4e2]")
         if reason:
             return reason
         if plan.model_path.startswith("/"):
