@@ -72,6 +72,8 @@ def run(overrides: list[str]) -> Outcome:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
         opts = actions.launch_options(cfg, overrides)
+    if req.hw.catalog:  # hw=any: every priced GPU of the catalog, the cheapest plan that meets the target
+        return _shop(req, rule_set, action, fmt, opts, overrides)
     constraints = rule_engine.evaluate(req, rule_set)
     try:
         compiled = search.compile_plan(req, constraints)
@@ -105,6 +107,32 @@ def run(overrides: list[str]) -> Outcome:
         return Outcome(0, (req, compiled))
     path = plan_path(req, opts.out, overrides)
     return actions.act(action, req, compiled, path, fmt, opts)
+
+
+def _shop(req, rule_set, action: str, fmt: str, opts, overrides: list[str]) -> Outcome:
+    """hw=any: plan every hardware option, emit the cheapest that meets the target (its plan file keeps `any` in its
+    name) with the next ones and their costs; exit 3 with what would be needed when none meets."""
+    import dataclasses
+
+    from planner import hardware, mix, present
+
+    options = hardware.shop(req, rule_set)
+    path = plan_path(req, opts.out, overrides)
+    if not options[0].meets:
+        exc = hardware.no_option(req, options)
+        if exc.closest is not None:
+            actions.emit(hardware.chosen(req, options)[0], exc.closest, fmt, None)
+        if fmt == "table":
+            present.hardware(options, req.target.percentile)
+        raise exc
+    chosen_req, compiled = hardware.chosen(req, options)
+    best_mix = mix.best_mix(req, options)
+    if best_mix is not None:
+        compiled = dataclasses.replace(compiled, notes=compiled.notes + (mix.note(best_mix),))
+    outcome = actions.act(action, chosen_req, compiled, path, fmt, opts)
+    if fmt == "table":
+        present.hardware(options, req.target.percentile)
+    return outcome
 
 
 def _list_rules(rule_set, fmt: str) -> Outcome:

@@ -123,6 +123,8 @@ def beats(req: Request, split: Estimate, aggregated: Estimate) -> bool:
     """The split replaces the aggregated plan: it meets a target the other misses, or (both the same) it needs fewer
     GPUs for a QPS target, or it is better on the objective by DISAGG_TOLL."""
     ks, ka = key(req, split), key(req, aggregated)
+    if ks[0] and ka[0]:  # neither meets: the closest plan stays aggregated
+        return False
     if ks[:2] != ka[:2]:
         return ks[:2] < ka[:2]
     margin = DISAGG_TOLL * abs(ka[2])

@@ -125,6 +125,27 @@ def compare(plans: list, console: Optional[Console] = None) -> None:
     console.print(t)
 
 
+def hardware(options, percentile: float, shown: int = 6, console: Optional[Console] = None) -> None:
+    """hw=any: the hardware options ranked (the chosen one first), each with its layout, cost and prediction."""
+    console = console or _console(200)
+    t = Table(title="Hardware considered (hw=any): cheapest that meets the target first", box=box.SIMPLE,
+              title_justify="left")
+    for col in ("GPU", "GPUs", "layout", "$/hour", "$/Mtok", f"TTFT p{percentile:g}", f"TPOT p{percentile:g}",
+                "meets"):
+        t.add_column(col, justify="left" if col in ("GPU", "layout") else "right", overflow="fold")
+    planned = [o for o in options if o.compiled is not None]
+    for o in planned[:shown]:
+        p = o.compiled.prediction
+        t.add_row(o.hw.gpu.name, str(o.gpus), o.layout(), f"{o.usd_per_hour:,.2f}",
+                  "-" if o.usd_per_mtok is None else f"{o.usd_per_mtok:,.3f}", _fmt(p.ttft_ms.at(percentile)),
+                  _fmt(p.tpot_ms.at(percentile)), "yes" if o.meets else "no")
+    console.print(t)
+    unplanned = [o for o in options if o.compiled is None]
+    if unplanned:
+        console.print(f"not planned: {len(unplanned)} option(s), e.g. " +
+                      "; ".join(escape(f"{o.hw.name}: {o.why}") for o in unplanned[:3]))
+
+
 def _p90(dist):
     return dict(dist.quantiles).get(90.0)
 

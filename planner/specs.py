@@ -228,6 +228,7 @@ class HwSpec:
     intra_node: Interconnect = Interconnect.nvlink
     inter_node_bandwidth_gb_s: Optional[float] = None  # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
     discover: bool = False  # fill gpu and gpus_per_node from this machine (pynvml / psutil)
+    catalog: bool = False  # hw=any: search every priced GPU of conf/gpu instead (planner/hardware.py)
 
     @property
     def total_gpus(self) -> int:
