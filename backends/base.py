@@ -77,6 +77,7 @@ class Metrics:
     inter_token_seconds: Optional[str]  # histogram (inter-token latency / time per output token)
     e2e_seconds: Optional[str]  # histogram
     kv_capacity: Optional[str] = None  # a gauge or info metric that carries the KV capacity
+    requests_total: Optional[str] = None  # counter of finished requests, labelled model_name (autoscaling's rate)
 
 
 @dataclass(frozen=True)

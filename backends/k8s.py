@@ -44,7 +44,13 @@ def manifests(server: "Server", plan: Plan, name: str, config_dir: str) -> dict[
         objects["leaderworkerset.yaml"] = _leaderworkerset(server, plan, name, config_dir)
         selector = {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"}
     objects["service.yaml"] = _service(server, name, selector)
-    return {file: yaml.safe_dump(obj, sort_keys=False, width=1000) for file, obj in objects.items()}
+    out = {file: yaml.safe_dump(obj, sort_keys=False, width=1000) for file, obj in objects.items()}
+    from backends import autoscale_k8s
+
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name} if server.multinode is None else \
+        {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": name}
+    out.update(autoscale_k8s.files(plan, {"replicas": target}))
+    return out
 
 
 def gpus_per_pod(plan: Plan) -> int:

@@ -35,10 +35,17 @@ def role_template(plan: Plan, name: str, role: str, art: Artifacts) -> dict:
 
 
 def disaggregated_set(plan: Plan, name: str, roles: dict[str, Artifacts]) -> dict:
+    """One role per pool; with plan.autoscaling each role is scaled externally (a DisaggregatedSetRoleScaler per
+    role, which needs a single slice: docs/examples/disaggregatedset/autoscaling/vllm.yaml, b2292cd)."""
     pools = {PREFILL: plan.disaggregation.prefill.replicas, DECODE: plan.disaggregation.decode.replicas}
-    return {"apiVersion": "disaggregatedset.x-k8s.io/v1", "kind": "DisaggregatedSet", "metadata": {"name": name},
-            "spec": {"roles": [{"name": role, "spec": {"replicas": pools[role], "leaderWorkerTemplate": {
-                "size": 1, "workerTemplate": role_template(plan, name, role, roles[role])}}} for role in roles]}}
+    out = {"apiVersion": "disaggregatedset.x-k8s.io/v1", "kind": "DisaggregatedSet", "metadata": {"name": name},
+           "spec": {"roles": [{"name": role, "spec": {"replicas": pools[role], "leaderWorkerTemplate": {
+               "size": 1, "workerTemplate": role_template(plan, name, role, roles[role])}}} for role in roles]}}
+    if plan.autoscaling:
+        out["spec"]["slices"] = 1
+        for role in out["spec"]["roles"]:
+            role["scaling"] = {"mode": "External"}
+    return out
 
 
 def _router_pod(plan: Plan, name: str, engine_port: int) -> dict:
@@ -87,5 +94,9 @@ def manifests(plan: Plan, name: str, roles: dict[str, Artifacts]) -> dict[str, s
                                "spec": {"type": "ClusterIP", "selector": {"app": f"{name}-router"},
                                         "ports": [{"name": "http", "port": ROUTER_PORT, "targetPort": "http",
                                                    "protocol": "TCP"}]}}
-    return {file: _dump(obj) for file, obj in objects.items()}
+    from backends import autoscale_k8s
+
+    scalers = {role: {"apiVersion": "disaggregatedset.x-k8s.io/v1", "kind": "DisaggregatedSetRoleScaler",
+                      "name": f"{name}-{role}"} for role in (PREFILL, DECODE)}
+    return {**{file: _dump(obj) for file, obj in objects.items()}, **autoscale_k8s.files(plan, scalers)}
 

@@ -95,6 +95,7 @@ TABLE = FlagTable(
         NoFlag("disaggregation", "per role: --disaggregation-mode prefill|decode and "
                                  "--disaggregation-transfer-backend, from backends/disagg.py's role table",
                f"{F}/disagg.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -150,6 +151,7 @@ METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (serv
     inter_token_seconds="sglang:inter_token_latency_seconds",  # :1754
     e2e_seconds="sglang:e2e_request_latency_seconds",  # :1761
     kv_capacity="sglang:max_total_num_tokens",  # :1040
+    requests_total="sglang:num_requests_total",  # :1644, labelled model_name (:1131)
 )
 
 # python/sglang/srt/managers/scheduler.py:1227: logger.info(f"max_total_num_tokens={...}, chunked_prefill_size=...")

@@ -84,6 +84,7 @@ TABLE = FlagTable(
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
         NoFlag("disaggregation", "TGI has no prefill/decode disaggregation (no KV connector option)", MAIN),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 

@@ -108,6 +108,7 @@ TABLE = FlagTable(
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
         NoFlag("disaggregation", "trtllm-serve disaggregated (context and generation servers) is not rendered by this "
                                  "adapter", f"{SERVE} disaggregated"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 

@@ -115,6 +115,7 @@ TABLE = FlagTable(
                                    "nodes"),
         NoFlag("disaggregation", "per role: --kv-transfer-config JSON (kv_connector, kv_role) on each prefill and "
                                  "decode server, from backends/disagg.py's role table", "config/kv_transfer.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -205,6 +206,7 @@ METRICS = Metrics(
     inter_token_seconds="vllm:inter_token_latency_seconds",  # :941 (also vllm:request_time_per_output_token_seconds)
     e2e_seconds="vllm:e2e_request_latency_seconds",  # :961
     kv_capacity="vllm:cache_config_info",  # :1120, labels carry num_gpu_blocks and kv_cache_size_tokens
+    requests_total="vllm:request_success_total",  # :808 Counter vllm:request_success (prometheus adds _total)
 )
 
 # v1/core/kv_cache_utils.py:2327-2334: "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request:

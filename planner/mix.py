@@ -152,13 +152,19 @@ def _checked(req: Request, types: list, bs: tuple[Bucket, ...], assign: tuple, r
 
 
 def _meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, n: int = 160) -> bool:
-    """One replica of `o` simulated at `rate` with requests drawn from `mine` (equal shares) meets the SLOs."""
+    """One replica of `o` simulated at `rate` with requests drawn from `mine` (equal shares, each its half's width)."""
+    return replica_meets(req, o, mine, rate, req.workload.range_ratio / 2, n)
+
+
+def replica_meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, spread: float, n: int = 160) -> bool:
+    """One replica of option `o` (its layout and limits), simulated at `rate` requests/s (Poisson, the workload's
+    burstiness) with lengths uniform within `spread` of each bucket's means, meets the target's latency SLOs at its
+    percentile and keeps up with the rate."""
     p, mem = o.compiled.plan, o.compiled.memory
     sm, spec = _model(req, o)
     per = max(1, n // len(mine))
-    r = req.workload.range_ratio / 2
-    ins = np.concatenate([simulate.lengths(b.input_len, r, per, seed=1 + i) for i, b in enumerate(mine)])
-    outs = np.concatenate([simulate.lengths(b.output_len, r, per, seed=11 + i) for i, b in enumerate(mine)])
+    ins = np.concatenate([simulate.lengths(b.input_len, spread, per, seed=1 + i) for i, b in enumerate(mine)])
+    outs = np.concatenate([simulate.lengths(b.output_len, spread, per, seed=11 + i) for i, b in enumerate(mine)])
     order = np.random.default_rng(0).permutation(ins.size)
     ins, outs = ins[order], outs[order]
     steps = np.maximum(np.ceil(outs / (spec.tokens_per_step if spec else 1.0)), 1).astype(int)

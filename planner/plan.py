@@ -63,6 +63,27 @@ class Disaggregation:
 
 
 @dataclass(frozen=True)
+class Band:
+    """Requests/s from `low_rps` up to `high_rps` need `replicas` replicas (instances of the pool)."""
+
+    low_rps: float
+    high_rps: float
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleRule:
+    """Autoscaling of one pool over target.request_rate_range: what one replica sustains within the SLOs, the replica
+    count at the range's ends, and the count per rate band (rendered as a KEDA ScaledObject or the stack's own)."""
+
+    pool: str  # "replicas" (an aggregated plan), or "prefill" / "decode" (plan.disaggregation)
+    replica_rps: float  # requests/s one replica sustains within the target's SLOs
+    min_replicas: int
+    max_replicas: int
+    bands: tuple[Band, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """The concrete serving configuration; keys as in DESIGN.md's plan document."""
 
@@ -89,6 +110,7 @@ class Plan:
     max_loras: int = 0  # LoRA adapter slots (0: LoRA off)
     max_lora_rank: Optional[int] = None
     disaggregation: Optional[Disaggregation] = None  # None: aggregated (every replica prefills and decodes)
+    autoscaling: tuple[ScaleRule, ...] = ()  # with target.request_rate_range: replicas per rate band, per pool
 
     @property
     def served_model_name(self) -> str:
@@ -262,7 +284,8 @@ _DIGITS = {(MemoryBreakdown, "kv_bytes_per_token"): 1, (MemoryBreakdown, "max_co
            (Prediction, "cost_usd_per_mtok"): 3, (Dist, "mean"): 3, (Dist, "quantiles"): 3,
            (Brief, "ttft_ms"): 1, (Brief, "tpot_ms"): 2, (Brief, "output_tok_s_per_gpu"): 1,
            (FrontPoint, "ttft_ms"): 1, (FrontPoint, "tpot_ms"): 2, (FrontPoint, "output_tok_s_per_gpu"): 1,
-           (Violation, "value"): 3, (Violation, "limit"): 3}
+           (Violation, "value"): 3, (Violation, "limit"): 3, (ScaleRule, "replica_rps"): 3,
+           (Band, "low_rps"): 3, (Band, "high_rps"): 3}
 
 
 def round_float(value: float, digits: int) -> float:

@@ -46,6 +46,8 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         d = decided.get(key)
         if key == "disaggregation" and plan.disaggregation is not None:
             value = plan.disaggregation.summary()
+        if key == "autoscaling" and plan.autoscaling:
+            value = ", ".join(f"{r.pool} {r.min_replicas}-{r.max_replicas}" for r in plan.autoscaling)
         t.add_row(key, _fmt(value), d.by if d else "", d.why if d else "")
     console.print(t)
 
@@ -65,6 +67,8 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
                   f"requests of max_model_len {plan.max_model_len:,} at once.")
     if compiled.prediction is not None:
         _prediction(compiled.prediction, console)
+    if plan.autoscaling:
+        _bands(plan.autoscaling, console)
     if compiled.alternatives:
         a = Table(title="Considered and rejected", box=box.SIMPLE, title_justify="left")
         a.add_column("candidate", overflow="fold")
@@ -87,6 +91,18 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         console.print(f"[yellow]note:[/] {escape(note)}")
     if saved_to:
         console.print(f"plan written to {saved_to}")
+
+
+def _bands(rules, console: Console) -> None:
+    b = Table(title="Autoscaling: replicas per request-rate band (target.request_rate_range)", box=box.SIMPLE,
+              title_justify="left")
+    for col in ("pool", "req/s from", "to", "replicas", "one replica sustains"):
+        b.add_column(col, justify="left" if col == "pool" else "right")
+    for r in rules:
+        for band in r.bands:
+            b.add_row(r.pool, f"{band.low_rps:,.2f}", f"{band.high_rps:,.2f}", str(band.replicas),
+                      f"{r.replica_rps:,.2f} req/s")
+    console.print(b)
 
 
 def _prediction(pred, console: Console) -> None:

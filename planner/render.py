@@ -27,8 +27,12 @@ def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str
     """The compiled plan with its `launch` artifacts; InputError when the backend cannot serve it. With
     `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only). Warnings the
     adapter raises while rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
+    from backends.autoscale_k8s import note
+
     art = artifacts(compiled.plan, request, api_key_env)
-    notes = compiled.notes + tuple(w for w in art.warnings if w not in compiled.notes)
+    scaling = note(compiled.plan)
+    warnings = art.warnings + ((scaling,) if scaling else ())
+    notes = compiled.notes + tuple(w for w in warnings if w not in compiled.notes)
     return replace(compiled, launch=launch_block(art), notes=notes)
 
 

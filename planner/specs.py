@@ -8,7 +8,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 
 class Arch(str, enum.Enum):
@@ -253,6 +253,8 @@ class TargetSpec:
     min_request_rate: Optional[float] = None  # requests/s to sustain
     min_output_throughput_tok_s: Optional[float] = None
     max_usd_per_hour: Optional[float] = None
+    # [low, high] requests/s over the day: the replicas per rate band for an autoscaler (planner/autoscale.py)
+    request_rate_range: Optional[List[float]] = None
     min_concurrency: int = 32  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
     description: str = ""

@@ -56,6 +56,7 @@ SCHEMAS = {
     "lws": _load("leaderworkerset-v1.schema.json"),
     "ray": _load("ray-serve-deploy.schema.json.gz"),
     "ray-llm": _load("ray-serve-llm-config.schema.json.gz"),
+    "keda": strict(_load("keda-scaledobject-v1alpha1.schema.json.gz")),
 }
 
 PLANS = {
@@ -64,7 +65,10 @@ PLANS = {
     "70b-h100x4": ("model=llama3-70b", "hw=h100x4"),
     # xPyD: long prompts at 20 req/s with a 15 ms TPOT (tests/test_disagg.py): prefill and decode pools
     "8b-h100x8-xpyd": ("model=llama3.1-8b", "hw=h100x8", "workload=summarization", "target=qps",
-                       "target.min_request_rate=20", "target.tpot_ms=15"),
+                       "target.min_request_rate=20", "target.tpot_ms=15", "target.request_rate_range=[4,30]"),
+    # autoscaling: replicas per band over the day's range, rendered as KEDA ScaledObjects / KServe spec.scaling
+    "8b-h100x8-autoscaled": ("model=llama3.1-8b", "hw=h100x8", "target=qps", "target.min_request_rate=40",
+                             "target.request_rate_range=[5,60]"),
 }
 ENGINES = {"70b-h100x4-sglang": ("70b-h100x4", BackendName.sglang),  # the same plan on another engine
            "70b-h100x4-trtllm": ("70b-h100x4", BackendName.trtllm),
@@ -115,6 +119,8 @@ def validate(target: str, file: str, text: str) -> None:
             kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "check"},
                                           "template": role["spec"]["leaderWorkerTemplate"]["workerTemplate"]},
                                          K8S_VERSION, strict=True)
+    elif obj["kind"] == "ScaledObject":
+        jsonschema.validate(obj, SCHEMAS["keda"])
     elif obj["kind"] == "LeaderWorkerSet":
         jsonschema.validate(obj, SCHEMAS["lws"])
     else:

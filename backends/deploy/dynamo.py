@@ -117,6 +117,18 @@ def _role_services(plan: Plan, taken: tuple[str, ...]) -> dict:
     return out
 
 
+def _scaling(plan: Plan, name: str, graph_obj: dict) -> dict:
+    """KEDA ScaledObjects on the worker services' DynamoGraphDeploymentScalingAdapters, which the operator names
+    `<graph>-<service in lower case>` (dynamographdeployment controller generateAdapterName; adapter types 6746518)."""
+    from backends import autoscale_k8s
+
+    services = [s for s in graph_obj["spec"]["services"] if s != "Frontend"]
+    pool = {s: ("prefill" if "Prefill" in s else "decode" if "Decode" in s else "replicas") for s in services}
+    targets = {pool[s]: {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeploymentScalingAdapter",
+                         "name": f"{name}-{s.lower()}"} for s in services}
+    return autoscale_k8s.files(plan, targets)
+
+
 class Dynamo:
     name = "dynamo"
     title = "NVIDIA Dynamo DynamoGraphDeployment"
@@ -146,7 +158,8 @@ class Dynamo:
             obj = graph(name, plan, {WORKERS[plan.backend][0]: worker})
         notes = ("deploy=dynamo: needs the Dynamo operator and its NATS/etcd platform chart in the cluster; the "
                  "Frontend routes by KV-cache overlap (--router-mode kv).",)
-        return Deployment(self.name, {FILE: yaml.safe_dump(obj, sort_keys=False, width=1000)}, notes)
+        return Deployment(self.name, {FILE: yaml.safe_dump(obj, sort_keys=False, width=1000),
+                                      **_scaling(plan, name, obj)}, notes)
 
 
 TARGET = Dynamo()
