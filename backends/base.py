@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Protocol
 
 from backends.table import FlagTable
+from planner.engines import EngineModel
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -60,6 +61,7 @@ class Capabilities:
     lora: Support
     vlm: Support
     speculative_methods: Mapping[str, str]  # plan.speculative["method"] (vLLM's names) → source; absent: unsupported
+    engine: EngineModel  # how the engine sizes its KV cache and schedules (planner/engines.py): what is predicted
     # prefill/decode pools with a KV connector (plan.disaggregation), rendered per role by backends/disagg.py
     disaggregation: Support = Support(False, "backends/disagg.py ROLES", "no disaggregated serving rendered here")
 

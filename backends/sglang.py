@@ -13,6 +13,7 @@ from typing import Optional
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -137,6 +138,7 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{F}/lora.py:41 --enable-lora"),
     vlm=Support(True, "python/sglang/srt/multimodal/"),
     speculative_methods={m: f"{F}/spec.py:37 {a}" for m, a in SPEC.items()},
+    engine=engines.SGLANG,
     disaggregation=Support(True, f"{F}/disagg.py disaggregation_mode, disaggregation_transfer_backend "
                                  "(choices: srt/arg_groups/choices.py DISAGG_TRANSFER_BACKEND_CHOICES)"),
 )

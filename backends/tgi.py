@@ -14,6 +14,7 @@ from typing import Optional
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
 from backends.server import ApiKey, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -120,6 +121,7 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{MAIN}:889 --lora-adapters"),
     vlm=Support(True, f"{MAIN}:137 and :282 (vision_config models)"),
     speculative_methods={m: f"{MAIN}:622-627 --speculate" for m in SPECULATIVE},
+    engine=engines.TGI,
     disaggregation=Support(False, MAIN, "TGI has no prefill/decode disaggregation (no KV connector option)"),
 )
 

@@ -19,6 +19,7 @@ import yaml
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
 from backends.server import ApiKey, CONFIG_DIR, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -144,6 +145,7 @@ CAPABILITIES = Capabilities(
     lora=Support(True, f"{ARGS} BaseLlmArgs.enable_lora"),
     vlm=Support(True, f"{MATRIX} Multi-Modal Models"),
     speculative_methods={m: f"{ARGS} decoding_type {t}" for m, t in SPEC_TYPES.items()},
+    engine=engines.TRTLLM,
     disaggregation=Support(False, f"{SERVE} disaggregated", "trtllm-serve disaggregated (context and generation "
                                                              "servers) is not rendered by this adapter"),
 )
@@ -205,9 +207,10 @@ class TrtllmBackend:
         return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
-        notes = ["TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction is a fraction of the memory free "
-                 f"after the weights load, not of the total as in vLLM: {plan.gpu_memory_utilization} here "
-                 "leaves TensorRT-LLM a larger KV cache than the plan's memory model assumes."]
+        notes = ["gpu_memory_utilization is rendered as kv_cache_config.free_gpu_memory_fraction, TensorRT-LLM's "
+                 "share of the memory its profiling run leaves (not of the total, as in vLLM); the plan's memory "
+                 f"and prediction follow that accounting ({plan.gpu_memory_utilization}) and TensorRT-LLM's "
+                 "GUARANTEED_NO_EVICT scheduler (planner/engines.py)."]
         if plan.nodes > 1:
             notes.append(f"TensorRT-LLM over {plan.nodes} nodes: mpirun starts the ranks over SSH (port {SSH_PORT}); "
                          f"create the Secret {SSH_SECRET} (a key pair and its authorized_keys) for Kubernetes, or "

@@ -23,6 +23,7 @@ from typing import Optional
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from planner import engines
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
 
@@ -191,6 +192,7 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, "models/ (multimodal models registered in model_executor/models/registry.py)"),
     speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
                          ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
+    engine=engines.VLLM,
     disaggregation=Support(True, "config/kv_transfer.py KVTransferConfig (kv_connector, kv_role); "
                                  "distributed/kv_transfer/kv_connector/factory.py (NixlConnector, MooncakeConnector, "
                                  "LMCacheConnectorV1)"),

@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
-from planner import memory
+from planner import engines, memory
+from planner.engines import EngineModel
 from planner.errors import InputError
 from planner.plan import Alternative, MemoryBreakdown, Plan
 from planner.rules import Constraints
@@ -49,15 +50,10 @@ def choose_max_model_len(req: Request) -> tuple[int, str]:
     return need, why
 
 
-def batch_defaults(gpu: GpuSpec) -> tuple[dict, str]:
-    d = memory.engine_constants()["batch_defaults"]
-    if gpu.kind is DeviceKind.cpu:
-        return d["cpu_per_worker"], "vLLM 0.32's CPU server default (arg_utils.get_batch_defaults)"
-    if gpu.memory_gib >= 160:
-        return d["gpu_160gib_plus"], "vLLM 0.32's server default for GPUs with >= 160 GiB"
-    if gpu.memory_gib >= 70 and not gpu.name.startswith("a100"):
-        return d["gpu_70gib_plus"], "vLLM 0.32's server default for >= 70 GiB GPUs other than A100"
-    return d["gpu_other"], "vLLM 0.32's server default for other GPUs"
+def batch_defaults(gpu: GpuSpec, engine: EngineModel = engines.VLLM) -> tuple[dict, str]:
+    """The engine's default max_num_seqs / max_num_batched_tokens on `gpu` (vLLM's unless another engine is given)."""
+    d = engine.batch_defaults(gpu)
+    return {"max_num_seqs": d.max_num_seqs, "max_num_batched_tokens": d.max_num_batched_tokens}, d.why
 
 
 def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int]]:
@@ -123,10 +119,11 @@ class Space:
     kvs: tuple[KvPrecision, ...]
     max_model_len: int
     len_why: str
-    default_mnbt: int  # max_num_batched_tokens before the chunk ladder
-    batch_why: str
-    gpu_memory_utilization: Optional[float]  # None on CPU
-    want_seqs: int  # the max_num_seqs to start from (pin, rule or engine default)
+    seqs_asked: Optional[int]  # max_num_seqs pinned or set by a rule (None: each engine's default)
+    mnbt_asked: Optional[int]  # max_num_batched_tokens pinned or set by a rule (None: each engine's default)
+    mnbt_floor: int  # an image's encoder output is scheduled whole: the budget holds at least this
+    fraction_pin: Optional[float]  # plan.gpu_memory_utilization: the engine's own memory fraction
+    fraction_rule: Optional[float]  # a rule's vLLM gpu_memory_utilization (engines with vLLM's accounting)
     mean_len: int  # input + output tokens of a mean request
     concurrency: int  # requests of mean length the KV cache must hold at once
     want_tokens: int
@@ -140,6 +137,30 @@ class Space:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one engine starts a candidate from: its batch limits and memory fraction (pin, rule or default)."""
+
+    want_seqs: int  # max_num_seqs to start from
+    default_mnbt: int  # max_num_batched_tokens before the chunk ladder
+    batch_why: str
+    batch_source: str
+    fraction: Optional[float]  # the engine's own memory fraction; None on CPU
+    fraction_default: bool  # the engine's default (no pin, no rule)
+
+
+def limits(req: Request, sp: Space, engine: EngineModel, tp: int, pp: int) -> Limits:
+    """The candidate's starting limits under `engine`: pins first, then rules, then the engine's defaults. A rule's
+    gpu_memory_utilization is vLLM's and applies to engines with vLLM's accounting only."""
+    gpu = req.hw.gpu
+    d = engine.batch_defaults(gpu, tp, pp)
+    mnbt = max(sp.mnbt_asked or d.max_num_batched_tokens, sp.mnbt_floor if not req.pins.max_num_batched_tokens else 0)
+    own = sp.fraction_pin or (sp.fraction_rule if engine.kv_budget is engines.KvBudget.total_fraction else None)
+    fraction = None if gpu.kind is DeviceKind.cpu else own or engine.default_fraction(gpu, tp, pp, req.model)
+    return Limits(want_seqs=int(sp.seqs_asked or d.max_num_seqs), default_mnbt=int(mnbt), batch_why=d.why,
+                  batch_source=d.source, fraction=fraction, fraction_default=fraction is not None and not own)
+
+
+@dataclass(frozen=True)
 class Sized:
     """One candidate layout and format, sized by the memory model; `backend` is the first allowed backend that
     can serve it (None, with `unsupported` saying why, when none can). The ranking fills seqs/replicas."""
@@ -150,6 +171,8 @@ class Sized:
     pp: int
     mem: MemoryBreakdown
     mnbt: int  # max_num_batched_tokens it was sized with
+    limits: Limits
+    engine: EngineModel = engines.VLLM  # whose accounting sized it (the backend's, once one is chosen)
     cpu_space: Optional[int] = None
     backend: Optional[BackendName] = None
     unsupported: str = ""
@@ -173,20 +196,16 @@ def space(req: Request, cons: Constraints) -> Space:
     kvs = tuple(KvPrecision(dtype.value) if k == "auto" else KvPrecision.fp8
                 for k in allowed(cons, "kv_cache_dtype", pinned_kv))
     max_model_len, len_why = choose_max_model_len(req)
-    batch, batch_why = batch_defaults(gpu)
-    mnbt = pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens") or batch["max_num_batched_tokens"]
-    image_tokens = model.image_tokens * wl.images_per_prompt
-    if image_tokens > mnbt and not pins.max_num_batched_tokens:
-        mnbt = image_tokens  # an image's encoder output is scheduled whole (vLLM encoder budget)
-    util = None if on_cpu else (pins.gpu_memory_utilization or cons.setting("gpu_memory_utilization")
-                                or memory.engine_constants()["gpu_memory_utilization_default"])
     mean_len = wl.input_len + wl.output_len
     concurrency = min(req.target.min_concurrency, wl.max_concurrency or req.target.min_concurrency)
     spec = cons.setting("speculative")
     return Space(
         backends=backends, dtype=dtype, quants=quants, kvs=kvs, max_model_len=max_model_len, len_why=len_why,
-        default_mnbt=int(mnbt), batch_why=batch_why, gpu_memory_utilization=util,
-        want_seqs=int(pins.max_num_seqs or cons.setting("max_num_seqs") or batch["max_num_seqs"]),
+        seqs_asked=pins.max_num_seqs or cons.setting("max_num_seqs"),
+        mnbt_asked=pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens"),
+        mnbt_floor=model.image_tokens * wl.images_per_prompt,  # vLLM's encoder budget holds an image whole
+        fraction_pin=None if on_cpu else pins.gpu_memory_utilization,
+        fraction_rule=None if on_cpu else cons.setting("gpu_memory_utilization"),
         mean_len=mean_len, concurrency=concurrency, want_tokens=max(max_model_len, concurrency * mean_len),
         enable_prefix_caching=pins.enable_prefix_caching if pins.enable_prefix_caching is not None else
         bool(cons.setting("enable_prefix_caching", True)),
@@ -196,21 +215,25 @@ def space(req: Request, cons: Constraints) -> Space:
         expert_parallel=bool(cons.setting("expert_parallel", False)))
 
 
-def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int, mnbt: int) -> Sized:
-    """One candidate sized by the memory model (CPU: with the VLLM_CPU_KVCACHE_SPACE it would be given)."""
+def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int,
+         mnbt: Optional[int] = None, engine: EngineModel = engines.VLLM) -> Sized:
+    """One candidate sized by `engine`'s memory accounting, at `mnbt` (None: the engine's default budget); CPU:
+    with the VLLM_CPU_KVCACHE_SPACE it would be given."""
     gpu, wl, pins = req.hw.gpu, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     world = tp * pp
+    lim = limits(req, sp, engine, tp, pp)
+    mnbt = mnbt or lim.default_mnbt
     cpu_space = None
     if on_cpu:
-        cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, sp.dtype, sp.want_seqs,
+        cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, sp.dtype, lim.want_seqs,
                                                              sp.max_model_len)
     mem = memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
-                           max_model_len=sp.max_model_len, max_num_seqs=sp.want_seqs * (world if on_cpu else 1),
+                           max_model_len=sp.max_model_len, max_num_seqs=lim.want_seqs * (world if on_cpu else 1),
                            max_num_batched_tokens=mnbt * (world if on_cpu else 1),
-                           gpu_memory_utilization=sp.gpu_memory_utilization, cpu_kv_space_gib=cpu_space,
-                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank)
-    return Sized(quant, kv, tp, pp, mem, mnbt, cpu_space)
+                           gpu_memory_utilization=lim.fraction, cpu_kv_space_gib=cpu_space,
+                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank, engine=engine)
+    return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space)
 
 
 def fits(req: Request, sp: Space, t: Sized) -> bool:
@@ -229,11 +252,18 @@ def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
         replicas=req.pins.replicas or max(1, req.hw.total_gpus // world), tensor_parallel=t.tp, pipeline_parallel=t.pp,
         expert_parallel=sp.expert_parallel and req.model.is_moe and t.tp > 1, data_parallel=1, dtype=sp.dtype,
         quantization=t.quant, kv_cache_dtype=t.kv, max_model_len=sp.max_model_len,
-        max_num_seqs=req.pins.max_num_seqs or min(sp.want_seqs, max(1, t.mem.kv_cache_tokens // sp.mean_len)),
-        max_num_batched_tokens=t.mnbt, gpu_memory_utilization=sp.gpu_memory_utilization,
+        max_num_seqs=req.pins.max_num_seqs or seqs_cap(sp, t),
+        max_num_batched_tokens=t.mnbt, gpu_memory_utilization=t.limits.fraction,
         enable_prefix_caching=sp.enable_prefix_caching, enable_chunked_prefill=sp.enable_chunked_prefill,
         speculative=sp.speculative, kv_cache_space_gib=t.cpu_space, max_loras=wl.max_loras,
         max_lora_rank=wl.max_lora_rank if wl.max_loras else None)
+
+
+def seqs_cap(sp: Space, t: Sized) -> int:
+    """max_num_seqs before the search's ladder: the engine's start, bounded by the requests of mean length the KV
+    cache holds, and by the engine's own cap (SGLang lowers max_running_requests to its KV pool)."""
+    asked = min(t.limits.want_seqs, max(1, t.mem.kv_cache_tokens // sp.mean_len))
+    return t.engine.max_running(t.mem.kv_cache_tokens, sp.max_model_len, asked)
 
 
 def with_backend(req: Request, sp: Space, t: Sized) -> Sized:
@@ -250,9 +280,20 @@ def with_backend(req: Request, sp: Space, t: Sized) -> Sized:
 
 
 def fill(req: Request, cons: Constraints, sp: Space) -> list[Sized]:
-    """Every allowed format x layout, sized at the default chunk budget, each with its backend (or why none)."""
-    return [with_backend(req, sp, size(req, sp, quant, kv, tp, pp, sp.default_mnbt))
-            for quant in sp.quants for kv in sp.kvs for tp, pp in parallel_layouts(req, cons)]
+    """Every allowed format x layout, each with its backend (or why none), sized by that backend's engine model
+    (planner/engines.py) at its default chunk budget."""
+    first = engines.for_backend(sp.backends[0]) if sp.backends else engines.VLLM
+    out = []
+    for quant in sp.quants:
+        for kv in sp.kvs:
+            for tp, pp in parallel_layouts(req, cons):
+                t = with_backend(req, sp, size(req, sp, quant, kv, tp, pp, engine=first))
+                engine = engines.for_backend(t.backend) if t.backend else first
+                if engine is not first:
+                    t = replace(size(req, sp, quant, kv, tp, pp, engine=engine), backend=t.backend,
+                                unsupported=t.unsupported)
+                out.append(t)
+    return out
 
 
 def backend_alternatives(t: Sized) -> tuple[Alternative, ...]:

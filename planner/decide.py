@@ -4,8 +4,9 @@ fired, the search's numbers, or the engine default), with its reason and source.
 from dataclasses import replace
 from typing import Optional
 
-from planner.candidates import Sized, Space, batch_defaults, rule_for, skeleton
+from planner.candidates import Sized, Space, rule_for, seqs_cap, skeleton
 from planner.explain import why_not
+from planner import engines
 from planner.plan import Alternative, CompiledPlan, Decision
 from planner.rules import Constraints
 from planner.rules.model import Rule
@@ -28,7 +29,7 @@ def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why:
     kv_bound = max(1, chosen.mem.kv_cache_tokens // sp.mean_len)
     plan = replace(skeleton(req, sp, chosen, chosen.backend),
                    replicas=chosen.replicas or pins.replicas or max(1, req.hw.total_gpus // (chosen.tp * chosen.pp)),
-                   max_num_seqs=pins.max_num_seqs or chosen.seqs or min(sp.want_seqs, kv_bound))
+                   max_num_seqs=pins.max_num_seqs or chosen.seqs or seqs_cap(sp, chosen))
     decisions = _layout(req, cons, sp, chosen, plan) + _formats(req, cons, sp, chosen, tried) + \
         _limits(req, cons, sp, chosen, plan, batch_why)
     pinned = set(pins.given())
@@ -99,9 +100,31 @@ def _formats(req: Request, cons: Constraints, sp: Space, chosen: Sized, tried: l
     ]
 
 
+def _fraction(req: Request, cons: Constraints, chosen: Sized, plan) -> Decision:
+    """gpu_memory_utilization: the engine's own memory fraction (vLLM gpu_memory_utilization, TensorRT-LLM
+    free_gpu_memory_fraction, SGLang mem_fraction_static), pinned, set by a rule (vLLM's accounting only), or the
+    engine's default."""
+    value = plan.gpu_memory_utilization
+    if value is None:
+        return Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by "
+                        "VLLM_CPU_KVCACHE_SPACE (kv_cache_space_gib) instead")
+    rule = cons.settings.get("gpu_memory_utilization")
+    if req.pins.gpu_memory_utilization is not None or not chosen.limits.fraction_default:
+        return _decide("gpu_memory_utilization", value, req.pins.gpu_memory_utilization is not None,
+                       rule and rule.rule)
+    e = chosen.engine
+    meaning = {engines.KvBudget.free_after_peak: "kv_cache_config.free_gpu_memory_fraction: the KV cache gets this "
+               "share of the memory the profiling run leaves (weights, activations and workspaces already counted)",
+               engines.KvBudget.static_fraction: "--mem-fraction-static: weights plus KV pool are this share of the "
+               "memory free before loading; the rest holds activations and CUDA graphs",
+               engines.KvBudget.total_fraction: "the engine's share of device memory"}[e.kv_budget]
+    return Decision("gpu_memory_utilization", value, "default",
+                    f"{e.backend.value} {e.version}'s default, in its own meaning ({meaning})", e.source)
+
+
 def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, batch_why: str) -> list[Decision]:
     """Context, batch limits, memory fraction, features and LoRA: pin, the rule that set it, or the search."""
-    pins, wl, mem = req.pins, req.workload, chosen.mem
+    pins, wl, mem, lim = req.pins, req.workload, chosen.mem, chosen.limits
     setting = cons.settings.get
 
     def by_rule(name: str):
@@ -112,20 +135,17 @@ def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, bat
     out = [
         Decision("max_model_len", plan.max_model_len, "pin" if pins.max_model_len else "search", sp.len_why),
         _decide("max_num_seqs", plan.max_num_seqs, pins.max_num_seqs is not None, by_rule("max_num_seqs"),
-                f"start {sp.want_seqs}, bounded by KV capacity {mem.kv_cache_tokens:,} tokens / {sp.mean_len} per "
-                f"request = {kv_bound}" + ("" if not chosen.seqs or chosen.seqs == min(sp.want_seqs, kv_bound) else
+                f"start {lim.want_seqs}, bounded by KV capacity {mem.kv_cache_tokens:,} tokens / {sp.mean_len} per "
+                f"request = {kv_bound}" + ("" if not chosen.seqs or chosen.seqs == seqs_cap(sp, chosen) else
                                            f"; the search took {chosen.seqs}, the largest batch that meets the "
                                            "target")),
         _decide("max_num_batched_tokens", mnbt, pins.max_num_batched_tokens is not None,
                 by_rule("max_num_batched_tokens"), "") if setting("max_num_batched_tokens") or
         pins.max_num_batched_tokens else
         Decision("max_num_batched_tokens", mnbt,
-                 "search" if mnbt > batch_defaults(req.hw.gpu)[0]["max_num_batched_tokens"] else "default",
-                 batch_why, "vllm/engine/arg_utils.py get_batch_defaults"),
-        Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by VLLM_CPU_KVCACHE_SPACE "
-                 "(kv_cache_space_gib) instead") if plan.gpu_memory_utilization is None else
-        _decide("gpu_memory_utilization", plan.gpu_memory_utilization, pins.gpu_memory_utilization is not None,
-                by_rule("gpu_memory_utilization")),
+                 "search" if mnbt > chosen.engine.batch_defaults(req.hw.gpu).max_num_batched_tokens else "default",
+                 batch_why, lim.batch_source),
+        _fraction(req, cons, chosen, plan),
         _decide("enable_prefix_caching", plan.enable_prefix_caching, pins.enable_prefix_caching is not None,
                 by_rule("enable_prefix_caching")),
         _decide("enable_chunked_prefill", plan.enable_chunked_prefill, pins.enable_chunked_prefill is not None,
@@ -141,7 +161,7 @@ def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, bat
         out.append(Decision(
             "kv_cache_space_gib", chosen.cpu_space, "pin" if pins.kv_cache_space_gib else "search",
             "given as plan.kv_cache_space_gib" if pins.kv_cache_space_gib else
-            f"room for {sp.want_seqs} requests of {sp.max_model_len} tokens in whole GiB (VLLM_CPU_KVCACHE_SPACE is "
+            f"room for {lim.want_seqs} requests of {sp.max_model_len} tokens in whole GiB (VLLM_CPU_KVCACHE_SPACE is "
             "an integer), within the machine's memory after the weights"))
     else:
         out.append(Decision("kv_cache_space_gib", None, "search", "GPU plans size the KV cache by "

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from planner import kvtransfer, pools, rank, slo, steady
-from planner.candidates import Sized, Space, fits, size
+from planner.candidates import Sized, Space, fits, seqs_cap, size
 from planner.errors import InputError
 from planner.plan import Alternative, CompiledPlan, Decision, Dist
 from planner.predict import Estimate
@@ -74,11 +74,11 @@ def enumerate_splits(req: Request, cons: Constraints, sp: Space, fitting: list[S
     total, qps = req.hw.total_gpus, req.target.min_request_rate is not None
     explicit = slo.explicit_load(req) or bool(req.pins.max_num_seqs)
     ep = sp.expert_parallel and req.model.is_moe
-    prefill = [_prefill(req, sp, t, mnbt) for t in layouts for mnbt in rank.chunk_ladder(req, cons, sp)]
+    prefill = [_prefill(req, sp, t, mnbt) for t in layouts for mnbt in rank.chunk_ladder(req, cons, t)]
     prefill = [p for p in prefill if p is not None]
     out = []
     for d in layouts:
-        cap = req.pins.max_num_seqs or min(sp.want_seqs, max(1, d.mem.kv_cache_tokens // sp.mean_len))
+        cap = req.pins.max_num_seqs or seqs_cap(sp, d)
         for p in prefill:
             for x in range(1, total // p.tp + 1):
                 for y in range(1, (total - x * p.tp) // d.tp + 1):
@@ -93,10 +93,10 @@ def enumerate_splits(req: Request, cons: Constraints, sp: Space, fitting: list[S
 
 def _prefill(req: Request, sp: Space, t: Sized, mnbt: int) -> Optional[Sized]:
     """Layout `t` sized as a prefill instance with chunk budget `mnbt` (None when it does not fit)."""
-    p = t if mnbt == t.mnbt else replace(size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt), backend=t.backend)
+    p = t if mnbt == t.mnbt else replace(size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt, t.engine), backend=t.backend)
     if p is not t and not fits(req, sp, p):
         return None
-    return replace(p, seqs=min(sp.want_seqs, max(1, p.mem.kv_cache_tokens // sp.mean_len)))
+    return replace(p, seqs=seqs_cap(sp, p))
 
 
 def _order(req: Request, g) -> np.ndarray:
@@ -208,9 +208,15 @@ def explain(req: Request, cons: Constraints, sp: Space, best, split: pools.Split
     if req.pins.disaggregation:
         return f"xPyD as pinned (plan.disaggregation=true); {cause}. Predicted: {both}"
     objective = f"objective={req.target.objective.value}"
-    if wins:
-        return f"xPyD wins on {objective}: its decode steps carry no prefill chunks ({cause}). Predicted: {both}"
     ks, ka = key(req, est), key(req, best.est)
+    if wins:
+        if ka[0]:
+            edge = f"the aggregated plan misses {slo.describe(slo.binding(best.est.violations), p)}"
+        elif ks[1] != ka[1]:
+            edge = f"it meets the target on {est.gpus} GPUs against {best.est.gpus}"
+        else:
+            edge = f"it is better on {objective}"
+        return f"xPyD wins: {edge}; its decode steps carry no prefill chunks ({cause}). Predicted: {both}"
     if ks[0] and not ka[0]:
         lost = f"the best split misses {slo.describe(slo.binding(est.violations), p)}"
     elif ks[1] != ka[1]:

@@ -14,8 +14,9 @@ from planner.specs import DeviceKind, Dtype, KvPrecision, Quantization, Request
 
 
 def why_not(m: MemoryBreakdown, concurrency: int, mean_len: int) -> str:
-    if not m.startup_headroom_ok:
-        return "gpu_memory_utilization leaves too little for the CUDA context: vLLM would refuse to start"
+    if not m.startup_headroom_ok and m.kv_cache_gib > 0:
+        return ("gpu_memory_utilization leaves too little outside the engine's share (the CUDA context; SGLang: "
+                "activations and CUDA graphs): the engine would refuse to start or run out of memory")
     if m.kv_cache_gib <= 0:
         return (f"weights {m.weights_gib:.1f} GiB + activations {m.activations_gib:.1f} + overhead "
                 f"{m.runtime_overhead_gib:.1f} exceed the usable {m.usable_gib:.1f} GiB per GPU")

@@ -1,9 +1,9 @@
-"""Memory model: per-GPU weights, activations and overhead, and the KV cache that is left, as vLLM accounts it.
+"""Memory model: per-GPU weights, activations and overhead, and the KV cache that is left, as the engine accounts it.
 
-Models vLLM 0.32 (docs/vllm-memory.md cites the code): KV budget = total × gpu_memory_utilization − weights −
-peak activation of a max_num_batched_tokens forward − non-torch memory; KV tokens are whole blocks of
-`block_size` tokens, the same number on every rank (the smallest rank wins). On CPU the budget is
-VLLM_CPU_KVCACHE_SPACE GiB per worker.
+vLLM 0.32 (docs/vllm-memory.md cites the code): KV budget = total × gpu_memory_utilization − weights − peak
+activation of a max_num_batched_tokens forward − non-torch memory; TensorRT-LLM and SGLang turn their own memory
+fraction into a budget their way (planner/engines.py). KV tokens are whole blocks of the engine's block size, the
+same number on every rank (the smallest rank wins). On CPU the budget is VLLM_CPU_KVCACHE_SPACE GiB per worker.
 """
 
 import functools
@@ -331,7 +331,7 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
               cuda_graphs_in_budget: bool = True, torch_compile: bool = True, max_loras: int = 0,
-              max_lora_rank: int = 16) -> MemoryBreakdown:
+              max_lora_rank: int = 16, engine=None) -> MemoryBreakdown:
     """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets.
 
     Per pipeline stage: budget = ceil(total × utilization) − weights − activation peak − overhead (CPU:
@@ -339,13 +339,18 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     Reported capacity = int(blocks / blocks per request × max_model_len), as vLLM logs it.
     `cuda_graphs_in_budget=False` models vLLM < 0.21 (or --enforce-eager), which did not subtract CUDA graphs;
     `torch_compile=False` the eager V0 engine (< 0.8). Both exist to check the model against older servers' logs.
+    `engine` (planner/engines.py; None: vLLM) decides how `gpu_memory_utilization`, the engine's own memory
+    fraction, becomes the KV budget, and the block size (TensorRT-LLM 32 tokens, SGLang 1).
     """
+    from planner import engines
+
+    engine = engine or engines.VLLM
     consts = engine_constants()
     kv_dt = dtype.value if kv_dtype is KvPrecision.auto else kv_dtype.value
     on_cpu = gpu.kind is DeviceKind.cpu
     total = gpu.memory_gib * GIB
     world = tp * pp
-    block = consts["block_size"]["cpu" if on_cpu else "gpu"]
+    block = consts["block_size"]["cpu"] if on_cpu else engine.block_size
     # Tokens the scheduler may have in flight: async scheduling keeps pp + 1 batches on GPU, pp on CPU
     # (vllm/config/vllm.py max_concurrent_batches; CPU forces async scheduling off).
     in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
@@ -357,13 +362,9 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     if on_cpu:
         usable, budgets, acts, overhead, headroom_ok = _cpu_budgets(total, weights, world, pp, cpu_kv_space_gib)
     else:
-        util = gpu_memory_utilization or 0.0
-        usable = math.ceil(total * util)
-        overhead = runtime_overhead_bytes(m, gpu, tp, pp, cuda_graphs_in_budget)
-        acts = [activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs, last_stage=s == pp - 1,
-                                      compiled=torch_compile) for s in range(pp)]
-        budgets = [usable - w - a - overhead for w, a in zip(weights, acts)]
-        headroom_ok = total - usable >= consts["overhead"]["cuda_context_gib"] * GIB
+        usable, budgets, acts, overhead, headroom_ok = engines.stage_budgets(
+            m, gpu, engine, weights, tp, pp, dtype, max_num_batched_tokens, max_num_seqs,
+            gpu_memory_utilization or 0.0, cuda_graphs_in_budget, torch_compile)
     per_stage_blocks = [_stage_blocks(m, budget, n, page_per_layer) for budget, n in zip(budgets, layers)]
     worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
     blocks = per_stage_blocks[worst]

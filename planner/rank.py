@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from planner import perf, predict, slo, steady
-from planner.candidates import Sized, Space, fits, size
+from planner.candidates import Sized, Space, fits, seqs_cap, size
 from planner.plan import FrontPoint, SearchStats
 from planner.rules import Constraints
 from planner.specs import KvPrecision, Request
@@ -50,16 +50,17 @@ def seq_ladder(cap: int, explicit: bool) -> list[int]:
     return ladder or [cap]
 
 
-def chunk_ladder(req: Request, cons: Constraints, sp: Space) -> list[int]:
-    """max_num_batched_tokens to try: the engine's default and larger chunks (fewer prefill steps for long
-    prompts), up to the first that holds the longest prompt whole; the default alone when pinned, set by a rule,
-    or on CPU."""
+def chunk_ladder(req: Request, cons: Constraints, t: Sized) -> list[int]:
+    """max_num_batched_tokens to try for candidate `t`: its engine's default and larger chunks (fewer prefill steps
+    for long prompts), up to the first that holds the longest prompt whole; the default alone when pinned, set by a
+    rule, or on CPU."""
     from planner.specs import DeviceKind
 
+    default = t.limits.default_mnbt
     if req.pins.max_num_batched_tokens or cons.setting("max_num_batched_tokens") or \
             req.hw.gpu.kind is DeviceKind.cpu:
-        return [sp.default_mnbt]
-    ladder = [sp.default_mnbt]
+        return [default]
+    ladder = [default]
     while ladder[-1] < req.workload.max_input_len and len(ladder) < 3:
         ladder.append(ladder[-1] * 2)
     return ladder
@@ -73,16 +74,16 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     explicit = slo.explicit_load(req)
     spec = steady.speculation(cons.setting("speculative"), req.hw.gpu.name)
     qps = req.target.min_request_rate is not None
-    chunks = chunk_ladder(req, cons, sp)
     layouts, models, rows = [], [], []  # rows: (layout, replicas, seqs)
     for t in fitting:
-        for mnbt in chunks:
-            lay = t if mnbt == t.mnbt else replace(size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt), backend=t.backend)
+        for mnbt in chunk_ladder(req, cons, t):
+            lay = t if mnbt == t.mnbt else replace(size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt, t.engine),
+                                                   backend=t.backend, unsupported=t.unsupported)
             if lay is not t and not fits(req, sp, lay):
                 continue
             most = max(1, req.hw.total_gpus // (t.tp * t.pp))
             reps = [req.pins.replicas] if req.pins.replicas else range(1, most + 1) if qps else [most]
-            cap = req.pins.max_num_seqs or min(sp.want_seqs, max(1, lay.mem.kv_cache_tokens // sp.mean_len))
+            cap = req.pins.max_num_seqs or seqs_cap(sp, lay)
             layouts.append(lay)
             models.append(step_model(req, sp, lay))
             rows += [(len(layouts) - 1, r, s_) for r in reps for s_ in seq_ladder(cap, explicit or
@@ -101,7 +102,8 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     fmt_kv = np.array([kv_rank.get("fp8" if lay.kv is KvPrecision.fp8 else "auto", 99) for lay in layouts])[idx]
     tps = np.array([lay.tp for lay in layouts])[idx]
     score = g.score(req.target.objective)
-    penalty = 1.0 + CHUNK_TOLL * (mnbt != chunks[0])
+    default_mnbt = np.array([lay.limits.default_mnbt for lay in layouts], dtype=float)[idx]
+    penalty = 1.0 + CHUNK_TOLL * (mnbt != default_mnbt)
     score = np.where(score > 0, score * penalty, score / penalty)
     wide = cons.setting("parallelism") == "wide"
     keys = (-tps if wide else tps, g.gpus, score) + ((g.gpus,) if qps else ()) + (fmt_kv, fmt_q, ~g.meets)
@@ -119,13 +121,13 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
 
 def offered(req: Request, sp: Space, t: Sized) -> "slo.OfferedLoad":
     replicas = t.replicas or req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
-    return slo.offered(req, replicas, t.seqs or sp.want_seqs)
+    return slo.offered(req, replicas, t.seqs or t.limits.want_seqs)
 
 
 def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:
     """The candidate's percentiles and verdict from the simulation under the load it is offered."""
     t = r.cand
-    seqs = t.seqs or req.pins.max_num_seqs or min(sp.want_seqs, max(1, t.mem.kv_cache_tokens // sp.mean_len))
+    seqs = t.seqs or req.pins.max_num_seqs or seqs_cap(sp, t)
     est = predict.simulate_percentiles(
         req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), max_num_seqs=seqs,
         max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,

@@ -41,8 +41,9 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     split = disagg.consider(req, cons, sp, servable, best)
     chosen = replace(split.split.decode, replicas=split.split.y) if split.wins else best.cand
     est = split.est if split.wins else best.est
-    batch_why = sp.batch_why if chosen.mnbt == sp.default_mnbt else \
-        f"{sp.batch_why} is {sp.default_mnbt}; the search took {chosen.mnbt}: " \
+    lim = chosen.limits
+    batch_why = lim.batch_why if chosen.mnbt == lim.default_mnbt else \
+        f"{lim.batch_why} is {lim.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
     compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
     compiled = replace(compiled, decisions=compiled.decisions + (disagg.decision(split),),

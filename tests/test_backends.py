@@ -174,7 +174,7 @@ def test_planned_limits_equal_the_engine_flags(backend, h100x4):
     if backend is BackendName.trtllm:
         extra = yaml.safe_load(art.files["extra_llm_api_options.yaml"])
         assert extra["kv_cache_config"]["free_gpu_memory_fraction"] == plan.gpu_memory_utilization
-        assert any("free after the weights" in w for w in art.warnings)
+        assert any("free_gpu_memory_fraction" in w and "profiling run leaves" in w for w in art.warnings)
 
 
 # --- deployment shape ----------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_kv_capacity_is_read_from_the_startup_log(backend, line, tokens):
 # --- what the user must know reaches the plan ---------------------------------------------------------------
 
 @pytest.mark.parametrize("backend,says", [
-    pytest.param("trtllm", "free after the weights load", id="trtllm-memory-fraction"),
+    pytest.param("trtllm", "GUARANTEED_NO_EVICT", id="trtllm-memory-fraction"),
     pytest.param("tgi", "maintenance", id="tgi-maintenance"),
     pytest.param("vllm", None, id="vllm-nothing"),
 ])
