@@ -42,8 +42,9 @@ def _kv_transfer_config(role: str, conn: Connector) -> str:
 
 ROLE_FLAGS: dict[BackendName, tuple[RoleFlag, ...]] = {
     BackendName.vllm: (RoleFlag("--kv-transfer-config", _kv_transfer_config,
-                                "vllm 0.32 config/kv_transfer.py KVTransferConfig (kv_connector, kv_role: kv_producer | "
-                                f"kv_consumer | kv_both); {NIXL_DOC} (multi-instance: kv_producer / kv_consumer)"),),
+                                "vllm 0.32 config/kv_transfer.py KVTransferConfig (kv_connector, kv_role: "
+                                f"kv_producer | kv_consumer | kv_both); {NIXL_DOC} (multi-instance: kv_producer / "
+                                "kv_consumer)"),),
     BackendName.sglang: (
         RoleFlag("--disaggregation-mode", lambda role, conn: role,
                  "sglang 0.5.20 srt/arg_groups/fields/disagg.py disaggregation_mode (null | prefill | decode)"),

@@ -3,8 +3,8 @@ pod is the engine adapter's own pod template with the role's connector flags), a
 pods by label, with the RBAC it needs to watch them.
 
 DisaggregatedSet (disaggregatedset.x-k8s.io/v1, kubernetes-sigs/lws config/crd/bases, 060ab4d): spec.roles[] each
-{name, spec: {replicas, leaderWorkerTemplate: {size, workerTemplate}}}, as docs/examples/disaggregatedset/basic/vllm.yaml
-(67b80a6) runs a vLLM prefill role (kv_producer) and a decode role (kv_consumer).
+{name, spec: {replicas, leaderWorkerTemplate: {size, workerTemplate}}}, as
+docs/examples/disaggregatedset/basic/vllm.yaml (67b80a6) runs a vLLM prefill role (kv_producer) and a decode role (kv_consumer).
 """
 
 import yaml

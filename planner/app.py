@@ -74,7 +74,7 @@ def run(overrides: list[str]) -> Outcome:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
         opts = actions.launch_options(cfg, overrides)
-    if req.hw.catalog:  # hw=any: every priced GPU of the catalog, the cheapest plan that meets the target
+    if req.hw.catalog:  # hw=any: the cheapest plan of the GPU catalog
         return _shop(req, rule_set, action, fmt, opts, overrides)
     constraints = rule_engine.evaluate(req, rule_set)
     try:
@@ -98,17 +98,24 @@ def run(overrides: list[str]) -> Outcome:
         log.warning("%s Launching the closest plan anyway (force=true) to measure it.", exc)
         compiled = exc.closest
     if action == "explain":
-        if fmt == "table":
-            from planner import present
-
-            present.explain(constraints, req, compiled)
-        else:
-            doc = document.build(req, compiled)
-            _dump({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
-                                    for e in constraints.trace]}, fmt)
-        return Outcome(0, (req, compiled))
+        return _explain(req, compiled, constraints, fmt)
     path = plan_path(req, opts.out, overrides)
     return actions.act(action, req, compiled, path, fmt, opts)
+
+
+def _explain(req, compiled, constraints, fmt: str) -> Outcome:
+    """action=explain: every rule, fired or not, then the plan (a table), or the plan document with the trace."""
+    from planner import document
+
+    if fmt == "table":
+        from planner import present
+
+        present.explain(constraints, req, compiled)
+    else:
+        doc = document.build(req, compiled)
+        _dump({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
+                                for e in constraints.trace]}, fmt)
+    return Outcome(0, (req, compiled))
 
 
 def _shop(req, rule_set, action: str, fmt: str, opts, overrides: list[str]) -> Outcome:

@@ -28,6 +28,7 @@ COUNTS = (1, 2, 4, 8)  # GPUs per node searched (cloud instances and servers com
 PER_NODE = 8  # a pool's node size
 MAX_NODES = 4  # pool nodes searched without a budget (and beyond one, to say what would be needed)
 BUDGET_NODES = 16  # at most this many nodes however large the budget
+SHOWN = 5  # runners-up listed in the plan's alternatives
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,22 @@ def key(o: Option) -> tuple:
 
 
 def shop(req: Request, rule_set) -> list[Option]:
-    """Every hardware option planned, best first (key). Each is planned without the budget (so a plan over it still
-    says what it would need), then held to it: a plan dearer than target.max_usd_per_hour misses the target."""
+    """The hardware options planned, best first (key). Each is planned without the budget (so a plan over it still
+    says what it would need), then held to it: a plan dearer than target.max_usd_per_hour misses the target.
+    Without a rate a plan uses every GPU of its option, so its cost is known before planning: options are planned
+    cheapest first and the search stops once SHOWN + 1 meet (none cheaper can follow)."""
     free = dataclasses.replace(req, target=dataclasses.replace(req.target, max_usd_per_hour=None))
-    return sorted((within_budget(req, plan_option(free, hw, rule_set)) for hw in hardware(req)), key=key)
+    options = hardware(req)
+    if req.target.min_request_rate is not None:
+        return sorted((within_budget(req, plan_option(free, hw, rule_set)) for hw in options), key=key)
+    out, met = [], 0
+    for hw in sorted(options, key=lambda h: (h.gpu.price_usd_per_hour * h.total_gpus, h.name)):
+        o = within_budget(req, plan_option(free, hw, rule_set))
+        out.append(o)
+        met += o.meets
+        if met > SHOWN:
+            break
+    return sorted(out, key=key)
 
 
 def within_budget(req: Request, o: Option) -> Option:
@@ -208,8 +221,6 @@ def no_option(req: Request, options: list[Option]) -> NoFeasiblePlan:
                           f"(${o.usd_per_hour:,.2f}/h), misses {v}. Fix: relax that SLO, or a lower request rate.",
                           closest=o.compiled)
 
-
-SHOWN = 5  # runners-up listed in the plan's alternatives
 
 
 def _alternative(o: Option, best: Option):

@@ -61,7 +61,8 @@ def connector(name: Optional[str] = None) -> Connector:
     known = connectors()
     if name is not None and name not in known:
         raise InputError(f"plan.kv_connector={name}: not a KV connector here.{did_you_mean(name, known)} Known: "
-                         f"{', '.join(known)} (conf/calibration/kv-transfer.yaml). Fix: one of these, or leave it unset "
+                         f"{', '.join(known)} (conf/calibration/kv-transfer.yaml). Fix: one of these, or leave it "
+                         "unset "
                          f"({_table()['default_connector']}).")
     return known[name or _table()["default_connector"]]
 

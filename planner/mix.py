@@ -169,7 +169,8 @@ def replica_meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, spread
     ins, outs = ins[order], outs[order]
     steps = np.maximum(np.ceil(outs / (spec.tokens_per_step if spec else 1.0)), 1).astype(int)
     res = simulate.simulate(
-        memoized(lambda st: float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+        memoized(lambda st: float(steady._spec_step(sm, spec, st.decode_seqs,
+                                                    st.decode_context / max(st.decode_seqs, 1),
                                                     st.prefill_tokens, st.prefill_context))),
         ins, steps, simulate.Arrivals(rate, req.workload.burstiness), max_num_seqs=p.max_num_seqs,
         max_num_batched_tokens=p.max_num_batched_tokens, kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)

@@ -41,8 +41,9 @@ class Split:
     def disaggregation(self) -> Disaggregation:
         p, d = self.prefill, self.decode
         return Disaggregation(
-            prefill=PrefillPool(replicas=self.x, tensor_parallel=p.tp, expert_parallel=self.expert_parallel and p.tp > 1,
-                                gpus_per_replica=p.tp, max_num_batched_tokens=p.mnbt),
+            prefill=PrefillPool(replicas=self.x, tensor_parallel=p.tp,
+                                expert_parallel=self.expert_parallel and p.tp > 1, gpus_per_replica=p.tp,
+                                max_num_batched_tokens=p.mnbt),
             decode=DecodePool(replicas=self.y, tensor_parallel=d.tp, expert_parallel=self.expert_parallel and d.tp > 1,
                               gpus_per_replica=d.tp, max_num_seqs=int(d.seqs)),
             kv_connector=self.conn.name, kv_link=self.link.name)
@@ -221,7 +222,8 @@ def refine(req: Request, s: Split, est: predict.Estimate, spec: Optional[steady.
         return float(steady._spec_step(sm_d, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
                                        st.prefill_tokens, st.prefill_context))
 
-    dec = simulate.simulate(memoized(decode_step), ins[order], steps[order], simulate.Arrivals(rate / s.y, wl.burstiness),
+    dec = simulate.simulate(memoized(decode_step), ins[order], steps[order],
+                            simulate.Arrivals(rate / s.y, wl.burstiness),
                             max_num_seqs=int(s.decode.seqs), max_num_batched_tokens=s.decode.mnbt,
                             kv_blocks=s.decode.mem.kv_cache_blocks, block_size=s.decode.mem.block_size,
                             send_s=arrive[order], remote_prefill=True)

@@ -64,21 +64,22 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                pareto_front=front, search=stats))
     if not est.meets:
         message, fixes = explain.explain_slo(req, est, [r.est for r in ranked], chosen.quant)
-        raise NoFeasiblePlan(message, closest=compiled, fixes=fixes)
+        raise NoFeasiblePlan(message, closest=with_autoscaling(req, compiled, meets=False), fixes=fixes)
     return with_autoscaling(req, compiled)
 
 
-def with_autoscaling(req: Request, compiled: CompiledPlan) -> CompiledPlan:
+def with_autoscaling(req: Request, compiled: CompiledPlan, meets: bool = True) -> CompiledPlan:
     """The plan with its replicas per rate band over target.request_rate_range (planner/autoscale.py) and the
-    decision that explains them."""
+    decision that explains them (none for a plan that misses its target)."""
     from planner import autoscale
     from planner.plan import Decision
 
-    scale = autoscale.rules(req, compiled)
+    scale = autoscale.rules(req, compiled) if meets else ()
     why = "; ".join(f"{r.pool}: one sustains {r.replica_rps:,.2f} req/s within the SLOs, so {r.min_replicas} at "
                     f"{req.target.request_rate_range[0]:g} req/s to {r.max_replicas} at "
                     f"{req.target.request_rate_range[1]:g} req/s" for r in scale) or \
-        "no target.request_rate_range: a fixed replica count"
+        ("no target.request_rate_range: a fixed replica count" if req.target.request_rate_range is None else
+         "not computed: the plan misses its target")
     value = ", ".join(f"{r.pool} {r.min_replicas}-{r.max_replicas}" for r in scale) or None
     decision = Decision("autoscaling", value, "search", why, "planner/autoscale.py")
     return settled(replace(compiled, plan=replace(compiled.plan, autoscaling=scale),

@@ -85,7 +85,8 @@ def test_each_pool_of_a_disaggregated_plan_scales_on_its_own(plans):
         so = yaml.safe_load(files[f"k8s/scaledobject-{pool}.yaml"])
         jsonschema.validate(so, KEDA)
         assert so["spec"]["scaleTargetRef"] == {"apiVersion": "disaggregatedset.x-k8s.io/v1",
-                                                "kind": "DisaggregatedSetRoleScaler", "name": f"llama3-1-8b-vllm-{pool}"}
+                                                "kind": "DisaggregatedSetRoleScaler",
+                                                "name": f"llama3-1-8b-vllm-{pool}"}
     dynamo = get("dynamo").render(compiled.plan, "x", req.hw.gpu).files
     targets = {yaml.safe_load(t)["spec"]["scaleTargetRef"]["name"] for f, t in dynamo.items() if f.startswith("scaled")}
     assert targets == {"x-vllmprefillworker", "x-vllmdecodeworker"}
