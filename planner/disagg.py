@@ -70,10 +70,12 @@ def enumerate_splits(req: Request, cons: Constraints, sp: Space, fitting: list[S
     pool, x prefill and y decode instances using every GPU (a QPS target: at most every GPU), the prefill chunk
     budget on the chunk ladder, the decode batch on the max_num_seqs ladder."""
     conn = _connector(req, chosen.backend)
-    layouts = [t for t in fitting if (t.quant, t.kv, t.pp, t.backend) == (chosen.quant, chosen.kv, 1, chosen.backend)]
+    # one-node layouts without attention DP (pools.py prices one scheduler per instance), experts as chosen
+    layouts = [t for t in fitting if (t.quant, t.kv, t.pp, t.dp, t.ep, t.backend) ==
+               (chosen.quant, chosen.kv, 1, 1, chosen.ep, chosen.backend)]
     total, qps = req.hw.total_gpus, req.target.min_request_rate is not None
     explicit = slo.explicit_load(req) or bool(req.pins.max_num_seqs)
-    ep = sp.expert_parallel and req.model.is_moe
+    ep = chosen.ep
     prefill = [_prefill(req, sp, t, mnbt) for t in layouts for mnbt in rank.chunk_ladder(req, cons, t)]
     prefill = [p for p in prefill if p is not None]
     out = []

@@ -81,7 +81,7 @@ def buckets(req: Request) -> tuple[Bucket, ...]:
 def _model(req: Request, o) -> tuple[perf.StepModel, Optional[steady.Speculation]]:
     p = o.compiled.plan
     sm = perf.StepModel(req.model, o.hw.gpu, o.hw, p.tensor_parallel, p.pipeline_parallel, p.dtype, p.quantization,
-                        p.kv_cache_dtype, expert_parallel=p.expert_parallel)
+                        p.kv_cache_dtype, expert_parallel=p.expert_parallel, dp=p.data_parallel)
     return sm, steady.speculation(p.speculative, o.hw.gpu.name)
 
 
@@ -98,7 +98,8 @@ def capacity(req: Request, o, b: Bucket) -> float:
     checks = slo.check(req.target, slo.Observed(ttft_ms=ttft, tpot_ms=tpot,
                                                 e2e_latency_ms=ttft + (b.output_len - 1) * tpot))
     ok = np.logical_and.reduce([np.asarray(c.passed) for c in checks] + [~np.asarray(s.saturated, dtype=bool)])
-    return float(RATES[ok].max()) if ok.any() else 0.0
+    # attention DP: each of the server's data_parallel ranks schedules its own share (the step model is one rank's)
+    return float(RATES[ok].max()) * p.data_parallel if ok.any() else 0.0
 
 
 def _cost(o, replicas: int) -> float:
@@ -158,8 +159,8 @@ def _meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, n: int = 160)
 
 def replica_meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, spread: float, n: int = 160) -> bool:
     """One replica of option `o` (its layout and limits), simulated at `rate` requests/s (Poisson, the workload's
-    burstiness) with lengths uniform within `spread` of each bucket's means, meets the target's latency SLOs at its
-    percentile and keeps up with the rate."""
+    burstiness; one attention-DP rank at its share) with lengths uniform within `spread` of each bucket's means, meets
+    the target's latency SLOs at its percentile and keeps up with the rate."""
     p, mem = o.compiled.plan, o.compiled.memory
     sm, spec = _model(req, o)
     per = max(1, n // len(mine))
@@ -172,7 +173,7 @@ def replica_meets(req: Request, o, mine: tuple[Bucket, ...], rate: float, spread
         memoized(lambda st: float(steady._spec_step(sm, spec, st.decode_seqs,
                                                     st.decode_context / max(st.decode_seqs, 1),
                                                     st.prefill_tokens, st.prefill_context))),
-        ins, steps, simulate.Arrivals(rate, req.workload.burstiness), max_num_seqs=p.max_num_seqs,
+        ins, steps, simulate.Arrivals(rate / p.data_parallel, req.workload.burstiness), max_num_seqs=p.max_num_seqs,
         max_num_batched_tokens=p.max_num_batched_tokens, kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)
     q = req.target.percentile
     ok = outs > 1

@@ -52,23 +52,10 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
              f"target={req.target.name}, workload={req.workload.name}")
 
     decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
-    rows = [(key, _fmt(_plan_value(plan, key, value)), decided[key].by if key in decided else "",
-             decided[key].why if key in decided else "") for key, value in plain(plan).items()]
-    if console.width >= WIDE:
-        t = Table(title=f"Plan: {title}", box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
-        t.add_column("field", no_wrap=True)
-        t.add_column("value", justify="right", overflow="fold")
-        t.add_column("by", overflow="fold")
-        t.add_column("why", overflow="fold", ratio=1)
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
-    else:
-        console.print(Text(f"Plan: {title}", style="italic"))
-        for key, value, by, why in rows:
-            _record(console, Text.assemble(("  " + key, "bold"), f" = {value}", ("   " + by if by else "", "cyan")),
-                    [("", why)])
-        console.print()
+    _decisions(console, f"Plan: {title}", [(key, _fmt(_plan_value(plan, key, value)),
+                                            decided[key].by if key in decided else "",
+                                            decided[key].why if key in decided else "")
+                                           for key, value in plain(plan).items()])
 
     m = Table(title="Memory per GPU (most loaded rank)", box=box.SIMPLE, title_justify="left")
     m.add_column("")
@@ -81,9 +68,11 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         m.add_row(label, f"{value:.2f}", f"{value / usable:.0%}")
     m.add_row("usable of total", f"{mem.usable_gib:.2f} / {mem.total_gib:.2f}", "")
     console.print(m)
-    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens per replica ({mem.kv_bytes_per_token:,.0f} bytes "
+    dp = plan.data_parallel
+    where = "per replica" if dp == 1 else f"per data-parallel rank, {dp} ranks per replica"
+    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens {where} ({mem.kv_bytes_per_token:,.0f} bytes "
                   f"per token per GPU, blocks of {mem.block_size}); {mem.max_concurrency_at_max_len:.1f} "
-                  f"requests of max_model_len {plan.max_model_len:,} at once.")
+                  f"requests of max_model_len {plan.max_model_len:,} at once" + (" on each" if dp > 1 else "") + ".")
     if compiled.prediction is not None:
         _prediction(compiled.prediction, console)
     if plan.autoscaling:
@@ -131,6 +120,25 @@ def _plan_value(plan, key: str, value):
     if key == "autoscaling" and plan.autoscaling:
         return ", ".join(f"{r.pool} {r.min_replicas}-{r.max_replicas}" for r in plan.autoscaling)
     return value
+
+
+def _decisions(console: Console, title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    """Each plan field with its value and the decision behind it (by, why): a table, or a record per field."""
+    if console.width < WIDE:
+        console.print(Text(title, style="italic"))
+        for key, value, by, why in rows:
+            _record(console, Text.assemble(("  " + key, "bold"), f" = {value}", ("   " + by if by else "", "cyan")),
+                    [("", why)])
+        console.print()
+        return
+    t = Table(title=title, box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
+    t.add_column("field", no_wrap=True)
+    t.add_column("value", justify="right", overflow="fold")
+    t.add_column("by", overflow="fold")
+    t.add_column("why", overflow="fold", ratio=1)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
 
 
 def _prediction(pred, console: Console) -> None:

@@ -45,7 +45,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     batch_why = lim.batch_why if chosen.mnbt == lim.default_mnbt else \
         f"{lim.batch_why} is {lim.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
-    compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
+    moe_why = explain.layout_choice(req, analytic, ranked) if req.model.is_moe else ""
+    compiled = decide.decide(req, cons, sp, chosen, batch_why, tried, moe_why)
     compiled = replace(compiled, decisions=compiled.decisions + (disagg.decision(split),),
                        notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's memory
                        + perf.borrowed_note(req.hw.gpu) + disagg.kv_note(split))  # fraction; borrowed efficiencies

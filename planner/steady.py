@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from planner.fastyaml import FAST_LOADER
+from planner import moe
 from planner.perf import StepModel
 
 
@@ -56,15 +57,27 @@ class SteadyState:
     saturated: object  # the load exceeds what the replica serves: queues grow
 
 
-def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
-    """Step time with speculation: every running sequence verifies k + 1 tokens, and the drafter runs k times."""
+def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx, busy=None, busy_ctx=None):
+    """Step time with speculation: every running sequence verifies k + 1 tokens, and the drafter runs k times.
+    `busy`, `busy_ctx`: the busiest attention-DP rank's prefill and its context (perf.StepModel.step_seconds)."""
     if spec is None:
-        return sm.step_seconds(b, b * ctx, p, pctx)
-    verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx)
+        return sm.step_seconds(b, b * ctx, p, pctx, busy, busy_ctx)
+    verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx, busy, busy_ctx)
     layers = sm.model.num_hidden_layers
     draft = spec.k * spec.draft_layers / layers * (sm.step_seconds(b, b * ctx, 0, 0)
                                                    - sm._consts["cal"].engine_seconds(b, 0))
     return verify + draft
+
+
+def other_ranks_prefill(sm, batch: float, prefill: float, output_len: float, budget: float) -> Optional[float]:
+    """With attention DP (sm.dp > 1): the prefill tokens on the busiest of the other dp - 1 ranks in a step, at a
+    mean of batch x prefill / output_len prefill tokens per rank and step in chunks of what the budget leaves
+    (moe.busiest_rank_prefill); None without attention DP. The simulation, which runs one rank, adds it."""
+    if sm.dp <= 1:
+        return None
+    mean = batch * max(prefill, 1.0) / max(output_len, 1.0)
+    chunk = min(max(prefill, 1.0), max(budget - batch, 1.0))
+    return float(moe.busiest_rank_prefill(sm.dp - 1, min(mean, chunk), chunk))
 
 
 def host_slowdown(sm, output_tok_s, request_rps):
@@ -102,9 +115,15 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     per_step = spec.tokens_per_step if spec else 1.0
     steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
 
+    dp = np.asarray(getattr(sm, "dp", 1), dtype=float)
+
     def step(b, p=None):
         p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
-        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float) * slow
+        # attention DP: every rank waits for the busiest one's prefill chunk (moe.busiest_rank_prefill)
+        busy = moe.busiest_rank_prefill(dp, p, np.minimum(prefill, np.maximum(budget - b, 1.0))) \
+            if np.any(dp > 1) else None
+        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2), busy,
+                                     None if busy is None else busy * (prefill / 2)), dtype=float) * slow
 
     def first_token(b, t):
         """A new request waits for the running step to end (half a step on average), then its prompt goes in

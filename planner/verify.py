@@ -70,7 +70,7 @@ def load_spec(req: Request, compiled: CompiledPlan, endpoint: str, model_name: s
     offered load (slo.offered), the workload's lengths, the target's SLOs for goodput."""
     wl, target = req.workload, req.target
     offered = compiled.prediction.load if compiled.prediction is not None else \
-        slo.offered(req, compiled.plan.replicas, compiled.plan.max_num_seqs)
+        slo.offered(req, compiled.plan.replicas, compiled.plan.max_num_seqs, compiled.plan.data_parallel)
     return loadgen.LoadSpec(
         base_url=endpoint.rstrip("/"), model=model_name, input_len=wl.input_len, output_len=wl.output_len,
         num_prompts=num_prompts or wl.num_prompts, request_rate=offered.request_rate_rps, burstiness=wl.burstiness,

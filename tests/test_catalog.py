@@ -24,7 +24,8 @@ HW = _entries("hw")
 
 REQUIRED_MODELS = ["llama3-8b", "llama3-70b", "llama3.1-405b", "llama3.2-1b", "llama3.2-3b", "mistral-7b",
                    "mixtral-8x7b", "mixtral-8x22b", "qwen2.5-7b", "qwen2.5-32b", "qwen2.5-72b", "qwen3-32b",
-                   "qwen3-235b-a22b", "deepseek-v3", "gemma2-27b", "phi3-mini"]
+                   "qwen3-235b-a22b", "deepseek-v3", "gemma2-27b", "phi3-mini", "qwen3-30b-a3b",
+                   "qwen3-coder-480b-a35b", "deepseek-r1", "deepseek-v3.1", "kimi-k2"]
 REQUIRED_GPUS = ["v100", "t4", "a10g", "l4", "l40s", "a100-40g", "a100-80g", "h100-sxm", "h100-pcie", "h200", "b200",
                  "rtx4090", "rtx-pro-6000", "l20", "h20", "h800", "a10", "l40", "b300", "gb200", "mi325x", "mi355x"]
 REQUIRED_HW = ["h100x1", "h100x2", "h100x4", "h100x8", "h200x1", "h200x4", "h200x8", "a100x1", "a100x4", "a100x8",
@@ -34,7 +35,7 @@ REQUIRED_HW = ["h100x1", "h100x2", "h100x4", "h100x8", "h200x1", "h200x4", "h200
 
 
 def test_catalog_coverage():
-    assert len(MODELS) >= 15 and set(REQUIRED_MODELS) <= set(MODELS)
+    assert len(MODELS) >= 26 and set(REQUIRED_MODELS) <= set(MODELS)
     assert len(GPUS) >= 23 and set(REQUIRED_GPUS) <= set(GPUS)
     assert len(HW) >= 36 and set(REQUIRED_HW) <= set(HW)
 
@@ -50,7 +51,8 @@ def test_every_entry_names_itself_and_its_source(group, name):
 
 
 # Published counts that include parts the architecture formula leaves out, or round loosely.
-PARAM_TOLERANCE = {"qwen2.5-32b": 0.01, "mixtral-8x22b": 0.01, "phi3-mini": 0.01}  # rounded to 2-3 digits
+PARAM_TOLERANCE = {"qwen2.5-32b": 0.01, "mixtral-8x22b": 0.01, "phi3-mini": 0.01,  # rounded to 2-3 digits
+                   "kimi-k2": 0.03}  # "1 trillion total parameters": one digit (the architecture counts 1.026T)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -64,6 +66,11 @@ def test_parameter_count_from_architecture_matches_published(name):
     pytest.param("mixtral-8x7b", 12.9, id="mixtral-8x7b"),     # Mistral AI: 12.9B active of 46.7B
     pytest.param("qwen3-235b-a22b", 22.0, id="qwen3-235b"),    # Qwen: 22B activated
     pytest.param("deepseek-v3", 37.0, id="deepseek-v3"),       # DeepSeek-V3 report: 37B activated per token
+    pytest.param("deepseek-r1", 37.0, id="deepseek-r1"),       # model card: 37B activated
+    pytest.param("deepseek-v3.1", 37.0, id="deepseek-v3.1"),   # model card: 37B activated
+    pytest.param("qwen3-30b-a3b", 3.3, id="qwen3-30b-a3b"),    # model card: 3.3B activated
+    pytest.param("qwen3-coder-480b-a35b", 35.0, id="qwen3-coder"),  # model card: 35B activated
+    pytest.param("kimi-k2", 32.0, id="kimi-k2"),               # Kimi K2 report: 32B activated
 ])
 def test_moe_active_parameters(name, active_b):
     spec = request_for(f"model={name}").model
