@@ -37,6 +37,10 @@ MODELS = {  # published model name (any spelling) → catalog entry
 GPUS = {"h100": "h100-sxm", "h100-sxm": "h100-sxm", "h200": "h200", "a100-80g": "a100-80g", "l40s": "l40s",
         "b200": "b200"}
 QUANT = {None: Quantization.none, "fp8": Quantization.fp8, "nvfp4": Quantization.nvfp4, "fp4": Quantization.nvfp4}
+# FP8 checkpoints whose weights are not per-tensor scaled (each one's config.json quantization_config): Qwen's own FP8
+# releases are fine-grained (weight_block_size [128, 128]); the NVIDIA (ModelOpt) and neuralmagic (AutoFP8) ones are
+# per-tensor, the default.
+FP8_SCALING = {"Qwen/Qwen3-32B-FP8": "block"}
 SHAREGPT_LENGTHS = ROOT / "tests/data/reference/sharegpt_lengths.yaml"
 # What a `vllm bench serve` / `sglang.bench_serving` printout says about the lengths it sent.
 PRINTED_TOTALS = {"requests": re.compile(r"Successful requests:\s+(\d+)"),
@@ -167,6 +171,8 @@ def replay(row, specs, load: Workload | None):
         seqs = max(1, min(seqs, mem.kv_cache_tokens // full))
     if not mem.fits:
         return None, "does not fit memory in the planner's model"
+    if quant is Quantization.fp8:  # the checkpoint's FP8 scaling picks the GEMM kernel (planner/calibration.py)
+        model = replace(model, fp8_scaling=FP8_SCALING.get(row["model"], "tensor"))
     sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv, expert_parallel=ep,
                         dp=dp if model.is_moe else 1)
     if row["mode"] == "rate":

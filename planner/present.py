@@ -304,6 +304,13 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
             p.add_row(r["metric"], f"{r['predicted']:,.2f}", f"{r['measured']:,.2f}", f"{r['error_pct']:+.1f}%")
         console.print(p)
     kv = report.server
+    host = kv.get("host") or {}
+    from planner.hostload import NOTABLE_CORES
+
+    if host.get("other_processes_cores", 0.0) > NOTABLE_CORES:
+        console.print(f"[yellow]Other processes took {host['other_processes_cores']:.2f} of this host's "
+                      f"{host['host_cores']} cores during the run (the run itself {host['run_cores']:.2f}): what was "
+                      "measured is not this plan alone (report.json server.host).[/]")
     if kv.get("kv_cache_tokens_reported") is not None:
         console.print(f"KV cache: server reports {kv['kv_cache_tokens_reported']:,} tokens, plan said "
                       f"{kv['kv_cache_tokens_planned']:,}.")

@@ -49,7 +49,9 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     compiled = decide.decide(req, cons, sp, chosen, batch_why, tried, moe_why)
     compiled = replace(compiled, decisions=compiled.decisions + (disagg.decision(split),),
                        notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's memory
-                       + perf.borrowed_note(req.hw.gpu) + disagg.kv_note(split))  # fraction; borrowed efficiencies
+                       + perf.borrowed_note(req.hw.gpu)  # fraction; efficiencies borrowed from another vendor,
+                       + perf.transferred_note(req.hw.gpu)  # or transferred from the closest measured GPU
+                       + disagg.kv_note(split))
     others = tuple(Alternative(summary=r.cand.summary(), rejected_because=explain.lost(req, r.est, analytic.est),
                                prediction=r.est.brief()) for r in ranked[1:4] if r.cand is not best.cand)
     if split.wins:
