@@ -136,15 +136,15 @@ def beats(req: Request, split: Estimate, aggregated: Estimate) -> bool:
 def consider(req: Request, cons: Constraints, sp: Space, fitting: list[Sized], best: "rank.Ranked") -> Outcome:
     """The best split, refined by the simulation, and whether it replaces the aggregated choice `best`."""
     reason = not_possible(req, sp, best.cand)
-    if reason:
-        if req.pins.disaggregation:
-            raise InputError(f"plan.disaggregation=true: no disaggregated plan is possible here: {reason}. Fix: drop "
-                             "the pin, or pick a backend and hardware that serve one (vLLM or SGLang, 2+ GPUs).")
-        return Outcome(None, None, None, False, f"not searched: {reason}")
-    splits = enumerate_splits(req, cons, sp, fitting, best.cand)
+    splits = [] if reason else enumerate_splits(req, cons, sp, fitting, best.cand)
     if not splits:
-        return Outcome(None, None, None, False, "not searched: no two single-node layouts of the chosen format fit "
-                                                f"hw={req.hw.name}'s {req.hw.total_gpus} GPUs side by side")
+        reason = reason or (f"no two single-node layouts of the chosen format fit hw={req.hw.name}'s "
+                            f"{req.hw.total_gpus} GPUs side by side")
+        if req.pins.disaggregation:  # a pin that cannot hold is bad input, not a silently aggregated plan
+            raise InputError(f"plan.disaggregation=true: no disaggregated plan is possible here: {reason}. Fix: drop "
+                             "the pin, or pick a backend and hardware that serve one (vLLM or SGLang, a prefill and a "
+                             "decode instance each within one node).")
+        return Outcome(None, None, None, False, f"not searched: {reason}")
     spec = steady.speculation(cons.setting("speculative"), req.hw.gpu.name)
     g = pools.score(req, splits, slo.explicit_load(req), spec, sp.enable_prefix_caching, sp.mean_len)
     order, seen, ranked = _order(req, g), set(), []

@@ -255,13 +255,14 @@ def chosen(req: Request, options: list[Option]) -> tuple[Request, CompiledPlan]:
     best = options[0]
     planned = [o for o in options[1:] if o.compiled is not None][:SHOWN]
     searched = len(options)
+    hw = rented(best)  # the pool searched for a rate (e.g. 4 x 8 GPUs) is larger than what the plan uses
     note = (f"hw=any searched {searched} hardware options ({len({o.hw.gpu.name for o in options})} GPU types with a "
-            f"price); {best.hw.name} is the cheapest that meets the target: ${best.usd_per_hour:,.2f}/h for "
-            f"{best.gpus} GPUs (price: {best.hw.gpu.price_source}).")
+            f"price); {hw.name} is the cheapest that meets the target: ${best.usd_per_hour:,.2f}/h for "
+            f"{best.gpus} GPU{'s' if best.gpus != 1 else ''} (price: {best.hw.gpu.price_source}).")
     c = best.compiled
     compiled = settled(dataclasses.replace(
         c, alternatives=tuple(_alternative(o, best) for o in planned) + c.alternatives, notes=c.notes + (note,)))
-    return dataclasses.replace(req, hw=rented(best)), compiled
+    return dataclasses.replace(req, hw=hw), compiled
 
 
 def rented(o: Option) -> HwSpec:

@@ -69,10 +69,15 @@ PLANS = {
     # autoscaling: replicas per band over the day's range, rendered as KEDA ScaledObjects / KServe spec.scaling
     "8b-h100x8-autoscaled": ("model=llama3.1-8b", "hw=h100x8", "target=qps", "target.min_request_rate=40",
                              "target.request_rate_range=[5,60]"),
+    # a disaggregated MoE plan over two nodes: TP8 + EP pools (prefill on one node, decode on the other, KV over
+    # RDMA), each pool autoscaled
+    "r1-2xh200x8-xpyd": ("model=deepseek-r1", "hw=2xh200x8", "plan.disaggregation=true",
+                         "target.request_rate_range=[2,20]"),
 }
 ENGINES = {"70b-h100x4-sglang": ("70b-h100x4", BackendName.sglang),  # the same plan on another engine
            "70b-h100x4-trtllm": ("70b-h100x4", BackendName.trtllm),
-           "8b-h100x8-xpyd-sglang": ("8b-h100x8-xpyd", BackendName.sglang)}
+           "8b-h100x8-xpyd-sglang": ("8b-h100x8-xpyd", BackendName.sglang),
+           "r1-2xh200x8-xpyd-sglang": ("r1-2xh200x8-xpyd", BackendName.sglang)}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +90,7 @@ def plans():
         req, compiled = out[base]
         out[key] = (req, dataclasses.replace(compiled, plan=dataclasses.replace(compiled.plan, backend=backend)))
     assert out["8b-h100x8-xpyd"][1].plan.disaggregation is not None
+    assert out["r1-2xh200x8-xpyd"][1].plan.disaggregation is not None
     return out
 
 
@@ -295,3 +301,34 @@ def test_a_disaggregated_plan_renders_a_disaggregated_set_and_dynamo_workers_per
     assert "--is-prefill-worker" not in services["VllmDecodeWorker"]["extraPodSpec"]["mainContainer"]["args"][0]
     for target in ("kserve", "llmd", "ray", "slurm"):
         assert "renders for deploy=lws (DisaggregatedSet) and deploy=dynamo only" in reason(target, compiled, req)
+
+
+@pytest.mark.parametrize("backend,ep", [(BackendName.vllm, ["--enable-expert-parallel"]),
+                                        (BackendName.sglang, ["--ep-size", "8"])])
+def test_a_disaggregated_moe_plan_keeps_expert_parallel_in_every_pool_of_every_stack(plans, backend, ep):
+    """DeepSeek-R1 split over two H200 nodes: both roles of the DisaggregatedSet and both Dynamo workers run the
+    pool's TP8 + expert-parallel layout with their KV role, one ScaledObject per pool validates against KEDA's CRD,
+    and the stacks that render no pools say why."""
+    req, compiled = plans["r1-2xh200x8-xpyd" if backend is BackendName.vllm else "r1-2xh200x8-xpyd-sglang"]
+    plan = compiled.plan
+    d = plan.disaggregation
+    assert d.prefill.expert_parallel and d.decode.expert_parallel and d.kv_link == "rdma"
+    assert {r.pool for r in plan.autoscaling} == {"prefill", "decode"}
+    files = get("lws").render(plan, "x", req.hw.gpu).files
+    roles = {r["name"]: r["spec"] for r in yaml.safe_load(files["disaggregatedset.yaml"])["spec"]["roles"]}
+    for name, pool in (("prefill", d.prefill), ("decode", d.decode)):
+        args = roles[name]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["args"]
+        assert _contains(args, ep) and str(pool.tensor_parallel) in args, (name, args)
+    dyn = get("dynamo").render(plan, "x", req.hw.gpu).files
+    workers = {n: s for n, s in yaml.safe_load(dyn["dynamographdeployment.yaml"])["spec"]["services"].items()
+               if n.endswith("Worker")}
+    assert len(workers) == 2
+    for svc in workers.values():
+        assert _contains(_words(svc["extraPodSpec"]["mainContainer"]["args"][0]), ep)
+    for target, fs in (("lws", files), ("dynamo", dyn)):
+        scaled = sorted(f for f in fs if f.startswith("scaledobject-"))
+        assert scaled == ["scaledobject-decode.yaml", "scaledobject-prefill.yaml"], (target, list(fs))
+        for f in scaled:
+            validate(target, f, fs[f])
+    for target in ("kserve", "llmd", "ray", "slurm"):
+        assert reason(target, compiled, req)

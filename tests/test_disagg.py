@@ -88,6 +88,13 @@ def test_impossible_asks_are_input_errors(overrides, match):
         compiled_or_closest(request_for(*TIGHT_TPOT, *overrides))
 
 
+def test_a_pin_no_split_can_hold_is_an_input_error_not_an_aggregated_plan():
+    """DeepSeek-R1 in FP8 needs both H100 nodes for one instance: no prefill and decode instance fit side by side."""
+    with pytest.raises(InputError, match="plan.disaggregation=true: no disaggregated plan is possible here: no two "
+                                         "single-node layouts of the chosen format fit hw=2xh100x8's 16 GPUs"):
+        compiled_or_closest(request_for("model=deepseek-r1", "hw=2xh100x8", "plan.disaggregation=true"))
+
+
 def test_kv_transfer_is_the_prompt_s_kv_over_the_link_plus_the_connector_overhead():
     req = request_for("model=llama3.1-70b", "hw=2xh100x8")
     conn = kvtransfer.connector("mooncake")

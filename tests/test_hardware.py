@@ -69,6 +69,9 @@ def test_the_issue_example_prints_the_cheapest_plan_and_the_next_five_with_costs
     doc = yaml.safe_load(out.read_text())
     assert doc["request"]["hw"]["catalog"] is False and doc["prediction"]["meets_target"]
     assert sum(a["summary"].startswith("hw=") for a in doc["alternatives"]) == 5
+    # the note names the hardware the plan rents, not the larger pool searched for the rate
+    note = next(n for n in doc["notes"] if n.startswith("hw=any searched"))
+    assert f"; {doc['request']['hw']['name']} is the cheapest" in note
 
 
 def test_an_impossible_budget_exits_3_with_what_would_be_needed():
