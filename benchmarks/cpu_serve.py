@@ -28,6 +28,7 @@ Run: python benchmarks/cpu_serve.py [--out tests/data/calibration/cpu_serve.json
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -98,9 +99,11 @@ def _snapshot(roles, me) -> dict[str, float]:
             "t": time.perf_counter()}
 
 
-def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[dict], dict]:
-    """Start the plan's server with the probe, run the load ladder `repeats` times; per-run rows and the plan."""
-    from planner import compose, launch, loadgen, process, render, search
+@contextlib.contextmanager
+def probed_server(probe_dir: Path):
+    """The README plan's server (model=tiny-llama hw=cpu) started with the probe writing to `probe_dir`; yields
+    (request, compiled plan, base URL, the server's processes by role, its argv) once it is ready, and stops it."""
+    from planner import compose, launch, process, render, search
     from planner.tinymodel import ensure_tiny_model
 
     with compose.Composer() as c:
@@ -115,11 +118,18 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
     base = f"http://127.0.0.1:{port}"
     spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=probe_dir / "server.log",
                               health_url=base + "/health", models_url=base + "/v1/models", ready_timeout_s=900)
-    me = psutil.Process()
-    rows = []
     with process.Server(spec) as server:
         server.wait_ready(progress=False)
-        roles = _roles(psutil.Process(server.pid))
+        yield req, compiled, base, _roles(psutil.Process(server.pid)), argv
+
+
+def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[dict], dict]:
+    """Start the plan's server with the probe, run the load ladder `repeats` times; per-run rows and the plan."""
+    from planner import loadgen
+
+    me = psutil.Process()
+    rows = []
+    with probed_server(probe_dir) as (req, compiled, base, roles, argv):
         for rep in range(repeats):
             for conc, in_len, out_len, n in runs:
                 ls = loadgen.LoadSpec(base_url=base, model=compiled.plan.served_model_name, input_len=in_len,

@@ -82,7 +82,6 @@ def run(overrides: list[str]) -> Outcome:
     except NoFeasiblePlan as exc:
         if exc.closest is None:
             raise
-        exc.request = req  # a sweep shows the closest plan beside the others (its 'meets' says no)
         if action not in ("launch", "verify") or not opts.force:  # exit 3 shows the closest plan, then what would
             actions.emit(req, exc.closest, fmt, None)                      # satisfy the target; nothing is launched
             from planner import fixes
@@ -131,7 +130,7 @@ def _shop(req, rule_set, action: str, fmt: str, opts, overrides: list[str]) -> O
     if not options[0].meets:
         exc = hardware.no_option(req, options)
         if exc.closest is not None:
-            actions.emit(hardware.chosen(req, options)[0], exc.closest, fmt, None)
+            actions.emit(exc.request, exc.closest, fmt, None)  # the closest plan on the hardware it rents
         if fmt == "table":
             present.hardware(options, req.target.percentile)
         raise exc

@@ -212,14 +212,15 @@ def no_option(req: Request, options: list[Option]) -> NoFeasiblePlan:
             f"hw=any: no GPU of the catalog meets target={req.target.name} within target.max_usd_per_hour="
             f"{req.target.max_usd_per_hour:g}: the cheapest that meets every other SLO is {o.summary()} at "
             f"${o.usd_per_hour:,.2f}/h (${o.usd_per_mtok:,.3f}/Mtok). Fix: target.max_usd_per_hour="
-            f"{math.ceil(o.usd_per_hour * 100) / 100:g}, or a lower target.min_request_rate.", closest=o.compiled)
+            f"{math.ceil(o.usd_per_hour * 100) / 100:g}, or a lower target.min_request_rate.", closest=o.compiled,
+            request=dataclasses.replace(req, hw=rented(o)))
     o = planned[0]
     from planner import slo
 
     v = slo.describe(slo.binding(o.compiled.prediction.violations), req.target.percentile)
     return NoFeasiblePlan(f"hw=any: no GPU of the catalog meets target={req.target.name}: the closest, {o.summary()} "
                           f"(${o.usd_per_hour:,.2f}/h), misses {v}. Fix: relax that SLO, or a lower request rate.",
-                          closest=o.compiled)
+                          closest=o.compiled, request=dataclasses.replace(req, hw=rented(o)))
 
 
 

@@ -67,7 +67,8 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                pareto_front=front, search=stats))
     if not est.meets:
         message, fixes = explain.explain_slo(req, est, [r.est for r in ranked], chosen.quant)
-        raise NoFeasiblePlan(message, closest=with_autoscaling(req, compiled, meets=False), fixes=fixes)
+        raise NoFeasiblePlan(message, closest=with_autoscaling(req, compiled, meets=False), fixes=fixes,
+                             request=req)
     return with_autoscaling(req, compiled)
 
 
