@@ -99,7 +99,9 @@ def param_counts(m: ModelSpec) -> ParamCounts:
         if m.shared_expert_intermediate_size:
             moe += 3 * h * m.shared_expert_intermediate_size
         router = h * m.num_experts
-        moe_layers, dense_layers = m.num_hidden_layers - m.first_dense_layers, m.first_dense_layers
+        # leading dense layers (DeepSeek) and Llama 4's interleaving: the layers layout.is_moe_layer names
+        moe_layers = sum(layout.is_moe_layer(m, i) for i in range(m.num_hidden_layers))
+        dense_layers = m.num_hidden_layers - moe_layers
     else:
         moe = router = moe_layers = 0
         dense_layers = m.num_hidden_layers
