@@ -83,7 +83,7 @@ class Grid:
 
 def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max_num_batched_tokens,
                kv_capacity_seqs, prefix_caching: bool, explicit: bool,
-               spec: Optional[steady.Speculation] = None) -> Grid:
+               spec: Optional[steady.Speculation] = None, mixed=True) -> Grid:
     """The analytic steady state and the SLO verdict of every candidate in one numpy pass. Arrays have an entry per
     candidate; the load each replica sees is the workload's split over its replicas (`explicit`) or, for a
     throughput objective with no load given, a full batch (max_num_seqs requests in flight), as slo.offered."""
@@ -103,7 +103,7 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
-                          prefix_cached=prefix, spec=spec)
+                          prefix_cached=prefix, spec=spec, mixed=mixed)
     gpus = grid.tp * grid.pp * replicas
     tok = s.output_tok_s * replicas
     ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
@@ -137,46 +137,63 @@ def _dist(values: np.ndarray, percentile: float) -> Dist:
     return Dist(mean=float(np.mean(values)), quantiles=tuple((q, float(np.percentile(values, q))) for q in qs))
 
 
-def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad, max_num_seqs: int,
-                         max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-                         prefix_caching: bool, spec: Optional[steady.Speculation] = None) -> Estimate:
-    """Refine a candidate with the discrete-event simulation of one replica under `load`: the distributions of
-    TTFT, TPOT and E2E (the target's percentile among them), throughput, and the verdict at that percentile."""
+def sim_step_time(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float = 1.0):
+    """The simulation's step-time model: the step model (with speculation's verify and draft work), times the CPU
+    host's front-end slowdown `slow` (steady.host_slowdown; 1 on a GPU host)."""
+    def step_time(st) -> float:
+        return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+                                              st.prefill_tokens, st.prefill_context))
+    return step_time
+
+
+def run_length(load: OfferedLoad, batch: float) -> tuple[int, int, int]:
+    """(requests simulated, warm-up requests dropped, drain requests dropped) for a steady-state run: the running
+    batch reaches what Little's law gives only after about one batch of requests has gone through, and the last
+    batch drains at a falling load, so both are dropped and enough requests remain between them."""
+    inflight = max(1, int(load.concurrency or math.ceil(batch)))
+    n = int(min(max(120, 3 * inflight + 120), 3000))
+    edge = min(inflight, n // 3)
+    return n, edge, edge
+
+
+def _steady_rates(res, outs: np.ndarray, warm: int, drain: int) -> tuple[float, float]:
+    """Requests and output tokens per second between the warm-th and the (n - drain)-th completion (in time):
+    the steady part of a closed loop, without its ramp and drain."""
+    order = np.argsort(res.done_s, kind="stable")
+    lo, hi = warm, res.done_s.size - 1 - drain
+    if hi <= lo or res.done_s[order[hi]] <= res.done_s[order[lo]]:
+        return res.request_throughput(), res.output_throughput()
+    span = float(res.done_s[order[hi]] - res.done_s[order[lo]])
+    return (hi - lo) / span, float(outs[order[lo + 1:hi + 1]].sum()) / span
+
+
+def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad,
+                         server: "simulate.Server", spec: Optional[steady.Speculation] = None) -> Estimate:
+    """Refine a candidate with the discrete-event simulation of one replica under `load`, scheduled as its engine
+    schedules (server.engine): the steady-state distributions of TTFT, TPOT and E2E (the target's percentile among
+    them), throughput, and the verdict at that percentile."""
     from planner import simulate
 
     wl = req.workload
     replicas = load.replicas
-    # Steady state, not the cold start: a closed loop begins with `concurrency` requests at once, a burst whose
-    # queued prefills would dominate the percentiles of a short run; those first requests are dropped.
-    warm = int(load.concurrency) if load.concurrency else 0
-    n = int(min(max(120, 2 * warm), 1024))
-    warm = min(warm, n // 2)
+    n, warm, drain = run_length(load, est.batch)
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
     per_step = spec.tokens_per_step if spec else 1.0
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
-
     slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas))
-
-    def step_time(st) -> float:  # on a CPU host the front end's share of the cores slows every step (steady.py)
-        return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
-                                              st.prefill_tokens, st.prefill_context))
-
     arrivals = simulate.Arrivals(request_rate=load.request_rate_rps, burstiness=wl.burstiness,
                                  max_concurrency=load.concurrency)
-    res = simulate.simulate(step_time, ins, steps, arrivals, max_num_seqs=max_num_seqs,
-                            max_num_batched_tokens=max_num_batched_tokens, kv_blocks=kv_blocks,
-                            block_size=block_size, prefix_cached_tokens=wl.shared_prefix_len if prefix_caching else 0)
+    res = simulate.run(sim_step_time(sm, spec, slow), ins, steps, arrivals, server,
+                       shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes)
+    keep = slice(warm, n - drain)  # requests in send order: the steady part of the run
     p = req.target.percentile
-    ttft = res.ttft_s[warm:] * 1e3
-    e2e = res.e2e_s[warm:] * 1e3
-    if spec:  # per emitted token, not per step
-        ok = outs > 1
-        tpot = (res.e2e_s - res.ttft_s)[ok][warm:] * 1e3 / (outs[ok][warm:] - 1)
-    else:
-        tpot = res.tpot_s[warm:] * 1e3
-    out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
-    rps = res.request_throughput() * replicas
+    ttft, e2e = res.ttft_s[keep] * 1e3, res.e2e_s[keep] * 1e3
+    gaps = (res.e2e_s - res.ttft_s)[keep] * 1e3
+    ok = outs[keep] > 1
+    tpot = gaps[ok] / (outs[keep][ok] - 1)  # per emitted token (speculation emits more than one per step)
+    rps, out = _steady_rates(res, outs, warm, drain)
+    rps, out = rps * replicas, out * replicas
     if load.request_rate_rps:  # an open loop: what the replica sustains, not the run's ramp and drain
         rps = load.request_rate_rps * res.kept_up() * replicas
         out = rps * float(outs.mean())

@@ -268,7 +268,10 @@ class WorkloadSpec:
     request_rate: Optional[float] = None  # requests/s (Poisson); None: as fast as possible
     burstiness: float = 1.0  # gamma shape of inter-arrival times; 1 = Poisson
     max_concurrency: Optional[int] = None  # requests in flight; None: unbounded
-    shared_prefix_len: int = 0  # tokens of prompt shared by all requests (system prompt, RAG context)
+    shared_prefix_len: int = 0  # leading prompt tokens shared by the requests of one prefix group (system prompt)
+    # prompt groups, each with its own shared prefix: 1 = every request shares it; N = a pool of N prompts that the
+    # traffic rotates through (vllm bench serve --prefix-repetition-num-prefixes; requests split evenly, shuffled)
+    num_prefixes: int = 1
     stream: bool = True
     num_prompts: int = 200  # requests in a verification run
     untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)

@@ -89,10 +89,13 @@ def host_slowdown(sm, output_tok_s, request_rps):
 
 def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_seqs, max_num_batched_tokens,
                  kv_capacity_seqs, concurrency: Optional[float] = None, rate: Optional[float] = None,
-                 prefix_cached: float = 0.0, spec: Optional[Speculation] = None) -> SteadyState:
+                 prefix_cached: float = 0.0, spec: Optional[Speculation] = None, mixed=True) -> SteadyState:
     """Fixed point of Little's law for one replica: either a closed loop of `concurrency` requests, or an open
     loop at `rate` requests/s (Poisson), or (neither) as many requests as the batch limits hold. The batch limits
-    may be numpy arrays (one entry per candidate): the search scores a whole ladder of batch sizes in one call."""
+    may be numpy arrays (one entry per candidate): the search scores a whole ladder of batch sizes in one call.
+    `mixed` (per candidate, planner/engines.py `mixed_batches`): prefill chunks ride in the decode steps (vLLM,
+    TensorRT-LLM); False: prefills run as batches of their own between decode steps (SGLang), so the decodes wait
+    for them and a new prompt gets the whole chunk budget."""
     scalar = np.ndim(max_num_seqs) == 0 and np.ndim(max_num_batched_tokens) == 0 and np.ndim(kv_capacity_seqs) == 0
     seqs = np.asarray(max_num_seqs, dtype=float)
     budget = np.asarray(max_num_batched_tokens, dtype=float)
@@ -102,16 +105,31 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     per_step = spec.tokens_per_step if spec else 1.0
     steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
 
+    mixed = np.asarray(mixed, dtype=bool)
+    alone = np.minimum(budget, prefill)  # a prefill batch of its own holds at most the chunk budget
+
     def step(b, p=None):
         p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
-        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float) * slow
+        together = np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float)
+        if np.all(mixed):
+            return together * slow
+        # apart: a decode step, plus this step's share p / P of a prefill batch of P tokens run on its own
+        batch = np.maximum(alone, np.minimum(p, budget))
+        apart = np.asarray(_spec_step(sm, spec, b, ctx, 0.0, 0.0), dtype=float) + p / batch * \
+            np.asarray(sm.step_seconds(0.0, 0.0, batch, batch * (prefill / 2)), dtype=float)
+        return np.where(mixed, together, apart) * slow
 
     def first_token(b, t):
         """A new request waits for the running step to end (half a step on average), then its prompt goes in
-        chunks of what the budget leaves; the steps that carry it hold at least its own chunk of prefill."""
+        chunks of what the budget leaves; the steps that carry it hold at least its own chunk of prefill. Without
+        mixing, its prompt runs in prefill batches of the whole budget, without the decodes."""
         chunk = np.maximum(budget - b, 1.0)
         own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
-        return 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
+        together = 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
+        if np.all(mixed):
+            return together
+        prefill_alone = np.asarray(sm.step_seconds(0.0, 0.0, alone, alone * (prefill / 2)), dtype=float) * slow
+        return np.where(mixed, together, 0.5 * t + np.ceil(prefill / np.maximum(budget, 1.0)) * prefill_alone)
 
     def solve():
         if rate is None:

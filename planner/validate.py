@@ -36,6 +36,7 @@ _BOUNDS: list[tuple[str, Callable[[float], bool], str]] = [
     ("workload.burstiness", lambda v: v > 0, "positive (1 = Poisson)"),
     ("workload.max_concurrency", lambda v: v >= 1, "a positive integer, or null for unbounded"),
     ("workload.shared_prefix_len", lambda v: v >= 0, "zero or more tokens"),
+    ("workload.num_prefixes", lambda v: v >= 1, "one or more prompt groups"),
     ("workload.num_prompts", lambda v: v >= 1, "a positive integer"),
     ("workload.max_model_len", lambda v: v >= 1, "a positive number of tokens, or null"),
     *[(f"pins.{f}", lambda v: v >= 1, "a positive integer, or null to let the planner choose") for f in (
