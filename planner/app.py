@@ -39,7 +39,8 @@ def plan_path(req, out: Optional[str], overrides: list[str] = ()) -> Path:
                                          (req.backend.name.value, "auto")) if name != default]
     if req.pins.given():
         parts.append("pinned")
-    valued = [o for o in overrides if "=" in o and "." in o.split("=", 1)[0] and not o.startswith("plan.")
+    plain = [o.lstrip("+") for o in overrides]  # Hydra's `+key=v` / `++key=v` set the field like `key=v`
+    valued = [o for o in plain if "=" in o and "." in o.split("=", 1)[0] and not o.startswith("plan.")
               and not o.startswith(("model.path=", "hydra."))]
     if valued:
         parts.append(document.inputs_sha256(req)[:8])
@@ -54,6 +55,7 @@ def run(overrides: list[str]) -> Outcome:
     overrides = compose.split_plan_file(overrides)
     with compose.Composer() as composer:
         cfg = composer.compose(overrides)
+        compose.check_options(cfg)  # num_prompts=-5, port=99999...: refused before anything is launched
         fmt, action = cfg.format.value, cfg.action.value
         if cfg.plan_file:
             return actions.saved_plan(cfg, *document.load(cfg.plan_file))
@@ -214,6 +216,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "debug=true" in argv or "debug=True" in argv
     _setup_logging(debug)
+    if "--version" in argv:  # Hydra's --version prints Hydra's; this is the planner's
+        sys.stdout.write(f"planner {_version()}\n")
+        return 0
     if any(a.split("=", 1)[0] in _HYDRA_FLAGS for a in argv):
         return _hydra_main(argv, debug)
     try:
@@ -245,9 +250,14 @@ def _hydra_job(cfg) -> int:
 def _hydra_main(argv: list[str], debug: bool) -> int:
     import hydra
 
-    from planner import schema
+    from planner import compose, schema, usage
 
+    argv = compose.split_plan_file(argv)
+    bad = _bad_overrides(argv)
+    if bad:  # before Hydra, whose own answer to `target.tpot=5` recommends `+target.tpot=5`
+        return report(InputError(*bad), debug)
     schema.register_configs()
+    usage.register()
     _SWEEP.clear()
     entry = hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")(_hydra_job)
     saved = sys.argv
@@ -270,6 +280,21 @@ def _hydra_main(argv: list[str], debug: bool) -> int:
         present.compare([o.plan for o in _SWEEP if o.plan])
     codes = [o.code for o in _SWEEP]
     return max(codes) if codes else 0
+
+
+def _bad_overrides(argv: list[str]) -> list[str]:
+    """Our paragraphs for the overrides among Hydra's arguments whose keys the schema does not have (or that use
+    `+`/`~` where the planner cannot honour them: planner/overrides.py)."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser: which arguments are overrides
+
+    from planner import compose
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # argparse's usage error: Hydra reports it
+        return []
+    with compose.Composer() as composer:
+        return list(composer.problems(args.overrides).values())
 
 
 def main_exit() -> None:

@@ -6,6 +6,7 @@ ModelSpec's (they are mostly the same) and counts the parameters from the archit
 
 import json
 import re
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _quote(value) -> str:
 
 
 def read_config(path: str) -> dict:
-    """The text model's config.json of a local HF directory, or InputError saying what is missing."""
+    """The text model's config.json of a local HF directory, or InputError saying what is missing or malformed."""
     d = Path(path).expanduser()
     cfg_file = d / "config.json"
     if not cfg_file.is_file():
@@ -48,16 +49,56 @@ def read_config(path: str) -> dict:
             "model.path at a local Hugging Face model directory (the one holding config.json and the weights); "
             "nothing is downloaded.")
     try:
-        cfg = json.loads(cfg_file.read_text())
+        cfg = json.loads(cfg_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"model.path={path}: config.json is not UTF-8 text ({exc.reason} at byte {exc.start}). "
+                         "Fix: point model.path at the model's own directory, whose config.json is JSON text.") \
+            from None
     except json.JSONDecodeError as exc:
         raise InputError(f"model.path={path}: config.json is not valid JSON ({exc}). Fix: repair or re-export "
                          "it.") from None
+    _need(path, "config.json", cfg, dict)
     text = cfg.get("text_config")
-    if isinstance(text, dict):
-        merged = dict(cfg)
-        merged.update(text)
-        cfg = merged
+    if text is not None:
+        _need(path, "text_config", text, dict)
+        cfg = {**cfg, **text}
     return cfg
+
+
+_KINDS = {dict: "a JSON object", list: "a JSON list", str: "text", int: "an integer", float: "a number",
+          bool: "true or false"}
+
+
+def _kind_of(value) -> str:
+    return "null" if value is None else next((_KINDS[t] for t in (bool, dict, list, str, int, float)
+                                              if isinstance(value, t)), type(value).__name__)
+
+
+def _need(path: str, key: str, value, kind: type) -> None:
+    """InputError unless config.json's `key` holds a value of `kind` (a bool is not a number here)."""
+    ok = isinstance(value, (int, float) if kind is float else kind)
+    if not ok or (kind in (int, float) and isinstance(value, bool)):
+        found = _kind_of(value)
+        shown = "" if isinstance(value, (dict, list)) or value is None else f"={value!r}"
+        where = "config.json" if key == "config.json" else f"config.json's {key}{shown}"
+        raise InputError(f"model.path={path}: {where} is {found}, not {_KINDS[kind]}, so this is not a Hugging Face "
+                         "config the planner can read. Fix: repair config.json (or give the value as an override, "
+                         "model.<field>=...), or point model.path at the model's own directory.")
+
+
+def _typed(path: str, cfg: dict) -> dict:
+    """ModelSpec field values found in config.json, each checked against the field's type."""
+    hints = typing.get_type_hints(ModelSpec)
+    out = {}
+    for f in fields(ModelSpec):
+        keys = _ALIASES.get(f.name, (f.name,))
+        key = next((k for k in keys if cfg.get(k) is not None), None)
+        if key is None or (key == f.name and isinstance(cfg[key], (dict, list))):
+            continue
+        kind = next(t for t in (bool, int, float, str) if t in (hints[f.name], *typing.get_args(hints[f.name])))
+        _need(path, key, cfg[key], kind)
+        out[f.name] = cfg[key]
+    return out
 
 
 def model_fields(path: str) -> dict:
@@ -65,13 +106,7 @@ def model_fields(path: str) -> dict:
     from planner.memory import param_counts
 
     cfg = read_config(path)
-    names = {f.name for f in fields(ModelSpec)}
-    out = {k: cfg[k] for k in names if k in cfg and not isinstance(cfg[k], (dict, list))}
-    for field, keys in _ALIASES.items():
-        for key in keys:
-            if cfg.get(key) is not None:
-                out[field] = cfg[key]
-                break
+    out = _typed(path, cfg)
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
     missing = [k for k in required if k not in out]
     if missing:
@@ -81,35 +116,54 @@ def model_fields(path: str) -> dict:
     out.setdefault("num_key_value_heads", out["num_attention_heads"])
     out.setdefault("max_position_embeddings", 4096)
     out["torch_dtype"] = str(out.get("torch_dtype", "bfloat16")).replace("torch.", "")
-    if cfg.get("model_type", "").startswith("qwen2") and "attention_bias" not in cfg:
+    if out.get("model_type", "").startswith("qwen2") and "attention_bias" not in cfg:
         out["attention_bias"] = True  # Qwen2 always has q/k/v biases (transformers Qwen2Attention)
     if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
         types = cfg.get("layer_types") or []
+        _need(path, "layer_types", types, list)
         out["sliding_window_layers"] = (sum(1 for t in types if t == "sliding_attention") if types
                                         else out["num_hidden_layers"])
     else:
         out.pop("sliding_window", None)
-    q = cfg.get("quantization_config") or {}
-    if q:
-        method = str(q.get("quant_method", "")).lower()
-        if method == "compressed-tensors":
-            raise InputError(
-                f"model.path={path}: quantization_config uses compressed-tensors, which the planner does not "
-                "size yet. Fix: set model.quantization=fp8|int8|awq|gptq to the format its weights use.")
-        out["quantization"] = _QUANT_METHODS.get(method, method)
-        bits = q.get("bits") or q.get("w_bit") or (8 if method == "fp8" else None)
-        if bits:
-            out["quantization_bits"] = int(bits)
+    out.update(_quantization(path, cfg.get("quantization_config") or {}))
     d = Path(path).expanduser().resolve()
     out["name"] = re.sub(r"[^\w.-]+", "-", d.name).strip("-").lower() or "hf-model"
-    out["hf_repo"] = cfg.get("_name_or_path") or d.name
+    out["hf_repo"] = _text(path, cfg, "_name_or_path") or d.name
     out["source"] = f"{d.name}/config.json (local)"
-    out["model_type"] = cfg.get("model_type", "unknown")
-    out["architecture"] = (cfg.get("architectures") or ["unknown"])[0]
+    out.setdefault("model_type", "unknown")
+    architectures = cfg.get("architectures") or ["unknown"]
+    _need(path, "architectures", architectures, list)
+    out["architecture"] = _text(path, {"architectures[0]": architectures[0]}, "architectures[0]")
     out["path"] = str(d)
     probe = ModelSpec(**{**out, "num_params_b": 0.0})
     out["num_params_b"] = round(param_counts(probe).total / 1e9, 4)
     return out
+
+
+def _text(path: str, cfg: dict, key: str) -> str:
+    value = cfg.get(key) or ""
+    _need(path, key, value, str)
+    return value
+
+
+def _quantization(path: str, q) -> dict:
+    """quantization / quantization_bits from config.json's quantization_config ({} when unquantized)."""
+    if not q:
+        return {}
+    _need(path, "quantization_config", q, dict)
+    method = _text(path, {"quantization_config.quant_method": q.get("quant_method")},
+                   "quantization_config.quant_method").lower()
+    if method == "compressed-tensors":
+        raise InputError(
+            f"model.path={path}: quantization_config uses compressed-tensors, which the planner does not "
+            "size yet. Fix: set model.quantization=fp8|int8|awq|gptq to the format its weights use.")
+    found = {"quantization": _QUANT_METHODS.get(method, method)}
+    key = "bits" if q.get("bits") is not None else "w_bit"
+    bits = q.get(key) or (8 if method == "fp8" else None)
+    if bits:
+        _need(path, f"quantization_config.{key}", bits, int)
+        found["quantization_bits"] = bits
+    return found
 
 
 def model_overrides(path: str) -> list[str]:

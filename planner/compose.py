@@ -55,17 +55,19 @@ class Composer:
         """The composed DictConfig, or InputError listing every bad override at once."""
         from hydra import compose
 
-        problems = self._check_choices(overrides)
-        if not problems:
+        bad = self.problems(overrides)
+        if not bad:
             try:
                 return compose(config_name="config", overrides=overrides)
             except Exception as exc:  # Hydra/OmegaConf raise many types; each becomes a paragraph below
                 first = exc
+        problems = list(bad.values())
         # Find every bad override, not just the first: try each value override on its own, over the group
         # choices when those are valid (a field can exist in one model's config and not in another's).
-        base = [] if problems else [o for o in overrides if o.split("=", 1)[0] in GROUPS]
+        groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
+        base = [] if any(o in bad for o in groups) else groups
         for override in overrides:
-            if override.split("=", 1)[0] in GROUPS:
+            if override in bad or override.split("=", 1)[0] in GROUPS:
                 continue
             try:
                 compose(config_name="config", overrides=base + [override])
@@ -73,19 +75,43 @@ class Composer:
                 problems.append(explain_hydra_error(exc, override))
         raise InputError(*(problems or [explain_hydra_error(first, None)]))
 
-    def _check_choices(self, overrides: list[str]) -> list[str]:
-        problems = []
+    def problems(self, overrides: list[str]) -> dict[str, str]:
+        """override -> its paragraph, for group choices not in conf/ and keys not in the schema (planner/overrides.py),
+        found before Hydra composes anything."""
+        from planner import overrides as keys
+
+        found = self._check_choices(overrides)
+        options = {g: self.options(g) for g in GROUPS}
+        for override in overrides:
+            if override not in found:
+                found.update({override: p for p in keys.problems([override], options)})
+        return found
+
+    def _check_choices(self, overrides: list[str]) -> dict[str, str]:
+        problems = {}
         for override in overrides:
             key, _, value = override.partition("=")
             group = key.lstrip("+~")
             if group in GROUPS and value and "," not in value:
                 valid = self.options(group)
                 if value not in valid:
-                    problems.append(
+                    problems[override] = (
                         f"{group}={value}: no such {group} in the catalog (conf/{group}/).{did_you_mean(value, valid)} "
                         f"Valid: {', '.join(valid)}. Fix: pick one of these, or add conf/{group}/{value}.yaml."
                     )
         return problems
+
+
+def check_options(cfg: Any) -> None:
+    """InputError for every command option out of its bound (schema.AppConfig), before anything is launched."""
+    import dataclasses
+
+    from planner import bounds
+
+    names = [f.name for f in dataclasses.fields(schema.AppConfig) if f.name not in GROUPS + ("plan", "rules")]
+    found = bounds.problems(schema.AppConfig(**{name: cfg[name] for name in names}))
+    if found:
+        raise InputError(*found)
 
 
 def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
@@ -97,12 +123,16 @@ def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
         cause = cause.__cause__
     where = f"{override}: " if override else ""
     if isinstance(cause, ConfigKeyError) or "Could not override" in str(exc) or "Key '" in str(exc):
-        key = override.split("=", 1)[0] if override else getattr(cause, "full_key", "?")
-        parent, _, leaf = key.rpartition(".")
-        return (
-            f"{where}'{key}' is not a field of this config{_field_hint(parent, leaf)}. "
-            "Fix: check the spelling; `python -m planner --cfg job` prints every field with its current value."
-        )
+        from planner.overrides import field_at
+
+        key = override.split("=", 1)[0].lstrip("+~") if override else getattr(cause, "full_key", "?")
+        _, problem = field_at(key)
+        return f"{where}{problem or repr(key) + ' is not a field of this config.'}" + (
+            "" if problem else " Fix: check the spelling; `python -m planner --cfg job` prints every field.")
+    if "Could not append to config" in str(exc) and override:
+        key = override.split("=", 1)[0].lstrip("+")
+        return (f"{where}{key} already has a value, and `+` (Hydra's append) only sets a field that has none. Fix: "
+                f"{override.lstrip('+')} (without the +) sets it.")
     if isinstance(cause, ValidationError):
         key = getattr(cause, "full_key", None) or (override or "?").split("=", 1)[0]
         value = getattr(cause, "value", None)
@@ -115,24 +145,6 @@ def explain_hydra_error(exc: BaseException, override: Optional[str]) -> str:
     return f"{where}{msg}. Fix: check the override's syntax (key=value, group=option); see README's config groups."
 
 
-def _field_hint(parent: str, leaf: str) -> str:
-    group = parent.split(".")[0]
-    spec = {"plan": "Pins", "model": "ModelSpec", "hw": "HwSpec", "target": "TargetSpec",
-            "workload": "WorkloadSpec", "precision": "PrecisionSpec", "backend": "BackendSpec"}.get(group)
-    if not spec:
-        return ""
-    import dataclasses
-
-    from planner import specs
-
-    cls = getattr(specs, spec)
-    if parent.count(".") == 1 and parent.endswith(".gpu"):
-        cls = specs.GpuSpec
-    names = [f.name for f in dataclasses.fields(cls)]
-    return f" ({parent} has: {', '.join(names)}).{did_you_mean(leaf, names)}".rstrip(".?") + \
-        ("?" if did_you_mean(leaf, names) else "")
-
-
 def resolve(composer: Composer, overrides: list[str], cfg: Any = None) -> tuple[Any, Optional[str]]:
     """Compose, then fill what the config asks to be found: a local HF model's architecture (model=hf) and this
     machine's hardware (hw=auto, hw=cpu). Returns the final config and what discovery found, if anything."""
@@ -142,7 +154,7 @@ def resolve(composer: Composer, overrides: list[str], cfg: Any = None) -> tuple[
 
     cfg = cfg if cfg is not None else composer.compose(overrides)
     if cfg.model.name == "hf" and not cfg.plan_file:
-        if OmegaConf.is_missing(cfg.model, "path") or cfg.model.path is None:
+        if OmegaConf.is_missing(cfg.model, "path") or not (cfg.model.path or "").strip():
             raise InputError("model=hf needs model.path=DIR, a local Hugging Face model directory with "
                              "config.json. Fix: add model.path=/path/to/model.")
         overrides = catalog.model_overrides(cfg.model.path) + overrides

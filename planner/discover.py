@@ -12,16 +12,27 @@ from typing import Optional
 log = logging.getLogger(__name__)
 
 # NVML product names → conf/gpu entries. Matched in order on the lower-cased name; first hit wins.
+# Names as nvidia-smi prints them, e.g. "NVIDIA H800 80GB HBM3", "NVIDIA B300 SXM6 AC", "NVIDIA GB200",
+# "NVIDIA RTX PRO 6000 Blackwell Server Edition", "NVIDIA GeForce RTX 4090" (public nvidia-smi logs; conf/gpu sources).
 _NVML_NAMES = [
     (r"h200", "h200"),
     (r"h100.*pcie", "h100-pcie"),
     (r"h100", "h100-sxm"),
+    (r"h800.*hbm3", "h800"),  # the SXM5 board; H800 PCIe / NVL are other cards
+    (r"\bh20\b", "h20"),
+    (r"gb200", "gb200"),  # before b200: "NVIDIA GB200" contains it
     (r"b200", "b200"),
+    (r"b300", "b300"),
     (r"a100.*(80|sxm4-80)", "a100-80g"),
     (r"a100", "a100-40g"),
     (r"l40s", "l40s"),
+    (r"\bl40\b", "l40"),
+    (r"\bl20\b", "l20"),
     (r"\bl4\b", "l4"),
     (r"a10g", "a10g"),
+    (r"\ba10\b", "a10"),
+    (r"rtx 4090$", "rtx4090"),  # not the RTX 4090 D (fewer SMs)
+    (r"rtx pro 6000 blackwell server", "rtx-pro-6000"),
     (r"\bt4\b", "t4"),
     (r"v100", "v100"),
 ]

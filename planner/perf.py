@@ -56,6 +56,8 @@ class Calibration:
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
+    nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
+    pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
     own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
     measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
 
@@ -155,6 +157,7 @@ def calibration(gpu_name: str) -> Calibration:
         host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
                                    if k.endswith("_ms_per_request")) * 1e-3,
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
+        nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
         measured_vendor=str(base.get("measured_vendor", "nvidia")))
 
 
@@ -168,6 +171,19 @@ def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
             f"borrowed from {cal.measured_vendor.upper()} H100/H200 measurements (conf/calibration/perf-default.yaml) "
             f"and scaled by its datasheet peaks; the predicted latencies and throughput are estimates, not measured on "
             f"{gpu.vendor.upper()} hardware (run benchmarks/gpu/ on one to calibrate it).",)
+
+
+def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> float:
+    """All-reduce bus bandwidth inside a node, GB/s, for the link the GPUs of `hw` share: the calibration's bus figure
+    for that kind of link, scaled by this GPU's own link over the one the figure holds for (an H800's 400 GB/s NVLink
+    is 4/9 of the H100's 900; a PCIe Gen5 card has twice a Gen4 card's bandwidth). AMD xGMI: n-1 mesh links at TP n."""
+    if hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s:
+        return cal.nvlink_bus_gb_s * gpu.nvlink_bandwidth_gb_s / cal.nvlink_reference_gb_s
+    if hw.intra_node is Interconnect.xgmi and cal.xgmi_link_gb_s:
+        return cal.xgmi_link_gb_s * max(tp - 1, 1)
+    if gpu.kind is DeviceKind.gpu and gpu.pcie_bandwidth_gb_s:
+        return cal.pcie_bus_gb_s * gpu.pcie_bandwidth_gb_s / cal.pcie_reference_gb_s
+    return cal.pcie_bus_gb_s  # CPU workers: the calibration's own figure
 
 
 @dataclass(frozen=True)
@@ -201,9 +217,7 @@ class StepModel:
         expert_params = 3 * m.hidden_size * moe_inter
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
-        link = (cal.nvlink_bus_gb_s if self.hw.intra_node is Interconnect.nvlink and gpu.nvlink_bandwidth_gb_s
-                else cal.xgmi_link_gb_s * max(tp - 1, 1) if self.hw.intra_node is Interconnect.xgmi
-                and cal.xgmi_link_gb_s else cal.pcie_bus_gb_s)
+        link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
             "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),

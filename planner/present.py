@@ -5,7 +5,11 @@ from typing import Optional
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
+
+WIDE = 120  # a narrower console (an 80-column terminal) gets a few lines per row where a table would need more
 
 
 def _fmt(value) -> str:
@@ -21,10 +25,21 @@ def _fmt(value) -> str:
 
 
 def _console(width: int = 150) -> Console:
-    """stdout console; wide enough for the why column when stdout is a file or pipe (rich defaults to 80)."""
+    """stdout console: the terminal's width (or COLUMNS, which rich reads); wide enough for the why column when
+    stdout is a file or pipe and COLUMNS is not set (rich would default to 80)."""
+    import os
     import sys
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else width)
+    return Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else width)
+
+
+def _record(console: Console, head: Text, lines: list[tuple[str, str]]) -> None:
+    """One row of a table as a few lines, for a narrow console: the head, then each labelled text indented and
+    wrapped at spaces, so no name or value is cut."""
+    console.print(head)
+    for label, text in lines:
+        if text:
+            console.print(Padding(Text(f"{label}{text}"), (0, 0, 0, 6), expand=False))
 
 
 def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[str] = None) -> None:
@@ -36,16 +51,10 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
     title = (f"{req.model.name} on {hw.name} ({hw.nodes * hw.gpus_per_node} x {hw.gpu.name}), "
              f"target={req.target.name}, workload={req.workload.name}")
 
-    t = Table(title=f"Plan: {title}", box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
-    t.add_column("field", no_wrap=True)
-    t.add_column("value", justify="right", overflow="fold")
-    t.add_column("by", overflow="fold")
-    t.add_column("why", overflow="fold", ratio=1)
     decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
-    for key, value in plain(plan).items():
-        d = decided.get(key)
-        t.add_row(key, _fmt(value), d.by if d else "", d.why if d else "")
-    console.print(t)
+    _decisions(console, f"Plan: {title}", [(key, _fmt(value), decided[key].by if key in decided else "",
+                                            decided[key].why if key in decided else "")
+                                           for key, value in plain(plan).items()])
 
     m = Table(title="Memory per GPU (most loaded rank)", box=box.SIMPLE, title_justify="left")
     m.add_column("")
@@ -86,6 +95,25 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         console.print(f"plan written to {saved_to}")
 
 
+def _decisions(console: Console, title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    """Each plan field with its value and the decision behind it (by, why): a table, or a record per field."""
+    if console.width < WIDE:
+        console.print(Text(title, style="italic"))
+        for key, value, by, why in rows:
+            _record(console, Text.assemble(("  " + key, "bold"), f" = {value}", ("   " + by if by else "", "cyan")),
+                    [("", why)])
+        console.print()
+        return
+    t = Table(title=title, box=box.SIMPLE_HEAVY, show_header=True, title_justify="left")
+    t.add_column("field", no_wrap=True)
+    t.add_column("value", justify="right", overflow="fold")
+    t.add_column("by", overflow="fold")
+    t.add_column("why", overflow="fold", ratio=1)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+
+
 def _prediction(pred, console: Console) -> None:
     p = Table(title=f"Prediction ({pred.load.describe()})", box=box.SIMPLE, title_justify="left")
     p.add_column("metric")
@@ -102,22 +130,35 @@ def _prediction(pred, console: Console) -> None:
 
 
 def compare(plans: list, console: Optional[Console] = None) -> None:
-    """One side-by-side table for the plans of a Hydra multirun sweep: (Request, CompiledPlan) pairs."""
+    """One side-by-side table for the plans of a Hydra multirun sweep: (Request, CompiledPlan) pairs; one column
+    per plan on a console too narrow for one row per plan."""
     console = console or _console(200)
+    labels = ("model", "hw", "target", "TP", "PP", "replicas", "quant", "KV dtype", "max seqs", "weights GiB/GPU",
+              "KV tokens", "tok/s/GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "meets")
+    rows = [_compared(req, c) for req, c in plans]
     t = Table(title="Sweep: plans side by side", box=box.SIMPLE_HEAVY, title_justify="left")
-    for col in ("model", "hw", "target", "TP", "PP", "replicas", "quant", "KV dtype", "max seqs",
-                "weights GiB/GPU", "KV tokens", "tok/s/GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "meets"):
-        t.add_column(col, justify="right" if col not in ("model", "hw", "target") else "left")
-    for req, c in plans:
-        p, m, pr = c.plan, c.memory, c.prediction
-        cost = pr.cost_usd_per_mtok if pr else None
-        t.add_row(req.model.name, req.hw.name, req.target.name, str(p.tensor_parallel), str(p.pipeline_parallel),
-                  str(p.replicas), p.quantization.value, p.kv_cache_dtype.value, f"{p.max_num_seqs:,}",
-                  f"{m.weights_gib:.1f}", f"{m.kv_cache_tokens:,}",
-                  _fmt(pr.output_throughput_tok_s_per_gpu if pr else None),
-                  _fmt(_p90(pr.ttft_ms) if pr else None), _fmt(_p90(pr.tpot_ms) if pr else None),
-                  "-" if cost is None else f"{cost:.2f}", _fmt(pr.meets_target if pr else None))
+    if console.width >= 150:
+        for col in labels:
+            t.add_column(col, justify="right" if col not in ("model", "hw", "target") else "left", overflow="fold")
+        for row in rows:
+            t.add_row(*row)
+    else:
+        t.add_column("", no_wrap=True)
+        for i in range(len(rows)):
+            t.add_column(f"#{i + 1}", justify="right", overflow="fold")
+        for j, label in enumerate(labels):
+            t.add_row(label, *(row[j] for row in rows))
     console.print(t)
+
+
+def _compared(req, c) -> tuple[str, ...]:
+    p, m, pr = c.plan, c.memory, c.prediction
+    cost = pr.cost_usd_per_mtok if pr else None
+    return (req.model.name, req.hw.name, req.target.name, str(p.tensor_parallel), str(p.pipeline_parallel),
+            str(p.replicas), p.quantization.value, p.kv_cache_dtype.value, f"{p.max_num_seqs:,}",
+            f"{m.weights_gib:.1f}", f"{m.kv_cache_tokens:,}", _fmt(pr.output_throughput_tok_s_per_gpu if pr else None),
+            _fmt(_p90(pr.ttft_ms) if pr else None), _fmt(_p90(pr.tpot_ms) if pr else None),
+            "-" if cost is None else f"{cost:.2f}", _fmt(pr.meets_target if pr else None))
 
 
 def _p90(dist):
@@ -140,13 +181,20 @@ def _effects(rule) -> str:
 def rules_table(rules, console: Optional[Console] = None) -> None:
     """action=rules: every rule with its condition, effect and source."""
     console = console or _console()
-    t = Table(title=f"{len(rules)} rules (conf/rules/*.yaml, plus rules.extra, minus rules.disable)",
-              box=box.SIMPLE_HEAVY, title_justify="left")
+    title = f"{len(rules)} rules (conf/rules/*.yaml, plus rules.extra, minus rules.disable)"
+    rows = [(r.id, str(r.priority), r.when if r.kind == "plan" else (" | ".join(r.match) or f"symptom {r.symptom}"),
+             _effects(r), r.why, r.source) for r in sorted(rules, key=lambda r: (r.kind, r.id))]
+    if console.width < WIDE:
+        console.print(Text(title, style="italic"))
+        for rid, prio, cond, effect, why, source in rows:
+            _record(console, Text.assemble((rid, "bold"), f"  (priority {prio})"),
+                    [("when: ", cond), ("then: ", effect), ("why: ", why), ("source: ", source)])
+        return
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
     for col in ("id", "prio", "when / match", "then", "why", "source"):
         t.add_column(col, overflow="fold")
-    for r in sorted(rules, key=lambda r: (r.kind, r.id)):
-        cond = r.when if r.kind == "plan" else (" | ".join(r.match) or f"symptom {r.symptom}")
-        t.add_row(r.id, str(r.priority), escape(cond), escape(_effects(r)), escape(r.why), escape(r.source))
+    for row in rows:
+        t.add_row(*(escape(x) for x in row))
     console.print(t)
 
 
@@ -155,7 +203,7 @@ def explain(constraints, req, compiled, console: Optional[Console] = None) -> No
     console = console or _console()
     t = Table(title="Rules, in the order applied (priority, then file order)", box=box.SIMPLE, title_justify="left")
     for col in ("", "id", "prio", "what it did / why not"):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col == "id")  # ids stay whole; the detail wraps at spaces
     for e in constraints.trace:
         t.add_row("✔" if e.fired else "·", e.rule.id, str(e.rule.priority), escape(e.detail))
     console.print(t)
@@ -164,7 +212,8 @@ def explain(constraints, req, compiled, console: Optional[Console] = None) -> No
     c.add_column("allowed")
     c.add_column("shaped by", overflow="fold")
     for f, values in constraints.choices.items():
-        c.add_row(f, ", ".join(values) or "(none)", ", ".join(r.id for r in constraints.choice_rules[f]))
+        shaped_by = dict.fromkeys(r.id for r in constraints.choice_rules[f])  # a rule that shaped it twice: once
+        c.add_row(f, ", ".join(values) or "(none)", " ".join(shaped_by))
     console.print(c)
     show(req, compiled, console)
 

@@ -5,6 +5,7 @@ that Hydra validates against; `freeze` turns a validated twin back into the froz
 """
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
@@ -13,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from planner import specs
+from planner.bounds import NOT_BLANK, bounded, not_blank, option, positive, positive_int
 
 _TWINS: dict[type, type] = {}
 
@@ -72,13 +74,16 @@ def freeze(obj: Any, spec_cls: type) -> Any:
 class RulesConfig:
     """The rule set: conf/rules/*.yaml plus the user's files, minus disabled ids."""
 
-    extra: List[str] = field(default_factory=list)  # paths of the user's own rule files
-    disable: List[str] = field(default_factory=list)  # rule ids to switch off
+    extra: List[str] = option(dataclasses.MISSING, "your own rule files (YAML, like conf/rules/)", "[FILE,...]",
+                              default_factory=list)
+    disable: List[str] = option(dataclasses.MISSING, "rule ids to switch off (action=rules lists them)", "[ID,...]",
+                                default_factory=list)
 
 
 @dataclass
 class AppConfig:
-    """The root of the composed config: the request groups plus the command's own options."""
+    """The root of the composed config: the request groups plus the command's own options. Each option carries its
+    bound (compose.check_options refuses a value out of it before anything runs) and its line in `--help`."""
 
     model: Any = MISSING
     hw: Any = MISSING
@@ -87,25 +92,35 @@ class AppConfig:
     precision: Any = MISSING
     backend: Any = MISSING
     plan: Any = MISSING
-    action: specs.Action = specs.Action.plan
-    format: specs.Format = specs.Format.table
-    out: Optional[str] = None  # plan file to write; default plans/<model>-<hw>-<target>.yaml
-    save: bool = True  # write the plan file
-    plan_file: Optional[str] = None  # `plan=FILE` on the command line: re-print a saved plan
-    endpoint: Optional[str] = None  # action=verify against a running server
-    log: Optional[str] = None  # action=diagnose
-    debug: bool = False  # show tracebacks of internal errors
-    port: Optional[int] = None  # launch/verify: the local server's port (default: a free one)
-    num_prompts: Optional[int] = None  # launch/verify: measured requests (default: workload.num_prompts)
-    ready_timeout_s: float = 900.0  # launch/verify: how long the server may take to become ready
-    sweep: bool = False  # verify endpoint=URL: also sweep the request rate for the highest goodput under the SLO
-    force: bool = False  # launch/verify: launch the closest plan even when the prediction says it misses the target
-    # render/launch/verify: the NAME of the environment variable that holds the server's API key (never the key):
-    # rendered as `--api-key ${NAME}` (k8s: from a Secret), sent as `Authorization: Bearer $NAME` by verify
-    api_key_env: Optional[str] = None
-    # action=render: also write the files of a cluster stack (or all) under plans/<name>/deploy/<target>/
-    deploy: Optional[specs.DeployTarget] = None
-    rules: RulesConfig = field(default_factory=RulesConfig)
+    action: specs.Action = option(specs.Action.plan, "what to do (Actions, below)")
+    format: specs.Format = option(specs.Format.table, "tables, or one JSON or YAML document on stdout")
+    out: Optional[str] = not_blank("a file path; leave out= off for plans/<model>-<hw>-<target>.yaml", None,
+                                   doc="where the plan is written (default: under plans/)",
+                                   metavar="FILE")
+    save: bool = option(True, "print the plan, write no file")
+    plan_file: Optional[str] = bounded("the path of a saved plan file", None, flag="plan", pattern=NOT_BLANK,
+                                       doc="a saved plan: show, render, launch or verify it as is",
+                                       metavar="FILE")
+    endpoint: Optional[str] = bounded("the http:// or https:// URL of a running server, e.g. http://127.0.0.1:8000",
+                                      None, pattern=r"https?://[^\s/?#]+(/\S*)?", metavar="URL",
+                                      doc="verify plan=FILE: load-test this running server")
+    log: Optional[str] = not_blank("the path of a server log", None, doc="the server log action=diagnose reads",
+                                   metavar="FILE")
+    debug: bool = option(False, "show the traceback of an internal error")
+    port: Optional[int] = bounded("a TCP port from 1 to 65535, or left out for a free one", None, ge=1, le=65535,
+                                  doc="launch/verify: server port (default: a free one)", metavar="N")
+    num_prompts: Optional[int] = positive_int(None, "at least 1 measured request, or left out for the workload's "
+                                                    "num_prompts", metavar="N",
+                                              doc="launch/verify: requests to send (default: workload's)")
+    ready_timeout_s: float = positive(900.0, "a positive number of seconds", metavar="900",
+                                      doc="launch/verify: seconds the server may take to start")
+    sweep: bool = option(False, "verify endpoint=URL: also sweep the request rate")
+    force: bool = option(False, "launch even a plan predicted to miss its target")
+    api_key_env: Optional[str] = bounded("the NAME of an environment variable (letters, digits and _, not starting "
+                                         "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                                         doc="name of the variable holding the server's API key", metavar="NAME")
+    deploy: Optional[specs.DeployTarget] = option(None, "render: also the files of a cluster stack, or all")
+    rules: RulesConfig = option(dataclasses.MISSING, "the rule set", default_factory=RulesConfig)
 
 
 _GROUPS = {
@@ -119,7 +134,9 @@ _GROUPS = {
 }
 
 
-def _root_schema() -> type:
+@functools.cache
+def root_schema() -> type:
+    """The root schema Hydra validates against: AppConfig with each group typed by its spec's mutable twin."""
     fields = []
     for f in dataclasses.fields(AppConfig):
         if f.name in _GROUPS:
@@ -135,7 +152,7 @@ def _root_schema() -> type:
 
 def register_configs() -> None:
     """Store the root schema as `planner_schema`; conf/config.yaml lists it first in its defaults."""
-    ConfigStore.instance().store(name="planner_schema", node=_root_schema())
+    ConfigStore.instance().store(name="planner_schema", node=root_schema())
 
 
 def to_request(cfg: Any) -> specs.Request:

@@ -15,8 +15,6 @@ from planner.specs import Objective, Request, TargetSpec
 # Floors on rates pass within this relative tolerance: a measured open loop that kept up with 19.99 of 20 req/s
 # sustained the rate (the last requests of a run are still in flight when it ends).
 RATE_TOLERANCE = 0.001
-# Percentiles a target may ask for: the simulation predicts any of them from at least 120 requests per replica.
-PERCENTILE_RANGE = (50.0, 99.0)
 # metric -> (TargetSpec field, an upper bound?)
 LIMITS = {"ttft_ms": ("ttft_ms", True), "tpot_ms": ("tpot_ms", True), "e2e_latency_ms": ("e2e_latency_ms", True),
           "request_rate_rps": ("min_request_rate", False),

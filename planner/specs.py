@@ -10,6 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from planner.bounds import at_least_zero, bounded, catalog_name, not_blank, positive, positive_int
+
+
+_TFLOPS = "a positive number of TFLOP/s, or null where the format is not supported"
+_SLO = "a positive number, or null for no bound"
+_PIN = "a positive integer, or null to let the planner choose"
+
 
 class Arch(str, enum.Enum):
     """GPU (or CPU) micro-architecture; decides which number formats the hardware runs natively."""
@@ -128,50 +135,51 @@ class Format(str, enum.Enum):
 class ModelSpec:
     """A decoder-only transformer; field names and values as in the model's HF config.json."""
 
-    name: str
-    hf_repo: str
+    name: str = catalog_name()
+    hf_repo: str = not_blank("the model's Hugging Face repo id or local path, not blank")
     source: str
     model_type: str
     architecture: str
-    num_params_b: float  # published total parameter count, billions (MoE: all experts)
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    intermediate_size: int  # dense MLP width (MoE: of the dense layers, if any)
-    vocab_size: int
-    max_position_embeddings: int  # tokens
-    head_dim: Optional[int] = None  # None: hidden_size / num_attention_heads
+    # published total parameter count, billions (MoE: all experts)
+    num_params_b: float = positive(what="a positive number of billions")
+    hidden_size: int = positive_int()
+    num_hidden_layers: int = positive_int()
+    num_attention_heads: int = positive_int()
+    num_key_value_heads: int = positive_int()
+    intermediate_size: int = positive_int()  # dense MLP width (MoE: of the dense layers, if any)
+    vocab_size: int = positive_int()
+    max_position_embeddings: int = positive_int()  # tokens
+    head_dim: Optional[int] = positive_int(None)  # None: hidden_size / num_attention_heads
     torch_dtype: str = "bfloat16"  # the checkpoint's dtype
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # biases on q/k/v (Qwen2)
     # Mixture of experts (0 experts: dense).
-    num_experts: int = 0  # routed experts per MoE layer
-    num_experts_per_tok: int = 0
-    moe_intermediate_size: Optional[int] = None  # width of one routed expert
-    num_shared_experts: int = 0  # always-active experts, each moe_intermediate_size wide
-    shared_expert_intermediate_size: Optional[int] = None  # Qwen2-MoE style single shared expert
-    first_dense_layers: int = 0  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
+    num_experts: int = at_least_zero(0)  # routed experts per MoE layer
+    num_experts_per_tok: int = at_least_zero(0)
+    moe_intermediate_size: Optional[int] = positive_int(None)  # width of one routed expert
+    num_shared_experts: int = at_least_zero(0)  # always-active experts, each moe_intermediate_size wide
+    shared_expert_intermediate_size: Optional[int] = positive_int(None)  # Qwen2-MoE style single shared expert
+    first_dense_layers: int = at_least_zero(0)  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
     # Multi-head latent attention (DeepSeek-V2/V3); None: ordinary (GQA/MHA) attention.
-    kv_lora_rank: Optional[int] = None
-    q_lora_rank: Optional[int] = None
-    qk_nope_head_dim: Optional[int] = None
-    qk_rope_head_dim: Optional[int] = None
-    v_head_dim: Optional[int] = None
+    kv_lora_rank: Optional[int] = positive_int(None)
+    q_lora_rank: Optional[int] = positive_int(None)
+    qk_nope_head_dim: Optional[int] = positive_int(None)
+    qk_rope_head_dim: Optional[int] = positive_int(None)
+    v_head_dim: Optional[int] = positive_int(None)
     # Sliding-window attention: window in tokens, and how many layers use it (the rest attend globally).
-    sliding_window: Optional[int] = None
-    sliding_window_layers: int = 0
+    sliding_window: Optional[int] = positive_int(None, "a positive number of tokens, or null")
+    sliding_window_layers: int = at_least_zero(0)
     # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
     quantization: Optional[str] = None
-    quantization_bits: Optional[int] = None
-    path: Optional[str] = None  # local directory for model=hf
+    quantization_bits: Optional[int] = bounded("a number of bits from 1 to 16, or null", None, ge=1, le=16)
+    path: Optional[str] = not_blank("a local directory, not blank", None)  # model=hf
     # A published speculative-decoding drafter for this model (vLLM speculative_config method and model);
     # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
     speculative_method: Optional[str] = None
     speculative_model: Optional[str] = None
     # Vision-language models: the vision encoder's parameters (billions) and the tokens one image becomes.
-    vision_params_b: float = 0.0
-    image_tokens: int = 0
+    vision_params_b: float = at_least_zero(0.0, "zero or more billions")
+    image_tokens: int = at_least_zero(0)
 
     @property
     def head_dim_eff(self) -> int:
@@ -190,25 +198,29 @@ class ModelSpec:
 class GpuSpec:
     """One accelerator (or the CPU profile): datasheet numbers, each with the unit in its name."""
 
-    name: str
+    name: str = catalog_name()
     source: str
     architecture: Arch
-    compute_capability: float  # CUDA compute capability (9.0 = Hopper); 0 for non-CUDA devices
-    memory_gib: float  # device memory as CUDA reports its total (cudaMemGetInfo; what vLLM budgets), GiB (2^30 B)
-    hbm_bandwidth_gb_s: float  # peak memory bandwidth, GB/s (10^9 bytes)
-    dense_tflops_fp16: float  # dense tensor throughput, TFLOP/s (no sparsity)
+    compute_capability: float = at_least_zero()  # CUDA compute capability (9.0 = Hopper); 0 for non-CUDA devices
+    # device memory as CUDA reports its total (cudaMemGetInfo; what vLLM budgets), GiB (2^30 B)
+    memory_gib: float = positive(what="a positive number of GiB")
+    hbm_bandwidth_gb_s: float = positive(what="a positive number of GB/s")  # peak memory bandwidth, GB/s (10^9 B)
+    dense_tflops_fp16: float = positive(what="a positive number of TFLOP/s")  # dense tensor throughput (no sparsity)
     kind: DeviceKind = DeviceKind.gpu
     vendor: str = "nvidia"  # nvidia (CUDA) or amd (ROCm): decides the engine build, image and device plugin
     marketing_name: str = ""
-    num_cores: Optional[int] = None  # SMs (GPU) or physical cores (CPU)
-    dense_tflops_bf16: Optional[float] = None  # None: not supported natively
-    dense_tflops_fp8: Optional[float] = None
-    dense_tflops_int8: Optional[float] = None  # TOPS
-    dense_tflops_fp4: Optional[float] = None
-    dense_tflops_fp32: Optional[float] = None  # non-tensor FP32
-    nvlink_bandwidth_gb_s: Optional[float] = None  # per GPU, both directions together; None: no NVLink
-    pcie_bandwidth_gb_s: float = 32.0  # per direction, GB/s
-    price_usd_per_hour: Optional[float] = None  # indicative on-demand price of one GPU
+    num_cores: Optional[int] = positive_int(None)  # SMs (GPU) or physical cores (CPU)
+    dense_tflops_bf16: Optional[float] = positive(None, _TFLOPS)  # None: not supported natively
+    dense_tflops_fp8: Optional[float] = positive(None, _TFLOPS)
+    dense_tflops_int8: Optional[float] = positive(None, _TFLOPS)  # TOPS
+    dense_tflops_fp4: Optional[float] = positive(None, _TFLOPS)
+    dense_tflops_fp32: Optional[float] = positive(None, _TFLOPS)  # non-tensor FP32
+    # per GPU, both directions together; None: no NVLink
+    nvlink_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")
+    # per direction, GB/s; 0: no PCIe link (the CPU profile)
+    pcie_bandwidth_gb_s: float = at_least_zero(32.0, "zero or more GB/s")
+    # indicative on-demand price of one GPU
+    price_usd_per_hour: Optional[float] = at_least_zero(None, "zero or more US dollars an hour, or null")
     price_source: str = ""
 
     def supports(self, fmt: str) -> bool:
@@ -220,13 +232,14 @@ class GpuSpec:
 class HwSpec:
     """A deployment target: a GPU model, how many per node, how many nodes, and how they connect."""
 
-    name: str
+    name: str = catalog_name()
     source: str
     gpu: GpuSpec
-    gpus_per_node: int
-    nodes: int = 1
+    gpus_per_node: int = positive_int()
+    nodes: int = positive_int(1)
     intra_node: Interconnect = Interconnect.nvlink
-    inter_node_bandwidth_gb_s: Optional[float] = None  # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
+    # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
+    inter_node_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")
     discover: bool = False  # fill gpu and gpus_per_node from this machine (pynvml / psutil)
 
     @property
@@ -243,16 +256,19 @@ class HwSpec:
 class TargetSpec:
     """Service-level objectives; None means no bound."""
 
-    name: str
+    name: str = catalog_name()
     objective: Objective
-    ttft_ms: Optional[float] = None
-    tpot_ms: Optional[float] = None
-    e2e_latency_ms: Optional[float] = None
-    percentile: float = 90.0  # the SLOs hold at this percentile
-    min_request_rate: Optional[float] = None  # requests/s to sustain
-    min_output_throughput_tok_s: Optional[float] = None
-    max_usd_per_hour: Optional[float] = None
-    min_concurrency: int = 32  # requests of the workload's mean length the KV cache must hold at once
+    ttft_ms: Optional[float] = positive(None, _SLO)
+    tpot_ms: Optional[float] = positive(None, _SLO)
+    e2e_latency_ms: Optional[float] = positive(None, _SLO)
+    # the SLOs hold at this percentile: the ones the planner's simulation predicts (at least 120 requests per
+    # replica) and verification checks
+    percentile: float = bounded("a percentile from 50 to 99, the ones the planner's simulation predicts (at least "
+                                "120 requests per replica) and verification checks", 90.0, ge=50, le=99)
+    min_request_rate: Optional[float] = positive(None, _SLO)  # requests/s to sustain
+    min_output_throughput_tok_s: Optional[float] = positive(None, _SLO)
+    max_usd_per_hour: Optional[float] = positive(None, _SLO)
+    min_concurrency: int = positive_int(32)  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
     description: str = ""
 
@@ -261,24 +277,29 @@ class TargetSpec:
 class WorkloadSpec:
     """Traffic shape; names follow `vllm bench serve` where it has one."""
 
-    name: str
-    input_len: int  # mean prompt tokens
-    output_len: int  # mean generated tokens
-    range_ratio: float = 0.0  # lengths uniform in [len*(1-r), len*(1+r)] (vllm bench serve --random-range-ratio)
-    request_rate: Optional[float] = None  # requests/s (Poisson); None: as fast as possible
-    burstiness: float = 1.0  # gamma shape of inter-arrival times; 1 = Poisson
-    max_concurrency: Optional[int] = None  # requests in flight; None: unbounded
-    shared_prefix_len: int = 0  # leading prompt tokens shared by the requests of one prefix group (system prompt)
+    name: str = catalog_name()
+    input_len: int = positive_int(what="a positive number of tokens")  # mean prompt tokens
+    output_len: int = positive_int(what="a positive number of tokens")  # mean generated tokens
+    # lengths uniform in [len*(1-r), len*(1+r)] (vllm bench serve --random-range-ratio)
+    range_ratio: float = bounded("in [0, 1): lengths vary within ±ratio of the mean", 0.0, ge=0, lt=1)
+    # requests/s (Poisson); None: as fast as possible
+    request_rate: Optional[float] = positive(None, "a positive rate in requests/s, or null for as fast as possible")
+    burstiness: float = positive(1.0, "positive (1 = Poisson)")  # gamma shape of inter-arrival times; 1 = Poisson
+    # requests in flight; None: unbounded
+    max_concurrency: Optional[int] = positive_int(None, "a positive integer, or null for unbounded")
+    # leading prompt tokens shared by the requests of one prefix group (system prompt, RAG context)
+    shared_prefix_len: int = at_least_zero(0, "zero or more tokens")
     # prompt groups, each with its own shared prefix: 1 = every request shares it; N = a pool of N prompts that the
     # traffic rotates through (vllm bench serve --prefix-repetition-num-prefixes; requests split evenly, shuffled)
-    num_prefixes: int = 1
+    num_prefixes: int = positive_int(1, "one or more prompt groups")
     stream: bool = True
-    num_prompts: int = 200  # requests in a verification run
+    num_prompts: int = positive_int(200)  # requests in a verification run
     untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)
-    images_per_prompt: int = 0  # VLM traffic: images in each request
-    max_loras: int = 0  # LoRA adapters served at once (0: no LoRA)
-    max_lora_rank: int = 16  # the largest adapter rank
-    max_model_len: Optional[int] = None  # context to serve; None: input and output at their largest
+    images_per_prompt: int = at_least_zero(0)  # VLM traffic: images in each request
+    max_loras: int = at_least_zero(0)  # LoRA adapters served at once (0: no LoRA)
+    max_lora_rank: int = positive_int(16)  # the largest adapter rank
+    # context to serve; None: input and output at their largest
+    max_model_len: Optional[int] = positive_int(None, "a positive number of tokens, or null")
     description: str = ""
 
     @property
@@ -301,7 +322,7 @@ def length_range(mean: int, range_ratio: float) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PrecisionSpec:
-    name: str
+    name: str = catalog_name()
     weights: Weights = Weights.auto
     kv_cache: KvPrecision = KvPrecision.auto
     description: str = ""
@@ -317,19 +338,19 @@ class Pins:
     """`plan.<field>=value` overrides: fixed values the planner must respect (None: free)."""
 
     backend: Optional[BackendName] = None
-    tensor_parallel: Optional[int] = None
-    pipeline_parallel: Optional[int] = None
-    replicas: Optional[int] = None
+    tensor_parallel: Optional[int] = positive_int(None, _PIN)
+    pipeline_parallel: Optional[int] = positive_int(None, _PIN)
+    replicas: Optional[int] = positive_int(None, _PIN)
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None
     kv_cache_dtype: Optional[KvPrecision] = None
-    max_model_len: Optional[int] = None
-    max_num_seqs: Optional[int] = None
-    max_num_batched_tokens: Optional[int] = None
-    gpu_memory_utilization: Optional[float] = None
+    max_model_len: Optional[int] = positive_int(None, _PIN)
+    max_num_seqs: Optional[int] = positive_int(None, _PIN)
+    max_num_batched_tokens: Optional[int] = positive_int(None, _PIN)
+    gpu_memory_utilization: Optional[float] = bounded("a fraction in (0, 1]", None, gt=0, le=1)
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
-    kv_cache_space_gib: Optional[int] = None  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
+    kv_cache_space_gib: Optional[int] = positive_int(None, _PIN)  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
 
     def given(self) -> dict:
         """The pinned fields only, by name."""

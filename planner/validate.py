@@ -1,68 +1,23 @@
-"""Check a Request's values (types are Hydra's job): ranges, and how the parts fit together.
+"""Check a Request's values (types are Hydra's job): the bounds its fields declare (planner/bounds.py), and how the
+parts fit together.
 
 Every problem becomes one paragraph (field=value, what is wrong, Fix:), and all are reported at once.
 """
 
-from typing import Callable, Optional
+import dataclasses
 
+from planner import bounds
 from planner.errors import InputError
-from planner.slo import PERCENTILE_RANGE
 from planner.specs import Request
 
-# (field path, test, what it must be). Paths start at the Request; None values are skipped (None = unbounded).
-_BOUNDS: list[tuple[str, Callable[[float], bool], str]] = [
-    *[(f"model.{f}", lambda v: v >= 1, "a positive integer") for f in (
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
-        "vocab_size", "max_position_embeddings", "head_dim", "kv_lora_rank", "moe_intermediate_size")],
-    *[(f"model.{f}", lambda v: v >= 0, "zero or more") for f in (
-        "num_experts", "num_experts_per_tok", "num_shared_experts", "first_dense_layers", "sliding_window_layers")],
-    ("model.num_params_b", lambda v: v > 0, "a positive number of billions"),
-    ("hw.gpus_per_node", lambda v: v >= 1, "a positive integer"),
-    ("hw.nodes", lambda v: v >= 1, "a positive integer"),
-    ("hw.gpu.memory_gib", lambda v: v > 0, "a positive number of GiB"),
-    ("hw.gpu.hbm_bandwidth_gb_s", lambda v: v > 0, "a positive number of GB/s"),
-    ("hw.gpu.dense_tflops_fp16", lambda v: v > 0, "a positive number of TFLOP/s"),
-    *[(f"target.{f}", lambda v: v > 0, "a positive number, or null for no bound") for f in (
-        "ttft_ms", "tpot_ms", "e2e_latency_ms", "min_request_rate", "min_output_throughput_tok_s",
-        "max_usd_per_hour")],
-    ("target.percentile", lambda v: PERCENTILE_RANGE[0] <= v <= PERCENTILE_RANGE[1],
-     f"a percentile from {PERCENTILE_RANGE[0]:g} to {PERCENTILE_RANGE[1]:g}, the ones the planner's simulation "
-     "predicts (at least 120 requests per replica) and verification checks"),
-    ("target.min_concurrency", lambda v: v >= 1, "a positive integer"),
-    ("workload.input_len", lambda v: v >= 1, "a positive number of tokens"),
-    ("workload.output_len", lambda v: v >= 1, "a positive number of tokens"),
-    ("workload.range_ratio", lambda v: 0 <= v < 1, "in [0, 1): lengths vary within ±ratio of the mean"),
-    ("workload.request_rate", lambda v: v > 0, "a positive rate in requests/s, or null for as fast as possible"),
-    ("workload.burstiness", lambda v: v > 0, "positive (1 = Poisson)"),
-    ("workload.max_concurrency", lambda v: v >= 1, "a positive integer, or null for unbounded"),
-    ("workload.shared_prefix_len", lambda v: v >= 0, "zero or more tokens"),
-    ("workload.num_prefixes", lambda v: v >= 1, "one or more prompt groups"),
-    ("workload.num_prompts", lambda v: v >= 1, "a positive integer"),
-    ("workload.max_model_len", lambda v: v >= 1, "a positive number of tokens, or null"),
-    *[(f"pins.{f}", lambda v: v >= 1, "a positive integer, or null to let the planner choose") for f in (
-        "tensor_parallel", "pipeline_parallel", "replicas", "max_model_len", "max_num_seqs",
-        "max_num_batched_tokens")],
-    ("pins.gpu_memory_utilization", lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
-]
 
-
-def _get(req: Request, path: str) -> Optional[float]:
-    obj = req
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _cli_name(path: str) -> str:
-    return "plan." + path[5:] if path.startswith("pins.") else path
+def _cli_prefix(part: str) -> str:
+    """The command line's name for a part of the Request: the pins are `plan.<field>`."""
+    return "plan." if part == "pins" else part + "."
 
 
 def problems(req: Request) -> list[str]:
-    found = []
-    for path, ok, what in _BOUNDS:
-        value = _get(req, path)
-        if value is not None and not ok(value):
-            found.append(f"{_cli_name(path)}={value}: must be {what}. Fix: set {_cli_name(path)} to such a value.")
+    found = [p for f in dataclasses.fields(req) for p in bounds.problems(getattr(req, f.name), _cli_prefix(f.name))]
     m, hw, pins = req.model, req.hw, req.pins
     if found:  # the relations below divide by these values
         return found

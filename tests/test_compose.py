@@ -103,14 +103,25 @@ def test_hw_auto_maps_nvml_gpus_to_the_catalog(req, monkeypatch):
     pytest.param("Tesla V100-SXM2-32GB", "v100", id="v100"),
     pytest.param("NVIDIA A10G", "a10g", id="a10g"),
     pytest.param("NVIDIA B200", "b200", id="b200"),
-    pytest.param("NVIDIA GeForce RTX 4090", None, id="unknown"),
+    pytest.param("NVIDIA GeForce RTX 4090", "rtx4090", id="rtx4090"),
+    pytest.param("NVIDIA GeForce RTX 4090 D", None, id="rtx4090d-unknown"),
+    pytest.param("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000", id="rtx-pro-6000"),
+    pytest.param("NVIDIA H800 80GB HBM3", "h800", id="h800"),
+    pytest.param("NVIDIA H800 PCIe", None, id="h800-pcie-unknown"),
+    pytest.param("NVIDIA H20", "h20", id="h20"),
+    pytest.param("NVIDIA L20", "l20", id="l20"),
+    pytest.param("NVIDIA L40", "l40", id="l40"),
+    pytest.param("NVIDIA A10", "a10", id="a10"),
+    pytest.param("NVIDIA B300 SXM6 AC", "b300", id="b300"),
+    pytest.param("NVIDIA GB200", "gb200", id="gb200"),
+    pytest.param("NVIDIA GeForce RTX 3090", None, id="unknown"),
 ])
 def test_nvml_names_map_to_catalog_entries(nvml, entry):
     assert discover.catalog_name(nvml) == entry
 
 
 def test_unknown_local_gpu_is_a_clear_error(req, monkeypatch):
-    monkeypatch.setattr(discover, "gpus", lambda: [("NVIDIA GeForce RTX 4090", 23.6)])
+    monkeypatch.setattr(discover, "gpus", lambda: [("NVIDIA GeForce RTX 3090", 23.6)])
     with pytest.raises(InputError, match="not in the catalog.*Fix:"):
         req("hw=auto")
 

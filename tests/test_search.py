@@ -152,3 +152,17 @@ def test_max_model_len_is_the_longest_sampled_request_rounded_and_says_so(overri
     assert value == expected
     assert f"{longest[0]:,} in + {longest[1]:,} out = {sum(longest):,} tokens" in why
     assert f"rounded up to a multiple of 256: {expected:,}" in why and "workload.max_model_len" in why
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param(("model=llama3-70b", "hw=h100x4"), id="70b-h100x4"),
+    pytest.param(("model=llama3-70b", "hw=h100x8", "plan.tensor_parallel=8"), id="70b-tp8-pinned"),
+    pytest.param(("model=mixtral-8x7b", "hw=h100x2"), id="moe"),
+])
+def test_analytic_ttft_is_more_than_a_decode_step(overrides):
+    """A first token waits for the prompt's prefill, so the Pareto front's and the alternatives' analytic TTFT is
+    above their TPOT (issue 22, item 9: it equalled TPOT, the 70B 'TTFT 7.5 ms')."""
+    c = plan_for(*overrides)
+    briefs = list(c.pareto_front) + [a.prediction for a in c.alternatives if a.prediction is not None]
+    assert len(briefs) >= 3
+    assert all(b.ttft_ms > b.tpot_ms for b in briefs), [(b.ttft_ms, b.tpot_ms) for b in briefs]
