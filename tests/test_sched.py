@@ -121,3 +121,13 @@ def test_an_unused_groups_prefix_is_evicted_when_the_pool_needs_room():
         prefix_cached_tokens=512, kv_blocks=80, block_size=16)
     assert sum(s.prefill_tokens for s in rec.steps) == 9 * 600
     assert math.isclose(sum(s.prefill_tokens for s in rec.steps[-2:]), 600)
+
+
+@pytest.mark.parametrize("engine", [pytest.param(engines.VLLM, id="vllm"), pytest.param(engines.TRTLLM, id="trt")])
+def test_a_prompt_over_the_budget_without_chunking_runs_alone(engine):
+    """No chunked prefill and a 5000-token prompt against a 4096-token budget: it gets a step of its own instead of
+    stalling the run (TensorRT-LLM itself would refuse the request)."""
+    rec = Recorder()
+    result = run(engine, [5000, 100], [4, 4], rec, max_num_batched_tokens=4096, chunked_prefill=False)
+    assert result.completed == 2
+    assert 5000 in [s.prefill_tokens for s in rec.steps]

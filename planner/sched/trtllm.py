@@ -56,15 +56,17 @@ class TrtllmScheduler:
         for r in self.running[:self.lim.max_num_seqs]:
             left = R.ntok[r] - R.computed[r]
             if R.computed[r] >= R.prompt[r]:  # generation: one token
+                if budget < 1:
+                    break
                 k = 1
             elif left <= budget:
                 k = left
             elif self.lim.chunked_prefill and budget >= kv.block_size:
                 k = budget // kv.block_size * kv.block_size  # chunkUnitSize = tokens_per_block
+            elif not batch:
+                k = left  # a prompt over max_num_tokens without chunking (TensorRT-LLM refuses it): alone
             else:
                 break  # `if (batchNumTokens + reqNumTokens > maxNumTokens) break;`
-            if k > budget:
-                break
             kv.grow(r, 0, R.computed[r] + k)  # publish prefix blocks for block reuse
             batch.append((r, k))
             budget -= k

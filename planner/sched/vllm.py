@@ -69,7 +69,9 @@ class VllmScheduler:
             hit = kv.hit(r, R.ntok[r])  # prefix-cache lookup of a fresh or preempted request (lines 959-965)
             k = min(R.ntok[r] - hit * bs, budget)  # lines 1129 and 1169
             if not self.lim.chunked_prefill and k < R.ntok[r] - hit * bs:
-                break
+                if batch:
+                    break
+                k = R.ntok[r] - hit * bs  # a prompt over the budget without chunked prefill runs alone
             # scheduler_reserve_full_isl (config/scheduler.py line 190) admits a request only if all its tokens
             # fit (kv_cache_manager.py lines 533-539); blocks for the first chunk only are allocated.
             if not kv.take(self._blocks(R.ntok[r]) - hit):
