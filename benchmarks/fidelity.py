@@ -37,6 +37,7 @@ MODELS = {  # published model name (any spelling) → catalog entry
     "llama-3.1-8b": "llama3.1-8b", "llama-3.1-70b": "llama3.1-70b", "llama-3.3-70b": "llama3.1-70b",
     "llama-3.1-405b": "llama3.1-405b", "qwen3-8b": "qwen3-8b", "qwen3-32b": "qwen3-32b",
     "mixtral-8x7b": "mixtral-8x7b", "qwen3-235b-a22b": "qwen3-235b-a22b",
+    "deepseek-r1": "deepseek-r1", "deepseek-v3": "deepseek-v3",
 }
 HW = {"h100": ("h100x8", "h100-sxm"), "h100-sxm": ("h100x8", "h100-sxm"), "h200": ("h200x8", "h200"),
       "a100-80g": ("a100x8", "a100-80g"), "l40s": ("l40sx4", "l40s"), "b200": ("b200x8", "b200")}
@@ -114,8 +115,10 @@ def lengths(row, n: int, sample: dict):
     return None
 
 
-def overrides(row, load: Lengths) -> list[str] | str:
-    """The request a user would compose for the row's deployment (or why it cannot be composed)."""
+def overrides(row, load: Lengths, moe: bool) -> list[str] | str:
+    """The request a user would compose for the row's deployment (or why it cannot be composed). `data_parallel` on
+    an MoE row is attention DP inside one server (plan.data_parallel, with the row's expert_parallel); on a dense row,
+    independent replicas."""
     entry, hw = catalog_model(row["model"]), HW.get(row["gpu"])
     quant = QUANT.get((row["quantization"] or "").lower() or None)
     if entry is None or hw is None or quant is None:
@@ -125,17 +128,20 @@ def overrides(row, load: Lengths) -> list[str] | str:
     gpu = compose_gpu(hw[1])
     defaults = engines.for_backend(backend).batch_defaults(gpu, tp, pp)  # the engine's own, when the row is silent
     kv = "fp8" if str(row.get("kv_cache_dtype") or "").startswith("fp8") else "bf16"
+    layout = [f"plan.data_parallel={dp}", f"plan.expert_parallel={str(bool(row.get('expert_parallel'))).lower()}",
+              "plan.replicas=1"] if moe else [f"plan.replicas={dp}"]
     out = [f"model={entry}", f"hw={hw[0]}", f"hw.gpus_per_node={tp * dp}", f"hw.nodes={pp}",
            f"backend={backend.value}", "target=best-effort", f"plan.tensor_parallel={tp}",
-           f"plan.pipeline_parallel={pp}", f"plan.replicas={dp}", f"plan.quantization={quant}",
+           f"plan.pipeline_parallel={pp}", *layout, f"plan.quantization={quant}",
            f"plan.kv_cache_dtype={kv}", f"plan.max_model_len={load.max_model_len}",
            f"plan.max_num_seqs={row.get('max_num_seqs') or defaults.max_num_seqs}",
            f"plan.max_num_batched_tokens={row.get('max_num_batched_tokens') or defaults.max_num_batched_tokens}",
            f"workload.input_len={max(1, round(float(load.input_lens.mean())))}",
            f"workload.output_len={max(1, round(float(load.output_lens.mean())))}", "workload.range_ratio=0",
            "plan.enable_prefix_caching=false"]
-    if row.get("gpu_memory_utilization"):
-        out.append(f"plan.gpu_memory_utilization={row['gpu_memory_utilization']}")
+    fraction = row.get("kv_cache_free_gpu_mem_fraction") or row.get("gpu_memory_utilization")  # the engine's own
+    if fraction:
+        out.append(f"plan.gpu_memory_utilization={fraction}")
     elif backend is BackendName.vllm and version(row) < MODELLED["vllm"]:
         out.append("plan.gpu_memory_utilization=0.9")  # vLLM's default before 0.32 (CacheConfig)
     if backend is BackendName.sglang:
@@ -163,9 +169,9 @@ def arrivals(row) -> simulate.Arrivals:
     return simulate.Arrivals(request_rate=None)
 
 
-def predict(c, row, load: Lengths):
+def predict(c, row, load: Lengths, moe: bool):
     """(prediction, plan, None) or (None, None, why not)."""
-    over = overrides(row, load)
+    over = overrides(row, load, moe)
     if isinstance(over, str):
         return None, None, over
     try:
@@ -213,11 +219,12 @@ def main() -> None:
             if load is None:
                 skipped.append((row["id"], "no request lengths in the source"))
                 continue
-            pred, compiled, why = predict(c, row, load)
+            entry = catalog_model(row["model"])
+            moe = entry is not None and compose.to_request(c.compose([f"model={entry}"])).model.is_moe
+            pred, compiled, why = predict(c, row, load, moe)
             if pred is None:
                 skipped.append((row["id"], why))
                 continue
-            moe = compose.to_request(c.compose([f"model={catalog_model(row['model'])}"])).model.is_moe
             cls = classes(row, moe, load)
             for metric in METRICS:
                 real, guess = row["results"].get(metric), pred.get(metric)

@@ -74,35 +74,45 @@ def predict_run(req: Request, compiled: CompiledPlan, run: Run) -> RunMetrics:
     """The benchmark `run` against the deployment `compiled` plans for `req` (one replica simulated, the load split
     evenly over the plan's replicas, throughputs summed)."""
     plan, mem = compiled.plan, compiled.memory
-    replicas = max(1, plan.replicas)
+    dp = max(1, plan.data_parallel)
+    replicas = max(1, plan.replicas) * dp  # engines: attention DP runs dp schedulers and KV caches per server
     one = _split(run, replicas)
     sm = perf.StepModel(req.model, req.hw.gpu, req.hw, plan.tensor_parallel, plan.pipeline_parallel, plan.dtype,
-                        plan.quantization, plan.kv_cache_dtype, expert_parallel=plan.expert_parallel)
+                        plan.quantization, plan.kv_cache_dtype, expert_parallel=plan.expert_parallel, dp=dp)
     spec = steady.speculation(plan.speculative, req.hw.gpu.name)
     server = simulate.Server(engines.for_backend(plan.backend), plan.max_num_seqs, plan.max_num_batched_tokens,
                              mem.kv_cache_blocks, mem.block_size, chunked_prefill=plan.enable_chunked_prefill,
                              prefix_caching=plan.enable_prefix_caching)
     pred = compiled.prediction
-    slow = 1.0 if pred is None else float(steady.host_slowdown(sm, pred.output_throughput_tok_s / replicas,
-                                                                pred.request_throughput_rps / replicas))
+    batch = max(pred.concurrency, 1.0) if pred is not None else float(plan.max_num_seqs)
+    slow = 1.0 if pred is None else float(steady.host_slowdown(
+        sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas,
+        pred.output_throughput_tok_s / replicas / batch))
     per_step = spec.tokens_per_step if spec else 1.0
     outs = np.asarray(one.output_lens, dtype=np.int64)
+    ins = np.asarray(one.input_lens, dtype=np.int64)
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(np.int64)
-    res = simulate.run(predict.sim_step_time(sm, spec, slow), np.asarray(one.input_lens), steps, one.arrivals,
+    others = steady.other_ranks_prefill(sm, batch, float(ins.mean()) - one.shared_prefix_len, float(outs.mean()),
+                                        plan.max_num_batched_tokens)
+    res = simulate.run(predict.sim_step_time(sm, spec, slow, others, float(ins.mean())), ins, steps, one.arrivals,
                        server, shared_prefix_len=one.shared_prefix_len, num_prefixes=one.num_prefixes,
                        seed=one.seed)
+    around = predict.outside_s(sm, spec, slow, batch, float(ins.mean() + outs.mean() / 2))  # API server, async
     ok = outs > 1
     tpot = (res.e2e_s - res.ttft_s)[ok] / (outs[ok] - 1) * 1e3
-    out_tps = float(outs.sum()) / res.duration_s * replicas
-    total = float(np.sum(one.input_lens) + outs.sum()) / res.duration_s * replicas
+    duration = res.duration_s + around  # the last token reaches the client `around` after the engine emits it
+    out_tps = float(outs.sum()) / duration * replicas
+    total = float(ins.sum() + outs.sum()) / duration * replicas
     itl = res.itl_s * 1e3 / per_step if res.itl_s.size else np.zeros(1)
     return RunMetrics(
         output_throughput_tok_s=out_tps, total_throughput_tok_s=total,
-        request_throughput_rps=res.request_throughput() * replicas,
-        ttft_ms_mean=float(np.mean(res.ttft_s)) * 1e3, ttft_ms_median=res.percentile("ttft", 50) * 1e3,
-        ttft_ms_p99=res.percentile("ttft", 99) * 1e3,
+        request_throughput_rps=res.completed / duration * replicas,
+        ttft_ms_mean=(float(np.mean(res.ttft_s)) + around) * 1e3,
+        ttft_ms_median=(res.percentile("ttft", 50) + around) * 1e3,
+        ttft_ms_p99=(res.percentile("ttft", 99) + around) * 1e3,
         tpot_ms_mean=float(np.mean(tpot)) if tpot.size else 0.0,
         tpot_ms_median=float(np.median(tpot)) if tpot.size else 0.0,
         itl_ms_mean=float(np.mean(itl)), itl_ms_median=float(np.median(itl)),
-        e2e_ms_mean=float(np.mean(res.e2e_s)) * 1e3, e2e_ms_median=res.percentile("e2e", 50) * 1e3,
+        e2e_ms_mean=(float(np.mean(res.e2e_s)) + around) * 1e3,
+        e2e_ms_median=(res.percentile("e2e", 50) + around) * 1e3,
         preemptions=res.preemptions)

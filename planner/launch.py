@@ -7,6 +7,7 @@ this is the one place that changes, and only the host and port.
 """
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from planner.errors import InputError, LaunchFailed
+from planner.specs import DeviceKind
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,7 @@ def run(req, compiled, plan_path: Path, replan: Callable[[list[str]], tuple], *,
 def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, ready_timeout_s, port,
           attempts: tuple, api_key_env: Optional[str] = None) -> int:
     from backends import get
-    from planner import plots, process, render, verify
-    from planner import loadgen
+    from planner import hostload, loadgen, plots, process, render, verify
 
     outdir = render.artifact_dir(plan_path)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,9 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
                               ready_timeout_s=ready_timeout_s, secrets=tuple(key_env.values()),
                               api_key_env=api_key_env)
     verify.mark_started(outdir, plan_path.stem)
+    if req.hw.gpu.kind is DeviceKind.cpu and (busy := hostload.busy_before()) > hostload.NOTABLE_CORES:
+        log.warning("other processes keep %.2f of this host's cores busy: the engine shares them, so what is "
+                    "measured includes their load (report.json server.host says how much during the run)", busy)
     with process.Server(spec) as server, process.install_signal_handlers(server):  # entering starts it
         ready_s = server.wait_ready(progress=True)
         reported = backend.kv_cache_tokens(spec.log_path.read_text(errors="replace"))
@@ -119,6 +123,7 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
                                  time_limit_s=max(60.0, ready_timeout_s))
         lspec = replace(lspec, api_key_env=api_key_env)
         t0 = time.perf_counter()
+        host = hostload.HostLoad((os.getpid(),))  # this process (the load generator) and the server's tree
         result = loadgen.run_sync(lspec)
         died = server.watch()
         if died:
@@ -127,7 +132,7 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
         loadgen.require_completions(result, base)
         report = verify.build(req, compiled, plan_path.stem, base, lspec, result, server={
             "kv_cache_tokens_reported": reported, "kv_cache_tokens_planned": compiled.memory.kv_cache_tokens,
-            "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2)},
+            "ready_s": round(ready_s, 2), "load_test_s": round(time.perf_counter() - t0, 2), "host": host.stop()},
             remediation=tuple({"what": a.what, "why": a.why} for a in attempts))
         path = verify.write(report, outdir)
         pngs = plots.write(result, report, outdir)

@@ -23,7 +23,7 @@ import yaml
 
 from planner.fastyaml import FAST_LOADER
 
-from planner import memory
+from planner import memory, moe
 from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
 
 
@@ -51,13 +51,26 @@ class Calibration:
     elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
     per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
     per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
-    # CPU seconds the serving front end (API server, and the load generator of action=verify) spends on the host
-    # per output token and per request: on a CPU host they take cores from the engine (conf/calibration/cpu.yaml)
+    # CPU seconds the serving front end (API server, the EngineCore's socket threads, and the load generator of
+    # action=verify) spends on the host per output token, per request and per engine step: on a CPU host they take
+    # cores from the engine (conf/calibration/cpu.yaml `frontend`)
     host_cpu_s_per_token: float = 0.0
     host_cpu_s_per_request: float = 0.0
+    host_cpu_s_per_step: float = 0.0
+    # Time to first token outside the engine step: admission (HTTP, request processing, hand-off to the engine
+    # core) and the first token's way back (detokenizing, streaming); `request_ms` in the calibration files
+    request_s: float = 0.0
+    # Steps a new request waits beyond a synchronous engine's: with async scheduling (vLLM V1's default on GPUs,
+    # TensorRT-LLM's and SGLang's overlap schedulers) the next step is scheduled while this one runs, so a request
+    # that arrives now is scheduled one step later (conf/calibration `async_scheduling_steps`)
+    async_steps: float = 0.0
     xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
     nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
     pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
+    # an all-reduce of a few bytes outside CUDA graphs (launch + sync): what attention-DP ranks pay once a step to
+    # agree on their token counts (vLLM v1/worker/dp_utils.py _run_ar); the measured eager curve's small messages
+    dp_sync_s: float = 0.0
+    mla_decode_efficiency: float = 0.0  # MLA decode attention FLOPs, achieved / dense peak (perf-default.yaml)
     own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
     measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
 
@@ -139,6 +152,8 @@ def calibration(gpu_name: str) -> Calibration:
     elem_floor = [sum(n * elem["floor_us"][op][i] for op, n in elem["per_layer"].items())
                   for i in range(len(elem.get("hidden", ())))]
     pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
+    engine = _engine_terms(d)
+    eager_small = [us for b, us in zip(curve.get("bytes", ()), curve.get("eager_us", ())) if b <= 65536]
     return Calibration(
         ar_bytes=tuple(float(b) for b, _ in pairs), ar_us=tuple(float(u) for _, u in pairs),
         source=str(d.get("source", "")), gemm_m=m, gemm_bf16=bf16, gemm_fp8=fp8,
@@ -146,19 +161,47 @@ def calibration(gpu_name: str) -> Calibration:
         decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
         prefill_attention_efficiency=float(d["prefill_attention_efficiency"]),
         nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
-        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=float(d["step_overhead_ms"]) * 1e-3,
+        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=engine["overhead_ms"] * 1e-3,
         attn_batch=batches if grid else (), attn_context=contexts if grid else (),
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
         elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
-        per_seq_s=float(d.get("per_seq_us", 0.0)) * 1e-6,
-        per_prefill_token_s=float(d.get("per_prefill_token_us", 0.0)) * 1e-6,
-        host_cpu_s_per_token=sum(float(v) for k, v in (d.get("frontend") or {}).items() if k.endswith("_us_per_token"))
-        * 1e-6,
-        host_cpu_s_per_request=sum(float(v) for k, v in (d.get("frontend") or {}).items()
-                                   if k.endswith("_ms_per_request")) * 1e-3,
+        per_seq_s=engine["per_seq_us"] * 1e-6, per_prefill_token_s=engine["per_prefill_token_us"] * 1e-6,
+        host_cpu_s_per_token=_frontend(d, "us_per_token") * 1e-6,
+        host_cpu_s_per_request=_frontend(d, "ms_per_request") * 1e-3,
+        host_cpu_s_per_step=_frontend(d, "us_per_step") * 1e-6, request_s=float(d.get("request_ms", 0.0)) * 1e-3,
+        async_steps=float(d.get("async_scheduling_steps", 0.0)),
         xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
         nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
+        dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
+        mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
         measured_vendor=str(base.get("measured_vendor", "nvidia")))
+
+
+def _engine_terms(d: dict) -> dict[str, float]:
+    """The engine's own cost of a step besides the model's arithmetic: `engine_step` parts summed (each a dict of
+    overhead_ms / per_seq_us / per_prefill_token_us: on a CPU the worker, the scheduler and the hand-off between
+    their processes, benchmarks/cpu_serve.py), or the flat `step_overhead_ms` (and per_seq_us, per_prefill_token_us)."""
+    parts = [p for p in (d.get("engine_step") or {}).values() if isinstance(p, dict)]
+    if not parts:
+        parts = [{"overhead_ms": d["step_overhead_ms"], "per_seq_us": d.get("per_seq_us", 0.0),
+                  "per_prefill_token_us": d.get("per_prefill_token_us", 0.0)}]
+    return {k: sum(float(p.get(k, 0.0)) for p in parts) for k in ("overhead_ms", "per_seq_us", "per_prefill_token_us")}
+
+
+def _frontend(d: dict, unit: str) -> float:
+    """A front-end cost summed over its parts (conf/calibration/cpu.yaml `frontend`: {part: {unit: value}})."""
+    return sum(float(part.get(unit, 0.0)) for part in (d.get("frontend") or {}).values() if isinstance(part, dict))
+
+
+def cpu_thread_share(gpu: GpuSpec, ranks: int) -> float:
+    """The share of a CPU's measured matmul peak (all cores, planner/discover.py) that one vLLM worker computes
+    with: vLLM 0.32 binds each rank's OpenMP threads to the cores left after reserving one per rank for the other
+    processes (vllm/utils/ompmultiprocessing.py:44-50, split among the ranks), "Reducing Torch threads from 2 to 1"
+    on a 2-core machine. 1.0 on a GPU."""
+    if gpu.kind is not DeviceKind.cpu or not gpu.num_cores:
+        return 1.0
+    threads = max(1, (gpu.num_cores - ranks) // ranks)
+    return min(1.0, threads / gpu.num_cores)
 
 
 def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
@@ -199,7 +242,8 @@ class StepModel:
     quant: Quantization
     kv: KvPrecision
     calibrated_on: Optional[str] = None  # use another GPU's calibration file (H100 -> H200 transfer check)
-    expert_parallel: bool = False  # MoE experts spread over the TP group (all-to-all) instead of sharded
+    expert_parallel: bool = False  # MoE experts spread whole over the server's tp x dp GPUs instead of sliced
+    dp: int = 1  # attention data-parallel ranks: the step is one DP rank's, every rank carrying the same batch
 
     @functools.cached_property
     def _consts(self) -> dict:
@@ -212,9 +256,8 @@ class StepModel:
         int8_compute = self.quant is Quantization.int8 and gpu.supports("int8")
         peak_tflops = (gpu.dense_tflops_fp8 if fp8_compute else gpu.dense_tflops_int8 if int8_compute else
                        (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32 else
-                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16))
+                       (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * cpu_thread_share(gpu, tp * self.pp)
         moe_inter = m.moe_intermediate_size or m.intermediate_size
-        expert_params = 3 * m.hidden_size * moe_inter
         layers = max(memory.pp_partition(m.num_hidden_layers, self.pp))
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
         link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
@@ -227,29 +270,46 @@ class StepModel:
             "dense_mlp_params": c.dense_mlp_per_layer / tp,
             "shared_params": 3 * m.hidden_size * (moe_inter * m.num_shared_experts
                                                   + (m.shared_expert_intermediate_size or 0)) / tp,
-            "expert_params": expert_params / tp, "experts": m.num_experts, "topk": m.num_experts_per_tok,
+            **moe.consts(m, tp, self.dp, self.expert_parallel),
             "kv_layer": memory.kv_bytes_per_token_layer(m, tp, act_kv(self.kv, self.dtype)),
-            "attn_flops_per_ctx": 4 * (m.num_attention_heads / tp) * (
-                (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) if m.is_mla else m.head_dim_eff),
+            # causal prefill: QK^T and PV, 2 FLOPs per multiply-add, per head and (query, context) pair; MLA prefill
+            # decompresses K and V per head (qk_nope + qk_rope for QK, v_head_dim for PV; vLLM MLA forward_mha)
+            "attn_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
+                (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) + (m.v_head_dim or 0) if m.is_mla
+                else 2 * m.head_dim_eff),
+            # MLA decode with absorbed weights (DeepSeek-V2 paper §2.1.3; vLLM MLACommonImpl forward_mqa): every head
+            # scores the latent + rope key and sums the latent value, 2·(kv_lora + rope) + 2·kv_lora FLOPs per
+            # context token, at FlashMLA's compute efficiency on the bf16 peak (perf-default.yaml mla_decode)
+            "mla_decode_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
+                2 * (m.kv_lora_rank or 0) + (m.qk_rope_head_dim or 0)) if m.is_mla else 0.0,
+            "mla_peak": (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) * 1e12 * cal.mla_decode_efficiency,
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
             "link": link * 1e9, "tp": tp, "pp": self.pp,
+            # the MoE group of attention DP spans tp x dp GPUs (on an xGMI mesh: that many links)
+            "moe_link": intra_node_bus_gb_s(cal, self.hw, gpu, tp * self.dp) * 1e9,
             "elem_floor": cal.elementwise_floor_seconds(m.hidden_size),
             # pipeline stages across nodes send each micro-batch's hidden states over the node's network share
             # (inter_node_bandwidth_gb_s / GPUs per node); stages within a node over NVLink/PCIe
             "pp_link": (self.hw.inter_node_bandwidth_gb_s / self.hw.gpus_per_node * 1e9
                         if self.hw.nodes > 1 and self.hw.inter_node_bandwidth_gb_s else link * 1e9),
-            "ep": bool(self.expert_parallel and m.is_moe and tp > 1),
+            "hidden": m.hidden_size, "dp_sync": cal.dp_sync_s if self.dp > 1 else 0.0,
             # bytes per token through the elementwise kernels: add+RMSNorm reads x and the residual and writes
-            # both (x2 per layer, full hidden on every rank); silu_and_mul reads 2 x and writes 1 x inter/tp;
+            # both (x2 per layer, full hidden on every rank); silu_and_mul reads 2 x and writes 1 x inter/tp (an
+            # MoE layer's: moe.expert_seconds; a dense layer of an MoE model: elem_dense_mlp);
             # rotary reads and writes q and k; reshape_and_cache reads and writes k and v.
-            "elem_bytes": act * (2 * 4 * m.hidden_size + 3 * moe_inter * max(1, m.num_experts_per_tok) / tp
+            "elem_bytes": act * (2 * 4 * m.hidden_size + (0 if m.is_moe else 3 * moe_inter / tp)
                                  + 2 * (m.num_attention_heads + m.num_key_value_heads) * m.head_dim_eff / tp
                                  + 4 * m.num_key_value_heads * m.head_dim_eff / tp),
+            "elem_dense_mlp": act * 3 * m.intermediate_size / tp if m.is_moe else 0.0,
         }
 
-    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
-        """Time of one engine step (seconds); arguments may be numpy arrays (broadcast)."""
-        return self._time(decode_seqs, decode_context, prefill_tokens, prefill_context, layer_only=False)
+    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context, busiest_prefill=None,
+                     busiest_context=None):
+        """Time of one engine step (seconds); arguments may be numpy arrays (broadcast). With attention DP the
+        arguments are one rank's (the mean rank's); `busiest_prefill` / `busiest_context`: the prefill tokens and
+        their attention context on the busiest rank of the step, which every rank waits for (dp_busiest_prefill)."""
+        return _step_time(self._consts, self.model.hidden_size, decode_seqs, decode_context, prefill_tokens,
+                          prefill_context, False, busiest_prefill, busiest_context)
 
     def layer_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
         """One dense decoder layer (elementwise kernels included) without communication, lm_head or step overhead: what
@@ -269,10 +329,27 @@ def _comm(k: dict, hidden: int, tokens):
     return 2 * k["cal"].allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
 
 
+def _layer_comm(k: dict, hidden: int, tokens, mean_tokens):
+    """(the TP all-reduce of one layer's hidden states, an MoE layer's communication). One all-reduce after
+    attention and one after the MLP: a dense layer's, and an MoE layer's without attention DP (TP, or TP + EP:
+    vLLM's use_all2all is off at DP 1, config/parallel.py). Attention DP gathers the ranks' tokens for the MoE
+    layer and scatters them back instead (moe.dispatch_combine_seconds), over the tp x dp GPUs' links."""
+    cal = k["cal"]
+    ar = cal.allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
+    gathered = moe.dispatch_combine_seconds(k, mean_tokens,
+                                            lambda nbytes, group: cal.allreduce_seconds(nbytes, group, k["moe_link"]))
+    return ar, np.where(k["dp"] > 1, gathered, ar)
+
+
 def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens, prefill_context,
-               layer_only: bool = False):
+               layer_only: bool = False, busiest_prefill=None, busiest_context=None):
     """The step time formula (module docstring). `k` holds one candidate's constants (StepModel._consts) or, for
     the search, one array per constant with an entry per candidate (StepGrid): the same arithmetic either way."""
+    if busiest_prefill is not None:  # attention DP: the rank-local work runs at the busiest rank's prefill
+        busy = np.maximum(np.asarray(busiest_prefill, dtype=float), np.asarray(prefill_tokens, dtype=float))
+        busy_ctx = np.maximum(np.asarray(busiest_context, dtype=float), np.asarray(prefill_context, dtype=float))
+    else:
+        busy, busy_ctx = prefill_tokens, prefill_context
     cal: Calibration = k["cal"]
     # Pipeline parallel: vLLM keeps pp batches in flight (vllm/config/vllm.py max_concurrent_batches,
     # v1/engine/core.py batch_queue), so the running requests split into pp micro-batches and a round in which
@@ -283,8 +360,9 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     decode_seqs = np.asarray(decode_seqs, dtype=float) / mb
     decode_context = np.asarray(decode_context, dtype=float) / mb
     prefill_tokens = np.asarray(prefill_tokens, dtype=float) / mb
-    prefill_context = np.asarray(prefill_context, dtype=float) / mb
-    tokens = np.maximum(decode_seqs + prefill_tokens, 1.0)
+    prefill_context = np.asarray(busy_ctx, dtype=float) / mb
+    mean_tokens = np.maximum(decode_seqs + prefill_tokens, 1.0)  # what this rank sends to the MoE layers
+    tokens = np.maximum(decode_seqs + np.asarray(busy, dtype=float) / mb, 1.0)  # the rank-local work's tokens
     # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
     # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
     # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
@@ -295,33 +373,28 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
         return np.maximum(2.0 * tokens * params / (k["peak"] * eff), params * k["bpw"] / hbm)
 
     dense = linear(k["attn_params"] + k["dense_mlp_params"])
-    experts = np.maximum(k["experts"], 1)
-    touched = experts * (1.0 - (1.0 - k["topk"] / experts) ** tokens)  # distinct experts a batch routes to
-    # Each routed expert multiplies only the tokens sent to it: M = tokens x top-k / experts rows per GEMM, at
-    # that M's efficiency (the shared experts see every token).
-    per_expert = np.maximum(tokens * k["topk"] / experts, 1.0)
-    eff_expert = cal.gemm_efficiency(np.where(k["int4"], np.maximum(per_expert, 256.0), per_expert), k["fp8"])
-    moe = linear(k["attn_params"]) + np.maximum(
-        2.0 * tokens * (k["topk"] * k["expert_params"] / eff_expert + k["shared_params"] / eff) / k["peak"],
-        (touched * k["expert_params"] + k["shared_params"]) * k["bpw"] / hbm)
+    # An MoE layer: attention and shared experts as dense GEMMs of this rank's tokens; the routed experts as grouped
+    # GEMMs on the busiest GPU of the expert group (planner/moe.py).
+    routed = moe.expert_seconds(k, mean_tokens, lambda m: cal.gemm_efficiency(m, k["fp8"]), hbm)
+    moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
-    attn = (np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff)
-            + np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
-            / (k["peak"] * cal.prefill_attention_efficiency))
+    # decode: the KV cache streamed once (MLA: the latent, compute-bound at many heads per GPU); prefill: FLOPs
+    decode = np.maximum(np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff),
+                        np.asarray(decode_context, dtype=float) * k["mla_decode_flops_per_ctx"] / k["mla_peak"])
+    attn = decode + (np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
+                     / (k["peak"] * cal.prefill_attention_efficiency))
     elem = k["elem_floor"] + tokens * k["elem_bytes"] / hbm
     if layer_only:
         return dense + attn + elem
-    comm = _comm(k, hidden, tokens)
-    # Expert parallel: the MoE block's all-reduce becomes an all-to-all dispatch and combine of each token's top-k
-    # expert inputs ((tp-1)/tp of them leave the GPU), at the same bus bandwidth and latency.
-    a2a = (2 * (cal.allreduce_seconds(0.0, k["tp"], k["link"]) + tokens * k["topk"] * hidden * k["act"]
-                * (k["tp"] - 1) / k["tp"] / k["link"]) - comm / 2) * k["ep"]
-    layers = (k["dense_layers"] * dense + k["moe_layers"] * (moe + a2a)
-              + k["layers"] * (attn + comm + elem))
+    ar, moe_comm = _layer_comm(k, hidden, tokens, mean_tokens)
+    layers = (k["dense_layers"] * (dense + ar + tokens * k["elem_dense_mlp"] / hbm)
+              + k["moe_layers"] * (moe_layer + moe_comm) + k["layers"] * (attn + ar + elem))
     lm_head = np.maximum(2 * seqs * k["lm_head_params"] / (k["peak"] * eff),
                          k["lm_head_params"] * k["act"] / hbm)
     send = (k["pp"] > 1) * (cal.allreduce_latency_s + tokens * hidden * k["act"] / k["pp_link"])
+    # attention-DP ranks agree on their token counts once a step (vLLM v1/worker/dp_utils.py coordinate_batch_across_dp)
+    engine = engine + k["dp_sync"]
     return k["pp"] * (layers + send + lm_head) + engine  # the last stage (lm_head) sets the pace
 
 
@@ -335,13 +408,15 @@ class StepGrid:
         index = np.asarray(index, dtype=int)
         self.tp = np.array([m.tp for m in models])[index]
         self.pp = np.array([m.pp for m in models])[index]
+        self.dp = np.array([m.dp for m in models])[index]
         consts = [m._consts for m in models]
         self._consts = {key: (consts[0][key] if key == "cal" else np.array([c[key] for c in consts])[index])
                         for key in consts[0]}
 
-    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context):
+    def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context, busiest_prefill=None,
+                     busiest_context=None):
         return _step_time(self._consts, self.model.hidden_size, decode_seqs, decode_context, prefill_tokens,
-                          prefill_context)
+                          prefill_context, False, busiest_prefill, busiest_context)
 
 
 def act_kv(kv: KvPrecision, dtype: Dtype) -> str:

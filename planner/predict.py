@@ -89,6 +89,8 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     throughput objective with no load given, a full batch (max_num_seqs requests in flight), as slo.offered."""
     wl = req.workload
     replicas = np.asarray(replicas, dtype=float)
+    # the steady state is one engine's: a server with attention DP runs dp engines (schedulers, KV caches) in step
+    engines = replicas * np.asarray(grid.dp, dtype=float)
     seqs = np.asarray(max_num_seqs, dtype=float)
     conc = rate = None
     if not explicit:
@@ -96,19 +98,19 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     else:
         total_rate, total_conc, _ = slo.deployment_load(req)
         if total_rate:
-            rate = total_rate / replicas
+            rate = total_rate / engines
         else:
-            conc = np.ceil(total_conc / replicas)
+            conc = np.ceil(total_conc / engines)
     prefix = wl.shared_prefix_len if prefix_caching else 0
     s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
                           prefix_cached=prefix, spec=spec, mixed=mixed)
-    gpus = grid.tp * grid.pp * replicas
-    tok = s.output_tok_s * replicas
+    gpus = grid.tp * grid.pp * engines
+    tok = s.output_tok_s * engines
     ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
     e2e = ttft + (wl.output_len - 1) * tpot
-    rps = s.request_rps * replicas
+    rps = s.request_rps * engines
     price = req.hw.gpu.price_usd_per_hour
     with np.errstate(divide="ignore", invalid="ignore"):
         usd = np.where(tok > 0, price * gpus / (tok * 3600) * 1e6, np.nan) if price else np.full_like(tok, np.nan)
@@ -137,65 +139,88 @@ def _dist(values: np.ndarray, percentile: float) -> Dist:
     return Dist(mean=float(np.mean(values)), quantiles=tuple((q, float(np.percentile(values, q))) for q in qs))
 
 
-def sim_step_time(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float = 1.0):
-    """The simulation's step-time model: the step model (with speculation's verify and draft work), times the CPU
-    host's front-end slowdown `slow` (steady.host_slowdown; 1 on a GPU host)."""
+def sim_step_time(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float = 1.0,
+                  others: Optional[float] = None, input_len: float = 0.0):
+    """The simulation's step-time model: the step model (with speculation's verify and draft work, and with
+    attention DP the busiest other rank's prefill `others` of prompts `input_len` long), times the CPU host's
+    front-end slowdown `slow` (steady.host_slowdown; 1 on a GPU host)."""
+    busy = (None, None) if others is None else (others, others * input_len / 2)
+
     def step_time(st) -> float:
         return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
-                                              st.prefill_tokens, st.prefill_context))
+                                              st.prefill_tokens, st.prefill_context, *busy))
     return step_time
 
 
-def run_length(load: OfferedLoad, batch: float) -> tuple[int, int, int]:
-    """(requests simulated, warm-up requests dropped, drain requests dropped) for a steady-state run: the running
-    batch reaches what Little's law gives only after about one batch of requests has gone through, and the last
-    batch drains at a falling load, so both are dropped and enough requests remain between them."""
-    inflight = max(1, int(load.concurrency or math.ceil(batch)))
+def outside_s(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float, batch: float,
+              ctx: float) -> float:
+    """Seconds every request spends outside the simulated engine: admission and the first token's way back
+    (`request_ms`), and under async scheduling the step a new request waits because the next one was scheduled
+    before it came (a decode step at the running batch)."""
+    cal = sm._consts["cal"]
+    return cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
+        steady._spec_step(sm, spec, max(batch, 1.0), ctx, 0, 0))
+
+
+def run_length(concurrency: Optional[int], rate: Optional[float], num_prompts: int, batch: float
+               ) -> tuple[int, slice]:
+    """(requests simulated, the measured ones) of a steady-state run. A closed loop as verify sends it
+    (LoadSpec.settle): `concurrency` requests fill the loop, the measured ones follow, and up to twice the loop more
+    keep it full until they end. An open loop: the running batch reaches what Little's law gives only after about
+    one batch of requests, and the last batch drains at a falling load, so both are dropped and enough remain
+    between them."""
+    if concurrency and not rate:
+        warm = int(concurrency)
+        measured = int(min(num_prompts, 1024))
+        return warm + measured + 2 * warm, slice(warm, warm + measured)
+    inflight = max(1, math.ceil(batch))
     n = int(min(max(120, 3 * inflight + 120), 3000))
     edge = min(inflight, n // 3)
-    return n, edge, edge
-
-
-def _steady_rates(res, outs: np.ndarray, warm: int, drain: int) -> tuple[float, float]:
-    """Requests and output tokens per second between the warm-th and the (n - drain)-th completion (in time):
-    the steady part of a closed loop, without its ramp and drain."""
-    order = np.argsort(res.done_s, kind="stable")
-    lo, hi = warm, res.done_s.size - 1 - drain
-    if hi <= lo or res.done_s[order[hi]] <= res.done_s[order[lo]]:
-        return res.request_throughput(), res.output_throughput()
-    span = float(res.done_s[order[hi]] - res.done_s[order[lo]])
-    return (hi - lo) / span, float(outs[order[lo + 1:hi + 1]].sum()) / span
+    return n, slice(edge, n - edge)
 
 
 def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad,
                          server: "simulate.Server", spec: Optional[steady.Speculation] = None) -> Estimate:
-    """Refine a candidate with the discrete-event simulation of one replica under `load`, scheduled as its engine
-    schedules (server.engine): the steady-state distributions of TTFT, TPOT and E2E (the target's percentile among
-    them), throughput, and the verdict at that percentile."""
+    """Refine a candidate with the discrete-event simulation of one engine under its share of `load`, scheduled as
+    its engine schedules (server.engine: vLLM, TensorRT-LLM or SGLang, planner/sched/): the steady-state
+    distributions of TTFT, TPOT and E2E (the target's percentile among them), throughput, and the verdict at that
+    percentile."""
     from planner import simulate
 
     wl = req.workload
-    replicas = load.replicas
-    n, warm, drain = run_length(load, est.batch)
+    # one engine simulated: a server with attention DP runs sm.dp of them, each with its share of the load
+    dp = sm.dp
+    replicas = load.replicas * dp
+    concurrency = math.ceil(load.concurrency / dp) if load.concurrency else None
+    rate = load.request_rate_rps / dp if load.request_rate_rps else None
+    n, m = run_length(concurrency, rate, wl.num_prompts, est.batch)
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
     per_step = spec.tokens_per_step if spec else 1.0
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
-    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas))
-    arrivals = simulate.Arrivals(request_rate=load.request_rate_rps, burstiness=wl.burstiness,
-                                 max_concurrency=load.concurrency)
-    res = simulate.run(sim_step_time(sm, spec, slow), ins, steps, arrivals, server,
+
+    batch = max(est.batch, 1.0) * per_step
+    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas,
+                                      est.output_tok_s / replicas / batch))
+    # attention DP: the other ranks' busiest prefill chunk in a step, which this rank waits for (moe.py)
+    prefill = wl.input_len - (wl.shared_prefix_len if server.prefix_caching else 0)
+    others = steady.other_ranks_prefill(sm, est.batch, prefill, wl.output_len, server.max_num_batched_tokens)
+    arrivals = simulate.Arrivals(request_rate=rate, burstiness=wl.burstiness, max_concurrency=concurrency)
+    res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
                        shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes)
-    keep = slice(warm, n - drain)  # requests in send order: the steady part of the run
     p = req.target.percentile
-    ttft, e2e = res.ttft_s[keep] * 1e3, res.e2e_s[keep] * 1e3
-    gaps = (res.e2e_s - res.ttft_s)[keep] * 1e3
-    ok = outs[keep] > 1
-    tpot = gaps[ok] / (outs[keep][ok] - 1)  # per emitted token (speculation emits more than one per step)
-    rps, out = _steady_rates(res, outs, warm, drain)
-    rps, out = rps * replicas, out * replicas
-    if load.request_rate_rps:  # an open loop: what the replica sustains, not the run's ramp and drain
-        rps = load.request_rate_rps * res.kept_up() * replicas
+    around = outside_s(sm, spec, slow, est.batch, wl.input_len + wl.output_len / 2)
+    ttft = (res.ttft_s[m] + around) * 1e3
+    e2e = (res.e2e_s[m] + around) * 1e3
+    ok = outs[m] > 1
+    tpot = (e2e - ttft)[ok] / (outs[m][ok] - 1)  # per emitted token (speculation emits several per step)
+    out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
+    rps = res.request_throughput() * replicas
+    if concurrency and not rate:  # a full loop: Little's law, as verify computes it (LoadResult.in_flight)
+        rps = concurrency / float(np.mean(e2e)) * 1e3 * replicas
+        out = rps * float(outs[m].mean())
+    if rate:  # an open loop: what the engine sustains, not the run's ramp and drain
+        rps = rate * res.kept_up() * replicas
         out = rps * float(outs.mean())
     gpus = est.gpus
     price = req.hw.gpu.price_usd_per_hour

@@ -158,7 +158,8 @@ class ModelSpec:
     num_experts_per_tok: int = at_least_zero(0)
     moe_intermediate_size: Optional[int] = positive_int(None)  # width of one routed expert
     num_shared_experts: int = at_least_zero(0)  # always-active experts, each moe_intermediate_size wide
-    shared_expert_intermediate_size: Optional[int] = positive_int(None)  # Qwen2-MoE style single shared expert
+    # Qwen2-MoE style single shared expert (0 or None: none; Qwen3-MoE configs say 0)
+    shared_expert_intermediate_size: Optional[int] = at_least_zero(None, "zero or more, or null (0: no shared expert)")
     first_dense_layers: int = at_least_zero(0)  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
     # Multi-head latent attention (DeepSeek-V2/V3); None: ordinary (GQA/MHA) attention.
     kv_lora_rank: Optional[int] = positive_int(None)
@@ -340,6 +341,8 @@ class Pins:
     backend: Optional[BackendName] = None
     tensor_parallel: Optional[int] = positive_int(None, _PIN)
     pipeline_parallel: Optional[int] = positive_int(None, _PIN)
+    data_parallel: Optional[int] = positive_int(None, _PIN)  # attention data-parallel ranks in one server (MoE models)
+    expert_parallel: Optional[bool] = None  # MoE experts spread over the server's GPUs instead of sliced
     replicas: Optional[int] = positive_int(None, _PIN)
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None

@@ -104,12 +104,21 @@ def test_tp_layer_step_is_predicted_within_ten_percent():
 
 
 def test_cpu_engine_costs_are_the_measured_fit():
-    """conf/calibration/cpu.yaml carries benchmarks/cpu_step.py's fit, and hw=cpu plans read it (not the GPUs')."""
+    """conf/calibration/cpu.yaml carries benchmarks/cpu_serve.py's fit (the served engine's step parts, the front
+    end's CPU, the time to first token around the engine), and hw=cpu plans read it (not the GPUs')."""
     d = _load("cpu.yaml")
-    fit = json.loads((ROOT / "tests/data/calibration/cpu_step.json").read_text())["fit"]
-    assert (d["step_overhead_ms"], d["per_seq_us"], d["per_prefill_token_us"]) == (
-        fit["step_overhead_ms"], fit["per_seq_us"], fit["per_prefill_token_us"])
+    fit = json.loads((ROOT / "tests/data/calibration/cpu_serve.json").read_text())["fit"]
+    for part in ("worker", "scheduler", "handoff"):
+        assert {k: v for k, v in fit[part].items() if k != "bins"} == d["engine_step"][part], part
+    for part, name in (("api", "api_server"), ("loadgen", "load_generator"), ("engine_io", "engine_io")):
+        assert fit[part] == d["frontend"][name], part
+    assert d["request_ms"] == fit["request"]["ttft_around_engine_ms"]
     cal = perf.calibration("cpu")
-    assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0
-    assert cal.engine_seconds(128, 0) == pytest.approx((fit["step_overhead_ms"] + 128 * fit["per_seq_us"] / 1e3) / 1e3)
+    assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0 and cal.async_steps == 0
+    overhead = sum(fit[p]["overhead_ms"] for p in ("worker", "scheduler", "handoff"))
+    per_seq = sum(fit[p]["per_seq_us"] for p in ("worker", "scheduler", "handoff"))
+    assert cal.engine_seconds(128, 100) == pytest.approx(
+        (overhead + (128 * per_seq + 100 * fit["worker"]["per_prefill_token_us"]) / 1e3) / 1e3)
+    assert cal.host_cpu_s_per_step == pytest.approx(
+        sum(fit[p]["us_per_step"] for p in ("api", "loadgen", "engine_io")) / 1e6)
     assert perf.calibration("h100-sxm").per_seq_s == 0.0  # GPUs: the step overhead alone
