@@ -42,6 +42,10 @@ MODELS = {  # published model name (any spelling) → catalog entry
 HW = {"h100": ("h100x8", "h100-sxm"), "h100-sxm": ("h100x8", "h100-sxm"), "h200": ("h200x8", "h200"),
       "a100-80g": ("a100x8", "a100-80g"), "l40s": ("l40sx4", "l40s"), "b200": ("b200x8", "b200")}
 QUANT = {None: "none", "fp8": "fp8", "nvfp4": "nvfp4", "fp4": "nvfp4"}
+# FP8 checkpoints whose weights are not per-tensor scaled (each one's config.json quantization_config): Qwen's own FP8
+# releases are fine-grained (weight_block_size [128, 128]); the NVIDIA (ModelOpt) and neuralmagic (AutoFP8) ones are
+# per-tensor, the default.
+FP8_SCALING = {"Qwen/Qwen3-32B-FP8": "block"}
 # Engine versions the product models (planner/engines.py); rows of older releases are reported as their own class.
 MODELLED = {"vllm": (0, 32), "trtllm": (1, 2), "sglang": (0, 5)}
 PRINTED_TOTALS = {"requests": re.compile(r"Successful requests:\s+(\d+)"),
@@ -139,6 +143,8 @@ def overrides(row, load: Lengths, moe: bool) -> list[str] | str:
            f"workload.input_len={max(1, round(float(load.input_lens.mean())))}",
            f"workload.output_len={max(1, round(float(load.output_lens.mean())))}", "workload.range_ratio=0",
            "plan.enable_prefix_caching=false"]
+    if quant == "fp8":
+        out.append(f"model.fp8_scaling={FP8_SCALING.get(row['model'], 'tensor')}")
     fraction = row.get("kv_cache_free_gpu_mem_fraction") or row.get("gpu_memory_utilization")  # the engine's own
     if fraction:
         out.append(f"plan.gpu_memory_utilization={fraction}")

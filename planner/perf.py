@@ -15,182 +15,14 @@ offered load; the discrete-event simulation (planner/simulate.py) gives the chos
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Optional
 
 import numpy as np
-import yaml
-
-from planner.fastyaml import FAST_LOADER
 
 from planner import memory, moe
+from planner.calibration import (BF16, FP8_KIND, FP8_TENSOR, Calibration, borrowed_note,  # noqa: F401 (re-exported)
+                                 calibration, transferred_note)
 from planner.specs import DeviceKind, Dtype, GpuSpec, HwSpec, Interconnect, KvPrecision, ModelSpec, Quantization
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Efficiency figures for one GPU (conf/calibration/<gpu>.yaml, else perf-default.yaml)."""
-
-    source: str
-    gemm_m: tuple
-    gemm_bf16: tuple
-    gemm_fp8: tuple
-    hbm_efficiency: float
-    decode_attention_efficiency: float
-    prefill_attention_efficiency: float
-    nvlink_bus_gb_s: float
-    pcie_bus_gb_s: float
-    allreduce_latency_s: float
-    step_overhead_s: float
-    ar_bytes: tuple = ()  # measured 2-GPU all-reduce time by message size (in a CUDA graph), when measured
-    ar_us: tuple = ()
-    attn_batch: tuple = ()  # decode attention efficiency grid (batch x context), when measured
-    attn_context: tuple = ()
-    attn_grid: tuple = ()
-    elem_hidden: tuple = ()  # elementwise kernels: hidden sizes of the measured floors
-    elem_floor_us: tuple = ()  # per layer (all its elementwise kernels) at each of elem_hidden
-    per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
-    per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
-    # CPU seconds the serving front end (API server, the EngineCore's socket threads, and the load generator of
-    # action=verify) spends on the host per output token, per request and per engine step: on a CPU host they take
-    # cores from the engine (conf/calibration/cpu.yaml `frontend`)
-    host_cpu_s_per_token: float = 0.0
-    host_cpu_s_per_request: float = 0.0
-    host_cpu_s_per_step: float = 0.0
-    # Time to first token outside the engine step: admission (HTTP, request processing, hand-off to the engine
-    # core) and the first token's way back (detokenizing, streaming); `request_ms` in the calibration files
-    request_s: float = 0.0
-    # Steps a new request waits beyond a synchronous engine's: with async scheduling (vLLM V1's default on GPUs,
-    # TensorRT-LLM's and SGLang's overlap schedulers) the next step is scheduled while this one runs, so a request
-    # that arrives now is scheduled one step later (conf/calibration `async_scheduling_steps`)
-    async_steps: float = 0.0
-    xgmi_link_gb_s: float = 0.0  # usable bandwidth of one AMD xGMI link, per direction (a mesh: n-1 links at TP n)
-    nvlink_reference_gb_s: float = 900.0  # the NVLink figure (gpu/ nvlink_bandwidth_gb_s) nvlink_bus_gb_s holds for
-    pcie_reference_gb_s: float = 32.0  # the PCIe figure per direction (gpu/ pcie_bandwidth_gb_s) pcie_bus_gb_s holds for
-    # an all-reduce of a few bytes outside CUDA graphs (launch + sync): what attention-DP ranks pay once a step to
-    # agree on their token counts (vLLM v1/worker/dp_utils.py _run_ar); the measured eager curve's small messages
-    dp_sync_s: float = 0.0
-    mla_decode_efficiency: float = 0.0  # MLA decode attention FLOPs, achieved / dense peak (perf-default.yaml)
-    own_file: bool = False  # True: conf/calibration/<gpu>.yaml exists (measured on this GPU); False: perf-default
-    measured_vendor: str = "nvidia"  # the vendor of the devices perf-default.yaml was measured on
-
-    def engine_seconds(self, decode_seqs, prefill_tokens):
-        """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
-        return self.step_overhead_s + self.per_seq_s * decode_seqs + self.per_prefill_token_s * prefill_tokens
-
-    def elementwise_floor_seconds(self, hidden: int) -> float:
-        """The launch-and-tail floor of one layer's elementwise kernels (norms, rotary, KV write, activation)."""
-        if not self.elem_hidden:
-            return 0.0
-        return float(np.interp(np.log2(hidden), np.log2(self.elem_hidden), self.elem_floor_us)) * 1e-6
-
-    def gemm_efficiency(self, m, fp8=False):
-        """Achieved/peak of a GEMM with M rows; `fp8` may be an array (one flag per candidate)."""
-        lm = np.log2(np.maximum(m, 1))
-        if np.ndim(fp8) == 0:
-            return np.interp(lm, np.log2(self.gemm_m), self.gemm_fp8 if fp8 else self.gemm_bf16)
-        return np.where(fp8, np.interp(lm, np.log2(self.gemm_m), self.gemm_fp8),
-                        np.interp(lm, np.log2(self.gemm_m), self.gemm_bf16))
-
-    def allreduce_seconds(self, nbytes, tp, link_bytes_s):
-        """One all-reduce of `nbytes` over `tp` GPUs (0 at TP 1; `tp` may be an array). Measured 2-GPU curve
-        (conf/calibration/comm-*.yaml, in a CUDA graph) when there is one, its ring volume scaled by (tp-1)/tp x 2
-        for more GPUs (nccl-tests' bus bandwidth relation); else latency + ring volume over the bus bandwidth."""
-        nbytes = np.asarray(nbytes, dtype=float)
-        tp = np.asarray(tp, dtype=float)
-        ring = 2 * (tp - 1) / tp
-        if self.ar_bytes:
-            two = np.interp(np.log2(np.maximum(nbytes, 1.0)), np.log2(self.ar_bytes), self.ar_us) * 1e-6
-            lat = self.ar_us[0] * 1e-6
-            t = lat + (two - lat) * ring  # at tp=2 the ring factor is 1: the measurement itself
-        else:
-            t = self.allreduce_latency_s + nbytes * ring / link_bytes_s
-        return np.where(tp > 1, t, 0.0)
-
-    def attention_efficiency(self, batch, context):
-        """KV-read efficiency of decode attention at `batch` sequences of mean `context` tokens: bilinear in log2
-        over the measured grid (small batches at short context are launch-bound), else the scalar figure."""
-        if not self.attn_grid:
-            return self.decode_attention_efficiency
-        grid = np.asarray(self.attn_grid)
-        # Fractional grid coordinates, then the four neighbours (vectorised over any shape of inputs).
-        fb = np.interp(np.log2(np.maximum(batch, 1e-9)), np.log2(self.attn_batch), np.arange(grid.shape[0]))
-        fc = np.interp(np.log2(np.maximum(context, 1e-9)), np.log2(self.attn_context), np.arange(grid.shape[1]))
-        b0 = np.minimum(np.floor(fb).astype(int), grid.shape[0] - 2) if grid.shape[0] > 1 else np.zeros_like(fb, int)
-        c0 = np.minimum(np.floor(fc).astype(int), grid.shape[1] - 2) if grid.shape[1] > 1 else np.zeros_like(fc, int)
-        wb, wc = fb - b0, fc - c0
-        b1, c1 = np.minimum(b0 + 1, grid.shape[0] - 1), np.minimum(c0 + 1, grid.shape[1] - 1)
-        return ((1 - wb) * ((1 - wc) * grid[b0, c0] + wc * grid[b0, c1])
-                + wb * ((1 - wc) * grid[b1, c0] + wc * grid[b1, c1]))
-
-
-def _curve(d: dict, key: str, default: dict) -> tuple:
-    c = d.get(key) or default
-    return tuple(float(x) for x in c["m"]), tuple(float(x) for x in c["efficiency"])
-
-
-@functools.lru_cache(maxsize=None)
-def calibration(gpu_name: str) -> Calibration:
-    folder = resources.files("conf").joinpath("calibration")
-    base = yaml.load(folder.joinpath("perf-default.yaml").read_text(), Loader=FAST_LOADER)
-    name = {"h100-sxm": "h100", "h100-pcie": "h100-pcie"}.get(gpu_name, gpu_name)
-    own = folder.joinpath(f"{name}.yaml")
-    d = {**base, **(yaml.load(own.read_text(), Loader=FAST_LOADER) if own.is_file() else {})}
-    m, bf16 = _curve(d, "gemm_bf16", base["gemm_bf16"])
-    attn = ((d.get("decode_attention") or {}).get("configs") or {}).get("llama-3.1-8b") or {}
-    grid = attn.get("bandwidth_efficiency") or []
-    grid = [[x if x is not None else row[i - 1] for i, x in enumerate(row)] for row in grid]
-    batches = tuple(float(b) for b in (d.get("decode_attention") or {}).get("batch", ()))
-    contexts = tuple(float(c) for c in (d.get("decode_attention") or {}).get("context", ()))
-    m8, fp8 = _curve(d, "gemm_fp8", base["gemm_fp8"])
-    fp8 = tuple(np.interp(np.log2(m), np.log2(m8), fp8)) if m8 != m else fp8
-    ar = {**base["allreduce"], **(d.get("allreduce") or {})}
-    comm_name = {"h100-sxm": "comm-h100x2", "h200": "comm-h100x2"}.get(gpu_name)  # H200: the same NVLink 4 fabric
-    comm = yaml.load(folder.joinpath(f"{comm_name}.yaml").read_text(), Loader=FAST_LOADER) if comm_name else {}
-    curve = comm.get("allreduce_2gpu") or {}
-    elem = d.get("elementwise") or {}
-    elem_floor = [sum(n * elem["floor_us"][op][i] for op, n in elem["per_layer"].items())
-                  for i in range(len(elem.get("hidden", ())))]
-    pairs = sorted(zip(curve.get("bytes", ()), curve.get("graph_us", ())))
-    engine = _engine_terms(d)
-    eager_small = [us for b, us in zip(curve.get("bytes", ()), curve.get("eager_us", ())) if b <= 65536]
-    return Calibration(
-        ar_bytes=tuple(float(b) for b, _ in pairs), ar_us=tuple(float(u) for _, u in pairs),
-        source=str(d.get("source", "")), gemm_m=m, gemm_bf16=bf16, gemm_fp8=fp8,
-        hbm_efficiency=float(d["hbm_efficiency"]),
-        decode_attention_efficiency=float(d.get("decode_attention_efficiency", d["hbm_efficiency"])),
-        prefill_attention_efficiency=float(d["prefill_attention_efficiency"]),
-        nvlink_bus_gb_s=float(ar["nvlink_bus_bandwidth_gb_s"]), pcie_bus_gb_s=float(ar["pcie_bus_bandwidth_gb_s"]),
-        allreduce_latency_s=float(ar["latency_us"]) * 1e-6, step_overhead_s=engine["overhead_ms"] * 1e-3,
-        attn_batch=batches if grid else (), attn_context=contexts if grid else (),
-        attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
-        elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
-        per_seq_s=engine["per_seq_us"] * 1e-6, per_prefill_token_s=engine["per_prefill_token_us"] * 1e-6,
-        host_cpu_s_per_token=_frontend(d, "us_per_token") * 1e-6,
-        host_cpu_s_per_request=_frontend(d, "ms_per_request") * 1e-3,
-        host_cpu_s_per_step=_frontend(d, "us_per_step") * 1e-6, request_s=float(d.get("request_ms", 0.0)) * 1e-3,
-        async_steps=float(d.get("async_scheduling_steps", 0.0)),
-        xgmi_link_gb_s=float(ar.get("xgmi_link_bandwidth_gb_s", 0.0)), own_file=own.is_file(),
-        nvlink_reference_gb_s=float(ar["nvlink_reference_gb_s"]), pcie_reference_gb_s=float(ar["pcie_reference_gb_s"]),
-        dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
-        mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
-        measured_vendor=str(base.get("measured_vendor", "nvidia")))
-
-
-def _engine_terms(d: dict) -> dict[str, float]:
-    """The engine's own cost of a step besides the model's arithmetic: `engine_step` parts summed (each a dict of
-    overhead_ms / per_seq_us / per_prefill_token_us: on a CPU the worker, the scheduler and the hand-off between
-    their processes, benchmarks/cpu_serve.py), or the flat `step_overhead_ms` (and per_seq_us, per_prefill_token_us)."""
-    parts = [p for p in (d.get("engine_step") or {}).values() if isinstance(p, dict)]
-    if not parts:
-        parts = [{"overhead_ms": d["step_overhead_ms"], "per_seq_us": d.get("per_seq_us", 0.0),
-                  "per_prefill_token_us": d.get("per_prefill_token_us", 0.0)}]
-    return {k: sum(float(p.get(k, 0.0)) for p in parts) for k in ("overhead_ms", "per_seq_us", "per_prefill_token_us")}
-
-
-def _frontend(d: dict, unit: str) -> float:
-    """A front-end cost summed over its parts (conf/calibration/cpu.yaml `frontend`: {part: {unit: value}})."""
-    return sum(float(part.get(unit, 0.0)) for part in (d.get("frontend") or {}).values() if isinstance(part, dict))
 
 
 def cpu_thread_share(gpu: GpuSpec, ranks: int) -> float:
@@ -202,18 +34,6 @@ def cpu_thread_share(gpu: GpuSpec, ranks: int) -> float:
         return 1.0
     threads = max(1, (gpu.num_cores - ranks) // ranks)
     return min(1.0, threads / gpu.num_cores)
-
-
-def borrowed_note(gpu: GpuSpec) -> tuple[str, ...]:
-    """A plan note when `gpu` has no calibration of its own and borrows curves measured on another vendor's GPUs
-    (AMD Instinct on NVIDIA's figures): its predictions are a roofline with foreign efficiencies, not measured."""
-    cal = calibration(gpu.name)
-    if cal.own_file or gpu.kind is not DeviceKind.gpu or gpu.vendor == cal.measured_vendor:
-        return ()
-    return (f"{gpu.name} has no microbenchmarks here: its GEMM, attention, HBM and all-reduce efficiencies are "
-            f"borrowed from {cal.measured_vendor.upper()} H100/H200 measurements (conf/calibration/perf-default.yaml) "
-            f"and scaled by its datasheet peaks; the predicted latencies and throughput are estimates, not measured on "
-            f"{gpu.vendor.upper()} hardware (run benchmarks/gpu/ on one to calibrate it).",)
 
 
 def intra_node_bus_gb_s(cal: Calibration, hw: HwSpec, gpu: GpuSpec, tp: int) -> float:
@@ -253,6 +73,8 @@ class StepModel:
         act = memory.DTYPE_BYTES[self.dtype.value]
         bpw = act if self.quant is Quantization.none else memory.QUANT_BYTES_PER_WEIGHT[self.quant]
         fp8_compute = self.quant is Quantization.fp8 and gpu.supports("fp8")
+        # the FP8 GEMM kernel by the checkpoint's scaling (per-tensor when the engine quantizes a bf16 checkpoint)
+        gemm_kind = FP8_KIND.get(m.fp8_scaling or "tensor", FP8_TENSOR) if fp8_compute else BF16
         int8_compute = self.quant is Quantization.int8 and gpu.supports("int8")
         peak_tflops = (gpu.dense_tflops_fp8 if fp8_compute else gpu.dense_tflops_int8 if int8_compute else
                        (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32 else
@@ -262,7 +84,15 @@ class StepModel:
         moe_layers = round(c.moe_layers * layers / m.num_hidden_layers)
         link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
         return {
-            "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute,
+            "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute, "gemm_kind": gemm_kind,
+            # attention runs in bf16 whatever the weights (FP8 attention is not modelled)
+            "peak_attn": ((gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32
+                          else (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * 1e12
+            * cpu_thread_share(gpu, tp * self.pp),
+            # the quantisation kernel o_proj's input runs on its own under FP8 (the other GEMM inputs' fuse into
+            # RMSNorm / SiLU-and-mul): its floor, and bf16 in + fp8 out per element of the attention output
+            "quant_floor": float(cal.quant_seconds(gemm_kind)) if fp8_compute else 0.0,
+            "quant_bytes": 3.0 * m.num_attention_heads * m.head_dim_eff / tp if fp8_compute else 0.0,
             "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),
             "peak": peak_tflops * 1e12, "bw": gpu.hbm_bandwidth_gb_s * 1e9,
             "layers": layers, "moe_layers": moe_layers, "dense_layers": layers - moe_layers,
@@ -366,7 +196,7 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     # The measured curves are achieved/peak for bf16 or fp8 weights: at small M they already carry those
     # weights' read time. Weight-only int4 reads a quarter of that, so its compute term uses the curve from
     # M >= 256 (compute-bound) and the bandwidth term prices its own bytes.
-    eff = cal.gemm_efficiency(np.where(k["int4"], np.maximum(tokens, 256.0), tokens), k["fp8"])
+    eff = cal.gemm_efficiency(np.where(k["int4"], np.maximum(tokens, 256.0), tokens), k["gemm_kind"])
     hbm = k["bw"] * cal.hbm_efficiency
 
     def linear(params):
@@ -375,16 +205,19 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     dense = linear(k["attn_params"] + k["dense_mlp_params"])
     # An MoE layer: attention and shared experts as dense GEMMs of this rank's tokens; the routed experts as grouped
     # GEMMs on the busiest GPU of the expert group (planner/moe.py).
-    routed = moe.expert_seconds(k, mean_tokens, lambda m: cal.gemm_efficiency(m, k["fp8"]), hbm)
+    # (each local expert's GEMM at its rows, on the measured grouped-GEMM curve of the weights' kernel)
+    routed = moe.expert_seconds(k, mean_tokens, lambda m: cal.grouped_efficiency(m, k["gemm_kind"]), hbm)
     moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
     # decode: the KV cache streamed once (MLA: the latent, compute-bound at many heads per GPU); prefill: FLOPs
     decode = np.maximum(np.asarray(decode_context, dtype=float) * k["kv_layer"] / (k["bw"] * attn_eff),
                         np.asarray(decode_context, dtype=float) * k["mla_decode_flops_per_ctx"] / k["mla_peak"])
+    # causal prefill of L tokens attends L^2/2 positions: the chunk's prompt length is 2 x context / tokens
+    prompt_len = 2.0 * np.asarray(prefill_context, dtype=float) / np.maximum(tokens - decode_seqs, 1.0)
     attn = decode + (np.asarray(prefill_context, dtype=float) * k["attn_flops_per_ctx"]
-                     / (k["peak"] * cal.prefill_attention_efficiency))
-    elem = k["elem_floor"] + tokens * k["elem_bytes"] / hbm
+                     / (k["peak_attn"] * cal.prefill_efficiency(prompt_len)))
+    elem = k["elem_floor"] + tokens * k["elem_bytes"] / hbm + k["quant_floor"] + tokens * k["quant_bytes"] / hbm
     if layer_only:
         return dense + attn + elem
     ar, moe_comm = _layer_comm(k, hidden, tokens, mean_tokens)

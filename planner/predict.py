@@ -90,7 +90,7 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     wl = req.workload
     replicas = np.asarray(replicas, dtype=float)
     # the steady state is one engine's: a server with attention DP runs dp engines (schedulers, KV caches) in step
-    engines = replicas * np.asarray(grid.dp, dtype=float)
+    ranks = replicas * np.asarray(grid.dp, dtype=float)
     seqs = np.asarray(max_num_seqs, dtype=float)
     conc = rate = None
     if not explicit:
@@ -98,19 +98,19 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     else:
         total_rate, total_conc, _ = slo.deployment_load(req)
         if total_rate:
-            rate = total_rate / engines
+            rate = total_rate / ranks
         else:
-            conc = np.ceil(total_conc / engines)
+            conc = np.ceil(total_conc / ranks)
     prefix = wl.shared_prefix_len if prefix_caching else 0
     s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
                           prefix_cached=prefix, spec=spec, mixed=mixed)
-    gpus = grid.tp * grid.pp * engines
-    tok = s.output_tok_s * engines
+    gpus = grid.tp * grid.pp * ranks
+    tok = s.output_tok_s * ranks
     ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
     e2e = ttft + (wl.output_len - 1) * tpot
-    rps = s.request_rps * engines
+    rps = s.request_rps * ranks
     price = req.hw.gpu.price_usd_per_hour
     with np.errstate(divide="ignore", invalid="ignore"):
         usd = np.where(tok > 0, price * gpus / (tok * 3600) * 1e6, np.nan) if price else np.full_like(tok, np.nan)
