@@ -14,7 +14,6 @@ Run: python benchmarks/fidelity.py [--rows N] [--source TEXT] [--verbose]
 
 import argparse
 import re
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +198,10 @@ def classes(row, entry_moe: bool, load: Lengths) -> dict:
     online = row["mode"] != "offline"
     per_replica = (row.get("concurrency") or 0) / (row.get("data_parallel") or 1)
     heavy = not online or per_replica >= 32 or (row.get("request_rate") or 0) >= 8
-    return {"source": source(row), "model": "MoE" if entry_moe else "dense", "GPU": HW[row["gpu"]][1],
-            "backend": row["engine"], "lengths": "variable" if load.label.startswith("sharegpt") else "fixed",
+    model, quant = "MoE" if entry_moe else "dense", str(row["quantization"] or "bf16").lower()
+    return {"source": source(row), "model": model, "quant": quant, "GPU": HW[row["gpu"]][1],
+            "backend": row["engine"], "class": f"{model}, {quant}, {row['engine']}",
+            "lengths": "variable" if load.label.startswith("sharegpt") else "fixed",
             "load": ("online" if online else "offline") + (", heavy" if heavy else ", light"),
             "engine version": "modelled" if version(row) >= MODELLED[row["engine"]] else "older release"}
 
@@ -210,6 +211,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="replay only the first N rows (a quick check)")
     ap.add_argument("--source", default="", help="only rows whose source contains this text")
     ap.add_argument("--verbose", action="store_true", help="print every row's every metric")
+    ap.add_argument("--markdown", action="store_true", help="print the summaries as Markdown tables (for docs/)")
     args = ap.parse_args()
     rows = yaml.safe_load(REFERENCE.read_text())
     sample = yaml.safe_load(SHAREGPT_LENGTHS.read_text())
@@ -236,50 +238,78 @@ def main() -> None:
                 real, guess = row["results"].get(metric), pred.get(metric)
                 if real and guess is not None:
                     records.append((row, cls, load.label, metric, real, guess, (guess - real) / real * 100))
-    report(records, skipped, args.verbose)
+    report(records, skipped, args.verbose, args.markdown)
 
 
-def median_abs(errs) -> str:
-    return f"{statistics.median([abs(e) for e in errs]):.1f}% ({len(errs)})" if errs else "-"
+def summary(errs) -> str:
+    """median |error| / p90 |error| / bias (median signed error), in %, and the number of rows."""
+    if not errs:
+        return "-"
+    mags = np.abs(errs)
+    return (f"{np.median(mags):.1f} / {np.percentile(mags, 90):.0f} / {np.median(errs):+.0f} ({len(errs)})")
 
 
-def report(records, skipped, verbose: bool) -> None:
+def per_row(records, keep, metrics) -> dict:
+    """One error per row (the mean of the row's metrics in `metrics`), so a row that publishes both the mean and the
+    median of a metric counts once."""
+    by_row: dict = {}
+    for row, cls, _, metric, *_, err in records:
+        if keep(cls) and metric in metrics:
+            by_row.setdefault(row["id"], []).append(err)
+    return {rid: float(np.mean(errs)) for rid, errs in by_row.items()}
+
+
+def worst(errs: dict) -> str:
+    if not errs:
+        return "-"
+    rid = max(errs, key=lambda r: abs(errs[r]))
+    return f"{rid} {errs[rid]:+.0f}%"
+
+
+def emit(console, title: str, header: list[str], body: list[list[str]], markdown: bool) -> None:
+    if markdown:
+        console.print(f"\n**{title}**\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header), soft_wrap=True)
+        for line in body:
+            console.print("| " + " | ".join(line) + " |", soft_wrap=True)
+        return
+    table = Table(title=title, title_justify="left")
+    for col in header:
+        table.add_column(col)
+    for line in body:
+        table.add_row(*line)
+    console.print(table)
+
+
+def report(records, skipped, verbose: bool, markdown: bool = False) -> None:
     console = Console(width=200)
-    rows = Table(title="Predicted vs published, per row (signed error)", title_justify="left")
-    for col in ("row", "engine", "GPU", "TP", "quant", "ISL/OSL", "load", "metric", "published", "predicted",
-                "error"):
-        rows.add_column(col, justify="right" if col in ("TP", "published", "predicted", "error") else "left")
+    body = []
     for row, cls, label, metric, real, guess, err in records:
         if verbose or metric in ("output_throughput_tok_s", "ttft_ms_mean", "ttft_ms_median", "tpot_ms_median",
                                  "itl_ms_median", "itl_ms_mean"):
             mode = {"offline": "all at once", "rate": f"{row['request_rate']} req/s",
                     "concurrency": f"{row['concurrency']} conc"}[row["mode"]]
-            rows.add_row(row["id"], row["engine"], row["gpu"], str(row["tensor_parallel"]),
+            body.append([row["id"], row["engine"], row["gpu"], str(row["tensor_parallel"]),
                          str(row["quantization"] or "bf16"), label, mode, metric, f"{real:,.1f}", f"{guess:,.1f}",
-                         f"{err:+.0f}%")
-    console.print(rows)
-    axes = ("engine version", "model", "backend", "GPU", "lengths", "load", "source")
-    for axis in axes:
-        table = Table(title=f"Median |error| (rows) by {axis}", title_justify="left")
-        table.add_column(axis)
-        for name in HEADLINE:
-            table.add_column(name)
-        for value in sorted({cls[axis] for _, cls, *_ in records}):
-            table.add_row(value, *(median_abs([e for _, cls, _, m, *_, e in records if cls[axis] == value and
-                                               m in metrics]) for metrics in HEADLINE.values()))
-        console.print(table)
-    overall = Table(title="Overall median |error| (rows): all rows, and the engine releases the product models",
-                    title_justify="left")
-    overall.add_column("rows")
-    for name in HEADLINE:
-        overall.add_column(name)
-    for label, keep in (("all", lambda cls: True), ("modelled releases", lambda cls: cls["engine version"] ==
-                                                     "modelled")):
-        overall.add_row(label, *(median_abs([e for _, cls, _, m, *_, e in records if keep(cls) and m in metrics])
-                                 for metrics in HEADLINE.values()))
-    console.print(overall)
+                         f"{err:+.0f}%"])
+    emit(console, "Predicted vs published, per row (signed error)", ["row", "engine", "GPU", "TP", "quant", "ISL/OSL",
+         "load", "metric", "published", "predicted", "error"], body, markdown)
+    for axis in ("engine version", "model", "quant", "backend", "class", "GPU", "lengths", "load", "source"):
+        body = [[value, *(summary(list(per_row(records, lambda cls, v=value: cls[axis] == v, metrics).values()))
+                          for metrics in HEADLINE.values())]
+                for value in sorted({cls[axis] for _, cls, *_ in records})]
+        emit(console, f"By {axis}: median |error| / p90 |error| / bias (median signed error), % (rows)",
+             [axis, *HEADLINE], body, markdown)
+    body = [[value, *(worst(per_row(records, lambda cls, v=value: cls["class"] == v, metrics))
+                      for metrics in HEADLINE.values())]
+            for value in sorted({cls["class"] for _, cls, *_ in records})]
+    emit(console, "Largest miss per class (row, signed error)", ["class", *HEADLINE], body, markdown)
+    body = [[label, *(summary(list(per_row(records, keep, metrics).values())) for metrics in HEADLINE.values())]
+            for label, keep in (("all", lambda cls: True),
+                                ("modelled releases", lambda cls: cls["engine version"] == "modelled"))]
+    emit(console, "Overall: median |error| / p90 |error| / bias, % (rows): all rows, and the engine releases the "
+         "product models", ["rows", *HEADLINE], body, markdown)
     console.print(f"{len({r['id'] for r, *_ in records})} rows predicted; {len(skipped)} not: "
-                  + "; ".join(f"{i} ({w})" for i, w in skipped))
+                  + "; ".join(f"{i} ({w})" for i, w in skipped), soft_wrap=markdown)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -125,7 +126,7 @@ def main():
         if e_tok is not None:
             tok_errs.append(abs(e_tok))
         if e_tok is not None or e_kv is not None:
-            by_source.setdefault(source(row), []).append(abs(e_tok if e_tok is not None else e_kv))
+            by_source.setdefault(source(row), []).append(e_tok if e_tok is not None else e_kv)
         w_log = log["weights_gib"] or log["model_loading_gib"]
         t.add_row(row["id"], str(row["vllm_version"]), str(row["gpu"]),
                   f"{row['tensor_parallel']}/{row['pipeline_parallel'] or 1}",
@@ -144,15 +145,18 @@ def main():
         "i11230 (A40 vGPU, 0.6.4): non_torch 4.09 GiB on a virtual GPU, a regression the issue itself reports; "
         "pr17122 (L40S): the command is not shown (utilization, batch limits unknown).")
     siblings = {source(r) for r in rows if r["id"] in held_out}
-    per = Table(title="Median |error| of KV tokens (GiB where no tokens) per source", title_justify="left")
-    for col in ("source", "rows", "median |error|", "note"):
+    per = Table(title="KV tokens (GiB where no tokens) per source: |error| median, p90, and bias (median signed "
+                "error)", title_justify="left")
+    for col in ("source", "rows", "median |error|", "p90 |error|", "bias", "note"):
         per.add_column(col)
     for src, errs in sorted(by_source.items(), key=lambda kv: -len(kv[1])):
-        per.add_row(src, str(len(errs)), f"{statistics.median(errs):.1f}%",
+        mags = [abs(e) for e in errs]
+        per.add_row(src, str(len(errs)), f"{statistics.median(mags):.1f}%", f"{np.percentile(mags, 90):.1f}%",
+                    f"{statistics.median(errs):+.1f}%",
                     "the calibration rows' siblings (same source, other models and settings)" if src in siblings
                     else "independent of the calibration")
     console.print(per)
-    apart = [e for src, errs in by_source.items() if src not in siblings for e in errs]
+    apart = [abs(e) for src, errs in by_source.items() if src not in siblings for e in errs]
     if apart:
         console.print(f"Sources independent of the calibration: median |error| {statistics.median(apart):.1f}% over "
                       f"{len(apart)} rows.")
