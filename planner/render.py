@@ -27,8 +27,12 @@ def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str
     """The compiled plan with its `launch` artifacts; InputError when the backend cannot serve it. With
     `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only). Warnings the
     adapter raises while rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
+    from backends.autoscale_k8s import note
+
     art = artifacts(compiled.plan, request, api_key_env)
-    notes = compiled.notes + tuple(w for w in art.warnings if w not in compiled.notes)
+    scaling = note(compiled.plan)
+    warnings = art.warnings + ((scaling,) if scaling else ())
+    notes = compiled.notes + tuple(w for w in warnings if w not in compiled.notes)
     return replace(compiled, launch=launch_block(art), notes=notes)
 
 
@@ -42,7 +46,12 @@ def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), api_key_env, request.hw.gpu)
+    name = k8s_name(request.model.name, plan.backend)
+    if plan.disaggregation is not None:  # prefill and decode pools behind a router
+        from backends import disagg
+
+        return disagg.render(plan, name, api_key_env, request.hw.gpu)
+    return get(plan.backend).render(plan, name, api_key_env, request.hw.gpu)
 
 
 def launch_block(art: Artifacts) -> Launch:

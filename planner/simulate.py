@@ -234,7 +234,8 @@ def run(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, ar
 def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, *,
              max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int, block_size: int,
              seed: int = 0, prefix_cached_tokens: int = 0, groups: Optional[np.ndarray] = None,
-             engine=None, chunked_prefill: bool = True) -> SimResult:
+             engine=None, chunked_prefill: bool = True, send_s: np.ndarray | None = None,
+             remote_prefill: bool = False) -> SimResult:
     """Run every request through `engine`'s scheduler (planner/sched/; None: vLLM's), one engine step at a time,
     and collect its token times.
 
@@ -242,6 +243,12 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
     `prefix_cached_tokens` leading prompt tokens are shared by the requests of one prefix group (`groups[r]`; None:
     all requests in one group): the first to compute them publishes them to the prefix cache, later ones hit them
     (whole blocks only) and skip that compute; an unused group's blocks are evicted when the pool needs room.
+    `send_s`: each request's send time (non-decreasing) instead of `arrivals`' schedule (its concurrency cap holds).
+    `remote_prefill`: a disaggregated decode instance (vLLM's scheduler only). The KV of every prompt token arrives
+    from a prefill instance through the KV connector; the request allocates blocks for its whole prompt when admitted
+    and recomputes only the last prompt token to sample its first output token (vLLM 0.32
+    v1/core/sched/scheduler.py _update_waiting_for_remote_kv: num_computed_tokens == num_tokens becomes
+    num_tokens - 1). A preempted request recomputes its prompt here (the prefill instance has freed those blocks).
     """
     from planner import engines
     from planner.sched import Limits, Requests, make
@@ -251,11 +258,14 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
     outs = np.asarray(output_lens, dtype=np.int64)
     _check(ins, outs, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size, prefix_cached_tokens)
     n = int(ins.size)
-    ready = send_times(arrivals, n, seed).tolist()
+    ready = send_times(arrivals, n, seed).tolist() if send_s is None else np.asarray(send_s, dtype=float).tolist()
     cap = arrivals.max_concurrency or n
     free_slots = deque([0.0] * min(cap, n))  # times the client's semaphore slots became free, oldest first
     prompt = ins.tolist()
-    R = Requests(prompt=prompt, out=outs.tolist(), ntok=list(prompt), computed=[0] * n, gen=[0] * n)
+    R = Requests(prompt=prompt, out=outs.tolist(), ntok=list(prompt), computed=[0] * n, gen=[0] * n,
+                 remote=[bool(remote_prefill)] * n)
+    if remote_prefill and (engine or engines.VLLM).admission is not engines.VLLM.admission:
+        raise ValueError("remote_prefill: only vLLM's scheduler is modelled as a disaggregated decode instance")
     group = [0] * n if groups is None else [int(g) for g in groups]
     kv = KvCache(kv_blocks, block_size, group if prefix_cached_tokens else [-1] * n, prefix_cached_tokens)
     sched = make(engine or engines.VLLM, R, kv, Limits(max_num_seqs, max_num_batched_tokens, chunked_prefill))

@@ -8,7 +8,7 @@ and with how many tokens, as each engine decides it, over a shared KV pool (kvca
 `make(engine, ...)` picks the one the engine model names (planner/engines.py `Admission`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.sched.kvcache import KvCache
 
@@ -22,6 +22,8 @@ class Requests:
     ntok: list[int]  # request.num_tokens: prompt + output so far
     computed: list[int]  # tokens whose KV exists (num_computed_tokens)
     gen: list[int]  # output tokens emitted
+    # the prompt's KV still comes from a prefill instance (a disaggregated decode instance; vLLM's scheduler only)
+    remote: list[bool] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

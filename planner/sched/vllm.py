@@ -1,6 +1,7 @@
 """vLLM V1's scheduler (vllm/v1/core/sched/scheduler.py of vLLM 0.32.0; line numbers are that file's unless another
-is named) for its default configuration: FCFS, chunked prefill, no speculative decoding, no KV connector,
-`long_prefill_token_threshold=0`, `watermark=0`, `scheduler_reserve_full_isl=True`."""
+is named) for its default configuration: FCFS, chunked prefill, no speculative decoding, a KV connector only as a
+disaggregated decode instance's (`Requests.remote`), `long_prefill_token_threshold=0`, `watermark=0`,
+`scheduler_reserve_full_isl=True`."""
 
 from collections import deque
 
@@ -67,11 +68,13 @@ class VllmScheduler:
         while not preempted and budget > 0 and self.waiting and len(self.running) < self.lim.max_num_seqs:
             r = self.waiting[0]
             hit = kv.hit(r, R.ntok[r])  # prefix-cache lookup of a fresh or preempted request (lines 959-965)
-            k = min(R.ntok[r] - hit * bs, budget)  # lines 1129 and 1169
-            if not self.lim.chunked_prefill and k < R.ntok[r] - hit * bs:
+            # a remote prefill: the KV connector loads the prompt but its last token (_update_waiting_for_remote_kv)
+            ext = R.prompt[r] - 1 - hit * bs if R.remote and R.remote[r] else 0
+            k = min(R.ntok[r] - hit * bs - ext, budget)  # lines 1129 and 1169
+            if not self.lim.chunked_prefill and k < R.ntok[r] - hit * bs - ext:
                 if batch:
                     break
-                k = R.ntok[r] - hit * bs  # a prompt over the budget without chunked prefill runs alone
+                k = R.ntok[r] - hit * bs - ext  # a prompt over the budget without chunked prefill runs alone
             # scheduler_reserve_full_isl (config/scheduler.py line 190) admits a request only if all its tokens
             # fit (kv_cache_manager.py lines 533-539); blocks for the first chunk only are allocated.
             if not kv.take(self._blocks(R.ntok[r]) - hit):
@@ -79,8 +82,10 @@ class VllmScheduler:
             self.waiting.popleft()
             self.running.append(r)  # line 1345
             kv.attach(r, hit)
-            R.computed[r] = hit * bs
-            kv.grow(r, self._blocks(hit * bs + k) - hit, hit * bs + k)
+            R.computed[r] = hit * bs + ext
+            if ext:
+                R.remote[r] = False  # preempted later, it recomputes its prompt here (the prefill side freed it)
+            kv.grow(r, self._blocks(hit * bs + ext + k) - hit, hit * bs + ext + k)
             batch.append((r, k))
             budget -= k  # line 1366
         return batch
