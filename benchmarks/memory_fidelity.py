@@ -151,6 +151,8 @@ def summary(label: str, errs: list[dict]) -> list[str]:
             continue
         p90 = vals[min(len(vals) - 1, round(0.9 * (len(vals) - 1)))]
         cells.append(f"{statistics.median(vals):.2f} ({p90:.2f}) n={len(vals)}")
+    signed = [e["tokens"] for e in errs if e["tokens"] is not None]
+    cells.append(f"{statistics.median(signed):+.2f}" if signed else "-")  # bias: median signed tokens error
     return cells
 
 
@@ -202,10 +204,11 @@ def main():
         "i11230 (A40 vGPU, 0.6.4): non_torch 4.09 GiB on a virtual GPU, a regression the issue itself reports; "
         "pr17122 (L40S): the command is not shown (utilization, batch limits unknown).")
     acc = Table(title="Accuracy per source: |error| %, median (p90)", title_justify="left")
-    for col in ("source", "rows", "weights", "KV GiB", "KV tokens"):
+    for col in ("source", "rows", "weights", "KV GiB", "KV tokens", "tokens bias"):
         acc.add_column(col, justify="left" if col == "source" else "right")
+    siblings = {source_of(r["url"]) for r in rows if r["id"] in held_out}  # sources the calibration rows come from
     for source, errs in sorted(by_source.items()):
-        acc.add_row(*summary(source, errs))
+        acc.add_row(*summary(source + (" (calibration rows' siblings)" if source in siblings else ""), errs))
     acc.add_row(*summary("quantized checkpoints", quantized))
     acc.add_row(*summary("all held-out rows", [e for errs in by_source.values() for e in errs]))
     console.print(acc)
