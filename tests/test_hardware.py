@@ -72,6 +72,13 @@ def test_the_issue_example_prints_the_cheapest_plan_and_the_next_five_with_costs
     # the note names the hardware the plan rents, not the larger pool searched for the rate
     note = next(n for n in doc["notes"] if n.startswith("hw=any searched"))
     assert f"; {doc['request']['hw']['name']} is the cheapest" in note
+    # each alternative names the hardware it would rent (its GPUs on nodes of up to 8), not the pool searched
+    for a in (a for a in doc["alternatives"] if a["summary"].startswith("hw=")):
+        name, summary = a["summary"][3:].split(": ", 1)
+        gpus = int(summary.split(" x ", 1)[0])
+        head, per_node = name.split("x", 1)[0], int(name.rsplit("x", 1)[1])  # [<nodes>x]<gpu>x<per node>
+        nodes = int(head) if head.isdigit() else 1
+        assert gpus <= nodes * per_node < gpus + per_node, a["summary"]
 
 
 def test_an_impossible_budget_exits_3_with_what_would_be_needed():
