@@ -46,6 +46,9 @@ class LaunchOptions:
     api_key_env: Optional[str]  # the NAME of the variable holding the server's API key (never the key)
     deploy: Optional[str]  # action=render: a cluster stack (backends/deploy/) or "all"
     model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
+    quality: bool  # run the lm-eval accuracy gate (planner/quality.py)
+    quality_task: Optional[str]
+    quality_baseline: Optional[str]  # a stored baseline's quality.json
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -55,7 +58,9 @@ def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
     return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
                          ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
                          api_key_env=cfg.api_key_env, deploy=cfg.deploy.value if cfg.deploy else None,
-                         model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
+                         model_name=cfg.model.name if given_model else None, quality=cfg.quality,
+                         quality_task=cfg.quality_task, quality_baseline=cfg.quality_baseline,
+                         overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
 
@@ -120,15 +125,61 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
     _write_plan(req, compiled, path)
     render.write(compiled.launch, render.artifact_dir(path))
 
-    def replan(extra: list[str]):
+    def replan(extra: list[str], base: bool = False):
         with compose.Composer() as composer:
-            cfg, _ = compose.resolve(composer, list(opts.overrides) + extra)
+            cfg, _ = compose.resolve(composer, extra if base else list(opts.overrides) + extra)
             new_req = compose.to_request(cfg)
         new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts.rules)))
         return new_req, new
 
+    gate = _gate(req, compiled, path, opts, replan) if opts.quality else None
     return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
-                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env)
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env, gate=gate)
+
+
+def _gate(req, compiled, path: Path, opts: LaunchOptions, replan=None):
+    """The accuracy gate's comparison: a stored baseline (quality_baseline=), or for a quantized plan launched here,
+    the unquantized plan served and scored first (its artifacts and quality.json under <plan>-baseline/)."""
+    from planner import quality
+
+    quality.require_lm_eval()
+    baseline = quality.load_baseline(opts.quality_baseline) if opts.quality_baseline else None
+    if baseline is None and quality.quantizes(compiled.plan):
+        if replan is None:
+            raise InputError(f"quality=true with endpoint={opts.endpoint}: the plan quantizes "
+                             f"({compiled.plan.quantization.value} weights, KV {compiled.plan.kv_cache_dtype.value}), "
+                             "so its accuracy needs a baseline, and a running endpoint cannot serve the unquantized "
+                             "model too. Fix: quality_baseline=FILE (the quality.json of a quality=true run of the "
+                             "unquantized plan), or verify here without endpoint= to measure both.")
+        baseline = _baseline_accuracy(path, opts, replan)
+    return quality.Gate(task=opts.quality_task, baseline=baseline, max_drop=req.target.max_accuracy_drop)
+
+
+def _baseline_accuracy(path: Path, opts: LaunchOptions, replan):
+    """Serve the unquantized twin of the plan (same request; precision and quantization pins dropped, weights in
+    the compute dtype, the unquantized checkpoint) and score it: the baseline the quantized plan is judged by."""
+    from planner import launch, quality, render
+
+    base_req, base = replan(quality.baseline_overrides(list(opts.overrides)), base=True)
+    if quality.quantizes(base.plan):
+        raise InputError(f"quality=true: the unquantized twin of this plan still quantizes "
+                         f"({base.plan.quantization.value}, KV {base.plan.kv_cache_dtype.value}): its checkpoint is "
+                         "quantized. Fix: quality_baseline=FILE (the quality.json of a quality=true run of the "
+                         "unquantized model).")
+    base = render.rendered(base, base_req, opts.api_key_env)
+    base_path = path.with_name(f"{path.stem}-baseline{path.suffix}")
+    _write_plan(base_req, base, base_path)
+    outdir = render.artifact_dir(base_path)
+    outdir.mkdir(parents=True, exist_ok=True)
+    log.warning("quality: serving the unquantized plan first for the baseline (%s)", outdir)
+    with launch.started(base_req, base, outdir, ready_timeout_s=opts.ready_timeout_s, port=opts.port,
+                        api_key_env=opts.api_key_env) as serving:
+        run = quality.QualityRun(base_url=serving.base, model=base.plan.served_model_name,
+                                 tokenizer=base.plan.model_path, outdir=outdir, task=opts.quality_task,
+                                 api_key_env=opts.api_key_env)
+        acc = quality.evaluate(run)
+    quality.save(acc, outdir)
+    return acc
 
 
 def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int:
@@ -142,10 +193,17 @@ def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int
     spec = verify.load_spec(req, compiled, opts.endpoint, model, num_prompts=opts.num_prompts)
     spec = replace(spec, api_key_env=opts.api_key_env)
     verify.mark_started(render.artifact_dir(plan_file), plan_file.stem)  # an earlier run's results are not this one's
+    gate = _gate(req, compiled, plan_file, opts) if opts.quality else None
     check_endpoint(opts.endpoint, opts.api_key_env)  # LaunchFailed (4): cannot reach, or the key is refused
     result = loadgen.run_sync(spec)
     loadgen.require_completions(result, opts.endpoint)
     report = verify.build(req, compiled, plan_file.stem, opts.endpoint, spec, result, server={})
+    if gate is not None:
+        from planner import quality
+
+        report = replace(report, quality=quality.score(gate, quality.QualityRun(
+            base_url=opts.endpoint, model=model, tokenizer=compiled.plan.model_path,
+            outdir=render.artifact_dir(plan_file), task=opts.quality_task, api_key_env=opts.api_key_env)))
     if opts.sweep:
         base = max(result.summary().get("request_throughput") or 1.0, 0.5)
         best, points = verify.sweep(spec, req.target, [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])

@@ -245,7 +245,17 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
     s = report.summary
     t.add_row("completed / failed", f"{s.get('completed', 0)} / {s.get('failed', 0)}", "", "")
     t.add_row("output tokens/s", f"{s.get('output_throughput', 0):,.1f}", "", "")
+    q = report.quality
+    if q:
+        acc = q.get("accuracy") or {}
+        base = q.get("baseline") or {}
+        t.add_row(f"accuracy ({acc.get('task', 'lm-eval')})",
+                  f"{acc['value']:.4f}" if "value" in acc else "error",
+                  f">= {base['value'] - q['max_accuracy_drop']:.4f}" if "value" in base else "",
+                  "pass" if q.get("passed") else "MISS")
     console.print(t)
+    if q:
+        console.print(f"accuracy gate: {q.get('why')}")
     if report.predicted_vs_measured:
         p = Table(title="Predicted vs measured (one server)", box=box.SIMPLE, title_justify="left")
         for col in ("metric", "predicted", "measured", "error"):

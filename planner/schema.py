@@ -120,6 +120,13 @@ class AppConfig:
                                          "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                                          doc="name of the variable holding the server's API key", metavar="NAME")
     deploy: Optional[specs.DeployTarget] = option(None, "render: also the files of a cluster stack, or all")
+    quality: bool = option(False, "launch/verify: also score accuracy with lm-eval (quantized: vs the baseline)")
+    quality_task: Optional[str] = not_blank("an lm-eval task name or a task YAML file, or left out for the shipped "
+                                            "offline task", None, metavar="TASK",
+                                            doc="quality=true: the lm-eval task (default: shipped, offline)")
+    quality_baseline: Optional[str] = not_blank("the path of a quality.json an earlier quality=true run wrote", None,
+                                                metavar="FILE",
+                                                doc="quality=true: a stored baseline instead of running one")
     rules: RulesConfig = option(dataclasses.MISSING, "the rule set", default_factory=RulesConfig)
 
 

@@ -271,6 +271,11 @@ class TargetSpec:
     max_usd_per_hour: Optional[float] = positive(None, _SLO)
     min_concurrency: int = positive_int(32)  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
+    # the accuracy a quantized plan may lose against its unquantized baseline on the quality task (action=verify
+    # quality=true, planner/quality.py), absolute (0.01 = one point of a 0-1 accuracy). Default 0.01: 8-bit
+    # formats keep about 99% of the baseline's accuracy ("Give Me BF16 or Give Me Death", arXiv 2411.02355)
+    max_accuracy_drop: float = bounded("an accuracy drop from 0 to 1 (0.01 = one point of a 0-1 accuracy)", 0.01,
+                                       ge=0, le=1)
     description: str = ""
 
 
