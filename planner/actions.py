@@ -49,6 +49,7 @@ class LaunchOptions:
     quality: bool  # run the lm-eval accuracy gate (planner/quality.py)
     quality_task: Optional[str]
     quality_baseline: Optional[str]  # a stored baseline's quality.json
+    log: Optional[str]  # action=preflight: the nccl-tests output to judge
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -59,7 +60,7 @@ def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
                          ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
                          api_key_env=cfg.api_key_env, deploy=cfg.deploy.value if cfg.deploy else None,
                          model_name=cfg.model.name if given_model else None, quality=cfg.quality,
-                         quality_task=cfg.quality_task, quality_baseline=cfg.quality_baseline,
+                         quality_task=cfg.quality_task, quality_baseline=cfg.quality_baseline, log=cfg.log,
                          overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
@@ -74,9 +75,9 @@ def saved_plan(cfg, req, compiled) -> Outcome:
     if action in ("plan", "explain"):
         emit(req, compiled, fmt, None)
         return Outcome(0, (req, compiled))
-    if action not in ("render", "launch", "verify"):
-        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched "
-                         "or verified. Fix: action=plan|render|launch|verify, or drop plan=.")
+    if action not in ("render", "launch", "verify", "preflight"):
+        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched, "
+                         "verified or preflighted. Fix: action=plan|render|launch|verify|preflight, or drop plan=.")
     return act(action, req, compiled, Path(cfg.out) if cfg.out else path, fmt, opts)
 
 
@@ -91,8 +92,10 @@ def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -
     if opts.deploy and action != "render":
         log.warning("deploy=%s: the stack's files are written by action=render; action=%s ignores it", opts.deploy,
                     action)
+    if action == "preflight":
+        return Outcome(preflight(req, compiled, opts.log), (req, compiled))
     if action == "render":
-        compiled = render.rendered(compiled, req, opts.api_key_env)
+        compiled = with_preflight(render.rendered(compiled, req, opts.api_key_env), req)
         if opts.deploy:
             from planner.deploy import with_deployments
 
@@ -214,3 +217,37 @@ def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int
     path = verify.write(report, outdir)
     present.verdict(report, path, plots.write(result, report, outdir))
     return 0 if report.passed else 5
+
+
+def with_preflight(compiled, req):
+    """The rendered plan with preflight/nccl-tests.sh added when it communicates over several GPUs."""
+    from dataclasses import replace
+
+    from planner import nccl
+
+    script = nccl.render(compiled.plan, req.hw, req.model.hidden_size)
+    if script is None:
+        return compiled
+    files = {**compiled.launch.files, "preflight/nccl-tests.sh": script}
+    return replace(compiled, launch=replace(compiled.launch, files=files))
+
+
+def preflight(req, compiled, log_file: Optional[str]) -> int:
+    """action=preflight log=FILE: nccl-tests' output against the plan's communication model; 0 when the plan's
+    prediction holds with the measured curve, 5 when it breaks it."""
+    from planner import nccl, present
+
+    plan = compiled.plan
+    found = nccl.groups(plan, req.hw, req.model.hidden_size)
+    if not found:
+        raise InputError(f"action=preflight: the plan serves on one GPU (tensor_parallel={plan.tensor_parallel}, "
+                         f"pipeline_parallel={plan.pipeline_parallel}), so it has no collectives to measure.")
+    if not log_file or not Path(log_file).is_file():
+        raise InputError(f"action=preflight needs log=FILE, the output of preflight/nccl-tests.sh (the table "
+                         f"{found[0].test} prints, or its -J JSON file){'' if not log_file else f'; {log_file} does not exist'}. "
+                         "Fix: render the plan (action=render), run the script, then pass its output as log=.")
+    text = Path(log_file).read_text(errors="replace")
+    group = "pp-inter-node" if "sendrecv" in Path(log_file).name else found[0].name
+    verdict = nccl.judge(plan, req.model, req.hw, compiled.prediction, req.target, nccl.parse(text), group)
+    present.preflight(verdict)
+    return 5 if verdict.breaks_prediction else 0

@@ -218,6 +218,20 @@ def explain(constraints, req, compiled, console: Optional[Console] = None) -> No
     show(req, compiled, console)
 
 
+def preflight(verdict, console: Optional[Console] = None) -> None:
+    """action=preflight: nccl-tests' times at the plan's message sizes against the perf model's, and the verdict."""
+    console = console or _console()
+    t = Table(title=f"nccl-tests preflight ({verdict.group}): "
+                    f"{'BREAKS THE PREDICTION' if verdict.breaks_prediction else 'prediction holds'}",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("message bytes", "assumed us", "measured us", "ratio"):
+        t.add_column(col, justify="right")
+    for c in verdict.checks:
+        t.add_row(f"{c.size_bytes:,}", f"{c.assumed_us:,.1f}", f"{c.measured_us:,.1f}", f"x{c.ratio:.2f}")
+    console.print(t)
+    console.print(verdict.why)
+
+
 def diagnosis(found, path: str, console: Optional[Console] = None) -> None:
     """action=diagnose: the troubleshooting rules a log matched, with their remedies."""
     console = console or _console()

@@ -104,7 +104,8 @@ class AppConfig:
     endpoint: Optional[str] = bounded("the http:// or https:// URL of a running server, e.g. http://127.0.0.1:8000",
                                       None, pattern=r"https?://[^\s/?#]+(/\S*)?", metavar="URL",
                                       doc="verify plan=FILE: load-test this running server")
-    log: Optional[str] = not_blank("the path of a server log", None, doc="the server log action=diagnose reads",
+    log: Optional[str] = not_blank("the path of a server log or of nccl-tests output", None,
+                                   doc="the server log action=diagnose reads; nccl-tests output for preflight",
                                    metavar="FILE")
     debug: bool = option(False, "show the traceback of an internal error")
     port: Optional[int] = bounded("a TCP port from 1 to 65535, or left out for a free one", None, ge=1, le=65535,

@@ -123,6 +123,7 @@ class Action(str, enum.Enum):
     explain = "explain"
     rules = "rules"
     diagnose = "diagnose"
+    preflight = "preflight"  # nccl-tests output (log=FILE) against the plan's communication model
 
 
 class Format(str, enum.Enum):
