@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Protocol
 from backends.table import FlagTable
 from planner.engines import EngineModel
 from planner.plan import Plan
-from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
+from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Capabilities:
     vlm: Support
     speculative_methods: Mapping[str, str]  # plan.speculative["method"] (vLLM's names) → source; absent: unsupported
     engine: EngineModel  # how the engine sizes its KV cache and schedules (planner/engines.py): what is predicted
+    # Attention data parallel (data_parallel > 1) by model: the HF architectures whose implementation in this engine
+    # runs it (architecture → source); None: every MoE model the engine serves (a generic MoE layer)
+    attention_dp_architectures: Optional[Mapping[str, str]] = None
 
 
 @dataclass(frozen=True)
@@ -132,12 +135,24 @@ class Backend(Protocol):
         ...
 
 
-def unsupported(backend: BackendName, plan: Plan, gpu: GpuSpec) -> Optional[str]:
-    """Why `backend` cannot serve `plan` on `gpu`, naming the capability and its source; None when it can."""
+def unsupported(backend: BackendName, plan: Plan, gpu: GpuSpec, model: Optional[ModelSpec] = None) -> Optional[str]:
+    """Why `backend` cannot serve `plan` on `gpu` (of `model`, when given: some capabilities depend on the model's
+    architecture), naming the capability and its source; None when it can."""
     from backends import get  # the registry imports the backend modules, which import this one
 
     impl = get(backend)
-    return _matrix_reason(impl.capabilities, plan, gpu) or impl.check(plan, gpu)
+    return _matrix_reason(impl.capabilities, plan, gpu) or _model_reason(impl.capabilities, plan, model) or \
+        impl.check(plan, gpu)
+
+
+def _model_reason(caps: Capabilities, plan: Plan, model: Optional[ModelSpec]) -> Optional[str]:
+    """Attention data parallel where the engine implements it only for some architectures."""
+    archs = caps.attention_dp_architectures
+    if model is None or plan.data_parallel <= 1 or archs is None or model.architecture in archs:
+        return None
+    return (f"backend={caps.backend.value} ({caps.version}) runs attention data parallel (data_parallel="
+            f"{plan.data_parallel}) only for {', '.join(sorted(archs))}; {model.name} is {model.architecture} "
+            f"[capability: data_parallel; source: {sorted(set(archs.values()))[0]}]")
 
 
 def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str]:

@@ -51,14 +51,28 @@ def _spec(key: str):
     return value
 
 
+def _per_server(field: str):
+    """A per-DP-rank plan value as SGLang's server-wide flag: with DP attention SGLang divides
+    --max-running-requests (model_executor/pool_configurator.py:963-964, `// attn_dp_size`) and --chunked-prefill-size
+    (arg_groups/parallel_hook.py:187-202, `// dp_size`) among its DP ranks, so the flag carries dp times the plan's."""
+    return lambda p: str(getattr(p, field) * p.data_parallel)
+
+
+# With DP attention SGLang's --tp-size is the whole server's GPUs and each DP rank attends over tp_size / dp_size of
+# them (runtime_context.py:138-148 derive_attention_widths); the plan's tensor_parallel is that attention TP.
 TABLE = FlagTable(
     flags=(
         Flag("model_path", "--model-path", Where.argv, lambda p: p.model_path, f"{F}/model.py:52"),
-        Flag("tensor_parallel", "--tp-size", Where.argv, number("tensor_parallel"), f"{F}/parallel.py:52"),
+        Flag("tensor_parallel", "--tp-size", Where.argv, _per_server("tensor_parallel"),
+             f"{F}/parallel.py:52; python/sglang/srt/runtime_context.py:138-148"),
         Flag("pipeline_parallel", "--pp-size", Where.argv, number("pipeline_parallel"), f"{F}/parallel.py:66"),
         Flag("data_parallel", "--dp-size", Where.argv, number("data_parallel"), f"{F}/parallel.py:80"),
+        # "Enabling data parallelism for attention and tensor parallelism for FFN" (fields/parallel.py:170-176)
+        Flag("data_parallel", "--enable-dp-attention", Where.argv, lambda p: p.data_parallel > 1,
+             f"{F}/parallel.py:170", "data_parallel 1: no DP attention (the default, False)"),
         Flag("expert_parallel", "--ep-size", Where.argv,
-             lambda p: str(p.tensor_parallel) if p.expert_parallel else None, f"{F}/parallel.py:242",
+             lambda p: str(p.tensor_parallel * p.data_parallel) if p.expert_parallel else None,
+             f"{F}/parallel.py:242 (moe_tp_size = tp_size // ep_size, runtime_context.py:151-186)",
              "off: --ep-size defaults to 1 (no expert parallelism)"),
         Flag("nodes", "--nnodes", Where.argv, lambda p: str(p.nodes) if p.nodes > 1 else None,
              f"{F}/parallel.py:50", "one node: --nnodes defaults to 1"),
@@ -67,12 +81,14 @@ TABLE = FlagTable(
              "none: no --quantization (the checkpoint's quantization_config is used)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{F}/model.py:196"),
         Flag("max_model_len", "--context-length", Where.argv, number("max_model_len"), f"{F}/model.py:109"),
-        Flag("max_num_seqs", "--max-running-requests", Where.argv, number("max_num_seqs"), f"{F}/schedule.py:38"),
+        Flag("max_num_seqs", "--max-running-requests", Where.argv, _per_server("max_num_seqs"),
+             f"{F}/schedule.py:38; per DP rank: model_executor/pool_configurator.py:963-964"),
         Flag("max_num_batched_tokens", "--max-prefill-tokens", Where.argv, number("max_num_batched_tokens"),
              f"{F}/schedule.py:74"),
         # "Setting this to -1 means disabling chunked prefill" (fields/schedule.py:59 help)
         Flag("enable_chunked_prefill", "--chunked-prefill-size", Where.argv,
-             lambda p: str(p.max_num_batched_tokens) if p.enable_chunked_prefill else "-1", f"{F}/schedule.py:59"),
+             lambda p: _per_server("max_num_batched_tokens")(p) if p.enable_chunked_prefill else "-1",
+             f"{F}/schedule.py:59; per DP rank: arg_groups/parallel_hook.py:187-202"),
         # "fraction of the memory used for static allocation (model weights and KV cache memory pool)"
         Flag("gpu_memory_utilization", "--mem-fraction-static", Where.argv, number("gpu_memory_utilization"),
              f"{F}/schedule.py:34"),
@@ -135,6 +151,14 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, "python/sglang/srt/multimodal/"),
     speculative_methods={m: f"{F}/spec.py:37 {a}" for m, a in SPEC.items()},
     engine=engines.SGLANG,
+    # the architectures whose SGLang model uses the DP-attention layer communicator (python/sglang/srt/models/<file>:
+    # get_attention_tp_size / LayerCommunicator); e.g. mixtral.py does not, so Mixtral has no DP attention
+    attention_dp_architectures={arch: f"python/sglang/srt/models/{f} (sglang 0.5.20 wheel)" for arch, f in (
+        ("DeepseekV2ForCausalLM", "deepseek_v2.py"), ("DeepseekV3ForCausalLM", "deepseek_v2.py"),
+        ("Qwen2MoeForCausalLM", "qwen2_moe.py"), ("Qwen3MoeForCausalLM", "qwen3_moe.py"),
+        ("Glm4MoeForCausalLM", "glm4_moe.py"), ("GptOssForCausalLM", "gpt_oss.py"),
+        ("Llama4ForConditionalGeneration", "mllama4.py -> llama4.py"), ("MiniMaxM2ForCausalLM", "minimax_m2.py"),
+        ("KimiK25ForConditionalGeneration", "kimi_k25.py"))},
 )
 
 METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (served with --enable-metrics)

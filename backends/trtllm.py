@@ -26,6 +26,7 @@ VERSION = "TensorRT-LLM 1.2.1"
 SERVE = "tensorrt_llm/commands/serve.py"
 ARGS = "tensorrt_llm/llmapi/llm_args.py"
 MATRIX = "docs/source/reference/support-matrix.md"
+MAPPING = "tensorrt_llm/mapping.py"  # @b35ac1b6
 # NGC release image; tag and digest sha256:33cd085b... reported by users who pulled it (docs/backends.md).
 IMAGE = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 PORT = 8000  # serve.py --port default
@@ -57,12 +58,17 @@ def _speculative(plan: Plan) -> Optional[dict]:
 TABLE = FlagTable(
     flags=(
         Flag("model_path", "MODEL", Where.positional, lambda p: p.model_path, f"{SERVE} @click.argument('model')"),
-        Flag("tensor_parallel", "--tp_size", Where.argv, number("tensor_parallel"),
-             f"{SERVE} --tensor_parallel_size/--tp_size"),
+        # Under attention DP, tp_size is the server's GPUs, each an attention-DP rank of TP 1 (check() keeps the
+        # plan's tensor_parallel at 1 then): tensorrt_llm/mapping.py MappingBase.dp_size = tp_size
+        Flag("tensor_parallel", "--tp_size", Where.argv, lambda p: str(p.tensor_parallel * p.data_parallel),
+             f"{SERVE} --tensor_parallel_size/--tp_size; {MAPPING} MappingBase.dp_size"),
         Flag("pipeline_parallel", "--pp_size", Where.argv, number("pipeline_parallel"),
              f"{SERVE} --pipeline_parallel_size/--pp_size"),
+        Flag("data_parallel", "enable_attention_dp", Where.config, lambda p: True if p.data_parallel > 1 else None,
+             f"{ARGS} BaseLlmArgs.enable_attention_dp (\"Enable attention data parallel.\", default False)",
+             "data_parallel 1: attention over the TP group (the default)"),
         Flag("expert_parallel", "--ep_size", Where.argv,
-             lambda p: str(p.tensor_parallel) if p.expert_parallel else None,
+             lambda p: str(p.tensor_parallel * p.data_parallel) if p.expert_parallel else None,
              f"{SERVE} --moe_expert_parallel_size/--ep_size",
              "off: ep_size unset, TRT-LLM's default MoE mapping (Mapping auto-calculation)"),
         Flag("max_model_len", "--max_seq_len", Where.argv, number("max_model_len"), f"{SERVE} --max_seq_len"),
@@ -89,8 +95,6 @@ TABLE = FlagTable(
         NoFlag("quantization", "trtllm-serve (PyTorch backend) takes the quantization from the checkpoint "
                                "(ModelOpt hf_quant_config.json): model_path must name a checkpoint quantized that "
                                "way; there is no flag to quantize at load", SERVE),
-        NoFlag("data_parallel", "no data-parallel engine copies inside one server (enable_attention_dp is attention "
-                                "DP inside the TP group): scale with replicas", ARGS),
         NoFlag("nodes", "multi-node TRT-LLM runs under MPI/Slurm (trtllm-llmapi-launch); this adapter renders "
                         "single-node replicas only", "tensorrt_llm/llmapi/trtllm-llmapi-launch"),
         NoFlag("max_loras", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
@@ -125,7 +129,8 @@ CAPABILITIES = Capabilities(
     },
     tensor_parallel=Support(True, f"{SERVE} --tp_size"),
     pipeline_parallel=Support(True, f"{SERVE} --pp_size"),
-    data_parallel=Support(False, ARGS, "no data-parallel engine copies in one server; use replicas"),
+    data_parallel=Support(True, f"{ARGS} BaseLlmArgs.enable_attention_dp; {MAPPING} MappingBase.dp_size "
+                                "(attention DP over tp_size ranks of TP 1)"),
     expert_parallel=Support(True, f"{SERVE} --ep_size"),
     multi_node=Support(False, "tensorrt_llm/llmapi/trtllm-llmapi-launch",
                        "TRT-LLM runs multi-node under MPI/Slurm; this adapter renders no MPI launcher"),
@@ -191,6 +196,11 @@ class TrtllmBackend:
         return tuple(notes)
 
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
+        if plan.data_parallel > 1 and plan.tensor_parallel != 1:
+            return (f"backend=trtllm ({VERSION}) runs attention data parallel only at attention TP 1: "
+                    f"enable_attention_dp makes every one of tp_size GPUs its own attention rank, so "
+                    f"data_parallel={plan.data_parallel} needs tensor_parallel=1 (got {plan.tensor_parallel}) "
+                    f"[capability: attention-DP width; source: {MAPPING} MappingBase.dp_size = tp_size]")
         if plan.kv_cache_dtype is KvPrecision.float32 and plan.dtype is not Dtype.float32:
             return (f"backend=trtllm ({VERSION}) has no float32 KV cache beside dtype={plan.dtype.value} "
                     f"[capability: kv_cache_dtypes; source: {ARGS} KvCacheConfig.dtype]")

@@ -25,17 +25,22 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner import compose, memory, perf, search, simulate  # noqa: E402
+from planner import compose, memory, perf, search, simulate, steady  # noqa: E402
 from planner.specs import Dtype, KvPrecision, Quantization  # noqa: E402
 
 MODELS = {  # published model name (any spelling) → catalog entry
     "llama-3.1-8b": "llama3.1-8b", "llama-3.1-70b": "llama3.1-70b", "llama-3.3-70b": "llama3.1-70b",
     "llama-3.1-405b": "llama3.1-405b", "qwen3-8b": "qwen3-8b", "qwen3-32b": "qwen3-32b",
     "mixtral-8x7b": "mixtral-8x7b", "qwen3-235b-a22b": "qwen3-235b-a22b",
+    "deepseek-r1": "deepseek-r1", "deepseek-v3": "deepseek-v3",
 }
 GPUS = {"h100": "h100-sxm", "h100-sxm": "h100-sxm", "h200": "h200", "a100-80g": "a100-80g", "l40s": "l40s",
         "b200": "b200"}
 QUANT = {None: Quantization.none, "fp8": Quantization.fp8, "nvfp4": Quantization.nvfp4, "fp4": Quantization.nvfp4}
+# FP8 checkpoints whose weights are not per-tensor scaled (each one's config.json quantization_config): Qwen's own FP8
+# releases are fine-grained (weight_block_size [128, 128]); the NVIDIA (ModelOpt) and neuralmagic (AutoFP8) ones are
+# per-tensor, the default.
+FP8_SCALING = {"Qwen/Qwen3-32B-FP8": "block"}
 SHAREGPT_LENGTHS = ROOT / "tests/data/reference/sharegpt_lengths.yaml"
 # What a `vllm bench serve` / `sglang.bench_serving` printout says about the lengths it sent.
 PRINTED_TOTALS = {"requests": re.compile(r"Successful requests:\s+(\d+)"),
@@ -108,6 +113,27 @@ def workload(row, n: int, sharegpt: dict) -> Workload | None:
     return None
 
 
+def requests_per_engine(row, max_requests: int) -> int:
+    """Requests one simulated engine serves: a server of data_parallel engines sends each 1/dp of the prompts; all
+    at once, the TTFT of the last is the whole queue ahead of it, so an offline row replays every prompt it sent,
+    while under a rate or a concurrency the steady state needs only `max_requests`."""
+    dp = row.get("data_parallel") or 1
+    n = max(1, (row.get("num_prompts") or max_requests * dp) // dp)
+    return n if row["mode"] == "offline" else min(n, max_requests)
+
+
+def rank_step_time(sm, load: Workload, batch: float, budget: int):
+    """One engine step's time; with attention DP the simulated rank also waits for the other ranks' busiest prefill
+    (planner/steady.py other_ranks_prefill), at `batch` running requests per rank."""
+    mean_in, mean_out = float(np.mean(load.input_lens)), float(np.mean(load.output_lens))
+    others = steady.other_ranks_prefill(sm, batch, mean_in, mean_out, budget)
+    busy = (None, None) if others is None else (others, others * mean_in / 2)
+
+    def step_time(st) -> float:
+        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context, *busy))
+    return step_time
+
+
 def replay(row, specs, load: Workload | None):
     entry, gpu_name = catalog_model(row["model"]), GPUS.get(row["gpu"])
     if entry is None or gpu_name is None or load is None:
@@ -117,8 +143,9 @@ def replay(row, specs, load: Workload | None):
         return None, f"quantization {row['quantization']}"
     model, hw = specs["model"][entry], specs["hw"][gpu_name]
     tp, pp = row["tensor_parallel"] or 1, row["pipeline_parallel"] or 1
-    dp = row.get("data_parallel") or 1
-    hw = replace(hw, gpus_per_node=max(tp, 1), nodes=max(1, pp))
+    dp = row.get("data_parallel") or 1  # attention-DP ranks in one server (or independent copies of a dense model)
+    ep = bool(row.get("expert_parallel"))  # MoE experts spread over the tp x dp GPUs
+    hw = replace(hw, gpus_per_node=max(tp * dp, 1), nodes=max(1, pp))
     gpu = hw.gpu
     kv = KvPrecision.fp8 if str(row.get("kv_cache_dtype") or "").startswith("fp8") else KvPrecision.bf16
     defaults, _ = search.batch_defaults(gpu)
@@ -127,14 +154,16 @@ def replay(row, specs, load: Workload | None):
     def sized(util):
         return memory.breakdown(model, gpu, tp=tp, pp=pp, dtype=Dtype.bf16, quant=quant, kv_dtype=kv,
                                 max_model_len=load.max_model_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                                gpu_memory_utilization=util)
+                                gpu_memory_utilization=util, dp=dp if model.is_moe else 1, ep=ep)
     mem = sized(row.get("gpu_memory_utilization") or 0.9)
     if row["engine"] == "trtllm" and mem.fits:
         # TensorRT-LLM gives the KV cache a fraction of the memory *free after the weights* (KvCacheConfig
-        # free_gpu_memory_fraction); its perf-overview runs used 0.95 (the rows' notes quote it). The same KV budget
+        # free_gpu_memory_fraction); its perf-overview runs used 0.95 (the rows' notes quote it), others say theirs
+        # (kv_cache_free_gpu_mem_fraction). The same KV budget
         # as a vLLM-style fraction of the total: what is used before the KV cache, plus 0.95 of the rest.
         used = mem.weights_gib + mem.activations_gib + mem.runtime_overhead_gib
-        mem = sized((used + 0.95 * (mem.total_gib - used)) / mem.total_gib)
+        free = row.get("kv_cache_free_gpu_mem_fraction") or 0.95
+        mem = sized((used + free * (mem.total_gib - used)) / mem.total_gib)
         # Its default capacity scheduler, GUARANTEED_NO_EVICT (tensorrt_llm/llmapi/llm_args.py SchedulerConfig),
         # admits a request only when the KV blocks for its whole length are free: it never preempts, and runs at
         # most as many requests as the cache holds at full length (vLLM admits on the prompt and preempts).
@@ -142,7 +171,10 @@ def replay(row, specs, load: Workload | None):
         seqs = max(1, min(seqs, mem.kv_cache_tokens // full))
     if not mem.fits:
         return None, "does not fit memory in the planner's model"
-    sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv)
+    if quant is Quantization.fp8:  # the checkpoint's FP8 scaling picks the GEMM kernel (planner/calibration.py)
+        model = replace(model, fp8_scaling=FP8_SCALING.get(row["model"], "tensor"))
+    sm = perf.StepModel(model, gpu, hw, tp, pp, Dtype.bf16, quant, kv, expert_parallel=ep,
+                        dp=dp if model.is_moe else 1)
     if row["mode"] == "rate":
         arrivals = simulate.Arrivals(request_rate=row["request_rate"] / dp)
     elif row["mode"] == "concurrency":
@@ -150,9 +182,7 @@ def replay(row, specs, load: Workload | None):
     else:
         arrivals = simulate.Arrivals(request_rate=None)
 
-    def step_time(st) -> float:
-        return float(sm.step_seconds(st.decode_seqs, st.decode_context, st.prefill_tokens, st.prefill_context))
-
+    step_time = rank_step_time(sm, load, min(seqs, (row.get("concurrency") or seqs * dp) / dp), batched)
     res = simulate.simulate(step_time, load.input_lens, load.output_lens, arrivals, max_num_seqs=seqs,
                             max_num_batched_tokens=batched, kv_blocks=mem.kv_cache_blocks, block_size=mem.block_size)
     out_tps = res.output_throughput() * dp
@@ -186,12 +216,7 @@ def main() -> None:
         if row["engine"] not in ("vllm", "trtllm", "sglang"):
             skipped.append((row["id"], "engine"))
             continue
-        # All at once: the TTFT of the last request is the whole queue ahead of it, so the run is replayed with
-        # every prompt it sent; under a rate or a concurrency the steady state needs only --max-requests.
-        n = row.get("num_prompts") or args.max_requests
-        if row["mode"] != "offline":
-            n = min(n, args.max_requests)
-        load = workload(row, max(1, n // (row.get("data_parallel") or 1)), sharegpt)
+        load = workload(row, requests_per_engine(row, args.max_requests), sharegpt)
         pred, why = replay(row, specs, load)
         if pred is None:
             skipped.append((row["id"], why))

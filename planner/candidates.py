@@ -56,10 +56,11 @@ def batch_defaults(gpu: GpuSpec, engine: EngineModel = engines.VLLM) -> tuple[di
     return {"max_num_seqs": d.max_num_seqs, "max_num_batched_tokens": d.max_num_batched_tokens}, d.why
 
 
-def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int]]:
-    """(TP, PP) in the order the target prefers. TP stays within a node and divides the attention heads; PP is
-    only added on top of a full node of TP, across nodes, where it costs one activation transfer per stage
-    instead of two all-reduces per layer."""
+def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int, int, bool]]:
+    """(TP, PP, DP, EP) in the order the target prefers. TP stays within a node and divides the attention heads; PP
+    is only added on top of a full node of TP, across nodes, where it costs one activation transfer per stage
+    instead of two all-reduces per layer. A mixture-of-experts model also gets the layouts the engines serve MoE
+    with (moe_layouts): its experts spread whole over the TP group (EP), and attention data parallel + EP."""
     hw, model, pins = req.hw, req.model, req.pins
     max_tp = int(cons.setting("max_tensor_parallel") or hw.gpus_per_node)
     tps = [t for t in (1, 2, 4, 8, 16) if t <= min(hw.gpus_per_node, max_tp) and model.num_attention_heads % t == 0]
@@ -71,11 +72,34 @@ def parallel_layouts(req: Request, cons: Constraints) -> Iterator[tuple[int, int
         layouts = [(t, 1) for t in tps]
         if tps:
             layouts += [(tps[-1], p) for p in range(2, hw.nodes + 1) if p <= model.num_hidden_layers]
+    full = [(t, p, 1, False) for t, p in layouts] if (pins.data_parallel or 1) == 1 else []
+    if model.is_moe:
+        full = moe_layouts(req, cons, full, tps)
     if cons.setting("parallelism") == "wide":
-        one_node = sorted((lay for lay in layouts if lay[1] == 1), key=lambda lay: -lay[0])
-        yield from one_node + [lay for lay in layouts if lay[1] > 1]
+        one_node = sorted((lay for lay in full if lay[1] == 1), key=lambda lay: (-lay[0] * lay[2], lay[2], lay[3]))
+        yield from one_node + [lay for lay in full if lay[1] > 1]
     else:
-        yield from sorted(layouts, key=lambda lay: (lay[0] * lay[1], lay[1]))
+        yield from sorted(full, key=lambda lay: (lay[0] * lay[1] * lay[2], lay[1], lay[2], lay[3]))
+
+
+def moe_layouts(req: Request, cons: Constraints, plain: list[tuple[int, int, int, bool]], tps: list[int]
+                ) -> list[tuple[int, int, int, bool]]:
+    """The MoE layouts to search, besides pure TP (`plain`): TP attention + EP (the experts spread whole over the
+    TP group), and attention data parallel + EP on one node (dp ranks of `tps` TP each; vLLM --data-parallel-size
+    with --enable-expert-parallel, SGLang --enable-dp-attention, TRT-LLM enable_attention_dp). Pins and an
+    `expert_parallel` rule setting narrow them (true: only EP layouts; false: no EP, hence no attention DP)."""
+    hw, pins = req.hw, req.pins
+    want_ep = pins.expert_parallel if pins.expert_parallel is not None else cons.setting("expert_parallel")
+    eps = [False, True] if want_ep is None else [bool(want_ep)]
+    out = list(dict.fromkeys((t, p, 1, ep and t > 1) for t, p, _, _ in plain for ep in eps))
+    if want_ep is None or want_ep:
+        ep = True if want_ep is None else bool(want_ep)
+        dps = [pins.data_parallel] if pins.data_parallel else [d for d in (2, 4, 8, 16) if d <= hw.gpus_per_node]
+        out += [(t, 1, d, ep) for d in dps if (pins.pipeline_parallel or 1) == 1
+                for t in tps if d > 1 and t * d <= hw.gpus_per_node]
+    elif pins.data_parallel and pins.data_parallel > 1:
+        out += [(t, 1, pins.data_parallel, False) for t in tps if t * pins.data_parallel <= hw.gpus_per_node]
+    return out
 
 
 def allowed(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
@@ -130,7 +154,6 @@ class Space:
     enable_prefix_caching: bool
     enable_chunked_prefill: bool
     speculative: Optional[dict]
-    expert_parallel: bool  # a rule asked for it (applies to MoE models at TP > 1)
 
     def kv_tokens_needed(self) -> int:
         return self.concurrency * self.mean_len
@@ -148,12 +171,18 @@ class Limits:
     fraction_default: bool  # the engine's default (no pin, no rule)
 
 
-def limits(req: Request, sp: Space, engine: EngineModel, tp: int, pp: int) -> Limits:
-    """The candidate's starting limits under `engine`: pins first, then rules, then the engine's defaults. A rule's
-    gpu_memory_utilization is vLLM's and applies to engines with vLLM's accounting only."""
+def limits(req: Request, sp: Space, engine: EngineModel, tp: int, pp: int, dp: int = 1) -> Limits:
+    """The candidate's starting limits under `engine`: pins first, then rules, then the engine's defaults (per
+    attention-DP rank; `tp` is the server's tp x dp). A rule's gpu_memory_utilization is vLLM's and applies to
+    engines with vLLM's accounting only."""
     gpu = req.hw.gpu
-    d = engine.batch_defaults(gpu, tp, pp)
+    d = engine.batch_defaults(gpu, tp, pp, dp)
     mnbt = max(sp.mnbt_asked or d.max_num_batched_tokens, sp.mnbt_floor if not req.pins.max_num_batched_tokens else 0)
+    if dp > 1 and not req.pins.max_num_batched_tokens:
+        # attention DP: the server's token budget (a rule's or the engine's default) split over its ranks, as SGLang
+        # splits chunked_prefill_size (arg_groups/parallel_hook.py:187-202): every rank's tokens meet in the MoE
+        # layers, so a step gathers what one TP server's would; the chunk ladder (rank.py) can still raise it
+        mnbt = max(mnbt // dp, sp.mnbt_floor, 256)
     own = sp.fraction_pin or (sp.fraction_rule if engine.kv_budget is engines.KvBudget.total_fraction else None)
     fraction = None if gpu.kind is DeviceKind.cpu else own or engine.default_fraction(gpu, tp, pp, req.model)
     return Limits(want_seqs=int(sp.seqs_asked or d.max_num_seqs), default_mnbt=int(mnbt), batch_why=d.why,
@@ -176,11 +205,27 @@ class Sized:
     cpu_space: Optional[int] = None
     backend: Optional[BackendName] = None
     unsupported: str = ""
-    seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate
+    seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate (per DP rank)
     replicas: Optional[int] = None  # replicas the ranking chose
+    dp: int = 1  # attention data-parallel ranks in one server (each its own scheduler and KV cache)
+    ep: bool = False  # MoE experts spread whole over the server's tp x dp GPUs
+
+    @property
+    def world(self) -> int:
+        """GPUs of one replica (server)."""
+        return self.tp * self.pp * self.dp
+
+    @property
+    def kv_tokens_total(self) -> int:
+        """KV tokens the server holds: every DP rank's cache (mem is one rank's)."""
+        return self.mem.kv_cache_tokens * self.dp
+
+    def layout(self) -> str:
+        return f"TP{self.tp} PP{self.pp}" + (f" DP{self.dp}" if self.dp > 1 else "") + \
+            (f" EP{self.tp * self.dp}" if self.ep else "")
 
     def summary(self) -> str:
-        return f"TP{self.tp} PP{self.pp} {self.quant.value} KV {self.kv.value}" + \
+        return f"{self.layout()} {self.quant.value} KV {self.kv.value}" + \
             (f" x{self.replicas}" if self.replicas else "")
 
 
@@ -211,18 +256,18 @@ def space(req: Request, cons: Constraints) -> Space:
         bool(cons.setting("enable_prefix_caching", True)),
         enable_chunked_prefill=pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else
         bool(cons.setting("enable_chunked_prefill", True)),
-        speculative={k: v for k, v in spec.items() if v is not None} if spec else None,
-        expert_parallel=bool(cons.setting("expert_parallel", False)))
+        speculative={k: v for k, v in spec.items() if v is not None} if spec else None)
 
 
 def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int,
-         mnbt: Optional[int] = None, engine: EngineModel = engines.VLLM) -> Sized:
+         mnbt: Optional[int] = None, engine: EngineModel = engines.VLLM, dp: int = 1, ep: bool = False) -> Sized:
     """One candidate sized by `engine`'s memory accounting, at `mnbt` (None: the engine's default budget); CPU:
-    with the VLLM_CPU_KVCACHE_SPACE it would be given."""
+    with the VLLM_CPU_KVCACHE_SPACE it would be given. With attention DP (dp > 1): one DP rank's GPUs, each rank
+    sizing its own KV cache (the engine's defaults are its server-wide ones: tp x dp GPUs)."""
     gpu, wl, pins = req.hw.gpu, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     world = tp * pp
-    lim = limits(req, sp, engine, tp, pp)
+    lim = limits(req, sp, engine, tp * dp, pp, dp)
     mnbt = mnbt or lim.default_mnbt
     cpu_space = None
     if on_cpu:
@@ -232,25 +277,26 @@ def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int,
                            max_model_len=sp.max_model_len, max_num_seqs=lim.want_seqs * (world if on_cpu else 1),
                            max_num_batched_tokens=mnbt * (world if on_cpu else 1),
                            gpu_memory_utilization=lim.fraction, cpu_kv_space_gib=cpu_space,
-                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank, engine=engine)
-    return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space)
+                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank, engine=engine, dp=dp, ep=ep)
+    return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space, dp=dp, ep=ep)
 
 
 def fits(req: Request, sp: Space, t: Sized) -> bool:
-    """Starts, and its KV cache holds the target's concurrency (a pinned layout only has to start)."""
-    return t.mem.fits and (t.mem.kv_cache_tokens >= sp.want_tokens or bool(req.pins.tensor_parallel))
+    """Starts, and its KV cache (all DP ranks') holds the target's concurrency (a pinned layout only has to
+    start)."""
+    return t.mem.fits and (t.kv_tokens_total >= sp.want_tokens or bool(req.pins.tensor_parallel))
 
 
 def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
     """The plan this candidate would be, with the engine's default batch limits: what the capability matrix is
     asked about, and what the chosen candidate's plan is made from (decide.py sets the searched numbers)."""
-    world = t.tp * t.pp
+    world = t.world
     wl = req.workload
     return Plan(
         backend=backend, model_path=req.model.path or req.model.hf_repo,
         nodes=max(1, math.ceil(world / req.hw.gpus_per_node)), gpus_per_replica=world,
         replicas=req.pins.replicas or max(1, req.hw.total_gpus // world), tensor_parallel=t.tp, pipeline_parallel=t.pp,
-        expert_parallel=sp.expert_parallel and req.model.is_moe and t.tp > 1, data_parallel=1, dtype=sp.dtype,
+        expert_parallel=t.ep, data_parallel=t.dp, dtype=sp.dtype,
         quantization=t.quant, kv_cache_dtype=t.kv, max_model_len=sp.max_model_len,
         max_num_seqs=req.pins.max_num_seqs or seqs_cap(sp, t),
         max_num_batched_tokens=t.mnbt, gpu_memory_utilization=t.limits.fraction,
@@ -272,7 +318,7 @@ def with_backend(req: Request, sp: Space, t: Sized) -> Sized:
 
     reasons = []
     for backend in sp.backends:
-        reason = unsupported(backend, skeleton(req, sp, t, backend), req.hw.gpu)
+        reason = unsupported(backend, skeleton(req, sp, t, backend), req.hw.gpu, req.model)
         if reason is None:
             return replace(t, backend=backend, unsupported="; ".join(reasons))
         reasons.append(f"{backend.value}: {reason}")
@@ -286,11 +332,11 @@ def fill(req: Request, cons: Constraints, sp: Space) -> list[Sized]:
     out = []
     for quant in sp.quants:
         for kv in sp.kvs:
-            for tp, pp in parallel_layouts(req, cons):
-                t = with_backend(req, sp, size(req, sp, quant, kv, tp, pp, engine=first))
+            for tp, pp, dp, ep in parallel_layouts(req, cons):
+                t = with_backend(req, sp, size(req, sp, quant, kv, tp, pp, engine=first, dp=dp, ep=ep))
                 engine = engines.for_backend(t.backend) if t.backend else first
                 if engine is not first:
-                    t = replace(size(req, sp, quant, kv, tp, pp, engine=engine), backend=t.backend,
+                    t = replace(size(req, sp, quant, kv, tp, pp, engine=engine, dp=dp, ep=ep), backend=t.backend,
                                 unsupported=t.unsupported)
                 out.append(t)
     return out

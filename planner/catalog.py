@@ -147,7 +147,8 @@ def _text(path: str, cfg: dict, key: str) -> str:
 
 
 def _quantization(path: str, q) -> dict:
-    """quantization / quantization_bits from config.json's quantization_config ({} when unquantized)."""
+    """quantization / quantization_bits (and FP8's scaling) from config.json's quantization_config ({} when
+    unquantized)."""
     if not q:
         return {}
     _need(path, "quantization_config", q, dict)
@@ -158,6 +159,8 @@ def _quantization(path: str, q) -> dict:
             f"model.path={path}: quantization_config uses compressed-tensors, which the planner does not "
             "size yet. Fix: set model.quantization=fp8|int8|awq|gptq to the format its weights use.")
     found = {"quantization": _QUANT_METHODS.get(method, method)}
+    if method == "fp8":  # vLLM's Fp8Config: weight_block_size means block scales, else one per tensor
+        found["fp8_scaling"] = "block" if q.get("weight_block_size") else "tensor"
     key = "bits" if q.get("bits") is not None else "w_bit"
     bits = q.get(key) or (8 if method == "fp8" else None)
     if bits:

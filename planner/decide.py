@@ -21,16 +21,17 @@ def _decide(field: str, value, pinned: bool, rule: Optional[Rule], why: str = ""
     return Decision(field, value, "search", why, source)
 
 
-def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why: str, tried: list[Sized]
-           ) -> CompiledPlan:
+def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why: str, tried: list[Sized],
+           moe_why: str = "") -> CompiledPlan:
     """The chosen candidate as a Plan, every field with the decision that set it (pin, rule, search or default),
-    and the layouts that did not fit as alternatives."""
+    and the layouts that did not fit as alternatives. `moe_why`: an MoE model's layout comparison
+    (explain.layout_choice)."""
     pins = req.pins
     kv_bound = max(1, chosen.mem.kv_cache_tokens // sp.mean_len)
     plan = replace(skeleton(req, sp, chosen, chosen.backend),
-                   replicas=chosen.replicas or pins.replicas or max(1, req.hw.total_gpus // (chosen.tp * chosen.pp)),
+                   replicas=chosen.replicas or pins.replicas or max(1, req.hw.total_gpus // chosen.world),
                    max_num_seqs=pins.max_num_seqs or chosen.seqs or seqs_cap(sp, chosen))
-    decisions = _layout(req, cons, sp, chosen, plan) + _formats(req, cons, sp, chosen, tried) + \
+    decisions = _layout(req, cons, sp, chosen, plan, moe_why) + _formats(req, cons, sp, chosen, tried) + \
         _limits(req, cons, sp, chosen, plan, batch_why)
     pinned = set(pins.given())
     fired = {t.rule.id: t.rule for t in cons.trace if t.fired}
@@ -47,27 +48,28 @@ def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why:
                         rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))
 
 
-def _layout(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan) -> list[Decision]:
+def _layout(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, moe_why: str) -> list[Decision]:
     """backend, model_path, nodes, gpus_per_replica, replicas, tensor/pipeline/expert/data parallel."""
     hw, pins, model, mem = req.hw, req.pins, req.model, chosen.mem
-    tp, pp = chosen.tp, chosen.pp
-    world = tp * pp
-    setting = cons.settings.get
+    tp, pp, dp = chosen.tp, chosen.pp, chosen.dp
+    world = chosen.world
     fired = [t.rule for t in cons.trace if t.fired]
     layout_rules = [r for r in fired if "tensor_parallel" in r.decides or
                     {"parallelism", "max_tensor_parallel"} & set(r.then.set)]
+    held = f"{mem.kv_cache_tokens:,} tokens" + (f" on each of {dp} DP ranks" if dp > 1 else "")
     layout_why = (f"{'widest' if cons.setting('parallelism') == 'wide' else 'smallest'} layout whose KV cache "
-                  f"({mem.kv_cache_tokens:,} tokens) holds {sp.concurrency} concurrent requests of {sp.mean_len} "
+                  f"({held}) holds {sp.concurrency} concurrent requests of {sp.mean_len} "
                   f"tokens (target.min_concurrency, workload.max_concurrency); weights {mem.weights_gib:.1f} GiB/GPU "
                   f"of {mem.usable_gib:.1f} GiB usable; rules: {', '.join(r.id for r in layout_rules) or 'none'}")
-    ep = setting("expert_parallel")
+    if model.is_moe and moe_why:
+        layout_why = f"{layout_why}; {moe_why}"
     return [
         _decide("backend", plan.backend.value, pins.backend is not None,
                 rule_for(cons, "backend", plan.backend.value)),
         Decision("model_path", plan.model_path, "search",
                  "the model's local directory" if model.path else "the model's Hugging Face repo id", model.source),
         Decision("nodes", plan.nodes, "search", f"{world} GPUs per replica over {hw.gpus_per_node} GPUs per node"),
-        Decision("gpus_per_replica", world, "search", f"TP {tp} x PP {pp}"),
+        Decision("gpus_per_replica", world, "search", f"TP {tp} x PP {pp}" + (f" x DP {dp}" if dp > 1 else "")),
         Decision("replicas", plan.replicas, "pin" if pins.replicas else "search",
                  f"the fewest replicas that serve target.min_request_rate={req.target.min_request_rate:g} req/s "
                  f"within the SLOs (of {hw.total_gpus // world} that fit {hw.total_gpus} GPUs at {world} per replica)"
@@ -79,11 +81,29 @@ def _layout(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan) -> 
         Decision("pipeline_parallel", pp, "pin" if pins.pipeline_parallel else "search",
                  "given as plan.pipeline_parallel" if pins.pipeline_parallel else
                  "one stage" if pp == 1 else f"a full node of TP does not fit: {pp} stages across nodes"),
-        _decide("expert_parallel", plan.expert_parallel, False, ep.rule,
-                "" if plan.expert_parallel else "dense model or TP 1") if ep else
-        Decision("expert_parallel", False, "search", "no rule asked for expert parallelism"),
-        Decision("data_parallel", 1, "search", "replicas are separate servers (plan.replicas); no in-server DP"),
+        *_moe_layout(req, cons, chosen, moe_why),
     ]
+
+
+def _moe_layout(req: Request, cons: Constraints, chosen: Sized, moe_why: str) -> list[Decision]:
+    """expert_parallel and data_parallel: searched for an MoE model (the numbers that chose the layout), a pin, or
+    a rule's setting; a dense model has neither."""
+    pins, model = req.pins, req.model
+    if not model.is_moe:
+        return [Decision("expert_parallel", False, "search", "dense model: no experts"),
+                Decision("data_parallel", 1, "search", "dense model: replicas are separate servers (plan.replicas); "
+                         "attention data parallel is planned for mixture-of-experts models")]
+    source = ("vLLM --enable-expert-parallel / --data-parallel-size (engine/arg_utils.py); SGLang --ep-size / "
+              "--enable-dp-attention; TensorRT-LLM moe_expert_parallel_size / enable_attention_dp; step model: "
+              "planner/moe.py")
+    ep_rule = cons.settings.get("expert_parallel")
+    ep = (Decision("expert_parallel", chosen.ep, "pin", "given as plan.expert_parallel")
+          if pins.expert_parallel is not None else
+          _decide("expert_parallel", chosen.ep, False, ep_rule.rule) if ep_rule else
+          Decision("expert_parallel", chosen.ep, "search", moe_why or "the only MoE layout that fits", source))
+    dp = (Decision("data_parallel", chosen.dp, "pin", "given as plan.data_parallel") if pins.data_parallel else
+          Decision("data_parallel", chosen.dp, "search", moe_why or "the only MoE layout that fits", source))
+    return [ep, dp]
 
 
 def _formats(req: Request, cons: Constraints, sp: Space, chosen: Sized, tried: list[Sized]) -> list[Decision]:
@@ -143,7 +163,7 @@ def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, bat
                 by_rule("max_num_batched_tokens"), "") if setting("max_num_batched_tokens") or
         pins.max_num_batched_tokens else
         Decision("max_num_batched_tokens", mnbt,
-                 "search" if mnbt > chosen.engine.batch_defaults(req.hw.gpu).max_num_batched_tokens else "default",
+                 "search" if mnbt > chosen.limits.default_mnbt else "default",
                  batch_why, lim.batch_source),
         _fraction(req, cons, chosen, plan),
         _decide("enable_prefix_caching", plan.enable_prefix_caching, pins.enable_prefix_caching is not None,

@@ -125,8 +125,10 @@ class EngineModel:
         return KvSizing(usable - p.weights - p.activations - overhead, usable,
                         starts=p.total - usable >= p.cuda_context, overhead=overhead)
 
-    def batch_defaults(self, gpu: GpuSpec, tp: int = 1, pp: int = 1) -> BatchDefaults:
-        """max_num_seqs / max_num_batched_tokens the engine takes when the plan sets neither (per server)."""
+    def batch_defaults(self, gpu: GpuSpec, tp: int = 1, pp: int = 1, dp: int = 1) -> BatchDefaults:
+        """max_num_seqs / max_num_batched_tokens the engine takes when the plan sets neither (per server; with
+        attention DP over `dp` ranks the batch limit is per rank: vLLM and TensorRT-LLM apply theirs to each rank's
+        scheduler, SGLang divides its server-wide one by dp)."""
         if self.backend is BackendName.trtllm:
             c = self.consts
             return BatchDefaults(int(c["max_batch_size"]), int(c["max_num_tokens"]),
@@ -135,7 +137,9 @@ class EngineModel:
                                  "tensorrt_llm/builder.py BuildConfig; tensorrt_llm/commands/serve.py get_llm_args")
         if self.backend is BackendName.sglang and gpu.kind is not DeviceKind.cpu:
             chunk = sglang_chunked_prefill_size(gpu)
-            return BatchDefaults(int(self.consts["max_running_requests_ceiling"]), chunk,
+            # DP attention: max_running_requests // attn_dp_size per rank (model_executor/pool_configurator.py:
+            # 963-964); the chunk is the server's, split by candidates.limits as SGLang does (parallel_hook.py:187-202)
+            return BatchDefaults(int(self.consts["max_running_requests_ceiling"]) // dp, chunk,
                                  f"SGLang {self.version}'s chunked_prefill_size {chunk} for a "
                                  f"{gpu.memory_gib:.0f} GiB GPU; max_running_requests follows the KV pool",
                                  "python/sglang/srt/arg_groups/memory_hook.py:88-170")
@@ -223,17 +227,19 @@ def sglang_prefill_graph_sizes(max_bs: int) -> list[int]:
 
 def stage_budgets(m: ModelSpec, gpu: GpuSpec, engine: EngineModel, weights: list[float], tp: int, pp: int, dtype,
                  max_num_batched_tokens: int, max_num_seqs: int, fraction: float, cuda_graphs_in_budget: bool,
-                 torch_compile: bool):
+                 torch_compile: bool, dp: int = 1, ep: bool = False):
     """(usable, budgets, acts, overhead, headroom_ok) of every pipeline stage under the engine's own accounting
-    (planner/engines.py EngineModel.kv_sizing); the usable memory and overhead of the worst stage are reported."""
+    (planner/engines.py EngineModel.kv_sizing); the usable memory and overhead of the worst stage are reported.
+    `dp`, `ep`: an attention-DP rank's GPUs (memory.breakdown)."""
     from planner import memory
 
     k = memory.engine_constants()["overhead"]
-    non_torch = (k["non_torch_gib"] + (k["comm_buffers_gib"] if tp > 1 else 0.0)) * GIB
-    graphs = memory.runtime_overhead_bytes(m, gpu, tp, pp, cuda_graphs_in_budget) - non_torch
+    non_torch = (k["non_torch_gib"] + (k["comm_buffers_gib"] if tp * dp > 1 else 0.0)) * GIB
+    graphs = memory.runtime_overhead_bytes(m, gpu, tp, pp, cuda_graphs_in_budget, dp) - non_torch
     compiled = torch_compile and engine.compiled_forward
     acts = [memory.activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs,
-                                         last_stage=s == pp - 1 and engine.profiles_sampler, compiled=compiled)
+                                         last_stage=s == pp - 1 and engine.profiles_sampler, compiled=compiled,
+                                         dp=dp, ep=ep)
             for s in range(pp)]
     sized = [engine.kv_sizing(MemoryParts(total=gpu.memory_gib * GIB, weights=w, activations=a, non_torch=non_torch,
                                           cuda_graphs=graphs, cuda_context=k["cuda_context_gib"] * GIB), fraction)

@@ -134,3 +134,45 @@ def explain_slo(req: Request, est: Estimate, others: list[Estimate], quant: Quan
                f"{f' (p{t.percentile:g})' if name in ('ttft_ms', 'tpot_ms', 'e2e_latency_ms') else ''}; {reach}. "
                f"Binding constraint: {name}.")
     return message, tuple(fixes)
+
+
+def _family(t) -> str:
+    """A candidate's layout family: pure TP, TP attention + EP, or attention DP + EP."""
+    return "attention DP + EP" if t.dp > 1 else "TP + EP" if t.ep else "pure TP"
+
+
+def layout_choice(req: Request, chosen, ranked: list) -> str:
+    """Why this MoE layout, with the numbers: the chosen candidate against the best of each other layout family
+    (pure TP, TP + EP, attention DP + EP) in the same formats, as the ranking scored them (analytic steady state at
+    the same target and its SLO bounds). `chosen` and `ranked` are rank.Ranked entries."""
+    latency = req.target.objective.value == "latency"
+
+    def metric(r) -> str:
+        e = r.est
+        return (f"TPOT {e.tpot_ms.mean:.1f} ms" if latency else f"{e.output_tok_s_per_gpu:,.0f} tok/s per GPU") + \
+            (f" at TPOT {e.tpot_ms.mean:.1f} ms" if not latency else "") + ("" if e.meets else ", misses the target")
+
+    c = chosen.cand
+    same = [r for r in ranked if (r.cand.quant, r.cand.kv) == (c.quant, c.kv)]
+    place = next((i for i, r in enumerate(same) if r.cand.summary() == c.summary()), len(same))
+    rivals = {}
+    for i, r in enumerate(same):
+        if _family(r.cand) != _family(c) and _family(r.cand) not in rivals:
+            rivals[_family(r.cand)] = (i, r)
+    if not rivals:
+        return f"{c.layout()}: {metric(chosen)} (no other MoE layout fits and is served here)"
+    parts = []
+    for family, (i, r) in rivals.items():
+        a, b = chosen.est, r.est
+        ratio = b.tpot_ms.mean / a.tpot_ms.mean if latency else \
+            a.output_tok_s_per_gpu / max(b.output_tok_s_per_gpu, 1e-9)
+        lost = "" if i > place else (f"; ranked first on these estimates, but the simulation puts its "
+                                     f"p{req.target.percentile:g} past the target")
+        parts.append(f"{ratio:.2f}x {'faster than' if latency else 'the tok/s per GPU of'} the best {family} "
+                     f"({r.cand.layout()}: {metric(r)}{lost})")
+    bounds = ", ".join(f"target.{f}={getattr(req.target, f):g}" for f in ("ttft_ms", "tpot_ms")
+                       if getattr(req.target, f) is not None)
+    weights = "unquantized" if c.quant is Quantization.none else c.quant.value
+    return (f"{c.layout()} ({_family(c)}): {metric(chosen)}; " + "; ".join(parts)
+            + f" (weights {weights}, KV {c.kv.value}, analytic estimates"
+            + (f" within {bounds}" if bounds else "") + ")")

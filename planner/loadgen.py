@@ -63,6 +63,12 @@ class LoadSpec:
     """Token ids are drawn from [0, vocab_size): pass the server tokenizer's vocabulary size."""
     warmup: int = 2
     """Requests sent before the measurement starts, all at once under the concurrency cap; never counted."""
+    settle: int = 0
+    """Closed loop only (max_concurrency, no rate): this many requests go first, inside the loop, to fill it, and up
+    to twice as many after the measured ones keep it full until they are done (then cancelled); none is measured.
+    The measured requests then see the steady state the plan predicts (planner/predict.py simulates the same
+    sequence), not the cold start of `max_concurrency` prompts arriving at once; throughputs follow Little's law
+    (LoadResult.in_flight)."""
     timeout_s: float = 300.0
     """Wall-clock limit of the measured run in seconds: nothing is sent after it, what is in flight is cancelled
     and counted as failed. Also each request's HTTP read timeout."""
@@ -90,6 +96,10 @@ class LoadSpec:
                             "so every prompt has at least one token of its own.")
         if self.vocab_size < 2:
             problems.append(f"vocab_size={self.vocab_size}: must be ≥ 2 (the server tokenizer's vocabulary size).")
+        if self.settle < 0 or (self.settle and (self.max_concurrency is None or self.request_rate is not None)):
+            problems.append(f"settle={self.settle}: must be ≥ 0, and only a closed loop (max_concurrency set, "
+                            f"request_rate None) settles; here max_concurrency={self.max_concurrency}, "
+                            f"request_rate={self.request_rate}.")
         if self.warmup < 0 or not self.timeout_s > 0:
             problems.append(f"warmup={self.warmup}, timeout_s={self.timeout_s}: need warmup ≥ 0 and timeout_s > 0.")
         if self.scrape_metrics_every_s is not None and not self.scrape_metrics_every_s > 0:
@@ -264,11 +274,33 @@ async def run(spec: LoadSpec, progress: bool | None = None) -> LoadResult:
         return await _run(spec, headers, bar)
 
 
+async def _dispatch(driver: _Driver, all_prompts, output_lens, due, clock: tuple[float, float],
+                    tasks: list, measured, bar: Bar) -> int:
+    """Send request i at t0 + due[i] (none after the deadline), appending its task to `tasks`; the `measured(i)`
+    ones advance the bar. Returns how many went out more than LATE_S behind schedule (the client, one event loop,
+    falling behind)."""
+    t0, deadline = clock
+    late = 0
+    for i in range(len(due)):
+        wait = min(t0 + due[i], deadline) - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        late += wait < -LATE_S
+        if time.perf_counter() >= deadline:
+            break
+        tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
+        if measured(i):
+            tasks[-1].add_done_callback(bar.advance)
+    return late
+
+
 async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
     n = spec.num_prompts
-    all_prompts = prompts(spec, n + spec.warmup, spec.seed)  # warmup prompts share only the prefix
-    output_lens = lengths(spec.output_len, spec.range_ratio, n + spec.warmup, spec.seed + 1)
-    due = send_times(spec.arrivals, n, spec.seed)
+    head, tail = spec.settle, 2 * spec.settle  # unmeasured requests before and after the measured ones (settle)
+    sent = head + n + tail
+    all_prompts = prompts(spec, sent + spec.warmup, spec.seed)  # warmup prompts share only the prefix
+    output_lens = lengths(spec.output_len, spec.range_ratio, sent + spec.warmup, spec.seed + 1)
+    due = send_times(spec.arrivals, sent, spec.seed)
     cap = spec.max_concurrency
     # serve's TCPConnector(limit=max_concurrency or 0), line 827: no pool limit unless the concurrency is capped.
     limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
@@ -276,10 +308,11 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         driver = _Driver(spec, client, headers)
         tasks: list[asyncio.Task[RequestRecord]] = []
+        fill: list[asyncio.Task[RequestRecord]] = []
         scraper = None
         try:
             if spec.warmup:  # serve lines 894-913: at once, under the cap, before the clock starts
-                warm = await asyncio.gather(*(driver.send(all_prompts[n + i], int(output_lens[n + i]), 0.0)
+                warm = await asyncio.gather(*(driver.send(all_prompts[sent + i], int(output_lens[sent + i]), 0.0)
                                               for i in range(spec.warmup)))
                 if not any(r.ok for r in warm):
                     logger.warning("all %d warmup requests failed; first error: %s", len(warm), warm[0].error)
@@ -287,17 +320,11 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
             t0 = time.perf_counter()  # serve line 1011
             deadline = t0 + spec.timeout_s
             scraper = asyncio.create_task(_scrape(spec, headers, t0, series)) if spec.scrape_metrics_every_s else None
-            late = 0  # dispatches more than LATE_S behind schedule: the client (one event loop) is the bottleneck
-            for i in range(n):
-                wait = min(t0 + due[i], deadline) - time.perf_counter()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                late += wait < -LATE_S
-                if time.perf_counter() >= deadline:
-                    break
-                tasks.append(asyncio.create_task(driver.send(all_prompts[i], int(output_lens[i]), t0)))
-                tasks[-1].add_done_callback(bar.advance)
-            if late > 0.05 * len(tasks):
+            late = await _dispatch(driver, all_prompts, output_lens, due, (t0, deadline), tasks,
+                                   lambda i: head <= i < head + n, bar)
+            fill = tasks[:head] + tasks[head + n:]  # settle: not measured
+            tasks = tasks[head:head + n]
+            if late > 0.05 * len(tasks) and spec.request_rate is not None:
                 logger.warning("%d of %d requests were dispatched > %.0f ms late: the load generator cannot keep up "
                                "with request_rate=%s, so TTFT includes client delay. Fix: a lower rate, or several "
                                "generator processes.", late, len(tasks), LATE_S * 1000, spec.request_rate)
@@ -307,17 +334,20 @@ async def _run(spec: LoadSpec, headers: dict[str, str], bar: Bar) -> LoadResult:
                     task.cancel()
             records = tuple(await asyncio.gather(*tasks))  # send() turns cancellation into a failed record
             duration = time.perf_counter() - t0  # serve line 1090
+            for task in fill:  # the loop was kept full until the measured requests ended
+                task.cancel()
+            await asyncio.gather(*fill)
             if scraper is not None:
                 scraper.cancel()
                 await asyncio.gather(scraper, return_exceptions=True)
         except asyncio.CancelledError:  # stopped (Ctrl-C): end every request before the client closes under them
-            pending = [t for t in (*tasks, scraper) if t is not None]
+            pending = [t for t in (*tasks, *fill, scraper) if t is not None]
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             raise
     return LoadResult(records=records, duration_s=duration, metrics_series=tuple(series), unsent=n - len(tasks),
-                      slos_ms=spec.slos_ms)
+                      slos_ms=spec.slos_ms, in_flight=spec.max_concurrency if spec.settle else None)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

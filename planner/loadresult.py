@@ -60,6 +60,10 @@ class LoadResult:
     """Requests never sent because the time limit came first (neither completed nor failed)."""
     slos_ms: dict[str, float] = field(default_factory=dict)
     """Goodput SLOs of the spec (ttft/tpot/e2el, ms); empty means request_goodput is None."""
+    in_flight: int | None = None
+    """A settled closed loop (LoadSpec.settle): every measured request ran with this many in flight, so the
+    throughputs are the steady state's, by Little's law: in_flight / mean E2E requests per second (times the mean
+    output or total tokens), not the run's tokens over its duration (which counts the unmeasured requests' time)."""
 
     def summary(self) -> dict[str, float | int | None]:
         """Aggregates with the keys of serve's result JSON (lines 1281-1391, metrics from `calculate_metrics`)."""
@@ -67,12 +71,16 @@ class LoadResult:
         dur = self.duration_s
         total_in = sum(r.input_tokens for r in done)
         total_out = sum(r.output_tokens for r in done)
+        rps = len(done) / dur
+        if self.in_flight and done:
+            rps = self.in_flight / float(np.mean([r.e2e_s for r in done]))
+        per_request = 1.0 / max(len(done), 1)
         out: dict[str, float | int | None] = {
             "duration": dur, "completed": len(done), "failed": len(self.records) - len(done), "unsent": self.unsent,
             "total_input_tokens": total_in, "total_output_tokens": total_out,
-            "request_throughput": len(done) / dur, "output_throughput": total_out / dur,
-            "total_token_throughput": (total_in + total_out) / dur,
-            "request_goodput": self._good(done) / dur if self.slos_ms else None,
+            "request_throughput": rps, "output_throughput": rps * total_out * per_request,
+            "total_token_throughput": rps * (total_in + total_out) * per_request,
+            "request_goodput": rps * self._good(done) * per_request if self.slos_ms else None,
         }
         for name, values in self._series(done).items():
             arr = np.asarray(values or [0.0]) * 1000  # serve: `np.mean(x or 0)`, 0 when empty (lines 753-776)

@@ -15,6 +15,7 @@ from typing import Optional
 import yaml
 
 from planner.fastyaml import FAST_LOADER
+from planner.moe import routed_experts_per_gpu
 
 from planner.specs import DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
 from planner.plan import MemoryBreakdown
@@ -156,13 +157,16 @@ def kv_bytes_per_token(m: ModelSpec, kv_dtype: str, tp: int = 1, pp: int = 1) ->
     return kv_bytes_per_token_layer(m, tp, kv_dtype) * max(pp_partition(m.num_hidden_layers, pp))
 
 
-def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> list[float]:
-    """Weight bytes on one GPU of each pipeline stage of a TP × PP replica.
+def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization, dp: int = 1,
+                           ep: bool = False) -> list[float]:
+    """Weight bytes on one GPU of each pipeline stage of a TP × PP (× attention DP) replica.
 
     Linear layers are split over TP and stored in the quantized format; embeddings and lm_head stay in the
     compute dtype (vLLM's fp8/AWQ/GPTQ paths leave them unquantized), vocab-parallel over TP after padding the
-    vocabulary to a multiple of 64; norms and routers are replicated. MoE experts are split over TP (or EP:
-    the same bytes per GPU). K/V projections are replicated when KV heads < TP.
+    vocabulary to a multiple of 64; norms and routers are replicated. K/V projections are replicated when KV
+    heads < TP. With attention data parallel (dp > 1) each DP rank holds its own copy of the attention, dense MLP,
+    shared experts and vocabulary, split over its TP group; the routed experts span all tp x dp GPUs
+    (moe.routed_experts_per_gpu).
     """
     c = param_counts(m)
     act = DTYPE_BYTES[dtype.value]
@@ -173,7 +177,9 @@ def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: 
     kv_rep = c.kv_proj_per_layer * (kv_heads_per_rank(m, tp) * tp / m.num_key_value_heads) if c.kv_proj_per_layer else 0
     attn = (c.attn_per_layer - c.kv_proj_per_layer + kv_rep) / tp * lin
     dense = c.dense_mlp_per_layer / tp * lin
-    moe = c.moe_per_layer / tp * lin
+    expert = 3 * m.hidden_size * (m.moe_intermediate_size or m.intermediate_size) if m.is_moe else 0
+    shared = c.moe_per_layer - expert * m.num_experts  # shared experts: a dense MLP in the attention TP group
+    moe = (shared / tp + expert * routed_experts_per_gpu(m.num_experts, tp, dp, ep)) * lin
     small = (c.norms_per_layer + c.router_per_layer) * act
 
     stages = []
@@ -213,12 +219,14 @@ def vision_bytes_per_gpu(m: ModelSpec, tp: int, dtype: Dtype) -> float:
     return m.vision_params_b * 1e9 * DTYPE_BYTES[dtype.value] / tp
 
 
-def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization) -> float:
-    """Weight bytes on the most loaded GPU of a TP × PP replica."""
-    return max(weight_bytes_per_stage(m, tp, pp, dtype, quant))
+def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization, dp: int = 1,
+                         ep: bool = False) -> float:
+    """Weight bytes on the most loaded GPU of a TP × PP (× attention DP) replica."""
+    return max(weight_bytes_per_stage(m, tp, pp, dtype, quant, dp, ep))
 
 
-def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int, compiled: bool = True) -> float:
+def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int, compiled: bool = True, dp: int = 1,
+                       ep: bool = False) -> float:
     """Transient peak of one decoder layer's forward over `num_tokens` tokens on one rank.
 
     Counts the tensors alive at once in vLLM's Llama-style layer (fused add-RMSNorm in place, fused QKV,
@@ -228,6 +236,10 @@ def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int, com
     This live-tensor count reproduced PyTorch's eager peak on an H100 within 0.1% for the same op sequence
     (benchmarks/gpu/runtime_memory.py); vLLM's torch.compile'd forward keeps more (forward_factor,
     vllm-memory.yaml). `compiled=False`: an eager forward (vLLM's V0 engine), the count itself.
+    Attention data parallel (dp > 1) gathers every DP rank's tokens before the MoE layer (vLLM's default
+    all-gather dispatch, distributed/device_communicators/all2all.py AgRsAll2AllManager.dispatch), and the fused
+    experts' workspace is sized for that whole gathered batch at each expert's full width under expert parallel
+    (model_executor/layers/fused_moe/modular_kernel.py:1288-1300 allocates for M_full, no chunking).
     """
     act = DTYPE_BYTES[dtype.value]
     h = m.hidden_size
@@ -244,7 +256,8 @@ def forward_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, num_tokens: int, com
     if m.is_moe:
         moe_inter = m.moe_intermediate_size or m.intermediate_size
         topk = max(1, m.num_experts_per_tok)
-        mlp = max(mlp, 3 * h + topk * (3 * moe_inter / tp + h))
+        moe_tp = 1 if ep else tp * dp
+        mlp = max(mlp, dp * (3 * h + topk * (3 * moe_inter / moe_tp + h)))
     factor = engine_constants()["activation"]["forward_factor"] if compiled else 1.0
     return num_tokens * max(attention, mlp) * act * factor
 
@@ -257,20 +270,23 @@ def sampler_peak_bytes(m: ModelSpec, max_num_seqs: int) -> float:
 
 
 def activation_peak_bytes(m: ModelSpec, tp: int, dtype: Dtype, max_num_batched_tokens: int,
-                          max_num_seqs: int, last_stage: bool = True, compiled: bool = True) -> float:
+                          max_num_seqs: int, last_stage: bool = True, compiled: bool = True, dp: int = 1,
+                          ep: bool = False) -> float:
     """vLLM's transient_peak_headroom: the profiling forward of max_num_batched_tokens tokens, and on the last
     pipeline stage the sampler over max_num_seqs sequences, whichever is larger (they run one after the other)."""
-    forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens, compiled)
+    forward = forward_peak_bytes(m, tp, dtype, max_num_batched_tokens, compiled, dp, ep)
     return max(forward, sampler_peak_bytes(m, max_num_seqs)) if last_stage else forward
 
 
-def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_graphs: bool = True) -> float:
-    """What vLLM subtracts besides weights and activations: non-torch workspaces, communication buffers at TP >= 2,
-    and the CUDA-graph estimate of the stage's layers (vllm-memory.yaml says where each figure comes from)."""
+def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_graphs: bool = True,
+                           dp: int = 1) -> float:
+    """What vLLM subtracts besides weights and activations: non-torch workspaces, communication buffers when the
+    GPU talks to others (TP >= 2, or the MoE group of attention DP), and the CUDA-graph estimate of the stage's
+    layers (vllm-memory.yaml says where each figure comes from)."""
     if gpu.kind is DeviceKind.cpu:
         return 0.0
     k = engine_constants()["overhead"]
-    b = k["non_torch_gib"] + (k["comm_buffers_gib"] if tp > 1 else 0.0)
+    b = k["non_torch_gib"] + (k["comm_buffers_gib"] if tp * dp > 1 else 0.0)
     if cuda_graphs:
         b += k["cuda_graphs_gib_per_layer"] * max(pp_partition(m.num_hidden_layers, pp))
     return b * GIB
@@ -331,8 +347,9 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
               kv_dtype: KvPrecision, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
               gpu_memory_utilization: Optional[float], cpu_kv_space_gib: Optional[int] = None,
               cuda_graphs_in_budget: bool = True, torch_compile: bool = True, max_loras: int = 0,
-              max_lora_rank: int = 16, engine=None) -> MemoryBreakdown:
-    """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets.
+              max_lora_rank: int = 16, engine=None, dp: int = 1, ep: bool = False) -> MemoryBreakdown:
+    """The memory of one candidate: what each GPU holds and how many KV tokens the replica gets (with attention
+    data parallel, dp > 1: each DP rank's engine, its own scheduler and KV cache, as each logs it).
 
     Per pipeline stage: budget = ceil(total × utilization) − weights − activation peak − overhead (CPU:
     VLLM_CPU_KVCACHE_SPACE); blocks = budget // bytes per block; the replica gets the smallest stage's blocks.
@@ -355,7 +372,7 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     # (vllm/config/vllm.py max_concurrent_batches; CPU forces async scheduling off).
     in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
     page_per_layer = block * kv_bytes_per_token_layer(m, tp, kv_dt)
-    weights = weight_bytes_per_stage(m, tp, pp, dtype, quant)
+    weights = weight_bytes_per_stage(m, tp, pp, dtype, quant, dp, ep)
     lora = lora_bytes_per_gpu(m, tp, pp, dtype, max_loras, max_lora_rank)
     weights = [w + lora + (vision_bytes_per_gpu(m, tp, dtype) if s == 0 else 0.0) for s, w in enumerate(weights)]
     layers = pp_partition(m.num_hidden_layers, pp)
@@ -364,7 +381,7 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     else:
         usable, budgets, acts, overhead, headroom_ok = engines.stage_budgets(
             m, gpu, engine, weights, tp, pp, dtype, max_num_batched_tokens, max_num_seqs,
-            gpu_memory_utilization or 0.0, cuda_graphs_in_budget, torch_compile)
+            gpu_memory_utilization or 0.0, cuda_graphs_in_budget, torch_compile, dp=dp, ep=ep)
     per_stage_blocks = [_stage_blocks(m, budget, n, page_per_layer) for budget, n in zip(budgets, layers)]
     worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
     blocks = per_stage_blocks[worst]

@@ -89,6 +89,8 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     throughput objective with no load given, a full batch (max_num_seqs requests in flight), as slo.offered."""
     wl = req.workload
     replicas = np.asarray(replicas, dtype=float)
+    # the steady state is one engine's: a server with attention DP runs dp engines (schedulers, KV caches) in step
+    ranks = replicas * np.asarray(grid.dp, dtype=float)
     seqs = np.asarray(max_num_seqs, dtype=float)
     conc = rate = None
     if not explicit:
@@ -96,19 +98,19 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     else:
         total_rate, total_conc, _ = slo.deployment_load(req)
         if total_rate:
-            rate = total_rate / replicas
+            rate = total_rate / ranks
         else:
-            conc = np.ceil(total_conc / replicas)
+            conc = np.ceil(total_conc / ranks)
     prefix = wl.shared_prefix_len if prefix_caching else 0
     s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
                           prefix_cached=prefix, spec=spec)
-    gpus = grid.tp * grid.pp * replicas
-    tok = s.output_tok_s * replicas
+    gpus = grid.tp * grid.pp * ranks
+    tok = s.output_tok_s * ranks
     ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
     e2e = ttft + (wl.output_len - 1) * tpot
-    rps = s.request_rps * replicas
+    rps = s.request_rps * ranks
     price = req.hw.gpu.price_usd_per_hour
     with np.errstate(divide="ignore", invalid="ignore"):
         usd = np.where(tok > 0, price * gpus / (tok * 3600) * 1e6, np.nan) if price else np.full_like(tok, np.nan)
@@ -145,40 +147,59 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     from planner import simulate
 
     wl = req.workload
-    replicas = load.replicas
+    # one engine simulated: a server with attention DP runs sm.dp of them, each with its share of the load
+    dp = sm.dp
+    replicas = load.replicas * dp
+    concurrency = math.ceil(load.concurrency / dp) if load.concurrency else None
+    rate = load.request_rate_rps / dp if load.request_rate_rps else None
     # Steady state, not the cold start: a closed loop begins with `concurrency` requests at once, a burst whose
-    # queued prefills would dominate the percentiles of a short run; those first requests are dropped.
-    warm = int(load.concurrency) if load.concurrency else 0
-    n = int(min(max(120, 2 * warm), 1024))
-    warm = min(warm, n // 2)
+    # queued prefills would dominate the percentiles of a short run. As verify sends it (LoadSpec.settle): `warm`
+    # requests fill the loop, the measured ones follow, and up to 2 x `warm` more keep it full until they end.
+    warm = int(concurrency) if concurrency and not rate else 0
+    measured = int(min(wl.num_prompts, 1024)) if warm else 120  # an open loop: 120 Poisson arrivals
+    n = warm + measured + 2 * warm
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
     per_step = spec.tokens_per_step if spec else 1.0
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
 
-    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas))
+    batch = max(est.batch, 1.0) * per_step
+    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas,
+                                      est.output_tok_s / replicas / batch))
+
+    # attention DP: the other ranks' busiest prefill chunk in a step, which this rank waits for (moe.py)
+    others = steady.other_ranks_prefill(sm, est.batch, wl.input_len - (wl.shared_prefix_len if prefix_caching
+                                                                       else 0), wl.output_len, max_num_batched_tokens)
 
     def step_time(st) -> float:  # on a CPU host the front end's share of the cores slows every step (steady.py)
+        busy = None if others is None else (others, others * wl.input_len / 2)
         return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
-                                              st.prefill_tokens, st.prefill_context))
+                                              st.prefill_tokens, st.prefill_context, *(busy or (None, None))))
 
-    arrivals = simulate.Arrivals(request_rate=load.request_rate_rps, burstiness=wl.burstiness,
-                                 max_concurrency=load.concurrency)
+    arrivals = simulate.Arrivals(request_rate=rate, burstiness=wl.burstiness, max_concurrency=concurrency)
     res = simulate.simulate(step_time, ins, steps, arrivals, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens, kv_blocks=kv_blocks,
                             block_size=block_size, prefix_cached_tokens=wl.shared_prefix_len if prefix_caching else 0)
     p = req.target.percentile
-    ttft = res.ttft_s[warm:] * 1e3
-    e2e = res.e2e_s[warm:] * 1e3
-    if spec:  # per emitted token, not per step
-        ok = outs > 1
-        tpot = (res.e2e_s - res.ttft_s)[ok][warm:] * 1e3 / (outs[ok][warm:] - 1)
-    else:
-        tpot = res.tpot_s[warm:] * 1e3
+    m = slice(warm, warm + measured) if warm else slice(0, n)
+    cal = sm._consts["cal"]
+    # Outside the simulated engine: admission and the first token's way back (request_ms), and under async
+    # scheduling the step a new request waits because the next one was scheduled before it came (a decode step at
+    # the running batch)
+    ctx = wl.input_len + wl.output_len / 2
+    around = cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
+        steady._spec_step(sm, spec, max(est.batch, 1.0), ctx, 0, 0))
+    ttft = (res.ttft_s[m] + around) * 1e3
+    e2e = (res.e2e_s[m] + around) * 1e3
+    ok = outs[m] > 1
+    tpot = (e2e - ttft)[ok] / (outs[m][ok] - 1)  # per emitted token (speculation emits several per step)
     out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
     rps = res.request_throughput() * replicas
-    if load.request_rate_rps:  # an open loop: what the replica sustains, not the run's ramp and drain
-        rps = load.request_rate_rps * res.kept_up() * replicas
+    if warm:  # a full loop of `warm` requests: Little's law, as verify computes it (LoadResult.in_flight)
+        rps = warm / float(np.mean(e2e)) * 1e3 * replicas
+        out = rps * float(outs[m].mean())
+    if rate:  # an open loop: what the engine sustains, not the run's ramp and drain
+        rps = rate * res.kept_up() * replicas
         out = rps * float(outs.mean())
     gpus = est.gpus
     price = req.hw.gpu.price_usd_per_hour

@@ -67,9 +67,11 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         m.add_row(label, f"{value:.2f}", f"{value / usable:.0%}")
     m.add_row("usable of total", f"{mem.usable_gib:.2f} / {mem.total_gib:.2f}", "")
     console.print(m)
-    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens per replica ({mem.kv_bytes_per_token:,.0f} bytes "
+    dp = plan.data_parallel
+    where = "per replica" if dp == 1 else f"per data-parallel rank, {dp} ranks per replica"
+    console.print(f"KV cache: {mem.kv_cache_tokens:,} tokens {where} ({mem.kv_bytes_per_token:,.0f} bytes "
                   f"per token per GPU, blocks of {mem.block_size}); {mem.max_concurrency_at_max_len:.1f} "
-                  f"requests of max_model_len {plan.max_model_len:,} at once.")
+                  f"requests of max_model_len {plan.max_model_len:,} at once" + (" on each" if dp > 1 else "") + ".")
     if compiled.prediction is not None:
         _prediction(compiled.prediction, console)
     if compiled.alternatives:
@@ -278,6 +280,13 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
             p.add_row(r["metric"], f"{r['predicted']:,.2f}", f"{r['measured']:,.2f}", f"{r['error_pct']:+.1f}%")
         console.print(p)
     kv = report.server
+    host = kv.get("host") or {}
+    from planner.hostload import NOTABLE_CORES
+
+    if host.get("other_processes_cores", 0.0) > NOTABLE_CORES:
+        console.print(f"[yellow]Other processes took {host['other_processes_cores']:.2f} of this host's "
+                      f"{host['host_cores']} cores during the run (the run itself {host['run_cores']:.2f}): what was "
+                      "measured is not this plan alone (report.json server.host).[/]")
     if kv.get("kv_cache_tokens_reported") is not None:
         console.print(f"KV cache: server reports {kv['kv_cache_tokens_reported']:,} tokens, plan said "
                       f"{kv['kv_cache_tokens_planned']:,}.")

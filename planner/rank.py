@@ -34,7 +34,7 @@ class Ranked:
 
 def step_model(req: Request, sp: Space, t: Sized) -> perf.StepModel:
     return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, sp.dtype, t.quant, t.kv,
-                          expert_parallel=sp.expert_parallel)
+                          expert_parallel=t.ep, dp=t.dp)
 
 
 def seq_ladder(cap: int, explicit: bool) -> list[int]:
@@ -76,11 +76,12 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     layouts, models, rows = [], [], []  # rows: (layout, replicas, seqs)
     for t in fitting:
         for mnbt in chunk_ladder(req, cons, t):
-            lay = t if mnbt == t.mnbt else replace(size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt, t.engine),
-                                                   backend=t.backend, unsupported=t.unsupported)
+            lay = t if mnbt == t.mnbt else replace(
+                size(req, sp, t.quant, t.kv, t.tp, t.pp, mnbt, t.engine, t.dp, t.ep), backend=t.backend,
+                unsupported=t.unsupported)
             if lay is not t and not fits(req, sp, lay):
                 continue
-            most = max(1, req.hw.total_gpus // (t.tp * t.pp))
+            most = max(1, req.hw.total_gpus // t.world)
             reps = [req.pins.replicas] if req.pins.replicas else range(1, most + 1) if qps else [most]
             cap = req.pins.max_num_seqs or seqs_cap(sp, lay)
             layouts.append(lay)
@@ -109,7 +110,7 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     seen, ranked = set(), []
     for i in np.lexsort(keys):  # one entry per layout and format (and replica count for QPS): its best chunk, batch
         lay = layouts[idx[i]]
-        k = (lay.quant, lay.kv, lay.tp, lay.pp) + ((int(replicas[i]),) if qps else ())
+        k = (lay.quant, lay.kv, lay.tp, lay.pp, lay.dp, lay.ep) + ((int(replicas[i]),) if qps else ())
         if k not in seen:
             seen.add(k)
             ranked.append(Ranked(replace(lay, seqs=int(seqs[i]), replicas=int(replicas[i])), g.estimate(int(i))))
@@ -119,8 +120,8 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
 
 
 def offered(req: Request, sp: Space, t: Sized) -> "slo.OfferedLoad":
-    replicas = t.replicas or req.pins.replicas or max(1, req.hw.total_gpus // (t.tp * t.pp))
-    return slo.offered(req, replicas, t.seqs or t.limits.want_seqs)
+    replicas = t.replicas or req.pins.replicas or max(1, req.hw.total_gpus // t.world)
+    return slo.offered(req, replicas, t.seqs or t.limits.want_seqs, t.dp)
 
 
 def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:

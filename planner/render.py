@@ -37,7 +37,7 @@ def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -
     if plan.backend is BackendName.auto:
         raise InputError("plan.backend=auto: a compiled plan names its backend. Fix: re-plan with this planner "
                          "version, or pin plan.backend=vllm.")
-    reason = unsupported(plan.backend, plan, request.hw.gpu)
+    reason = unsupported(plan.backend, plan, request.hw.gpu, request.model)
     if reason:
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "

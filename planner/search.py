@@ -43,9 +43,11 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
     batch_why = lim.batch_why if chosen.mnbt == lim.default_mnbt else \
         f"{lim.batch_why} is {lim.default_mnbt}; the search took {chosen.mnbt}: " \
         f"{explain.chunk_gain(req, ranked[0].est.ttft_ms.mean)}"
-    compiled = decide.decide(req, cons, sp, chosen, batch_why, tried)
+    moe_why = explain.layout_choice(req, analytic, ranked) if req.model.is_moe else ""
+    compiled = decide.decide(req, cons, sp, chosen, batch_why, tried, moe_why)
     compiled = replace(compiled, notes=compiled.notes + get(chosen.backend).notes(compiled.plan)  # e.g. TRT-LLM's
-                       + perf.borrowed_note(req.hw.gpu))  # memory fraction; efficiencies borrowed from another vendor
+                       + perf.borrowed_note(req.hw.gpu)  # memory fraction; efficiencies borrowed from another
+                       + perf.transferred_note(req.hw.gpu))  # vendor, or transferred from the closest measured GPU
     others = tuple(Alternative(summary=r.cand.summary(), rejected_because=explain.lost(req, r.est, analytic.est),
                                prediction=r.est.brief()) for r in ranked[1:4] if r.cand is not chosen)
     load = rank.offered(req, sp, chosen)

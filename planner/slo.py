@@ -108,13 +108,14 @@ def deployment_load(req: Request) -> tuple[Optional[float], Optional[int], str]:
     return None, target.min_concurrency, "target.min_concurrency"
 
 
-def offered(req: Request, replicas: int, max_num_seqs: int) -> OfferedLoad:
+def offered(req: Request, replicas: int, max_num_seqs: int, data_parallel: int = 1) -> OfferedLoad:
     """The load one replica of a plan is predicted under, and the load verification offers it: the inputs' load
     split over the replicas, or, for a throughput objective with no load given, a full batch (max_num_seqs
-    requests in flight: the planner chose the batch)."""
+    requests in flight on each of the server's data_parallel engines: the planner chose the batch)."""
     if not explicit_load(req):
-        return OfferedLoad(None, int(max_num_seqs), replicas,
-                           "plan.max_num_seqs: throughput objective with no workload rate or concurrency")
+        return OfferedLoad(None, int(max_num_seqs) * data_parallel, replicas,
+                           "plan.max_num_seqs: throughput objective with no workload rate or concurrency"
+                           + (f" (x {data_parallel} data-parallel ranks)" if data_parallel > 1 else ""))
     rate, conc, source = deployment_load(req)
     if rate:
         return OfferedLoad(rate / replicas, None, replicas, source)

@@ -174,6 +174,10 @@ class ModelSpec:
     # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = bounded("a number of bits from 1 to 16, or null", None, ge=1, le=16)
+    # FP8 checkpoints: how the weights are scaled, which decides the GEMM kernel the engines run (docs/perf-model.md):
+    # "tensor" (one scale per tensor: ModelOpt, AutoFP8), "channel" (per output channel with per-token activations:
+    # compressed-tensors FP8-dynamic, Meta's FP8), "block" (128x128 blocks: DeepSeek-V3, Qwen3-FP8); None: tensor.
+    fp8_scaling: Optional[str] = None
     path: Optional[str] = not_blank("a local directory, not blank", None)  # model=hf
     # A published speculative-decoding drafter for this model (vLLM speculative_config method and model);
     # method "mtp" uses the checkpoint's own multi-token-prediction layers (no separate model).
@@ -344,6 +348,8 @@ class Pins:
     backend: Optional[BackendName] = None
     tensor_parallel: Optional[int] = positive_int(None, _PIN)
     pipeline_parallel: Optional[int] = positive_int(None, _PIN)
+    data_parallel: Optional[int] = positive_int(None, _PIN)  # attention data-parallel ranks in one server (MoE models)
+    expert_parallel: Optional[bool] = None  # MoE experts spread over the server's GPUs instead of sliced
     replicas: Optional[int] = positive_int(None, _PIN)
     dtype: Optional[Dtype] = None
     quantization: Optional[Quantization] = None

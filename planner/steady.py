@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from planner.fastyaml import FAST_LOADER
+from planner import moe
 from planner.perf import StepModel
 
 
@@ -56,33 +57,55 @@ class SteadyState:
     saturated: object  # the load exceeds what the replica serves: queues grow
 
 
-def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx):
-    """Step time with speculation: every running sequence verifies k + 1 tokens, and the drafter runs k times."""
+def _spec_step(sm: StepModel, spec: Optional[Speculation], b, ctx, p, pctx, busy=None, busy_ctx=None):
+    """Step time with speculation: every running sequence verifies k + 1 tokens, and the drafter runs k times.
+    `busy`, `busy_ctx`: the busiest attention-DP rank's prefill and its context (perf.StepModel.step_seconds)."""
     if spec is None:
-        return sm.step_seconds(b, b * ctx, p, pctx)
-    verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx)
+        return sm.step_seconds(b, b * ctx, p, pctx, busy, busy_ctx)
+    verify = sm.step_seconds(b * (spec.k + 1), b * ctx * (spec.k + 1), p, pctx, busy, busy_ctx)
     layers = sm.model.num_hidden_layers
     draft = spec.k * spec.draft_layers / layers * (sm.step_seconds(b, b * ctx, 0, 0)
                                                    - sm._consts["cal"].engine_seconds(b, 0))
     return verify + draft
 
 
-def host_slowdown(sm, output_tok_s, request_rps):
-    """How much longer an engine step takes when the serving front end (vLLM's API server, and the load generator of
-    action=verify on the same host) needs more CPU than vLLM's CPU backend leaves it. vLLM 0.32 binds the worker's
-    OpenMP threads to all cores but one per rank and leaves those (`reserve_cpu_num = local_world_size` on x86,
-    vllm/utils/ompmultiprocessing.py) to the other processes; front-end work beyond them takes time from the
-    engine's cores: engine cores / (engine cores - the excess). The front end's CPU seconds per output token and per
-    request are measured by benchmarks/cpu_frontend.py (conf/calibration/cpu.yaml `frontend`). 1 on a GPU host.
-    Floored at a quarter of the engine's cores."""
+def async_wait_steps(sm):
+    """Steps a new request waits beyond a synchronous loop under async scheduling (the calibration's
+    `async_scheduling_steps`): none with pipeline parallel, which vLLM 0.32 runs without it on the V1 model runner
+    (vllm/config/vllm.py:1633-1642). `sm.pp` may be an array (one entry per candidate)."""
+    return np.where(np.asarray(sm.pp) > 1, 0.0, sm._consts["cal"].async_steps)
+
+
+def other_ranks_prefill(sm, batch: float, prefill: float, output_len: float, budget: float) -> Optional[float]:
+    """With attention DP (sm.dp > 1): the prefill tokens on the busiest of the other dp - 1 ranks in a step, at a
+    mean of batch x prefill / output_len prefill tokens per rank and step in chunks of what the budget leaves
+    (moe.busiest_rank_prefill); None without attention DP. The simulation, which runs one rank, adds it."""
+    if sm.dp <= 1:
+        return None
+    mean = batch * max(prefill, 1.0) / max(output_len, 1.0)
+    chunk = min(max(prefill, 1.0), max(budget - batch, 1.0))
+    return float(moe.busiest_rank_prefill(sm.dp - 1, min(mean, chunk), chunk))
+
+
+def host_slowdown(sm, output_tok_s, request_rps, steps_per_s=0.0):
+    """How much longer an engine step takes when the serving front end (vLLM's API server, the EngineCore's socket
+    threads, and the load generator of action=verify on the same host) needs more CPU than vLLM's CPU backend leaves
+    it. vLLM 0.32 binds the worker's OpenMP threads to all cores but one per rank and leaves those
+    (`reserve_cpu_num = local_world_size` on x86, vllm/utils/ompmultiprocessing.py:44-50) to the other processes;
+    the step itself is serial (no async scheduling on CPU, vllm/platforms/cpu.py:331): while the worker computes,
+    the EngineCore waits, and the other way round, so the engine keeps one busy thread per rank. Front-end work
+    beyond the reserved cores takes time from the engine's: engine cores / (engine cores - the excess). The front
+    end's CPU seconds per output token, per request and per engine step are measured by benchmarks/cpu_serve.py
+    (conf/calibration/cpu.yaml `frontend`). 1 on a GPU host. Floored at a quarter of the engine's cores."""
     cal = sm._consts["cal"]
-    if not (cal.host_cpu_s_per_token or cal.host_cpu_s_per_request):
+    if not (cal.host_cpu_s_per_token or cal.host_cpu_s_per_request or cal.host_cpu_s_per_step):
         return 1.0
     cores = float(sm.gpu.num_cores or 1)
     reserved = np.minimum(np.asarray(sm.tp * sm.pp, dtype=float), cores - 1)
     engine = cores - reserved
     busy = np.asarray(output_tok_s, dtype=float) * cal.host_cpu_s_per_token + \
-        np.asarray(request_rps, dtype=float) * cal.host_cpu_s_per_request
+        np.asarray(request_rps, dtype=float) * cal.host_cpu_s_per_request + \
+        np.asarray(steps_per_s, dtype=float) * cal.host_cpu_s_per_step
     excess = np.maximum(busy - reserved, 0.0)
     return engine / np.maximum(engine - excess, 0.25 * engine)
 
@@ -102,26 +125,36 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     per_step = spec.tokens_per_step if spec else 1.0
     steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
 
+    dp = np.asarray(getattr(sm, "dp", 1), dtype=float)
+
     def step(b, p=None):
         p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
-        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2)), dtype=float) * slow
+        # attention DP: every rank waits for the busiest one's prefill chunk (moe.busiest_rank_prefill)
+        busy = moe.busiest_rank_prefill(dp, p, np.minimum(prefill, np.maximum(budget - b, 1.0))) \
+            if np.any(dp > 1) else None
+        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2), busy,
+                                     None if busy is None else busy * (prefill / 2)), dtype=float) * slow
 
     def first_token(b, t):
-        """A new request waits for the running step to end (half a step on average), then its prompt goes in
-        chunks of what the budget leaves; the steps that carry it hold at least its own chunk of prefill."""
+        """A new request is admitted by the API server (`request_ms` of the calibration: HTTP, request processing,
+        hand-off to the engine core, and the first token's way back), waits for the running step to end (half a
+        step on average; one more under async scheduling, `async_scheduling_steps`), then its prompt goes in chunks of what the budget leaves; the steps that carry it hold
+        at least its own chunk of prefill."""
         chunk = np.maximum(budget - b, 1.0)
         own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
-        return 0.5 * t + np.ceil(prefill / chunk) * step(b, own)
+        return around + (0.5 + wait_steps) * t + np.ceil(prefill / chunk) * step(b, own)
 
     def solve():
         if rate is None:
             return _closed_loop(step, first_token, cap, concurrency, steps_out, per_step, output_len)
         return _open_loop(step, first_token, cap, rate, steps_out, per_step, output_len, prefill, budget)
 
+    around = sm._consts["cal"].request_s  # admission and the first token's way back, outside the engine step
+    wait_steps = async_wait_steps(sm)  # async scheduling: scheduled one step later
     slow = 1.0  # the engine's step time x this: the share of a CPU host's cores the front end takes
     out = solve()
     for _ in range(8 if sm._consts["cal"].host_cpu_s_per_token else 0):
-        new = host_slowdown(sm, out.output_tok_s, out.request_rps)
+        new = host_slowdown(sm, out.output_tok_s, out.request_rps, 1.0 / np.asarray(out.step_s, dtype=float))
         if np.all(np.abs(new - slow) < 1e-3 * slow):
             break
         slow = 0.5 * (slow + new)

@@ -44,12 +44,31 @@ def problems(req: Request) -> list[str]:
     if world > hw.total_gpus:
         found.append(f"plan.tensor_parallel x plan.pipeline_parallel = {world} GPUs, but hw={hw.name} has "
                      f"{hw.total_gpus}. Fix: pin fewer, or choose bigger hardware.")
+    found += _moe_pin_problems(req)
     if m.is_moe and not 1 <= m.num_experts_per_tok <= m.num_experts:
         found.append(f"model.num_experts_per_tok={m.num_experts_per_tok}: must be between 1 and num_experts="
                      f"{m.num_experts}. Fix: check the model's config.json.")
     if req.workload.shared_prefix_len > req.workload.input_len:
         found.append(f"workload.shared_prefix_len={req.workload.shared_prefix_len}: longer than the prompt "
                      f"(input_len={req.workload.input_len}). Fix: a prefix shorter than the prompt.")
+    return found
+
+
+def _moe_pin_problems(req: Request) -> list[str]:
+    """plan.data_parallel and plan.expert_parallel: MoE layouts only, and the server's GPUs within one node."""
+    m, hw, pins = req.model, req.hw, req.pins
+    found = []
+    if (pins.data_parallel or 1) > 1 and not m.is_moe:
+        found.append(f"plan.data_parallel={pins.data_parallel}: {m.name} is a dense model; in-server data parallelism "
+                     "is planned for mixture-of-experts models (attention data parallel + expert parallel), a dense "
+                     "model scales with independent replicas. Fix: plan.replicas=N, or drop plan.data_parallel.")
+    if pins.expert_parallel and not m.is_moe:
+        found.append(f"plan.expert_parallel=true: {m.name} has no experts. Fix: drop plan.expert_parallel.")
+    group = (pins.tensor_parallel or 1) * (pins.data_parallel or 1)
+    if pins.data_parallel and group > hw.gpus_per_node:
+        found.append(f"plan.tensor_parallel x plan.data_parallel = {group} GPUs, but hw={hw.name} has "
+                     f"{hw.gpus_per_node} GPUs per node and the planner keeps an attention-DP group on one node. "
+                     "Fix: a smaller plan.data_parallel.")
     return found
 
 

@@ -72,14 +72,16 @@ class Report:
 def load_spec(req: Request, compiled: CompiledPlan, endpoint: str, model_name: str,
               num_prompts: Optional[int] = None, time_limit_s: float = 300.0) -> loadgen.LoadSpec:
     """The load the plan was predicted under, against one server (this server is one replica): the prediction's
-    offered load (slo.offered), the workload's lengths, the target's SLOs for goodput."""
+    offered load (slo.offered), the workload's lengths, the target's SLOs for goodput. A closed loop settles
+    (LoadSpec.settle = its concurrency): the measured requests run in a full loop, as planner/predict.py simulates."""
     wl, target = req.workload, req.target
     offered = compiled.prediction.load if compiled.prediction is not None else \
-        slo.offered(req, compiled.plan.replicas, compiled.plan.max_num_seqs)
+        slo.offered(req, compiled.plan.replicas, compiled.plan.max_num_seqs, compiled.plan.data_parallel)
     return loadgen.LoadSpec(
         base_url=endpoint.rstrip("/"), model=model_name, input_len=wl.input_len, output_len=wl.output_len,
         num_prompts=num_prompts or wl.num_prompts, request_rate=offered.request_rate_rps, burstiness=wl.burstiness,
         max_concurrency=offered.concurrency, range_ratio=wl.range_ratio, shared_prefix_len=wl.shared_prefix_len,
+        settle=int(offered.concurrency) if offered.concurrency and not offered.request_rate_rps else 0,
         vocab_size=req.model.vocab_size, timeout_s=time_limit_s, slo_ttft_ms=target.ttft_ms,
         slo_tpot_ms=target.tpot_ms, slo_e2el_ms=target.e2e_latency_ms)
 
@@ -193,7 +195,7 @@ def sweep(spec: loadgen.LoadSpec, target, rates: list[float]) -> tuple[Optional[
 
     points, best = [], None
     for rate in sorted(rates):
-        res = loadgen.run_sync(with_(spec, request_rate=rate, max_concurrency=None))
+        res = loadgen.run_sync(with_(spec, request_rate=rate, max_concurrency=None, settle=0))
         summary = res.summary()
         slos = replace(target, min_request_rate=None)  # the sweep itself looks for the rate
         ok = all(c.passed for c in checks(slos, observed(res, spec, target.percentile, 1))) and \

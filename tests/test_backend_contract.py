@@ -155,7 +155,7 @@ def asks(plan: Plan, two_nodes_plan: Plan) -> dict[str, Plan]:
     return {
         "tensor_parallel": plan,  # TP 4
         "pipeline_parallel": dataclasses.replace(plan, tensor_parallel=2, pipeline_parallel=2),
-        "data_parallel": dataclasses.replace(plan, tensor_parallel=2, data_parallel=2),
+        "data_parallel": dataclasses.replace(plan, tensor_parallel=1, data_parallel=4),  # attention DP 4 x TP 1
         "expert_parallel": dataclasses.replace(plan, expert_parallel=True),
         "multi_node": dataclasses.replace(two_nodes_plan, tensor_parallel=16, pipeline_parallel=1),  # 2 nodes only
         "prefix_caching": dataclasses.replace(plan, enable_prefix_caching=True),
@@ -192,7 +192,9 @@ MISSING = [
     pytest.param(G, "hw=h100x4", {"dtype": Dtype.float32}, "dtype=float32", id="tgi-float32"),
     pytest.param(V, "hw=v100x8", {"quantization": Quantization.fp8}, "quantization=fp8", id="vllm-fp8-on-volta"),
     pytest.param(T, "hw=h100x4", {"data_parallel": 2, "tensor_parallel": 2}, "data_parallel=2",
-                 id="trtllm-data-parallel"),
+                 id="trtllm-attention-dp-needs-tp-1"),
+    pytest.param(G, "hw=h100x4", {"data_parallel": 2, "tensor_parallel": 2}, "data_parallel=2",
+                 id="tgi-data-parallel"),
     pytest.param(G, "hw=h100x4", {"expert_parallel": True}, "expert_parallel=true", id="tgi-expert-parallel"),
     pytest.param(S, "hw=cpu", {}, "does not run on the CPU", id="sglang-on-cpu"),
 ]

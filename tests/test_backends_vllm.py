@@ -96,6 +96,10 @@ CASES = [
                   "plan.kv_cache_space_gib=1"), {}, id="cpu-tp2"),
     pytest.param(("model=llama3-8b", "hw=h100x1", "workload.max_loras=4", "workload.max_lora_rank=32"), {},
                  id="lora"),
+    # issue 18: the MoE throughput plan as the search makes it, and attention DP 8 + EP 8 pinned
+    pytest.param(("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput"), {}, id="qwen3-moe-throughput"),
+    pytest.param(("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput", "plan.tensor_parallel=1",
+                  "plan.data_parallel=8", "plan.expert_parallel=true"), {}, id="qwen3-moe-dp8-ep8"),
 ]
 
 

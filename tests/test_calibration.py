@@ -51,7 +51,8 @@ def test_vllm_memory_constants_cite_sources():
 
 def test_models_read_the_measured_files():
     h100, h200, other = perf.calibration("h100-sxm"), perf.calibration("h200"), perf.calibration("l40s")
-    assert h100.gemm_bf16 != other.gemm_bf16 and h100.attn_grid and not other.attn_grid
+    assert h100.gemm_bf16 != other.gemm_bf16 and h100.attn_grid and h100.own_file and not other.own_file
+    assert other.transferred_from == "h100-sxm"  # no l40s microbenchmarks: the closest measured GPU's curves
     assert h200.hbm_efficiency == _load("h200.yaml")["hbm_efficiency"]
     assert memory.engine_constants()["overhead"]["cuda_context_gib"] == 0.604
 
@@ -79,6 +80,7 @@ def test_elementwise_floors_are_the_measured_ones():
             row = summary.get(f"{op}.{shapes[hidden]}") or summary[f"{op}.llama-3.1-8b"]  # 70B KV write not run
             assert floor == pytest.approx(row["floor_us_per_kernel"], abs=0.01), (op, hidden)
     cal = perf.calibration("h100-sxm")
+    elem = _load("h100.yaml").get("elementwise") or elem  # the H100's own file re-measured them (calibrate.py)
     per_layer = sum(n * elem["floor_us"][op][1] for op, n in elem["per_layer"].items())
     assert cal.elementwise_floor_seconds(8192) == pytest.approx(per_layer * 1e-6)
     assert cal.elementwise_floor_seconds(4096) < cal.elementwise_floor_seconds(8192)
@@ -104,12 +106,21 @@ def test_tp_layer_step_is_predicted_within_ten_percent():
 
 
 def test_cpu_engine_costs_are_the_measured_fit():
-    """conf/calibration/cpu.yaml carries benchmarks/cpu_step.py's fit, and hw=cpu plans read it (not the GPUs')."""
+    """conf/calibration/cpu.yaml carries benchmarks/cpu_serve.py's fit (the served engine's step parts, the front
+    end's CPU, the time to first token around the engine), and hw=cpu plans read it (not the GPUs')."""
     d = _load("cpu.yaml")
-    fit = json.loads((ROOT / "tests/data/calibration/cpu_step.json").read_text())["fit"]
-    assert (d["step_overhead_ms"], d["per_seq_us"], d["per_prefill_token_us"]) == (
-        fit["step_overhead_ms"], fit["per_seq_us"], fit["per_prefill_token_us"])
+    fit = json.loads((ROOT / "tests/data/calibration/cpu_serve.json").read_text())["fit"]
+    for part in ("worker", "scheduler", "handoff"):
+        assert {k: v for k, v in fit[part].items() if k != "bins"} == d["engine_step"][part], part
+    for part, name in (("api", "api_server"), ("loadgen", "load_generator"), ("engine_io", "engine_io")):
+        assert fit[part] == d["frontend"][name], part
+    assert d["request_ms"] == fit["request"]["ttft_around_engine_ms"]
     cal = perf.calibration("cpu")
-    assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0
-    assert cal.engine_seconds(128, 0) == pytest.approx((fit["step_overhead_ms"] + 128 * fit["per_seq_us"] / 1e3) / 1e3)
+    assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0 and cal.async_steps == 0
+    overhead = sum(fit[p]["overhead_ms"] for p in ("worker", "scheduler", "handoff"))
+    per_seq = sum(fit[p]["per_seq_us"] for p in ("worker", "scheduler", "handoff"))
+    assert cal.engine_seconds(128, 100) == pytest.approx(
+        (overhead + (128 * per_seq + 100 * fit["worker"]["per_prefill_token_us"]) / 1e3) / 1e3)
+    assert cal.host_cpu_s_per_step == pytest.approx(
+        sum(fit[p]["us_per_step"] for p in ("api", "loadgen", "engine_io")) / 1e6)
     assert perf.calibration("h100-sxm").per_seq_s == 0.0  # GPUs: the step overhead alone

@@ -37,7 +37,8 @@ def test_a_saved_plan_is_rendered_as_it_is(cli, tmp_path):
 
 
 def test_exit_3_names_only_fixes_that_re_plan_to_a_plan_that_meets(cli):
-    out = cli("model=deepseek-v3", "hw=h200x8", "save=false", timeout=120)
+    # DeepSeek-V3 on 8 x H200 meets the balanced target with attention DP (issue 18); a 15 ms TPOT it does not
+    out = cli("model=deepseek-v3", "hw=h200x8", "target.tpot_ms=15", "save=false", timeout=120)
     assert out.returncode == 3, out.stderr
     err = out.stderr
     assert "Binding constraint: tpot_ms" in err and "re-planned and predicted to meet the target" in err

@@ -18,6 +18,7 @@ EXAMPLES = [
     ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "target=throughput"),
     ("model=deepseek-v3", "hw=h200x8"),
     ("model=qwen3-235b-a22b", "hw=h100x8"),
+    ("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput"),
     ("model=mixtral-8x7b", "hw=a100x4"),
     ("model=llama3-8b", "hw=l4x1", "target=latency"),
     ("model=llama3.1-70b", "hw=h200x4", "workload=long-context", "precision=fp8", "target=best-effort"),
@@ -31,6 +32,10 @@ RENDERED = [
     ("model=llama3-70b", "hw=h100x4", "backend=tgi"),
     ("model=llama3-70b", "hw=h100x4", "backend=sglang"),
     ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16", "target=throughput", "backend=vllm"),
+    # MoE layouts (issue 18): attention data parallel + expert parallel as each engine is told it
+    ("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput", "backend=vllm"),
+    ("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput", "backend=sglang"),
+    ("model=qwen3-235b-a22b", "hw=h200x8", "target=throughput", "backend=trtllm"),
 ]
 
 

@@ -142,11 +142,8 @@ def test_pipeline_keeps_pp_micro_batches_in_flight():
     assert 0.9 < decode[1] / decode[0] < 1.15
 
 
-def test_expert_parallel_pays_an_all_to_all_per_moe_layer():
-    sharded, ep = _layout("qwen3-235b-a22b", "h200x8", 8, 1), _layout("qwen3-235b-a22b", "h200x8", 8, 1, ep=True)
+def test_expert_parallel_changes_nothing_for_a_dense_model():
     dense = _layout("llama3.1-70b", "h200x8", 8, 1, ep=True)
-    big = [float(m.step_seconds(0, 0, 8192, 8192 * 4096)) for m in (sharded, ep)]
-    assert big[1] > big[0]  # top-8 dispatch and combine move more bytes than one all-reduce of the hidden states
     assert float(dense.step_seconds(8, 8192, 0, 0)) == float(
         _layout("llama3.1-70b", "h200x8", 8, 1).step_seconds(8, 8192, 0, 0))  # no experts: EP changes nothing
 

@@ -102,10 +102,6 @@ def test_speculative_decoding_for_low_batch_latency():
                                   "num_speculative_tokens": 3}
 
 
-def test_expert_parallel_for_many_experts():
-    assert plan_or_closest("model=deepseek-v3", "hw=h200x8").plan.expert_parallel  # a rule's effect, any verdict
-
-
 def test_pinned_value_excluded_by_a_rule_is_an_error_naming_the_rule():
     with pytest.raises(InputError, match=r"plan.quantization=fp8 was pinned, but precision.fp8-needs-sm89 rules it out"):
         search.compile_plan(request_for("hw=a100x4", "plan.quantization=fp8"))

@@ -95,7 +95,7 @@ def test_every_plan_field_is_explained():
 
 def test_deepseek_v3_keeps_its_fp8_checkpoint():
     c = plan_for("model=deepseek-v3", "hw=h200x8")
-    assert c.plan.quantization is Quantization.fp8 and c.plan.tensor_parallel == 8
+    assert c.plan.quantization is Quantization.fp8 and c.plan.gpus_per_replica == 8
 
 
 def test_cpu_plan_sizes_the_kv_space_in_whole_gib():

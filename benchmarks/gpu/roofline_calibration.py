@@ -185,6 +185,10 @@ class Bench:
         self.deadline = self.t_start + args.time_budget
         self.target_ms = args.target_ms
         self.fp8 = getattr(torch, "float8_e4m3fn", None)
+        # calibrate.py's quick mode: only these GEMM families, this decode grid (config -> heads) and SDPA backends
+        self.gemm_families: set | None = None
+        self.decode_grid: tuple | None = None
+        self.sdpa_names: set | None = None
         self.results = {}
         self.sampler = ClockSampler().start() if self.cuda else None
         if self.cuda:
@@ -325,6 +329,9 @@ class Bench:
         # most-used slices first, so that a run cut short by --time-budget loses the least useful ones
         prio = [(0, 1), (1, 4), (1, 8), (1, 2), (0, 2), (1, 1), (0, 4), (0, 8)]
         order = {(mn, tp): i for i, (mi, tp) in enumerate(prio) for j, mn in enumerate(models) if j == mi}
+        if self.gemm_families is not None:  # a dry run keeps one tiny slice
+            out = [s for s in out if (s["family"].startswith("tiny-8b.tp1.") if self.dry
+                                      else s["family"] in self.gemm_families)]
         return sorted(out, key=lambda s: order.get((s["model"], s["tp"]), 99))
 
     def gemm_one(self, w_list, m, dtype, fast_accum=False, check=False):
@@ -475,6 +482,8 @@ class Bench:
                 bs.append((name.lower(), getattr(SDPBackend, name)))
         if not self.cuda:
             bs = [("default", None)]
+        if self.sdpa_names is not None:
+            bs = [(n, be) for n, be in bs if n in self.sdpa_names]
         return bs
 
     def attn_kernel_names(self, fn):
@@ -504,6 +513,8 @@ class Bench:
         else:
             cfgs = {"llama-3.1-8b": (32, 8, 128), "llama-3.1-70b.tp4": (16, 2, 128), "llama-3.1-70b.tp8": (8, 1, 128)}
             batches, ctxs = [1, 2, 4, 8, 16, 32, 64, 128, 256], [512, 1024, 2048, 4096, 8192, 16384, 32768]
+            if self.decode_grid is not None:
+                cfgs, batches, ctxs = self.decode_grid
             free = torch.cuda.mem_get_info()[0] if self.cuda else 16 * GIB
             cap = min(18 * GIB, int(free * 0.45))
         out = {"batch": batches, "context": ctxs, "kv_bytes_cap": cap, "configs": {}}
@@ -729,10 +740,12 @@ def catalog_peaks(key):
             "fp8_tflops": c["dense_tflops_fp8"], "hbm_gb_s": c["hbm_bandwidth_gb_s"]}
 
 
-def summarize(raw: dict, raw_path: str | None = None, summary_cmd: str | None = None) -> tuple[dict, str]:
+def summarize(raw: dict, raw_path: str | None = None, summary_cmd: str | None = None,
+              peaks: dict | None = None) -> tuple[dict, str]:
+    """The calibration YAML from a raw run; `peaks` (catalog_peaks' form) overrides the peaks looked up by name."""
     env, R = raw["environment"], raw["results"]
     key = gpu_key(env.get("device_name", "cpu"), env.get("dry_run", False))
-    pk = catalog_peaks(key)
+    pk = peaks or catalog_peaks(key)
     P = {"bf16": pk["bf16_tflops"], "fp8": pk["fp8_tflops"]}
     bw = pk["hbm_gb_s"]
     out: dict = {"provenance": {

@@ -3,4 +3,4 @@
 # (`docker run -e HF_TOKEN` copies it by name); config files are mounted from this folder.
 set -euo pipefail
 cd "$(dirname "$0")"
-docker run --rm --gpus all --ipc=host --shm-size=16g -p 8000:8000 -e HF_TOKEN -v "$HOME/.cache/huggingface":/root/.cache/huggingface -v "$PWD/extra_llm_api_options.yaml":/etc/planner/extra_llm_api_options.yaml:ro nvcr.io/nvidia/tensorrt-llm/release:1.2.1 trtllm-serve meta-llama/Meta-Llama-3-70B-Instruct --tp_size 2 --pp_size 1 --max_seq_len 1280 --max_batch_size 74 --max_num_tokens 8192 --backend pytorch --host 0.0.0.0 --port 8000 --extra_llm_api_options /etc/planner/extra_llm_api_options.yaml
+docker run --rm --gpus all --ipc=host --shm-size=16g -p 8000:8000 -e HF_TOKEN -v "$HOME/.cache/huggingface":/root/.cache/huggingface -v "$PWD/extra_llm_api_options.yaml":/etc/planner/extra_llm_api_options.yaml:ro nvcr.io/nvidia/tensorrt-llm/release:1.2.1 trtllm-serve meta-llama/Meta-Llama-3-70B-Instruct --tp_size 4 --pp_size 1 --max_seq_len 1280 --max_batch_size 128 --max_num_tokens 8192 --backend pytorch --host 0.0.0.0 --port 8000 --extra_llm_api_options /etc/planner/extra_llm_api_options.yaml
