@@ -50,6 +50,7 @@ class LaunchOptions:
     quality_task: Optional[str]
     quality_baseline: Optional[str]  # a stored baseline's quality.json
     log: Optional[str]  # action=preflight: the nccl-tests output to judge
+    profile: Optional[str]  # profile=nsys: the server runs under Nsight Systems (planner/profile.py)
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -61,6 +62,7 @@ def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
                          api_key_env=cfg.api_key_env, deploy=cfg.deploy.value if cfg.deploy else None,
                          model_name=cfg.model.name if given_model else None, quality=cfg.quality,
                          quality_task=cfg.quality_task, quality_baseline=cfg.quality_baseline, log=cfg.log,
+                         profile=cfg.profile.value if cfg.profile else None,
                          overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
@@ -95,7 +97,7 @@ def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -
     if action == "preflight":
         return Outcome(preflight(req, compiled, opts.log), (req, compiled))
     if action == "render":
-        compiled = with_preflight(render.rendered(compiled, req, opts.api_key_env), req)
+        compiled = with_preflight(render.rendered(compiled, req, opts.api_key_env, opts.profile), req)
         if opts.deploy:
             from planner.deploy import with_deployments
 
@@ -124,7 +126,7 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
     from planner import rules as rule_engine
 
     launch.check_backend_runs_here(compiled.plan.backend.value)
-    compiled = render.rendered(compiled, req, opts.api_key_env)
+    compiled = render.rendered(compiled, req, opts.api_key_env, opts.profile)
     _write_plan(req, compiled, path)
     render.write(compiled.launch, render.artifact_dir(path))
 
@@ -137,7 +139,8 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
 
     gate = _gate(req, compiled, path, opts, replan) if opts.quality else None
     return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
-                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env, gate=gate)
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env, gate=gate,
+                      profile=opts.profile)
 
 
 def _gate(req, compiled, path: Path, opts: LaunchOptions, replan=None):

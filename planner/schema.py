@@ -121,6 +121,7 @@ class AppConfig:
                                          "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                                          doc="name of the variable holding the server's API key", metavar="NAME")
     deploy: Optional[specs.DeployTarget] = option(None, "render: also the files of a cluster stack, or all")
+    profile: Optional[specs.Profiler] = option(None, "render/launch/verify: run the server under nsys (vLLM, GPU)")
     quality: bool = option(False, "launch/verify: also score accuracy with lm-eval (quantized: vs the baseline)")
     quality_task: Optional[str] = not_blank("an lm-eval task name or a task YAML file, or left out for the shipped "
                                             "offline task", None, metavar="TASK",

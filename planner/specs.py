@@ -115,6 +115,12 @@ class DeployTarget(str, enum.Enum):
     all = "all"
 
 
+class Profiler(str, enum.Enum):
+    """`profile=`: the profiler the server launch runs under (planner/profile.py)."""
+
+    nsys = "nsys"
+
+
 class Action(str, enum.Enum):
     plan = "plan"
     render = "render"

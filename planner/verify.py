@@ -15,6 +15,8 @@ Schema of report.json:
              samples, model, endpoint, lm_eval_version, argv}, baseline (the same, or null: this plan is the
              baseline), max_accuracy_drop, drop, passed, why}; when lm-eval could not score the server: {passed:
              false, why, error, ...}
+    profile: with profile=nsys, {tool: nsys, report: profile/<name>.nsys-rep (relative to report.json), written,
+             bytes, max_iterations, view}
     passed: every check passed, no request failed, and the accuracy gate (if asked) passed
     complete: true once the run finished. A run writes {"complete": false, "passed": false, "plan", "why"} here when
               it starts (mark_started: the previous run's report and plots are gone), and the whole report only at
@@ -54,6 +56,7 @@ class Report:
     sweep: tuple = ()  # SweepPoint rows when a rate sweep ran
     binding_constraint: Optional[str] = None  # the SLO furthest from its limit, when one was missed
     quality: dict = field(default_factory=dict)  # the accuracy gate's verdict (planner/quality.py), when asked
+    profile: dict = field(default_factory=dict)  # profile=nsys: the .nsys-rep beside report.json (planner/profile.py)
 
     @property
     def passed(self) -> bool:
