@@ -80,6 +80,7 @@ def run(overrides: list[str]) -> Outcome:
     except NoFeasiblePlan as exc:
         if exc.closest is None:
             raise
+        exc.request = req  # a sweep shows the closest plan beside the others (its 'meets' says no)
         if action not in ("launch", "verify") or not opts.force:  # exit 3 shows the closest plan, then what would
             actions.emit(req, exc.closest, fmt, None)                      # satisfy the target; nothing is launched
             from planner import fixes
@@ -242,7 +243,10 @@ def _hydra_job(cfg) -> int:
     try:
         outcome = run(overrides)
     except BaseException as exc:  # noqa: BLE001 - never sys.exit inside a sweep: record the code
-        outcome = Outcome(report(exc, bool(cfg.debug)))
+        closest = getattr(exc, "closest", None)
+        request = getattr(exc, "request", None)
+        shown = (request, closest) if closest is not None and request is not None else None
+        outcome = Outcome(report(exc, bool(cfg.debug)), shown)
     _SWEEP.append(outcome)
     return outcome.code
 

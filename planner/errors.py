@@ -34,6 +34,7 @@ class NoFeasiblePlan(PlannerError):
 
     def __init__(self, message: str, closest: Optional[Any] = None, fixes: tuple = ()):
         self.closest = closest
+        self.request: Optional[Any] = None  # the Request it was planned for (app.run sets it: a sweep shows both)
         self.fixes = fixes  # explain.Fix candidates the app checks by re-planning before it names them
         super().__init__(message)
 
