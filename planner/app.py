@@ -80,7 +80,6 @@ def run(overrides: list[str]) -> Outcome:
     except NoFeasiblePlan as exc:
         if exc.closest is None:
             raise
-        exc.request = req  # a sweep shows the closest plan beside the others (its 'meets' says no)
         if action not in ("launch", "verify") or not opts.force:  # exit 3 shows the closest plan, then what would
             actions.emit(req, exc.closest, fmt, None)                      # satisfy the target; nothing is launched
             from planner import fixes

@@ -4,9 +4,11 @@ else perf-default.yaml's cited figures. Each curve says where it came from (`pro
 curves are not its own says so in a note.
 """
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from typing import Optional
 
 import numpy as np
 import yaml
@@ -88,6 +90,23 @@ class Calibration:
     quant_floor_s: tuple = ()  # per GEMM kind: the activation quantisation kernel's floor (0 for bf16)
     transferred_from: str = ""  # the measured GPU whose curves these are (empty: measured here, or perf-default)
     provenance: tuple = ()  # (section, how it was obtained) pairs
+    # CPython speed of the host the engine and front-end costs were measured on (planner/discover.py's probe,
+    # `interpreter_speed_mops` in conf/calibration/cpu.yaml); 0: not recorded, costs taken as they are
+    interpreter_speed_mops: float = 0.0
+
+    def on_host(self, speed_mops: Optional[float]) -> "Calibration":
+        """These costs on a host whose CPython runs at `speed_mops` (planner/discover.py measure_interpreter): the
+        engine step's own costs, the front end's CPU seconds and the request's way in and out are single-threaded
+        Python (vLLM's scheduler, hand-off, API server), so they scale by the calibrating host's speed over this one's.
+        A CI runner 25% slower than the calibrating host served the README loop 26% slower per token."""
+        if not speed_mops or not self.interpreter_speed_mops:
+            return self
+        r = self.interpreter_speed_mops / speed_mops
+        return dataclasses.replace(
+            self, step_overhead_s=self.step_overhead_s * r, per_seq_s=self.per_seq_s * r,
+            per_prefill_token_s=self.per_prefill_token_s * r, host_cpu_s_per_token=self.host_cpu_s_per_token * r,
+            host_cpu_s_per_request=self.host_cpu_s_per_request * r, host_cpu_s_per_step=self.host_cpu_s_per_step * r,
+            request_s=self.request_s * r, interpreter_speed_mops=speed_mops)
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -299,7 +318,7 @@ def calibration(gpu_name: str) -> Calibration:
         measured_vendor=str(base.get("measured_vendor", "nvidia")), gemm_kinds=_kinds(d, m),
         grouped_m=grouped_m, grouped_kinds=grouped, prefill_len=tuple(x for x, _ in pre_pts),
         prefill_eff=tuple(e for _, e in pre_pts), quant_floor_s=_quant_floors(d), transferred_from=src,
-        provenance=how)
+        provenance=how, interpreter_speed_mops=float(d.get("interpreter_speed_mops") or 0.0))
 
 
 def _engine_terms(d: dict) -> dict[str, float]:

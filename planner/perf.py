@@ -68,7 +68,7 @@ class StepModel:
     @functools.cached_property
     def _consts(self) -> dict:
         m, gpu, tp = self.model, self.gpu, self.tp
-        cal = calibration(self.calibrated_on or gpu.name)
+        cal = calibration(self.calibrated_on or gpu.name).on_host(gpu.interpreter_speed_mops)
         c = memory.param_counts(m)
         act = memory.DTYPE_BYTES[self.dtype.value]
         bpw = act if self.quant is Quantization.none else memory.QUANT_BYTES_PER_WEIGHT[self.quant]

@@ -287,6 +287,10 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
         console.print(f"[yellow]Other processes took {host['other_processes_cores']:.2f} of this host's "
                       f"{host['host_cores']} cores during the run (the run itself {host['run_cores']:.2f}): what was "
                       "measured is not this plan alone (report.json server.host).[/]")
+    if host.get("steal_cores", 0.0) > NOTABLE_CORES:
+        console.print(f"[yellow]The hypervisor took {host['steal_cores']:.2f} of this virtual machine's "
+                      f"{host['host_cores']} cores during the run (steal time): what was measured is not this plan "
+                      "alone (report.json server.host).[/]")
     if kv.get("kv_cache_tokens_reported") is not None:
         console.print(f"KV cache: server reports {kv['kv_cache_tokens_reported']:,} tokens, plan said "
                       f"{kv['kv_cache_tokens_planned']:,}.")

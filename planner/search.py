@@ -56,5 +56,5 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
                                pareto_front=front, search=stats))
     if not est.meets:
         message, fixes = explain.explain_slo(req, est, [r.est for r in ranked], chosen.quant)
-        raise NoFeasiblePlan(message, closest=compiled, fixes=fixes)
+        raise NoFeasiblePlan(message, closest=compiled, fixes=fixes, request=req)
     return compiled

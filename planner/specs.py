@@ -234,6 +234,9 @@ class GpuSpec:
     # indicative on-demand price of one GPU
     price_usd_per_hour: Optional[float] = at_least_zero(None, "zero or more US dollars an hour, or null")
     price_source: str = ""
+    # the CPU profile only: the host's CPython speed, millions of probe iterations a second (planner/discover.py
+    # measure_interpreter); the engine's Python costs calibrated on another host scale by it. None: not measured
+    interpreter_speed_mops: Optional[float] = positive(None, "a positive number of million iterations a second, or null")
 
     def supports(self, fmt: str) -> bool:
         """True if the hardware has native math for `fmt` (bf16, fp8, int8, fp4)."""
