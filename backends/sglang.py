@@ -109,6 +109,10 @@ TABLE = FlagTable(
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); this adapter renders CUDA plans"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+        NoFlag("disaggregation", "per role: --disaggregation-mode prefill|decode and "
+                                 "--disaggregation-transfer-backend, from backends/disagg.py's role table",
+               f"{F}/disagg.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -159,6 +163,8 @@ CAPABILITIES = Capabilities(
         ("Glm4MoeForCausalLM", "glm4_moe.py"), ("GptOssForCausalLM", "gpt_oss.py"),
         ("Llama4ForConditionalGeneration", "mllama4.py -> llama4.py"), ("MiniMaxM2ForCausalLM", "minimax_m2.py"),
         ("KimiK25ForConditionalGeneration", "kimi_k25.py"))},
+    disaggregation=Support(True, f"{F}/disagg.py disaggregation_mode, disaggregation_transfer_backend "
+                                 "(choices: srt/arg_groups/choices.py DISAGG_TRANSFER_BACKEND_CHOICES)"),
 )
 
 METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (served with --enable-metrics)
@@ -171,6 +177,7 @@ METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (serv
     inter_token_seconds="sglang:inter_token_latency_seconds",  # :1754
     e2e_seconds="sglang:e2e_request_latency_seconds",  # :1761
     kv_capacity="sglang:max_total_num_tokens",  # :1040
+    requests_total="sglang:num_requests_total",  # :1644, labelled model_name (:1131)
 )
 
 # python/sglang/srt/managers/scheduler.py:1227: logger.info(f"max_total_num_tokens={...}, chunked_prefill_size=...")

@@ -84,6 +84,8 @@ TABLE = FlagTable(
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE)"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
+        NoFlag("disaggregation", "TGI has no prefill/decode disaggregation (no KV connector option)", MAIN),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -120,6 +122,7 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, f"{MAIN}:137 and :282 (vision_config models)"),
     speculative_methods={m: f"{MAIN}:622-627 --speculate" for m in SPECULATIVE},
     engine=engines.TGI,
+    disaggregation=Support(False, MAIN, "TGI has no prefill/decode disaggregation (no KV connector option)"),
 )
 
 METRICS = Metrics(  # router/src and backends/v3/src metrics::gauge!/histogram! names at v3.3.7

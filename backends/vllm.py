@@ -114,6 +114,9 @@ TABLE = FlagTable(
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu (amd.com/gpu) per pod = gpus_per_replica / "
                                    "nodes"),
+        NoFlag("disaggregation", "per role: --kv-transfer-config JSON (kv_connector, kv_role) on each prefill and "
+                                 "decode server, from backends/disagg.py's role table", "config/kv_transfer.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -190,6 +193,9 @@ CAPABILITIES = Capabilities(
     speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
                          ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
     engine=engines.VLLM,
+    disaggregation=Support(True, "config/kv_transfer.py KVTransferConfig (kv_connector, kv_role); "
+                                 "distributed/kv_transfer/kv_connector/factory.py (NixlConnector, MooncakeConnector, "
+                                 "LMCacheConnectorV1)"),
 )
 
 METRICS = Metrics(
@@ -202,6 +208,7 @@ METRICS = Metrics(
     inter_token_seconds="vllm:inter_token_latency_seconds",  # :941 (also vllm:request_time_per_output_token_seconds)
     e2e_seconds="vllm:e2e_request_latency_seconds",  # :961
     kv_capacity="vllm:cache_config_info",  # :1120, labels carry num_gpu_blocks and kv_cache_size_tokens
+    requests_total="vllm:request_success_total",  # :808 Counter vllm:request_success (prometheus adds _total)
 )
 
 # v1/core/kv_cache_utils.py:2327-2334: "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request:

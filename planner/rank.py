@@ -22,6 +22,7 @@ from planner.specs import KvPrecision, Request
 
 CHUNK_TOLL = 0.01  # a non-default max_num_batched_tokens must buy at least 1% of the objective
 FINALISTS = 3  # candidates the simulation refines, best first
+QPS_FINALISTS = 12  # for a QPS target: on to more replicas when the simulation rejects the fewest
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,12 @@ def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:
 
 def choose(req: Request, cons: Constraints, sp: Space, ranked: list[Ranked]) -> tuple[Ranked, Optional[Ranked]]:
     """The first finalist the simulation confirms meets the target (else the top one, refined), and its analytic
-    estimate (what the alternatives were compared with)."""
+    estimate (what the alternatives were compared with). For a QPS target the finalists run on into larger counts
+    (QPS_FINALISTS): the analytic mean can take a replica count whose percentiles the simulation rejects, and the
+    next count is then the answer, not exit 3."""
     best, analytic = None, None
-    for r in ranked[:FINALISTS]:
+    finalists = QPS_FINALISTS if req.target.min_request_rate is not None else FINALISTS
+    for r in ranked[:finalists]:
         refined = refine(req, cons, sp, r)
         if refined.est.meets or r is ranked[0]:
             best, analytic = refined, r

@@ -198,18 +198,26 @@ def _check(input_lens: np.ndarray, output_lens: np.ndarray, max_num_seqs: int, m
 
 def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, *,
              max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-             seed: int = 0, prefix_cached_tokens: int = 0) -> SimResult:
+             seed: int = 0, prefix_cached_tokens: int = 0, send_s: np.ndarray | None = None,
+             remote_prefill: bool = False) -> SimResult:
     """Run every request through the scheduler, one engine step at a time, and collect its token times.
 
     A step's time is `step_time(Step)`; its tokens are emitted at its end. Idle time jumps to the next send.
     `prefix_cached_tokens` leading prompt tokens are one prefix shared by all requests: the first to allocate it
     computes it, later ones hit it in the prefix cache (whole blocks only) and skip that compute.
+    `send_s`: each request's send time (non-decreasing) instead of `arrivals`' schedule (its concurrency cap holds).
+    `remote_prefill`: a disaggregated decode instance. The KV of every prompt token arrives from a prefill instance
+    through the KV connector; the request allocates blocks for its whole prompt when admitted and recomputes only the
+    last prompt token to sample its first output token (vLLM 0.32 v1/core/sched/scheduler.py
+    _update_waiting_for_remote_kv: num_computed_tokens == num_tokens becomes num_tokens - 1). A preempted request
+    recomputes its prompt here (the prefill instance has freed those blocks).
     """
     ins = np.asarray(input_lens, dtype=np.int64)
     outs = np.asarray(output_lens, dtype=np.int64)
     _check(ins, outs, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size, prefix_cached_tokens)
     n, bs = int(ins.size), block_size
-    ready = send_times(arrivals, n, seed).tolist()
+    ready = send_times(arrivals, n, seed).tolist() if send_s is None else np.asarray(send_s, dtype=float).tolist()
+    remote = [bool(remote_prefill)] * n  # the prompt's KV still comes from the prefill instance
     cap = arrivals.max_concurrency or n
     free_slots = deque([0.0] * min(cap, n))  # times the client's semaphore slots became free, oldest first
 
@@ -300,15 +308,16 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
             # A fresh or preempted request (num_computed_tokens == 0) looks up the prefix cache (lines 959-965)
             # and hits the whole blocks of the shared prefix cached so far.
             hit = cached
-            k = min(ntok[r] - hit * bs, budget)  # lines 1129 and 1169: the rest, capped by the budget
+            ext = prompt[r] - 1 - hit * bs if remote[r] else 0  # tokens whose KV the connector loads
+            k = min(ntok[r] - hit * bs - ext, budget)  # lines 1129 and 1169: the rest, capped by the budget
             # scheduler_reserve_full_isl (config/scheduler.py line 190, default True) admits a request only if all
             # its tokens fit (kv_cache_manager.py lines 533-539); it then allocates blocks for the first chunk only.
             if -(-ntok[r] // bs) - hit > kv_blocks - used - cached:
                 break  # `if new_blocks is None: break` (line 1275): FCFS, no one overtakes
             waiting.popleft()
             running.append(r)  # line 1345
-            computed[r], shared[r], need_tokens[r] = hit * bs, hit, k
-            allocate(r, -(-(hit * bs + k) // bs) - hit)
+            computed[r], shared[r], need_tokens[r], remote[r] = hit * bs + ext, hit, k, False
+            allocate(r, -(-(hit * bs + ext + k) // bs) - hit)
             batch.append(r)
             budget -= k  # line 1366
 

@@ -8,7 +8,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 from planner.bounds import at_least_zero, bounded, catalog_name, not_blank, positive, positive_int
 
@@ -256,6 +256,7 @@ class HwSpec:
     # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
     inter_node_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")
     discover: bool = False  # fill gpu and gpus_per_node from this machine (pynvml / psutil)
+    catalog: bool = False  # hw=any: search every priced GPU of conf/gpu instead (planner/hardware.py)
 
     @property
     def total_gpus(self) -> int:
@@ -283,6 +284,8 @@ class TargetSpec:
     min_request_rate: Optional[float] = positive(None, _SLO)  # requests/s to sustain
     min_output_throughput_tok_s: Optional[float] = positive(None, _SLO)
     max_usd_per_hour: Optional[float] = positive(None, _SLO)
+    # [low, high] requests/s over the day: the replicas per rate band for an autoscaler (planner/autoscale.py)
+    request_rate_range: Optional[List[float]] = None
     min_concurrency: int = positive_int(32)  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
     # the accuracy a quantized plan may lose against its unquantized baseline on the quality task (action=verify
@@ -370,6 +373,8 @@ class Pins:
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
     kv_cache_space_gib: Optional[int] = positive_int(None, _PIN)  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
+    disaggregation: Optional[bool] = None  # true: only prefill/decode splits (xPyD); false: aggregated only
+    kv_connector: Optional[str] = None  # xPyD: conf/calibration/kv-transfer.yaml connector (nixl, mooncake, lmcache)
 
     def given(self) -> dict:
         """The pinned fields only, by name."""
