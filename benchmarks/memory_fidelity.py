@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -81,6 +82,15 @@ def predict(row, specs):
         torch_compile=version is None or version >= (0, 8))
 
 
+def source(row) -> str:
+    """The publication a row comes from: owner/repo plus the issue, pull request or file directory."""
+    url = row["url"].replace("https://github.com/", "")
+    parts = url.split("/")
+    if len(parts) > 3 and parts[2] in ("issues", "pull"):
+        return f"{parts[0]}/{parts[1]}#{parts[3]}"
+    return "/".join(parts[:2])
+
+
 def err(pred, real):
     return None if real in (None, 0) else (pred - real) / real * 100
 
@@ -96,6 +106,7 @@ def main():
                 "KV err %", "KV tokens pred/log", "tokens err %"):
         t.add_column(col, justify="left" if col in ("row", "GPU") else "right")
     kv_errs, tok_errs, skipped = [], [], []
+    by_source: dict[str, list] = {}
     for row in rows:
         if row["id"] in held_out:
             continue
@@ -114,6 +125,8 @@ def main():
             kv_errs.append(abs(e_kv))
         if e_tok is not None:
             tok_errs.append(abs(e_tok))
+        if e_tok is not None or e_kv is not None:
+            by_source.setdefault(source(row), []).append(e_tok if e_tok is not None else e_kv)
         w_log = log["weights_gib"] or log["model_loading_gib"]
         t.add_row(row["id"], str(row["vllm_version"]), str(row["gpu"]),
                   f"{row['tensor_parallel']}/{row['pipeline_parallel'] or 1}",
@@ -131,6 +144,22 @@ def main():
         "P2P, per the log), so the 1.85 GiB TP>=2 buffer term (from vLLM 0.19 with it on) is absent; "
         "i11230 (A40 vGPU, 0.6.4): non_torch 4.09 GiB on a virtual GPU, a regression the issue itself reports; "
         "pr17122 (L40S): the command is not shown (utilization, batch limits unknown).")
+    siblings = {source(r) for r in rows if r["id"] in held_out}
+    per = Table(title="KV tokens (GiB where no tokens) per source: |error| median, p90, and bias (median signed "
+                "error)", title_justify="left")
+    for col in ("source", "rows", "median |error|", "p90 |error|", "bias", "note"):
+        per.add_column(col)
+    for src, errs in sorted(by_source.items(), key=lambda kv: -len(kv[1])):
+        mags = [abs(e) for e in errs]
+        per.add_row(src, str(len(errs)), f"{statistics.median(mags):.1f}%", f"{np.percentile(mags, 90):.1f}%",
+                    f"{statistics.median(errs):+.1f}%",
+                    "the calibration rows' siblings (same source, other models and settings)" if src in siblings
+                    else "independent of the calibration")
+    console.print(per)
+    apart = [abs(e) for src, errs in by_source.items() if src not in siblings for e in errs]
+    if apart:
+        console.print(f"Sources independent of the calibration: median |error| {statistics.median(apart):.1f}% over "
+                      f"{len(apart)} rows.")
     within = sum(e <= 5 for e in tok_errs)
     console.print(f"KV cache GiB: median |error| {statistics.median(kv_errs):.1f}% over {len(kv_errs)} rows; "
                   f"KV tokens: median |error| {statistics.median(tok_errs):.1f}% (mean {statistics.mean(tok_errs):.1f}%, "

@@ -206,7 +206,8 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     # An MoE layer: attention and shared experts as dense GEMMs of this rank's tokens; the routed experts as grouped
     # GEMMs on the busiest GPU of the expert group (planner/moe.py).
     # (each local expert's GEMM at its rows, on the measured grouped-GEMM curve of the weights' kernel)
-    routed = moe.expert_seconds(k, mean_tokens, lambda m: cal.grouped_efficiency(m, k["gemm_kind"]), hbm)
+    routed = moe.expert_seconds(k, mean_tokens, lambda m, narrow: cal.grouped_efficiency(m, k["gemm_kind"], narrow),
+                                hbm)
     moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)

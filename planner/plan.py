@@ -171,7 +171,7 @@ class OfferedLoad:
     source: str  # which input set it (workload.request_rate, target.min_request_rate, ..., or plan.max_num_seqs)
 
     def describe(self) -> str:
-        if self.request_rate_rps:
+        if self.request_rate_rps is not None:
             return (f"{self.request_rate_rps * self.replicas:g} req/s ({self.source}) over {self.replicas} "
                     f"replica(s)")
         return f"{self.concurrency * self.replicas} concurrent requests ({self.source}) over {self.replicas} replica(s)"

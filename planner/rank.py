@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from planner import perf, predict, slo, steady
+from planner import perf, predict, simulate, slo, steady
 from planner.candidates import Sized, Space, fits, seqs_cap, size
 from planner.plan import FrontPoint, SearchStats
 from planner.rules import Constraints
@@ -96,7 +96,8 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     kv_seqs = np.array([lay.mem.kv_cache_tokens / sp.mean_len for lay in layouts])[idx]
     g = predict.score_grid(req, perf.StepGrid(models, idx), replicas=replicas, max_num_seqs=seqs,
                            max_num_batched_tokens=mnbt, kv_capacity_seqs=kv_seqs,
-                           prefix_caching=sp.enable_prefix_caching, explicit=explicit, spec=spec)
+                           prefix_caching=sp.enable_prefix_caching, explicit=explicit, spec=spec,
+                           mixed=np.array([lay.engine.mixed_batches for lay in layouts])[idx])
     quant_rank = {q: i for i, q in enumerate(cons.choices["quantization"])}
     kv_rank = {k: i for i, k in enumerate(cons.choices["kv_cache_dtype"])}
     fmt_q = np.array([quant_rank.get(lay.quant.value, 99) for lay in layouts])[idx]
@@ -129,11 +130,11 @@ def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:
     """The candidate's percentiles and verdict from the simulation under the load it is offered."""
     t = r.cand
     seqs = t.seqs or req.pins.max_num_seqs or seqs_cap(sp, t)
+    server = simulate.Server(t.engine, seqs, t.mnbt, t.mem.kv_cache_blocks, t.mem.block_size,
+                             chunked_prefill=sp.enable_chunked_prefill, prefix_caching=sp.enable_prefix_caching)
     est = predict.simulate_percentiles(
-        req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), max_num_seqs=seqs,
-        max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
-        prefix_caching=sp.enable_prefix_caching, spec=steady.speculation(cons.setting("speculative"),
-                                                                      req.hw.gpu.name))
+        req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), server=server,
+        spec=steady.speculation(cons.setting("speculative"), req.hw.gpu.name))
     return Ranked(t, est)
 
 

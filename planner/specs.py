@@ -15,6 +15,7 @@ from planner.bounds import at_least_zero, bounded, catalog_name, not_blank, posi
 
 _TFLOPS = "a positive number of TFLOP/s, or null where the format is not supported"
 _SLO = "a positive number, or null for no bound"
+_RATE = "a rate of at least 0.001 requests/s (3.6 an hour), or null for no bound"
 _PIN = "a positive integer, or null to let the planner choose"
 
 
@@ -281,7 +282,8 @@ class TargetSpec:
     # replica) and verification checks
     percentile: float = bounded("a percentile from 50 to 99, the ones the planner's simulation predicts (at least "
                                 "120 requests per replica) and verification checks", 90.0, ge=50, le=99)
-    min_request_rate: Optional[float] = positive(None, _SLO)  # requests/s to sustain
+    # requests/s to sustain; a plan's rates print and simulate to a thousandth of a request a second
+    min_request_rate: Optional[float] = bounded(_RATE, None, ge=0.001)
     min_output_throughput_tok_s: Optional[float] = positive(None, _SLO)
     max_usd_per_hour: Optional[float] = positive(None, _SLO)
     # [low, high] requests/s over the day: the replicas per rate band for an autoscaler (planner/autoscale.py)
@@ -306,12 +308,15 @@ class WorkloadSpec:
     # lengths uniform in [len*(1-r), len*(1+r)] (vllm bench serve --random-range-ratio)
     range_ratio: float = bounded("in [0, 1): lengths vary within ±ratio of the mean", 0.0, ge=0, lt=1)
     # requests/s (Poisson); None: as fast as possible
-    request_rate: Optional[float] = positive(None, "a positive rate in requests/s, or null for as fast as possible")
+    request_rate: Optional[float] = bounded(_RATE.replace("no bound", "as fast as possible"), None, ge=0.001)
     burstiness: float = positive(1.0, "positive (1 = Poisson)")  # gamma shape of inter-arrival times; 1 = Poisson
     # requests in flight; None: unbounded
     max_concurrency: Optional[int] = positive_int(None, "a positive integer, or null for unbounded")
-    # tokens of prompt shared by all requests (system prompt, RAG context)
+    # leading prompt tokens shared by the requests of one prefix group (system prompt, RAG context)
     shared_prefix_len: int = at_least_zero(0, "zero or more tokens")
+    # prompt groups, each with its own shared prefix: 1 = every request shares it; N = a pool of N prompts that the
+    # traffic rotates through (vllm bench serve --prefix-repetition-num-prefixes; requests split evenly, shuffled)
+    num_prefixes: int = positive_int(1, "one or more prompt groups")
     stream: bool = True
     num_prompts: int = positive_int(200)  # requests in a verification run
     untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)
