@@ -46,6 +46,11 @@ class LaunchOptions:
     api_key_env: Optional[str]  # the NAME of the variable holding the server's API key (never the key)
     deploy: Optional[str]  # action=render: a cluster stack (backends/deploy/) or "all"
     model_name: Optional[str]  # `model=X` given on the command line: the served name to send instead of the plan's
+    quality: bool  # run the lm-eval accuracy gate (planner/quality.py)
+    quality_task: Optional[str]
+    quality_baseline: Optional[str]  # a stored baseline's quality.json
+    log: Optional[str]  # action=preflight: the nccl-tests output to judge
+    profile: Optional[str]  # profile=nsys: the server runs under Nsight Systems (planner/profile.py)
     overrides: tuple[str, ...]
     rules: tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -55,7 +60,10 @@ def launch_options(cfg, overrides: list[str]) -> LaunchOptions:
     return LaunchOptions(out=cfg.out, save=cfg.save, endpoint=cfg.endpoint, num_prompts=cfg.num_prompts,
                          ready_timeout_s=cfg.ready_timeout_s, port=cfg.port, sweep=cfg.sweep, force=cfg.force,
                          api_key_env=cfg.api_key_env, deploy=cfg.deploy.value if cfg.deploy else None,
-                         model_name=cfg.model.name if given_model else None, overrides=tuple(overrides),
+                         model_name=cfg.model.name if given_model else None, quality=cfg.quality,
+                         quality_task=cfg.quality_task, quality_baseline=cfg.quality_baseline, log=cfg.log,
+                         profile=cfg.profile.value if cfg.profile else None,
+                         overrides=tuple(overrides),
                          rules=(tuple(cfg.rules.extra), tuple(cfg.rules.disable)))
 
 
@@ -69,9 +77,9 @@ def saved_plan(cfg, req, compiled) -> Outcome:
     if action in ("plan", "explain"):
         emit(req, compiled, fmt, None)
         return Outcome(0, (req, compiled))
-    if action not in ("render", "launch", "verify"):
-        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched "
-                         "or verified. Fix: action=plan|render|launch|verify, or drop plan=.")
+    if action not in ("render", "launch", "verify", "preflight"):
+        raise InputError(f"action={action} with plan={cfg.plan_file}: a saved plan can be shown, rendered, launched, "
+                         "verified or preflighted. Fix: action=plan|render|launch|verify|preflight, or drop plan=.")
     return act(action, req, compiled, Path(cfg.out) if cfg.out else path, fmt, opts)
 
 
@@ -86,8 +94,10 @@ def act(action: str, req, compiled, path: Path, fmt: str, opts: LaunchOptions) -
     if opts.deploy and action != "render":
         log.warning("deploy=%s: the stack's files are written by action=render; action=%s ignores it", opts.deploy,
                     action)
+    if action == "preflight":
+        return Outcome(preflight(req, compiled, opts.log), (req, compiled))
     if action == "render":
-        compiled = render.rendered(compiled, req, opts.api_key_env)
+        compiled = with_preflight(render.rendered(compiled, req, opts.api_key_env, opts.profile), req)
         if opts.deploy:
             from planner.deploy import with_deployments
 
@@ -122,19 +132,66 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
                          "action=verify endpoint=<router URL> plan=FILE; or plan.disaggregation=false to launch one "
                          "aggregated server here.")
     launch.check_backend_runs_here(compiled.plan.backend.value)
-    compiled = render.rendered(compiled, req, opts.api_key_env)
+    compiled = render.rendered(compiled, req, opts.api_key_env, opts.profile)
     _write_plan(req, compiled, path)
     render.write(compiled.launch, render.artifact_dir(path))
 
-    def replan(extra: list[str]):
+    def replan(extra: list[str], base: bool = False):
         with compose.Composer() as composer:
-            cfg, _ = compose.resolve(composer, list(opts.overrides) + extra)
+            cfg, _ = compose.resolve(composer, extra if base else list(opts.overrides) + extra)
             new_req = compose.to_request(cfg)
         new = search.compile_plan(new_req, rule_engine.evaluate(new_req, rule_engine.load(*opts.rules)))
         return new_req, new
 
+    gate = _gate(req, compiled, path, opts, replan) if opts.quality else None
     return launch.run(req, compiled, path, replan, keep_serving=keep_serving, num_prompts=opts.num_prompts,
-                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env)
+                      ready_timeout_s=opts.ready_timeout_s, port=opts.port, api_key_env=opts.api_key_env, gate=gate,
+                      profile=opts.profile)
+
+
+def _gate(req, compiled, path: Path, opts: LaunchOptions, replan=None):
+    """The accuracy gate's comparison: a stored baseline (quality_baseline=), or for a quantized plan launched here,
+    the unquantized plan served and scored first (its artifacts and quality.json under <plan>-baseline/)."""
+    from planner import quality
+
+    quality.require_lm_eval()
+    baseline = quality.load_baseline(opts.quality_baseline) if opts.quality_baseline else None
+    if baseline is None and quality.quantizes(compiled.plan):
+        if replan is None:
+            raise InputError(f"quality=true with endpoint={opts.endpoint}: the plan quantizes "
+                             f"({compiled.plan.quantization.value} weights, KV {compiled.plan.kv_cache_dtype.value}), "
+                             "so its accuracy needs a baseline, and a running endpoint cannot serve the unquantized "
+                             "model too. Fix: quality_baseline=FILE (the quality.json of a quality=true run of the "
+                             "unquantized plan), or verify here without endpoint= to measure both.")
+        baseline = _baseline_accuracy(path, opts, replan)
+    return quality.Gate(task=opts.quality_task, baseline=baseline, max_drop=req.target.max_accuracy_drop)
+
+
+def _baseline_accuracy(path: Path, opts: LaunchOptions, replan):
+    """Serve the unquantized twin of the plan (same request; precision and quantization pins dropped, weights in
+    the compute dtype, the unquantized checkpoint) and score it: the baseline the quantized plan is judged by."""
+    from planner import launch, quality, render
+
+    base_req, base = replan(quality.baseline_overrides(list(opts.overrides)), base=True)
+    if quality.quantizes(base.plan):
+        raise InputError(f"quality=true: the unquantized twin of this plan still quantizes "
+                         f"({base.plan.quantization.value}, KV {base.plan.kv_cache_dtype.value}): its checkpoint is "
+                         "quantized. Fix: quality_baseline=FILE (the quality.json of a quality=true run of the "
+                         "unquantized model).")
+    base = render.rendered(base, base_req, opts.api_key_env)
+    base_path = path.with_name(f"{path.stem}-baseline{path.suffix}")
+    _write_plan(base_req, base, base_path)
+    outdir = render.artifact_dir(base_path)
+    outdir.mkdir(parents=True, exist_ok=True)
+    log.warning("quality: serving the unquantized plan first for the baseline (%s)", outdir)
+    with launch.started(base_req, base, outdir, ready_timeout_s=opts.ready_timeout_s, port=opts.port,
+                        api_key_env=opts.api_key_env) as serving:
+        run = quality.QualityRun(base_url=serving.base, model=base.plan.served_model_name,
+                                 tokenizer=base.plan.model_path, outdir=outdir, task=opts.quality_task,
+                                 api_key_env=opts.api_key_env)
+        acc = quality.evaluate(run)
+    quality.save(acc, outdir)
+    return acc
 
 
 def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int:
@@ -148,10 +205,17 @@ def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int
     spec = verify.load_spec(req, compiled, opts.endpoint, model, num_prompts=opts.num_prompts)
     spec = replace(spec, api_key_env=opts.api_key_env)
     verify.mark_started(render.artifact_dir(plan_file), plan_file.stem)  # an earlier run's results are not this one's
+    gate = _gate(req, compiled, plan_file, opts) if opts.quality else None
     check_endpoint(opts.endpoint, opts.api_key_env)  # LaunchFailed (4): cannot reach, or the key is refused
     result = loadgen.run_sync(spec)
     loadgen.require_completions(result, opts.endpoint)
     report = verify.build(req, compiled, plan_file.stem, opts.endpoint, spec, result, server={})
+    if gate is not None:
+        from planner import quality
+
+        report = replace(report, quality=quality.score(gate, quality.QualityRun(
+            base_url=opts.endpoint, model=model, tokenizer=compiled.plan.model_path,
+            outdir=render.artifact_dir(plan_file), task=opts.quality_task, api_key_env=opts.api_key_env)))
     if opts.sweep:
         base = max(result.summary().get("request_throughput") or 1.0, 0.5)
         best, points = verify.sweep(spec, req.target, [base * f for f in (0.5, 1, 1.5, 2, 3, 4)])
@@ -162,3 +226,37 @@ def _verify_endpoint(req, compiled, plan_file: Path, opts: LaunchOptions) -> int
     path = verify.write(report, outdir)
     present.verdict(report, path, plots.write(result, report, outdir))
     return 0 if report.passed else 5
+
+
+def with_preflight(compiled, req):
+    """The rendered plan with preflight/nccl-tests.sh added when it communicates over several GPUs."""
+    from dataclasses import replace
+
+    from planner import nccl
+
+    script = nccl.render(compiled.plan, req.hw, req.model.hidden_size)
+    if script is None:
+        return compiled
+    files = {**compiled.launch.files, "preflight/nccl-tests.sh": script}
+    return replace(compiled, launch=replace(compiled.launch, files=files))
+
+
+def preflight(req, compiled, log_file: Optional[str]) -> int:
+    """action=preflight log=FILE: nccl-tests' output against the plan's communication model; 0 when the plan's
+    prediction holds with the measured curve, 5 when it breaks it."""
+    from planner import nccl, present
+
+    plan = compiled.plan
+    found = nccl.groups(plan, req.hw, req.model.hidden_size)
+    if not found:
+        raise InputError(f"action=preflight: the plan serves on one GPU (tensor_parallel={plan.tensor_parallel}, "
+                         f"pipeline_parallel={plan.pipeline_parallel}), so it has no collectives to measure.")
+    if not log_file or not Path(log_file).is_file():
+        raise InputError(f"action=preflight needs log=FILE, the output of preflight/nccl-tests.sh (the table "
+                         f"{found[0].test} prints, or its -J JSON file){'' if not log_file else f'; {log_file} does not exist'}. "
+                         "Fix: render the plan (action=render), run the script, then pass its output as log=.")
+    text = Path(log_file).read_text(errors="replace")
+    group = "pp-inter-node" if "sendrecv" in Path(log_file).name else found[0].name
+    verdict = nccl.judge(plan, req.model, req.hw, compiled.prediction, req.target, nccl.parse(text), group)
+    present.preflight(verdict)
+    return 5 if verdict.breaks_prediction else 0

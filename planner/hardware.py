@@ -235,7 +235,7 @@ def _alternative(o: Option, best: Option):
     else:
         why = f"dearer: ${o.usd_per_hour:,.2f}/h against ${best.usd_per_hour:,.2f}/h"
     cost = f"${o.usd_per_hour:,.2f}/h" + (f", ${o.usd_per_mtok:,.3f}/Mtok" if o.usd_per_mtok is not None else "")
-    return Alternative(summary=f"hw={o.hw.name}: {o.summary()} ({cost})", rejected_because=why,
+    return Alternative(summary=f"hw={rented(o).name}: {o.summary()} ({cost})", rejected_because=why,
                        prediction=_brief(pred),
                        layout="xPyD" if o.compiled.plan.disaggregation is not None else "aggregated")
 

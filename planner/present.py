@@ -268,6 +268,20 @@ def explain(constraints, req, compiled, console: Optional[Console] = None) -> No
     show(req, compiled, console)
 
 
+def preflight(verdict, console: Optional[Console] = None) -> None:
+    """action=preflight: nccl-tests' times at the plan's message sizes against the perf model's, and the verdict."""
+    console = console or _console()
+    t = Table(title=f"nccl-tests preflight ({verdict.group}): "
+                    f"{'BREAKS THE PREDICTION' if verdict.breaks_prediction else 'prediction holds'}",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("message bytes", "assumed us", "measured us", "ratio"):
+        t.add_column(col, justify="right")
+    for c in verdict.checks:
+        t.add_row(f"{c.size_bytes:,}", f"{c.assumed_us:,.1f}", f"{c.measured_us:,.1f}", f"x{c.ratio:.2f}")
+    console.print(t)
+    console.print(verdict.why)
+
+
 def diagnosis(found, path: str, console: Optional[Console] = None) -> None:
     """action=diagnose: the troubleshooting rules a log matched, with their remedies."""
     console = console or _console()
@@ -295,7 +309,17 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
     s = report.summary
     t.add_row("completed / failed", f"{s.get('completed', 0)} / {s.get('failed', 0)}", "", "")
     t.add_row("output tokens/s", f"{s.get('output_throughput', 0):,.1f}", "", "")
+    q = report.quality
+    if q:
+        acc = q.get("accuracy") or {}
+        base = q.get("baseline") or {}
+        t.add_row(f"accuracy ({acc.get('task', 'lm-eval')})",
+                  f"{acc['value']:.4f}" if "value" in acc else "error",
+                  f">= {base['value'] - q['max_accuracy_drop']:.4f}" if "value" in base else "",
+                  "pass" if q.get("passed") else "MISS")
     console.print(t)
+    if q:
+        console.print(f"accuracy gate: {q.get('why')}")
     if report.predicted_vs_measured:
         p = Table(title="Predicted vs measured (one server)", box=box.SIMPLE, title_justify="left")
         for col in ("metric", "predicted", "measured", "error"):

@@ -23,17 +23,26 @@ LAUNCH_KEYS = ("argv", "env", "docker", "files")
 K8S_DIR = "k8s"
 
 
-def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str] = None) -> CompiledPlan:
+def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str] = None,
+             profile: Optional[str] = None) -> CompiledPlan:
     """The compiled plan with its `launch` artifacts; InputError when the backend cannot serve it. With
-    `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only). Warnings the
-    adapter raises while rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
+    `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only); with
+    profile="nsys" its argv runs under Nsight Systems (planner/profile.py). Warnings the adapter raises while
+    rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
     from backends.autoscale_k8s import note
 
     art = artifacts(compiled.plan, request, api_key_env)
     scaling = note(compiled.plan)
     warnings = art.warnings + ((scaling,) if scaling else ())
+    block = launch_block(art)
+    if profile == "nsys":
+        from planner import profile as nsys
+
+        nsys.check(compiled.plan, request.hw.gpu)
+        block = nsys.wrap(block, k8s_name(request.model.name, compiled.plan.backend))
+        warnings += (nsys.NOTE,)
     notes = compiled.notes + tuple(w for w in warnings if w not in compiled.notes)
-    return replace(compiled, launch=launch_block(art), notes=notes)
+    return replace(compiled, launch=block, notes=notes)
 
 
 def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -> Artifacts:

@@ -106,7 +106,8 @@ class AppConfig:
     endpoint: Optional[str] = bounded("the http:// or https:// URL of a running server, e.g. http://127.0.0.1:8000",
                                       None, pattern=r"https?://[^\s/?#]+(/\S*)?", metavar="URL",
                                       doc="verify plan=FILE: load-test this running server")
-    log: Optional[str] = not_blank("the path of a server log", None, doc="the server log action=diagnose reads",
+    log: Optional[str] = not_blank("the path of a server log or of nccl-tests output", None,
+                                   doc="the server log action=diagnose reads; nccl-tests output for preflight",
                                    metavar="FILE")
     debug: bool = option(False, "show the traceback of an internal error")
     port: Optional[int] = bounded("a TCP port from 1 to 65535, or left out for a free one", None, ge=1, le=65535,
@@ -122,6 +123,14 @@ class AppConfig:
                                          "with a digit), e.g. VLLM_API_KEY", None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                                          doc="name of the variable holding the server's API key", metavar="NAME")
     deploy: Optional[specs.DeployTarget] = option(None, "render: also the files of a cluster stack, or all")
+    profile: Optional[specs.Profiler] = option(None, "render/launch/verify: run the server under nsys (vLLM, GPU)")
+    quality: bool = option(False, "launch/verify: also score accuracy with lm-eval (quantized: vs the baseline)")
+    quality_task: Optional[str] = not_blank("an lm-eval task name or a task YAML file, or left out for the shipped "
+                                            "offline task", None, metavar="TASK",
+                                            doc="quality=true: the lm-eval task (default: shipped, offline)")
+    quality_baseline: Optional[str] = not_blank("the path of a quality.json an earlier quality=true run wrote", None,
+                                                metavar="FILE",
+                                                doc="quality=true: a stored baseline instead of running one")
     rules: RulesConfig = option(dataclasses.MISSING, "the rule set", default_factory=RulesConfig)
 
 

@@ -121,6 +121,12 @@ class DeployTarget(str, enum.Enum):
     all = "all"
 
 
+class Profiler(str, enum.Enum):
+    """`profile=`: the profiler the server launch runs under (planner/profile.py)."""
+
+    nsys = "nsys"
+
+
 class Action(str, enum.Enum):
     plan = "plan"
     render = "render"
@@ -129,6 +135,7 @@ class Action(str, enum.Enum):
     explain = "explain"
     rules = "rules"
     diagnose = "diagnose"
+    preflight = "preflight"  # nccl-tests output (log=FILE) against the plan's communication model
 
 
 class Format(str, enum.Enum):
@@ -334,6 +341,11 @@ class TargetSpec:
     request_rate_range: Optional[List[float]] = None
     min_concurrency: int = positive_int(32)  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
+    # the accuracy a quantized plan may lose against its unquantized baseline on the quality task (action=verify
+    # quality=true, planner/quality.py), absolute (0.01 = one point of a 0-1 accuracy). Default 0.01: 8-bit
+    # formats keep about 99% of the baseline's accuracy ("Give Me BF16 or Give Me Death", arXiv 2411.02355)
+    max_accuracy_drop: float = bounded("an accuracy drop from 0 to 1 (0.01 = one point of a 0-1 accuracy)", 0.01,
+                                       ge=0, le=1)
     description: str = ""
 
 

@@ -11,7 +11,13 @@ Schema of report.json:
     server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
     server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
     sweep: [{request_rate, goodput, output_throughput, passed}] when sweep=true asked for a rate sweep
-    passed: every check passed and no request failed
+    quality: with quality=true, the accuracy gate (planner/quality.py): {accuracy: {task, metric, value, stderr,
+             samples, model, endpoint, lm_eval_version, argv}, baseline (the same, or null: this plan is the
+             baseline), max_accuracy_drop, drop, passed, why}; when lm-eval could not score the server: {passed:
+             false, why, error, ...}
+    profile: with profile=nsys, {tool: nsys, report: profile/<name>.nsys-rep (relative to report.json), written,
+             bytes, max_iterations, view}
+    passed: every check passed, no request failed, and the accuracy gate (if asked) passed
     complete: true once the run finished. A run writes {"complete": false, "passed": false, "plan", "why"} here when
               it starts (mark_started: the previous run's report and plots are gone), and the whole report only at
               the end, so a run that was interrupted or failed never leaves an earlier `passed: true` behind.
@@ -49,11 +55,13 @@ class Report:
     server_metrics: dict = field(default_factory=dict)
     sweep: tuple = ()  # SweepPoint rows when a rate sweep ran
     binding_constraint: Optional[str] = None  # the SLO furthest from its limit, when one was missed
+    quality: dict = field(default_factory=dict)  # the accuracy gate's verdict (planner/quality.py), when asked
+    profile: dict = field(default_factory=dict)  # profile=nsys: the .nsys-rep beside report.json (planner/profile.py)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks) and self.summary.get("failed", 0) == 0 and \
-            self.summary.get("completed", 0) > 0
+            self.summary.get("completed", 0) > 0 and self.quality.get("passed", True)
 
     def to_json(self) -> dict:
         d = asdict(self)
