@@ -89,7 +89,7 @@ class StepModel:
             # RMSNorm / SiLU-and-mul): its floor, and bf16 in + fp8 out per element of the attention output
             "quant_floor": float(cal.quant_seconds(gemm_kind)) if fp8_compute else 0.0,
             "quant_bytes": 3.0 * m.num_attention_heads * m.head_dim_eff / tp if fp8_compute else 0.0,
-            "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),
+            "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4, Quantization.mxfp4),
             "peak": peak_tflops * 1e12, "bw": gpu.hbm_bandwidth_gb_s * 1e9,
             "layers": layers, "moe_layers": moe_layers, "dense_layers": layers - moe_layers,
             "attn_params": (c.attn_per_layer + c.norms_per_layer) / tp,
