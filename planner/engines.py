@@ -234,7 +234,7 @@ def stage_budgets(m: ModelSpec, gpu: GpuSpec, engine: EngineModel, weights: list
     from planner import memory
 
     k = memory.engine_constants()["overhead"]
-    non_torch = (k["non_torch_gib"] + (k["comm_buffers_gib"] if tp * dp > 1 else 0.0)) * GIB
+    non_torch = memory.non_torch_bytes(gpu, tp, dp)
     graphs = memory.runtime_overhead_bytes(m, gpu, tp, pp, cuda_graphs_in_budget, dp) - non_torch
     compiled = torch_compile and engine.compiled_forward
     acts = [memory.activation_peak_bytes(m, tp, dtype, max_num_batched_tokens, max_num_seqs,

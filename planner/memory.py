@@ -248,11 +248,23 @@ def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_gr
     layers (vllm-memory.yaml says where each figure comes from)."""
     if gpu.kind is DeviceKind.cpu:
         return 0.0
-    k = engine_constants()["overhead"]
-    b = k["non_torch_gib"] + (k["comm_buffers_gib"] if tp * dp > 1 else 0.0)
+    b = non_torch_bytes(gpu, tp, dp)
     if cuda_graphs:
-        b += k["cuda_graphs_gib_per_layer"] * max(pp_partition(m.num_hidden_layers, pp))
-    return b * GIB
+        per_layer = engine_constants()["overhead"]["cuda_graphs_gib_per_layer"]
+        b += per_layer * max(pp_partition(m.num_hidden_layers, pp)) * GIB
+    return b
+
+
+def non_torch_bytes(gpu: GpuSpec, tp: int, dp: int = 1) -> float:
+    """Device memory outside torch's allocator: workspaces, and when the GPU talks to others (TP >= 2, or the MoE
+    group of attention DP) the communication buffers: NCCL's peer-to-peer channels and vLLM's custom all-reduce, which
+    exist only where the GPUs reach each other's memory. Without P2P (GeForce cards; ranks on different nodes) vLLM
+    disables custom all-reduce ("Custom allreduce is disabled because your platform lacks GPU P2P capability",
+    vllm/distributed/device_communicators/custom_all_reduce.py) and NCCL's shared-memory and socket transports stage
+    through host memory, so the term is absent."""
+    k = engine_constants()["overhead"]
+    talks = tp * dp > 1 and gpu.peer_to_peer
+    return (k["non_torch_gib"] + (k["comm_buffers_gib"] if talks else 0.0)) * GIB
 
 
 def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[str, int]]:

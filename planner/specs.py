@@ -160,6 +160,10 @@ class GpuSpec:
     nvlink_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")
     # per direction, GB/s; 0: no PCIe link (the CPU profile)
     pcie_bandwidth_gb_s: float = at_least_zero(32.0, "zero or more GB/s")
+    # GPUs of one node read each other's memory directly (NVLink, or PCIe peer-to-peer). False (GeForce cards, whose
+    # driver reports no P2P): vLLM turns its custom all-reduce off and NCCL stages through host memory, so neither
+    # holds device buffers (planner/memory.py non_torch_bytes)
+    peer_to_peer: bool = True
     # indicative on-demand price of one GPU
     price_usd_per_hour: Optional[float] = at_least_zero(None, "zero or more US dollars an hour, or null")
     price_source: str = ""

@@ -132,6 +132,26 @@ def test_gpu_budget_is_fraction_minus_weights_activations_overhead():
     assert mem.max_concurrency_at_max_len == pytest.approx(mem.kv_cache_tokens / 8192)
 
 
+def test_gpus_without_peer_to_peer_hold_no_communication_buffers():
+    """TP >= 2 costs the measured 1.85 GiB of NCCL P2P and custom all-reduce buffers only where the GPUs reach each
+    other's memory; GeForce RTX 4090s cannot (conf/gpu/rtx4090.yaml), so their KV budget keeps those 1.85 GiB."""
+    from dataclasses import replace
+
+    k = memory.engine_constants()["overhead"]
+    h100 = request_for("hw=h100x2").hw.gpu
+    rtx = request_for("hw=rtx4090x2").hw.gpu
+    assert (h100.peer_to_peer, rtx.peer_to_peer) == (True, False)
+    assert memory.non_torch_bytes(h100, tp=2) == pytest.approx((k["non_torch_gib"] + k["comm_buffers_gib"]) * GIB)
+    assert memory.non_torch_bytes(rtx, tp=2) == pytest.approx(k["non_torch_gib"] * GIB)
+    assert memory.non_torch_bytes(h100, tp=1) == memory.non_torch_bytes(rtx, tp=1)
+
+    def kv(gpu):
+        return memory.breakdown(model("llama3.1-8b"), gpu, tp=2, pp=1, dtype=Dtype.bf16, quant=Quantization.none,
+                                kv_dtype=KvPrecision.auto, max_model_len=8192, max_num_seqs=256,
+                                max_num_batched_tokens=2048, gpu_memory_utilization=0.9).kv_cache_gib
+    assert kv(replace(h100, peer_to_peer=False)) - kv(h100) == pytest.approx(k["comm_buffers_gib"])
+
+
 def test_forward_peak_counts_vllm_live_tensors():
     # Llama-3.1-8B at TP 1, 8192 tokens: MLP phase 3·4096 + 3·14336 = 55,296 values/token x 2 B (eager), and
     # vLLM's compiled forward 1.30 x that (conf/calibration/vllm-memory.yaml forward_factor).
