@@ -18,6 +18,7 @@ from planner.specs import CheckpointQuant, ModelSpec, Quantization
 # HF config.json key (any of several spellings) → ModelSpec field.
 _ALIASES = {
     "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"),
+    "qk_norm": ("qk_norm", "use_qk_norm"),  # GLM-4.5 (glm4_moe) spells it use_qk_norm
     "num_experts": ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
     "num_shared_experts": ("n_shared_experts", "num_shared_experts"),
     "first_dense_layers": ("first_k_dense_replace",),
@@ -31,6 +32,14 @@ QKV_BIAS = {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"}  # Qwen2Attention: q
 O_BIAS_WITH_QKV = {"llama", "gpt_oss", "phi"}  # o_proj takes the same bias flag as q/k/v (llama.py, gpt_oss.py)
 QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text"}  # q_norm / k_norm RMSNorm weights of head_dim
 FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text"}  # pre/post attention and pre/post feed-forward norms
+# Values transformers' config class fills in when config.json leaves the key out (Gemma 3's config.json names few
+# keys): transformers 5.19 models/gemma3/configuration_gemma3.py Gemma3TextConfig.
+DEFAULTS = {"gemma3_text": {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
+                            "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+                            "head_dim": 256, "max_position_embeddings": 131_072, "sliding_window": 4096}}
+# Every n-th layer attends globally, the others in the sliding window, where config.json has no layer_types
+# (transformers: Gemma2Config alternates, (i + 1) % 2; Gemma3TextConfig sliding_window_pattern, default 6).
+SLIDING_PATTERN = {"gemma2": 2, "gemma3_text": 6}
 
 
 def _quote(value) -> str:
@@ -70,7 +79,9 @@ def read_config(path: str) -> dict:
     if text is not None:
         _need(path, "text_config", text, dict)
         cfg = {**cfg, **text}
-    return cfg
+    if cfg.get("model_type") == "gemma3" and text is not None:  # Gemma3Config's text_config is a Gemma3TextConfig
+        cfg["model_type"] = "gemma3_text"
+    return {**DEFAULTS.get(str(cfg.get("model_type")), {}), **cfg}
 
 
 _KINDS = {dict: "a JSON object", list: "a JSON list", str: "text", int: "an integer", float: "a number",
@@ -130,12 +141,11 @@ def model_fields(path: str) -> dict:
     if vision:
         out["vision_params_b"] = vision / 1e9
     if cfg.get("sliding_window") and cfg.get("use_sliding_window", True):
-        types = cfg.get("layer_types") or []
-        _need(path, "layer_types", types, list)
-        out["sliding_window_layers"] = (sum(1 for t in types if t == "sliding_attention") if types
-                                        else out["num_hidden_layers"])
+        out["sliding_window_layers"] = _sliding_layers(path, cfg, out["num_hidden_layers"])
     else:
         out.pop("sliding_window", None)
+    if _rope_cache(cfg, out) != out["max_position_embeddings"]:
+        out["rope_cache_positions"] = _rope_cache(cfg, out)
     _check_quantization(path, cfg.get("quantization_config"))
     d = Path(path).expanduser().resolve()
     quant = quantconfig.read(cfg, d)
@@ -160,6 +170,34 @@ def model_fields(path: str) -> dict:
     return out
 
 
+def _sliding_layers(path: str, cfg: dict, layers: int) -> int:
+    """Layers attending in the sliding window: config.json's layer_types, else the pattern transformers builds them
+    from (SLIDING_PATTERN, sliding_window_pattern), else every layer (Mistral-style sliding window)."""
+    types = cfg.get("layer_types") or []
+    _need(path, "layer_types", types, list)
+    if types:
+        return sum(1 for t in types if t == "sliding_attention")
+    pattern = cfg.get("sliding_window_pattern") or SLIDING_PATTERN.get(str(cfg.get("model_type")))
+    return layers - layers // int(pattern) if pattern else layers
+
+
+def _rope_cache(cfg: dict, fields_: dict) -> int:
+    """Rows of the rotary caches vLLM builds (ModelSpec.rope_cache_positions): linear scaling caches
+    max_position_embeddings x factor (linear_scaling_rope.py max_len); Gemma 3's sliding layers use an unscaled
+    cache of their own (gemma3.py: get_rope with the layer type's rope parameters)."""
+    positions = fields_["max_position_embeddings"]
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        return positions
+    rope = rope.get("full_attention", rope)  # transformers 5 keys Gemma 3's rope parameters by layer type
+    scaled = positions
+    if isinstance(rope, dict) and (rope.get("rope_type") or rope.get("type")) == "linear":
+        scaled = int(positions * float(rope.get("factor", 1.0)))
+    local = positions if scaled != positions and fields_.get("sliding_window_layers") and \
+        str(cfg.get("model_type")) == "gemma3_text" else 0
+    return scaled + local
+
+
 def _architecture(cfg: dict, fields_: dict) -> dict:
     """The traits of the model's architecture that change its weights, by model_type (see the tables above)."""
     mt = str(cfg.get("model_type", ""))
@@ -169,7 +207,7 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
     if mt in QKV_BIAS:
         out["attention_bias"] = cfg.get("attention_bias", True)
     out["o_proj_bias"] = bool(cfg.get("attention_bias")) and mt in O_BIAS_WITH_QKV
-    out["qk_norm"] = mt in QK_NORM
+    out["qk_norm"] = mt in QK_NORM or bool(fields_.get("qk_norm"))
     rope = cfg.get("rope_parameters") or {}
     out["partial_rotary_factor"] = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
     out["norms_per_layer"] = 4 if mt in FOUR_NORMS else 2

@@ -63,7 +63,8 @@ class Module:
 O_PROJ = {"phi": "dense"}  # Phi-2 names its attention output projection "dense" (models/phi.py)
 # MoE gates vLLM builds with the checkpoint's quant config (GateLinear(..., quant_config=quant_config)): Qwen3-MoE
 # (models/qwen3_moe.py:170); DeepSeek, Mixtral, gpt-oss, Llama 4, Qwen2-MoE and GLM-4.5 pass none, so their gates stay
-# unquantized, GLM-4.5's in fp32 (models/glm4_moe.py:141-145 params_dtype=torch.float32).
+# unquantized, GLM-4.5's in fp32 with its fp32 e_score_correction_bias, one per expert (models/glm4_moe.py:141-150
+# params_dtype=torch.float32).
 QUANTIZED_ROUTER = {"qwen3_moe"}
 FP32_ROUTER = {"glm4_moe"}
 MOE_BLOCK = {"mixtral": "block_sparse_moe", "llama4": "feed_forward", "llama4_text": "feed_forward"}
@@ -124,7 +125,8 @@ def _moe(m: ModelSpec, p: str, i: int) -> list[Module]:
     h, width = m.hidden_size, m.moe_intermediate_size or m.intermediate_size
     bias = 2 * width + h if m.expert_bias else 0  # gpt-oss: gate_up_proj_bias [E, 2I] and down_proj_bias [E, H]
     out = [Module(f"{p}.{'router' if m.model_type in ('gpt_oss', 'llama4', 'llama4_text') else 'gate'}",
-                  Kind.router, h, m.num_experts, Split.replicated, i, bias=m.num_experts if m.expert_bias else 0),
+                  Kind.router, h, m.num_experts, Split.replicated, i,
+                  bias=m.num_experts if m.expert_bias or m.model_type in FP32_ROUTER else 0),
            Module(f"{p}.experts", Kind.experts, h, width, Split.experts, i, count=m.num_experts, bias=bias,
                   matrices=3 if m.mlp_gated else 2)]
     if m.num_shared_experts:
@@ -173,7 +175,8 @@ def modules(m: ModelSpec) -> tuple[Module, ...]:
     # the model dtype (layers/rotary_embedding/base.py:59-63 register_buffer cos_sin_cache); get_rope shares one per
     # process, so each rank holds one (Llama 4 Scout's 10M positions make it 2.5 GiB).
     rotary = m.qk_rope_head_dim if m.is_mla else round(m.head_dim_eff * m.partial_rotary_factor)
-    out.append(Module("model.rotary_emb.cos_sin_cache", Kind.derived, 1, m.max_position_embeddings * rotary,
+    out.append(Module("model.rotary_emb.cos_sin_cache", Kind.derived, 1,
+                      (m.rope_cache_positions or m.max_position_embeddings) * rotary,
                       Split.replicated, None, every_stage=True))
     for i in range(m.num_hidden_layers):
         out += _layer(m, i)

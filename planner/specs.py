@@ -120,6 +120,10 @@ class ModelSpec:
     speculative_model: Optional[str] = None
     # Vision-language models: the vision encoder's parameters (billions) and the tokens one image becomes.
     vision_params_b: float = at_least_zero(0.0, "zero or more billions")
+    # Rows of the rotary cos/sin caches vLLM builds, over all of them (None: max_position_embeddings, one cache).
+    # Linear RoPE scaling caches max_position_embeddings x factor positions; Gemma 3's sliding layers keep their own
+    # unscaled cache (layers/rotary_embedding/linear_scaling_rope.py, models/gemma3.py get_rope per layer type).
+    rope_cache_positions: Optional[int] = positive_int(None)
     image_tokens: int = at_least_zero(0)
 
     @property

@@ -25,7 +25,9 @@ HW = _entries("hw")
 REQUIRED_MODELS = ["llama3-8b", "llama3-70b", "llama3.1-405b", "llama3.2-1b", "llama3.2-3b", "mistral-7b",
                    "mixtral-8x7b", "mixtral-8x22b", "qwen2.5-7b", "qwen2.5-32b", "qwen2.5-72b", "qwen3-32b",
                    "qwen3-235b-a22b", "deepseek-v3", "gemma2-27b", "phi3-mini", "qwen3-30b-a3b",
-                   "qwen3-coder-480b-a35b", "deepseek-r1", "deepseek-v3.1", "kimi-k2"]
+                   "qwen3-coder-480b-a35b", "deepseek-r1", "deepseek-v3.1", "kimi-k2", "gpt-oss-20b", "gpt-oss-120b",
+                   "llama4-scout", "llama4-maverick", "gemma3-4b", "gemma3-12b", "gemma3-27b", "mistral-small-3.1",
+                   "phi4", "glm4.5"]
 REQUIRED_GPUS = ["v100", "t4", "a10g", "l4", "l40s", "a100-40g", "a100-80g", "h100-sxm", "h100-pcie", "h200", "b200",
                  "rtx4090", "rtx-pro-6000", "l20", "h20", "h800", "a10", "l40", "b300", "gb200", "mi325x", "mi355x"]
 REQUIRED_HW = ["h100x1", "h100x2", "h100x4", "h100x8", "h200x1", "h200x4", "h200x8", "a100x1", "a100x4", "a100x8",
@@ -52,7 +54,8 @@ def test_every_entry_names_itself_and_its_source(group, name):
 
 # Published counts that include parts the architecture formula leaves out, or round loosely.
 PARAM_TOLERANCE = {"qwen2.5-32b": 0.01, "mixtral-8x22b": 0.01, "phi3-mini": 0.01,  # rounded to 2-3 digits
-                   "kimi-k2": 0.03}  # "1 trillion total parameters": one digit (the architecture counts 1.026T)
+                   "kimi-k2": 0.03,  # "1 trillion total parameters": one digit (the architecture counts 1.026T)
+                   "glm4.5": 0.01}  # "355B" with its MTP layer, which vLLM loads only as a drafter: 352.8B without
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -76,6 +79,14 @@ def test_parameter_count_from_architecture_matches_published(name):
 def test_moe_active_parameters(name, active_b):
     spec = request_for(f"model={name}").model
     assert memory.active_params(spec) / 1e9 == pytest.approx(active_b, rel=0.05)
+
+
+def test_glm45_active_parameters_leave_out_the_vocabulary_matrices():
+    """GLM-4.5's model card: "32 billion active parameters", counted without the embedding and output matrices
+    (151,552 x 5,120 each): attention 92 x 136.3M, 3 dense MLPs, 89 x (8 routed + 1 shared) experts, routers."""
+    spec = request_for("model=glm4.5").model
+    vocab = 2 * spec.vocab_size * spec.hidden_size
+    assert (memory.active_params(spec) - vocab) / 1e9 == pytest.approx(32.0, rel=0.01)
 
 
 @pytest.mark.parametrize("name", sorted(GPUS))

@@ -27,6 +27,11 @@ CATALOG_DIRS = {
     "llama4-scout": ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "h100x4", set()),
     "llama4-maverick": ("meta-llama/Llama-4-Maverick-17B-128E-Instruct", "h200x8", set()),
     "mistral-small-3.1": ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "h100x1", set()),
+    "gemma3-4b": ("google/gemma-3-4b-it", "l4x1", set()),
+    "gemma3-12b": ("google/gemma-3-12b-it", "l40sx1", set()),
+    "gemma3-27b": ("google/gemma-3-27b-it", "h100x1", set()),
+    "phi4": ("microsoft/phi-4", "h100x1", set()),
+    "glm4.5": ("zai-org/GLM-4.5", "h200x8", set()),
 }
 
 # Fields that name the entry or record knowledge no config.json holds (published counts, drafters, VLM towers), and
