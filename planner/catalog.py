@@ -18,7 +18,6 @@ from planner.specs import CheckpointQuant, ModelSpec, Quantization
 # HF config.json key (any of several spellings) → ModelSpec field.
 _ALIASES = {
     "num_key_value_heads": ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"),
-    "qk_norm": ("qk_norm", "use_qk_norm"),  # GLM-4.5 (glm4_moe) spells it use_qk_norm
     "num_experts": ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
     "num_shared_experts": ("n_shared_experts", "num_shared_experts"),
     "first_dense_layers": ("first_k_dense_replace",),
@@ -31,6 +30,9 @@ TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "gemma3_text", "starcoder2", "fa
 QKV_BIAS = {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"}  # Qwen2Attention: q/k/v biases, no o_proj bias
 O_BIAS_WITH_QKV = {"llama", "gpt_oss", "phi"}  # o_proj takes the same bias flag as q/k/v (llama.py, gpt_oss.py)
 QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text"}  # q_norm / k_norm RMSNorm weights of head_dim
+# ... where config.json's use_qk_norm says so (GLM-4.5: glm4_moe.py RMSNorm(head_dim) when config.use_qk_norm); Llama
+# 4's use_qk_norm is a weightless L2 norm (llama4.py RMSNorm(..., has_weight=False)), so it adds no weights.
+USE_QK_NORM_WEIGHTS = {"glm4_moe"}
 FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text"}  # pre/post attention and pre/post feed-forward norms
 # Values transformers' config class fills in when config.json leaves the key out (Gemma 3's config.json names few
 # keys): transformers 5.19 models/gemma3/configuration_gemma3.py Gemma3TextConfig.
@@ -207,7 +209,7 @@ def _architecture(cfg: dict, fields_: dict) -> dict:
     if mt in QKV_BIAS:
         out["attention_bias"] = cfg.get("attention_bias", True)
     out["o_proj_bias"] = bool(cfg.get("attention_bias")) and mt in O_BIAS_WITH_QKV
-    out["qk_norm"] = mt in QK_NORM or bool(fields_.get("qk_norm"))
+    out["qk_norm"] = mt in QK_NORM or (mt in USE_QK_NORM_WEIGHTS and bool(cfg.get("use_qk_norm")))
     rope = cfg.get("rope_parameters") or {}
     out["partial_rotary_factor"] = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
     out["norms_per_layer"] = 4 if mt in FOUR_NORMS else 2
