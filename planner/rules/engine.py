@@ -32,7 +32,7 @@ rule_engine = import_rule_engine()
 
 # Every value a choice field can take, in the default order of preference.
 DOMAINS = {
-    "backend": ("vllm", "sglang", "trtllm", "tgi"),
+    "backend": ("vllm", "sglang", "trtllm", "tgi", "triton-vllm", "triton-trtllm"),
     "dtype": ("bf16", "fp16", "float32"),
     "quantization": ("none", "fp8", "int8", "awq", "gptq", "nvfp4"),
     "kv_cache_dtype": ("auto", "fp8"),  # auto: the compute dtype
