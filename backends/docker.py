@@ -20,6 +20,7 @@ SHM = "--shm-size=16g"  # NCCL and the engines' worker processes share tensors t
 # serving does not need).
 ROCM_DEVICES = ["--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video"]
 HF_CACHE = '"$HOME/.cache/huggingface":/root/.cache/huggingface'
+SSH_KEYS = '"$HOME/.ssh/mpi":/root/.ssh:ro'  # an MPI launch (TensorRT-LLM over nodes): the key pair the ranks log in with
 
 
 def command(server: "Server", plan: Plan, config_dir: str) -> str:
@@ -30,10 +31,16 @@ def command(server: "Server", plan: Plan, config_dir: str) -> str:
     mn = server.multinode
     net = ["--network=host", "-e", "LEADER_ADDRESS", "-e", "NODE_RANK"]
     leader, worker = mn.commands("$LEADER_ADDRESS", "$NODE_RANK")
+    mpi = []
+    if "$MPI_HOSTS" in leader:
+        net += ["-e", "MPI_HOSTS"]
+        mpi = [f"#   MPI_HOSTS=<node 0>:{plan.gpus_per_replica // plan.nodes},<node 1>:... on node 0 (Open MPI --host); "
+               "~/.ssh/mpi on every node holds the key pair and authorized_keys the ranks log in with"]
     return "\n".join([
         f"# {plan.nodes} nodes per replica, following {mn.source}. On each node:",
         "#   LEADER_ADDRESS=<node 0's address> ./docker.sh leader                  (node 0)",
         f"#   LEADER_ADDRESS=<node 0's address> NODE_RANK=<1..{plan.nodes - 1}> ./docker.sh worker",
+        *mpi,
         'case "${1:?leader or worker}" in',
         "  leader) NODE_RANK=0 " + _line(server, plan, config_dir, net, ["sh", "-c", leader]) + " ;;",
         "  worker) " + _line(server, plan, config_dir, net, ["sh", "-c", worker]) + " ;;",
@@ -55,6 +62,8 @@ def _line(server: "Server", plan: Plan, config_dir: str, network: list[str], tai
         words += ["-e", f"{key}={value}"]
     quoted = [shlex.quote(w) for w in words]
     quoted += ["-v", HF_CACHE]
+    if server.multinode is not None and server.multinode.ssh_secret:  # an MPI launch: the ranks' SSH keys
+        quoted += ["-v", SSH_KEYS]
     if plan.model_path.startswith("/"):  # a local checkpoint: mounted at the same path, read-only
         quoted += ["-v", shlex.quote(f"{plan.model_path}:{plan.model_path}:ro")]
     for name, _ in server.files:

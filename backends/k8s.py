@@ -44,7 +44,13 @@ def manifests(server: "Server", plan: Plan, name: str, config_dir: str) -> dict[
         objects["leaderworkerset.yaml"] = _leaderworkerset(server, plan, name, config_dir)
         selector = {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"}
     objects["service.yaml"] = _service(server, name, selector)
-    return {file: yaml.safe_dump(obj, sort_keys=False, width=1000) for file, obj in objects.items()}
+    out = {file: yaml.safe_dump(obj, sort_keys=False, width=1000) for file, obj in objects.items()}
+    from backends import autoscale_k8s
+
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name} if server.multinode is None else \
+        {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": name}
+    out.update(autoscale_k8s.files(plan, {"replicas": target}))
+    return out
 
 
 def gpus_per_pod(plan: Plan) -> int:
@@ -131,11 +137,32 @@ def _deployment(server: "Server", plan: Plan, name: str, config_dir: str) -> dic
     }
 
 
+def mpi_hosts(plan: Plan) -> str:
+    """Shell that sets $MPI_HOSTS to the replica's pods as Open MPI's --host list (`addr:slots,...`). LeaderWorkerSet
+    names a group's pods after its leader: the leader's address is `<leader>.<lws>.<namespace>` and worker i's hostname
+    `<leader>-<i>` in the same subdomain (kubernetes-sigs/lws pkg/webhooks/pod_webhook.go: Hostname, Subdomain,
+    LWS_LEADER_ADDRESS, LWS_GROUP_SIZE), so worker i is the leader's address with `-i` before its first dot."""
+    slots = gpus_per_pod(plan)
+    return (f'MPI_HOSTS=$LWS_LEADER_ADDRESS:{slots}; i=1; while [ "$i" -lt "$LWS_GROUP_SIZE" ]; do '
+            f'MPI_HOSTS="$MPI_HOSTS,$(echo "$LWS_LEADER_ADDRESS" | sed "s/[.]/-$i./"):{slots}"; i=$((i+1)); done; ')
+
+
+def _ssh_keys(pod: dict, secret: str) -> dict:
+    """`pod` with the Secret `secret` (authorized_keys, id_*) mounted read-only at /root/.ssh for an MPI launch."""
+    pod["spec"]["volumes"].append({"name": "ssh", "secret": {"secretName": secret, "defaultMode": 0o600}})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "ssh", "mountPath": "/root/.ssh", "readOnly": True})
+    return pod
+
+
 def _leaderworkerset(server: "Server", plan: Plan, name: str, config_dir: str) -> dict:
     mn = server.multinode
     leader_cmd, worker_cmd = mn.commands("$(LWS_LEADER_ADDRESS)", "$(LWS_WORKER_INDEX)")
+    if "$MPI_HOSTS" in leader_cmd:
+        leader_cmd = mpi_hosts(plan) + leader_cmd
     leader = _pod(server, plan, name, config_dir, {"role": "leader"}, ["sh", "-c", leader_cmd], None, True)
     worker = _pod(server, plan, name, config_dir, {"role": "worker"}, ["sh", "-c", worker_cmd], None, False)
+    if mn.ssh_secret:
+        leader, worker = _ssh_keys(leader, mn.ssh_secret), _ssh_keys(worker, mn.ssh_secret)
     return {
         "apiVersion": "leaderworkerset.x-k8s.io/v1",
         "kind": "LeaderWorkerSet",

@@ -40,11 +40,16 @@ def secret_ref(name: str) -> str:
 @dataclass(frozen=True)
 class MultiNode:
     """Per-role container commands of a multi-node replica; `{leader}` and `{rank}` are placeholders that k8s fills
-    with LeaderWorkerSet's $(LWS_LEADER_ADDRESS) / $(LWS_WORKER_INDEX) and docker with $LEADER_ADDRESS / $NODE_RANK."""
+    with LeaderWorkerSet's $(LWS_LEADER_ADDRESS) / $(LWS_WORKER_INDEX) and docker with $LEADER_ADDRESS / $NODE_RANK.
+
+    An MPI launch (TensorRT-LLM) reads the replica's hosts from `$MPI_HOSTS` (`addr:slots,...`, Open MPI's --host
+    form): Kubernetes computes it from LeaderWorkerSet's pod names, docker takes it from the caller; its ranks start
+    over SSH, with the keys of the Secret `ssh_secret` (Kubernetes) mounted at /root/.ssh."""
 
     leader: str  # one shell command line (run with sh -c)
     worker: str
     source: str  # the example this layout follows
+    ssh_secret: Optional[str] = None  # an MPI launch: the Secret with the SSH keys the ranks log in with
 
     def commands(self, leader_address: str, rank: str) -> tuple[str, str]:
         """(leader, worker) command lines with the placeholders filled (str.replace: JSON in flags has braces)."""

@@ -12,7 +12,7 @@ from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number, quantization_value
 from planner import engines
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, Dtype, GpuSpec, KvPrecision, Quantization
@@ -31,7 +31,8 @@ DIST_PORT = 20000  # the LWS example's --dist-init-addr port
 
 DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}
 QUANT = {Quantization.fp8: "fp8", Quantization.awq: "awq", Quantization.gptq: "gptq",
-         Quantization.int8: "w8a8_int8", Quantization.nvfp4: "modelopt_fp4", Quantization.none: None}
+         Quantization.int8: "w8a8_int8", Quantization.nvfp4: "modelopt_fp4", Quantization.mxfp4: "mxfp4",
+         Quantization.bitsandbytes: "bitsandbytes", Quantization.none: None}
 # "auto" uses the model data type (fields/model.py:196 help); there is no float16 choice, so fp16/float32 KV is auto
 KV = {KvPrecision.fp8: "fp8_e4m3", KvPrecision.bf16: "bfloat16", KvPrecision.fp16: "auto",
       KvPrecision.float32: "auto", KvPrecision.auto: "auto"}
@@ -77,7 +78,7 @@ TABLE = FlagTable(
         Flag("nodes", "--nnodes", Where.argv, lambda p: str(p.nodes) if p.nodes > 1 else None,
              f"{F}/parallel.py:50", "one node: --nnodes defaults to 1"),
         Flag("dtype", "--dtype", Where.argv, enum_value("dtype", DTYPES), f"{F}/model.py:159"),
-        Flag("quantization", "--quantization", Where.argv, enum_value("quantization", QUANT), f"{F}/model.py:176",
+        Flag("quantization", "--quantization", Where.argv, quantization_value(QUANT), f"{F}/model.py:176",
              "none: no --quantization (the checkpoint's quantization_config is used)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{F}/model.py:196"),
         Flag("max_model_len", "--context-length", Where.argv, number("max_model_len"), f"{F}/model.py:109"),
@@ -103,12 +104,18 @@ TABLE = FlagTable(
              "no draft model: MTP/NGRAM need none"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "SGLang reads a pre-quantized checkpoint's quantization_config itself; set, it "
+                                      "suppresses --quantization (docs.sglang.io Quantization)"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("max_loras", "LoRA adapters are not rendered for SGLang by planner 0.1 (needs --lora-paths with the adapters); plans with max_loras > 0 render for vLLM"),
         NoFlag("max_lora_rank", "LoRA adapters are not rendered for SGLang by planner 0.1 (needs --lora-paths with the adapters); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); this adapter renders CUDA plans"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod = gpus_per_replica / nodes"),
+        NoFlag("disaggregation", "per role: --disaggregation-mode prefill|decode and "
+                                 "--disaggregation-transfer-backend, from backends/disagg.py's role table",
+               f"{F}/disagg.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -132,6 +139,10 @@ CAPABILITIES = Capabilities(
         Quantization.gptq: Precision(7.5, f"{F}/model.py:176 gptq ({_UNCHECKED})"),
         Quantization.int8: Precision(8.0, f"{F}/model.py:176 w8a8_int8 ({_UNCHECKED})"),
         Quantization.nvfp4: Precision(10.0, f"{F}/model.py:176 modelopt_fp4; NVFP4 is a Blackwell format"),
+        Quantization.mxfp4: Precision(8.0, f"{F}/model.py:176 mxfp4; docs.sglang.io Quantization platform table (mxfp4 "
+                                           f"on NVIDIA GPUs; Ampere as vLLM's mxfp4.py:71, {_UNCHECKED})"),
+        # Pre-quantized bitsandbytes checkpoints load without flags since sgl-project/sglang#5003 (2025-04)
+        Quantization.bitsandbytes: Precision(7.5, f"sgl-project/sglang#5003 ({_UNCHECKED})"),
     },
     kv_cache_dtypes={
         KvPrecision.bf16: Precision(8.0, f"{F}/model.py:196 bfloat16", rocm=MI3XX, rocm_source=AMD),
@@ -159,6 +170,8 @@ CAPABILITIES = Capabilities(
         ("Glm4MoeForCausalLM", "glm4_moe.py"), ("GptOssForCausalLM", "gpt_oss.py"),
         ("Llama4ForConditionalGeneration", "mllama4.py -> llama4.py"), ("MiniMaxM2ForCausalLM", "minimax_m2.py"),
         ("KimiK25ForConditionalGeneration", "kimi_k25.py"))},
+    disaggregation=Support(True, f"{F}/disagg.py disaggregation_mode, disaggregation_transfer_backend "
+                                 "(choices: srt/arg_groups/choices.py DISAGG_TRANSFER_BACKEND_CHOICES)"),
 )
 
 METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (served with --enable-metrics)
@@ -171,6 +184,7 @@ METRICS = Metrics(  # python/sglang/srt/observability/metrics_collector.py (serv
     inter_token_seconds="sglang:inter_token_latency_seconds",  # :1754
     e2e_seconds="sglang:e2e_request_latency_seconds",  # :1761
     kv_capacity="sglang:max_total_num_tokens",  # :1040
+    requests_total="sglang:num_requests_total",  # :1644, labelled model_name (:1131)
 )
 
 # python/sglang/srt/managers/scheduler.py:1227: logger.info(f"max_total_num_tokens={...}, chunked_prefill_size=...")

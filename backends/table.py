@@ -126,6 +126,13 @@ def enum_value(field: str, mapping: dict) -> Callable[[Plan], Value]:
     return lambda plan: mapping[getattr(plan, field)]
 
 
+def quantization_value(mapping: dict) -> Callable[[Plan], Value]:
+    """The engine's name for quantizing at load (mapping[plan.quantization]); nothing when the plan serves a
+    checkpoint in its stored format (plan.quantization_method): every engine here reads that format from the
+    checkpoint's own config, and SGLang's docs say not to add --quantization then (docs.sglang.io, Quantization)."""
+    return lambda plan: None if plan.quantization_method else mapping[plan.quantization]
+
+
 def number(field: str, when: Callable[[Plan], bool] = lambda plan: True) -> Callable[[Plan], Value]:
     """value(plan) = str(plan.<field>) when `when(plan)` and the field is set, else None."""
     def value(plan: Plan) -> Value:

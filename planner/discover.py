@@ -130,9 +130,49 @@ def _bf16_tflops() -> Optional[float]:
     return 2 * 2048**3 / best / 1e12
 
 
-def measured_cpu(cores: int) -> tuple[float, float, float]:
-    """measure_cpu(), once per machine: kept in the planner's cache so the same machine plans the same way (a busy
-    moment would otherwise change the plan). Delete ~/.cache/planner/cpu-profile.json to measure again."""
+class _Seq:
+    """A stand-in for an engine's per-request bookkeeping (the probe below walks a batch of them)."""
+
+    __slots__ = ("rid", "tokens", "budget", "done")
+
+    def __init__(self, rid: int):
+        self.rid, self.tokens, self.budget, self.done = rid, 0, 64 + rid % 7, False
+
+
+def _probe_round(batch: list, table: dict) -> int:
+    """One 'engine step' of pure-Python bookkeeping: attribute reads and writes, dict and list traffic, a call per
+    sequence: what a serving engine's scheduler and output processing do per running request."""
+    out = []
+    for seq in batch:
+        seq.tokens += 1
+        table[seq.rid] = table.get(seq.rid, 0) + seq.tokens
+        if seq.tokens >= seq.budget:
+            seq.tokens, seq.done = 0, True
+        out.append((seq.rid, seq.tokens))
+    return len(out)
+
+
+def measure_interpreter() -> float:
+    """This host's CPython speed: millions of per-sequence probe iterations (_probe_round) a second on one thread,
+    best of 15 rounds of 40 steps x 256 sequences (about 10 ms each here). vLLM's scheduler, its processes' hand-off
+    and its API server are Python on one thread each: their costs (conf/calibration/cpu.yaml, measured on one host)
+    scale by the ratio of this figure between the calibrating host and the planning one (planner/perf.py)."""
+    import time
+
+    batch = [_Seq(i) for i in range(256)]
+    table: dict = {}
+    best = float("inf")
+    for _ in range(15):
+        t0 = time.perf_counter()
+        n = sum(_probe_round(batch, table) for _ in range(40))
+        best = min(best, time.perf_counter() - t0)
+    return n / best / 1e6
+
+
+def measured_cpu(cores: int) -> tuple[float, float, float, float]:
+    """(bandwidth GB/s, fp32 TFLOP/s, bf16 TFLOP/s, interpreter Mops/s) of this machine, measured once: kept in the
+    planner's cache so the same machine plans the same way (a busy moment would otherwise change the plan). Delete
+    ~/.cache/planner/cpu-profile.json to measure again."""
     import json
     import os
     import platform
@@ -140,20 +180,20 @@ def measured_cpu(cores: int) -> tuple[float, float, float]:
 
     cache = Path(os.environ.get("PLANNER_CACHE_DIR", Path.home() / ".cache" / "planner")) / "cpu-profile.json"
     key = f"{platform.node()}|{platform.processor() or platform.machine()}|{cores}"
+    names = ("bandwidth_gb_s", "fp32_tflops", "bf16_tflops", "interpreter_speed_mops")
     try:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
-            return float(saved["bandwidth_gb_s"]), float(saved["fp32_tflops"]), float(saved["bf16_tflops"])
+            return tuple(float(saved[n]) for n in names)  # type: ignore[return-value]
     except (OSError, ValueError, KeyError):
         pass
-    bandwidth, tflops, bf16 = measure_cpu()
+    values = (*measure_cpu(), float(f"{measure_interpreter():.3g}"))  # 3 digits: its noise is 2%
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "bandwidth_gb_s": bandwidth, "fp32_tflops": tflops,
-                                     "bf16_tflops": bf16}))
+        cache.write_text(json.dumps({"key": key, **dict(zip(names, values))}))
     except OSError as exc:  # a read-only home still plans, just measuring each time
         log.debug("cannot cache the CPU profile: %s", exc)
-    return bandwidth, tflops, bf16
+    return values  # type: ignore[return-value]
 
 
 def cpu_overrides() -> Discovered:
@@ -162,11 +202,11 @@ def cpu_overrides() -> Discovered:
 
     cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
     mem_gib = psutil.virtual_memory().total / 2**30
-    bandwidth, tflops, bf16 = measured_cpu(cores)
+    bandwidth, tflops, bf16, interpreter = measured_cpu(cores)
     return Discovered(
         summary=(f"no GPU asked for or found: using the CPU profile ({cores} cores, {mem_gib:.1f} GiB memory from "
                  f"psutil; {bandwidth:g} GB/s copy bandwidth, {tflops:g} TFLOP/s fp32 matmul measured with numpy, "
-                 f"{bf16:g} bf16)"),
+                 f"{bf16:g} bf16; Python {interpreter:g} M probe iterations/s)"),
         overrides=(
             "gpu@hw.gpu=cpu",
             f"hw.gpu.num_cores={cores}",
@@ -175,6 +215,7 @@ def cpu_overrides() -> Discovered:
             f"hw.gpu.dense_tflops_fp32={tflops:g}",
             f"hw.gpu.dense_tflops_fp16={tflops:g}",
             f"hw.gpu.dense_tflops_bf16={bf16:g}",
+            f"hw.gpu.interpreter_speed_mops={interpreter:g}",
             "hw.gpus_per_node=1",
             "hw.intra_node=none",
         ),

@@ -71,7 +71,8 @@ def _prediction(p: Optional[Prediction]) -> dict:
             "request_throughput_rps": p.request_throughput_rps, "concurrency": p.concurrency,
             "cost_usd_per_mtok": p.cost_usd_per_mtok, "meets_target": p.meets_target,
             "binding_constraint": p.binding_constraint, "percentile": p.percentile,
-            "violations": plain(p.violations)}
+            "violations": plain(p.violations),
+            "kv_transfer_ms": None if p.kv_transfer_ms is None else _dist(p.kv_transfer_ms)}
 
 
 def build(req: Request, compiled: CompiledPlan) -> dict:

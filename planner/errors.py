@@ -32,8 +32,9 @@ class NoFeasiblePlan(PlannerError):
 
     exit_code = 3
 
-    def __init__(self, message: str, closest: Optional[Any] = None, fixes: tuple = ()):
+    def __init__(self, message: str, closest: Optional[Any] = None, fixes: tuple = (), request: Optional[Any] = None):
         self.closest = closest
+        self.request = request  # the Request the closest plan was planned for (a sweep shows the two)
         self.fixes = fixes  # explain.Fix candidates the app checks by re-planning before it names them
         super().__init__(message)
 

@@ -4,7 +4,8 @@ On a CPU host (hw=cpu) the server, the engine and the load generator share the m
 process that takes CPU during `action=verify` slows what is measured: vLLM's CPU worker binds its threads to fixed
 cores (vllm/utils/ompmultiprocessing.py), and a second vLLM server on the same machine binds to the same ones. The
 plan cannot predict that; the report says it (report.json `server.host`), from psutil: the machine's busy CPU
-seconds minus those of the processes of the run (this process and the server's tree) over the run's wall time.
+seconds minus those of the processes of the run (this process and the server's tree) over the run's wall time. On a
+virtual machine the hypervisor can also take the cores away (steal time, /proc/stat): `steal_cores` says how much.
 """
 
 import time
@@ -19,6 +20,11 @@ NOTABLE_CORES = 0.25
 def _busy() -> float:
     t = psutil.cpu_times()
     return t.user + t.system + getattr(t, "nice", 0.0)
+
+
+def _steal() -> float:
+    """CPU seconds the hypervisor ran other guests on this VM's cores (Linux; 0 elsewhere)."""
+    return getattr(psutil.cpu_times(), "steal", 0.0)
 
 
 def _cpu(procs: dict[int, psutil.Process], seen: dict[int, float]) -> None:
@@ -38,9 +44,10 @@ class HostLoad:
     roots: tuple[int, ...]
     t0: float = 0.0
     busy0: float = 0.0
+    steal0: float = 0.0
 
     def __post_init__(self) -> None:
-        self.t0, self.busy0 = time.monotonic(), _busy()
+        self.t0, self.busy0, self.steal0 = time.monotonic(), _busy(), _steal()
         self._start: dict[int, float] = {}
         self._seen: dict[int, float] = {}
         procs = self._procs()
@@ -59,13 +66,13 @@ class HostLoad:
         return out
 
     def stop(self) -> dict[str, float]:
-        """{host_cores, wall_s, run_cores, other_processes_cores} over the run."""
+        """{host_cores, wall_s, run_cores, other_processes_cores, steal_cores} over the run."""
         _cpu(self._procs(), self._seen)
         wall = max(time.monotonic() - self.t0, 1e-9)
         run = sum(v - self._start.get(pid, 0.0) for pid, v in self._seen.items())
         other = max((_busy() - self.busy0 - run) / wall, 0.0)
         return {"host_cores": psutil.cpu_count() or 1, "wall_s": round(wall, 2), "run_cores": round(run / wall, 2),
-                "other_processes_cores": round(other, 2)}
+                "other_processes_cores": round(other, 2), "steal_cores": round((_steal() - self.steal0) / wall, 2)}
 
 
 def busy_before(seconds: float = 1.0) -> float:

@@ -206,6 +206,8 @@ def score_here(gate, compiled, base: str, outdir: Path, api_key_env: Optional[st
 def _keep_serving(server, model_name: str, base: str, log_path: Path) -> None:
     sys.stderr.write(f"serving {model_name} at {base} (log: {log_path}); Ctrl-C stops it\n")
     while True:  # until Ctrl-C/SIGTERM (the signal handlers tear down) or the server dies
+        if server.interrupted:  # the handler's SystemExit was swallowed by a callback it interrupted (CI, 2026-12-07)
+            raise SystemExit(128 + server.interrupted)
         died = server.watch()
         if died:  # already broken: tear down what is left quickly, then report
             server.stop(grace_s=1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from planner.loadresult import PERCENTILES, LoadResult, MetricsSample, RequestRecord  # noqa: F401 (re-exported)
 from planner.progress import Bar, wanted
-from planner.simulate import Arrivals, lengths, send_times
+from planner.simulate import Arrivals, lengths, prefix_groups, send_times
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,11 @@ class LoadSpec:
     range_ratio: float = 0.0
     """Lengths uniform in [mean·(1−r), mean·(1+r)], as --random-range-ratio."""
     shared_prefix_len: int = 0
-    """Leading prompt tokens identical in every request (part of input_len, unlike vLLM's --random-prefix-len)."""
+    """Leading prompt tokens identical in the requests of one prefix group (part of input_len, unlike vLLM's
+    --random-prefix-len)."""
+    num_prefixes: int = 1
+    """Prefix groups, each with its own prefix (vllm bench serve --prefix-repetition-num-prefixes); requests are
+    split evenly and shuffled as planner.simulate.prefix_groups does, so simulation and load test agree."""
     vocab_size: int = 2000
     """Token ids are drawn from [0, vocab_size): pass the server tokenizer's vocabulary size."""
     warmup: int = 2
@@ -94,6 +98,8 @@ class LoadSpec:
         if not 0 <= self.shared_prefix_len < self.input_len:
             problems.append(f"shared_prefix_len={self.shared_prefix_len}: must be in [0, input_len={self.input_len}) "
                             "so every prompt has at least one token of its own.")
+        if self.num_prefixes < 1:
+            problems.append(f"num_prefixes={self.num_prefixes}: must be ≥ 1.")
         if self.vocab_size < 2:
             problems.append(f"vocab_size={self.vocab_size}: must be ≥ 2 (the server tokenizer's vocabulary size).")
         if self.settle < 0 or (self.settle and (self.max_concurrency is None or self.request_rate is not None)):
@@ -122,15 +128,16 @@ class LoadSpec:
 def prompts(spec: LoadSpec, n: int, seed: int) -> list[list[int]]:
     """`n` prompts of token ids as vLLM's RandomDataset builds them (datasets.py lines 555-765), without a tokenizer.
 
-    A shared prefix of random ids, then `(offset + i + arange(len)) % vocab_size` with a random offset per
+    The prefix of the request's group (random ids; planner.simulate.prefix_groups assigns groups), then `(offset + i + arange(len)) % vocab_size` with a random offset per
     request (lines 745-748). Own-part lengths are sampled around input_len − shared_prefix_len, so the mean total
     is input_len. No decode/re-encode round trip: ids go to the server as they are, so the count is exact.
     """
     rng = np.random.default_rng(seed)
-    prefix = rng.integers(0, spec.vocab_size, size=spec.shared_prefix_len)
+    prefixes = rng.integers(0, spec.vocab_size, size=(spec.num_prefixes, spec.shared_prefix_len))
+    group = prefix_groups(n, spec.num_prefixes, seed + 3)
     own = lengths(spec.input_len - spec.shared_prefix_len, spec.range_ratio, n, seed)
     offsets = rng.integers(0, spec.vocab_size, size=n)
-    return [np.concatenate([prefix, (offsets[i] + i + np.arange(own[i])) % spec.vocab_size]).tolist()
+    return [np.concatenate([prefixes[group[i]], (offsets[i] + i + np.arange(own[i])) % spec.vocab_size]).tolist()
             for i in range(n)]
 
 

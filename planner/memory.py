@@ -14,31 +14,34 @@ from typing import Optional
 
 import yaml
 
+from planner import layout, weights
 from planner.fastyaml import FAST_LOADER
-from planner.moe import routed_experts_per_gpu
 
 from planner.specs import DeviceKind, Dtype, GpuSpec, KvPrecision, ModelSpec, Quantization
 from planner.plan import MemoryBreakdown
 
 GIB = 2**30
 
-# Bytes per element of each storage format (IEEE/OCP definitions).
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "float32": 4.0, "fp8": 1.0, "int8": 1.0}
+DTYPE_BYTES = weights.DTYPE_BYTES  # bytes per element of each storage format (IEEE/OCP definitions)
 
-# Bytes per weight of the quantized linear layers, scales included:
+# Mean bytes per weight of a format's quantized linear layers, for the performance model's bytes-read-per-step (the
+# memory model counts each module exactly: planner/weights.py). Scales included:
 # - fp8 (per-tensor or per-channel scale) and int8 W8A8 (per-channel scale): 1 byte, scales negligible.
 # - AWQ/GPTQ int4, group size 128: 4 bits + one fp16 scale and one packed 4-bit zero point per 128 weights
 #   = 4 + 20/128 bits (AutoAWQ/GPTQ checkpoint layout: qweight, qzeros int32-packed, scales fp16).
 # - NVFP4: 4 bits + one fp8 (E4M3) scale per 16 weights = 4.5 bits (NVIDIA ModelOpt NVFP4 format).
+# - MXFP4: 4 bits + one E8M0 scale per 32 weights = 4.25 bits (OCP MX spec; gpt-oss experts).
+# - bitsandbytes NF4: 4 bits + one fp32 absmax per 64 weights = 4.5 bits (bitsandbytes quantize_4bit, blocksize 64).
 QUANT_BYTES_PER_WEIGHT = {
     Quantization.fp8: 1.0,
     Quantization.int8: 1.0,
     Quantization.awq: (4 + 20 / 128) / 8,
     Quantization.gptq: (4 + 20 / 128) / 8,
     Quantization.nvfp4: 4.5 / 8,
+    Quantization.mxfp4: 4.25 / 8,
+    Quantization.bitsandbytes: 4.5 / 8,
 }
 
-VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,7 +99,9 @@ def param_counts(m: ModelSpec) -> ParamCounts:
         if m.shared_expert_intermediate_size:
             moe += 3 * h * m.shared_expert_intermediate_size
         router = h * m.num_experts
-        moe_layers, dense_layers = m.num_hidden_layers - m.first_dense_layers, m.first_dense_layers
+        # leading dense layers (DeepSeek) and Llama 4's interleaving: the layers layout.is_moe_layer names
+        moe_layers = sum(layout.is_moe_layer(m, i) for i in range(m.num_hidden_layers))
+        dense_layers = m.num_hidden_layers - moe_layers
     else:
         moe = router = moe_layers = 0
         dense_layers = m.num_hidden_layers
@@ -126,13 +131,7 @@ def active_params(m: ModelSpec) -> int:
     return c.total - c.moe_layers * (c.moe_per_layer - active_moe)
 
 
-def pp_partition(num_layers: int, pp: int) -> list[int]:
-    """Layers per pipeline stage as vLLM splits them (vllm/distributed/utils.py get_pp_indices): the
-    remainder goes to the stages before the last, which also holds the final norm and lm_head."""
-    parts = [num_layers // pp] * pp
-    for i in range(2, num_layers % pp + 2):
-        parts[-i] += 1
-    return parts
+pp_partition = layout.pp_partition  # re-exported: callers size stages through memory
 
 
 def kv_heads_per_rank(m: ModelSpec, tp: int) -> int:
@@ -159,43 +158,12 @@ def kv_bytes_per_token(m: ModelSpec, kv_dtype: str, tp: int = 1, pp: int = 1) ->
 
 def weight_bytes_per_stage(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization, dp: int = 1,
                            ep: bool = False) -> list[float]:
-    """Weight bytes on one GPU of each pipeline stage of a TP × PP (× attention DP) replica.
-
-    Linear layers are split over TP and stored in the quantized format; embeddings and lm_head stay in the
-    compute dtype (vLLM's fp8/AWQ/GPTQ paths leave them unquantized), vocab-parallel over TP after padding the
-    vocabulary to a multiple of 64; norms and routers are replicated. K/V projections are replicated when KV
-    heads < TP. With attention data parallel (dp > 1) each DP rank holds its own copy of the attention, dense MLP,
-    shared experts and vocabulary, split over its TP group; the routed experts span all tp x dp GPUs
-    (moe.routed_experts_per_gpu).
-    """
-    c = param_counts(m)
-    act = DTYPE_BYTES[dtype.value]
-    lin = act if quant is Quantization.none else QUANT_BYTES_PER_WEIGHT[quant]
-    padded_vocab = math.ceil(m.vocab_size / VOCAB_PADDING) * VOCAB_PADDING
-    vocab_table = math.ceil(padded_vocab / tp) * m.hidden_size * act  # embedding or lm_head shard
-
-    kv_rep = c.kv_proj_per_layer * (kv_heads_per_rank(m, tp) * tp / m.num_key_value_heads) if c.kv_proj_per_layer else 0
-    attn = (c.attn_per_layer - c.kv_proj_per_layer + kv_rep) / tp * lin
-    dense = c.dense_mlp_per_layer / tp * lin
-    expert = 3 * m.hidden_size * (m.moe_intermediate_size or m.intermediate_size) if m.is_moe else 0
-    shared = c.moe_per_layer - expert * m.num_experts  # shared experts: a dense MLP in the attention TP group
-    moe = (shared / tp + expert * routed_experts_per_gpu(m.num_experts, tp, dp, ep)) * lin
-    small = (c.norms_per_layer + c.router_per_layer) * act
-
-    stages = []
-    start = 0
-    for stage, n in enumerate(pp_partition(m.num_hidden_layers, pp)):
-        n_dense = sum(1 for i in range(start, start + n) if not m.is_moe or i < m.first_dense_layers)
-        start += n
-        b = n * (attn + small) + n_dense * dense + (n - n_dense) * moe
-        if stage == 0:
-            b += vocab_table
-        if stage == pp - 1:
-            b += m.hidden_size * act  # final norm
-            if not m.tie_word_embeddings or pp > 1:  # tied on one stage: the embedding tensor serves as lm_head
-                b += vocab_table
-        stages.append(b)
-    return stages
+    """Weight bytes on one GPU of each pipeline stage of a TP x PP (x attention DP) replica, module by module as the
+    engine lays them out (planner/weights.py: quantized formats with their scales, embeddings padded and split, K/V
+    replicated when KV heads < TP, a VLM's vision encoder on every stage). With attention data parallel (dp > 1)
+    each DP rank holds its own attention, dense MLP, shared experts and vocabulary, split over its TP group; the
+    routed experts span all tp x dp GPUs (moe.routed_experts_per_gpu)."""
+    return list(weights.stage_bytes(m, tp, pp, dtype, quant, dp, ep))
 
 
 def lora_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, max_loras: int, rank: int) -> float:
@@ -214,14 +182,9 @@ def lora_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, max_loras: 
     return layers * (column + row) * max_loras * DTYPE_BYTES[dtype.value]
 
 
-def vision_bytes_per_gpu(m: ModelSpec, tp: int, dtype: Dtype) -> float:
-    """A VLM's vision encoder weights, sharded over TP like the language model (first pipeline stage)."""
-    return m.vision_params_b * 1e9 * DTYPE_BYTES[dtype.value] / tp
-
-
 def weight_bytes_per_gpu(m: ModelSpec, tp: int, pp: int, dtype: Dtype, quant: Quantization, dp: int = 1,
                          ep: bool = False) -> float:
-    """Weight bytes on the most loaded GPU of a TP × PP (× attention DP) replica."""
+    """Weight bytes on the most loaded GPU of a TP x PP (x attention DP) replica."""
     return max(weight_bytes_per_stage(m, tp, pp, dtype, quant, dp, ep))
 
 
@@ -292,32 +255,35 @@ def runtime_overhead_bytes(m: ModelSpec, gpu: GpuSpec, tp: int, pp: int, cuda_gr
     return b * GIB
 
 
-def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[bool, int]]:
-    """vLLM's KV-cache groups for a stage of `n_layers` layers, as (sliding?, layers in the group).
+def kv_groups(m: ModelSpec, n_layers: int) -> list[tuple[str, int]]:
+    """vLLM's KV-cache groups for a stage of `n_layers` layers, as (attention kind, layers in the group); kinds are
+    full, sliding (a sliding window: Gemma 2/3, gpt-oss) and chunked (Llama 4's chunked local attention).
 
-    One group when all layers attend alike; else (Gemma 2 style) layers are bucketed by type and each bucket cut
-    into groups of `group_size` layers, the smallest bucket's size (the largest if max < 1.5 × min)
-    (vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size; docs/vllm-memory.md).
+    One group when all layers attend alike; else layers are bucketed by kind and each bucket cut into groups of
+    `group_size` layers, the smallest bucket's size (the largest if max < 1.5 x min)
+    (vllm/v1/core/kv_cache_utils.py:1362 _get_kv_cache_groups_uniform_page_size, vLLM 0.32; chunked local attention
+    keeps the hybrid manager by default, VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, config/vllm.py:2150).
     """
-    if not m.sliding_window or m.sliding_window_layers <= 0:
-        return [(False, n_layers)]
-    sliding = round(n_layers * m.sliding_window_layers / m.num_hidden_layers)
-    full = n_layers - sliding
-    if full == 0 or sliding == 0:
-        return [(sliding > 0, n_layers)]
-    small, big = min(full, sliding), max(full, sliding)
+    sliding = round(n_layers * m.sliding_window_layers / m.num_hidden_layers) if m.sliding_window else 0
+    chunked = round(n_layers * m.chunked_attention_layers / m.num_hidden_layers) if m.attention_chunk_size else 0
+    buckets = [(k, c) for k, c in (("full", n_layers - sliding - chunked), ("sliding", sliding),
+                                   ("chunked", chunked)) if c > 0]
+    if len(buckets) == 1:
+        return [(buckets[0][0], n_layers)]
+    small, big = min(c for _, c in buckets), max(c for _, c in buckets)
     size = big if big < 1.5 * small else small
-    return [(False, size)] * math.ceil(full / size) + [(True, size)] * math.ceil(sliding / size)
+    return [(kind, size) for kind, count in buckets for _ in range(math.ceil(count / size))]
 
 
-def blocks_per_request(m: ModelSpec, sliding: bool, max_model_len: int, block_size: int,
-                       in_flight_tokens: int) -> int:
+def blocks_per_request(m: ModelSpec, kind: str, max_model_len: int, block_size: int, in_flight_tokens: int) -> int:
     """Blocks one request of max_model_len tokens needs in one group (vllm/v1/kv_cache_interface.py
-    max_memory_usage_bytes): full attention ceil(L / bs); sliding window ceil(min(W − 1 + in-flight, L) / bs) + 1."""
-    if not sliding:
-        return math.ceil(max_model_len / block_size)
-    tokens = min(m.sliding_window - 1 + in_flight_tokens, max_model_len)
-    return math.ceil(tokens / block_size) + 1
+    max_admission_blocks_per_request): full attention ceil(L / bs); sliding window ceil(min(W - 1 + in-flight, L) /
+    bs) + 1 (:859); chunked local attention ceil(min(chunk + in-flight, L) / bs) (:813)."""
+    if kind == "sliding":
+        return math.ceil(min(m.sliding_window - 1 + in_flight_tokens, max_model_len) / block_size) + 1
+    if kind == "chunked":
+        return math.ceil(min(m.attention_chunk_size + in_flight_tokens, max_model_len) / block_size)
+    return math.ceil(max_model_len / block_size)
 
 
 def kv_tokens(kv_budget_bytes: float, bytes_per_token: float, block_size: int) -> int:
@@ -372,9 +338,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     # (vllm/config/vllm.py max_concurrent_batches; CPU forces async scheduling off).
     in_flight = (pp if on_cpu else pp + 1) * max_num_batched_tokens
     page_per_layer = block * kv_bytes_per_token_layer(m, tp, kv_dt)
-    weights = weight_bytes_per_stage(m, tp, pp, dtype, quant, dp, ep)
     lora = lora_bytes_per_gpu(m, tp, pp, dtype, max_loras, max_lora_rank)
-    weights = [w + lora + (vision_bytes_per_gpu(m, tp, dtype) if s == 0 else 0.0) for s, w in enumerate(weights)]
+    weights = [w + lora for w in weight_bytes_per_stage(m, tp, pp, dtype, quant, dp, ep)]
     layers = pp_partition(m.num_hidden_layers, pp)
     if on_cpu:
         usable, budgets, acts, overhead, headroom_ok = _cpu_budgets(total, weights, world, pp, cpu_kv_space_gib)
@@ -385,8 +350,8 @@ def breakdown(m: ModelSpec, gpu: GpuSpec, *, tp: int, pp: int, dtype: Dtype, qua
     per_stage_blocks = [_stage_blocks(m, budget, n, page_per_layer) for budget, n in zip(budgets, layers)]
     worst = min(range(pp), key=lambda s: (per_stage_blocks[s], -weights[s]))
     blocks = per_stage_blocks[worst]
-    need = sum(blocks_per_request(m, sliding, max_model_len, block, in_flight)
-               for sliding, _ in kv_groups(m, layers[worst]))
+    need = sum(blocks_per_request(m, kind, max_model_len, block, in_flight)
+               for kind, _ in kv_groups(m, layers[worst]))
     concurrency = blocks / need if need else 0.0
     return MemoryBreakdown(
         total_gib=total / GIB,

@@ -64,8 +64,8 @@ def imbalance(tokens, topk, experts, group, z_group, ep):
 def expert_seconds(k: dict, rank_tokens, gemm_efficiency, hbm_bytes_s):
     """One MoE layer's routed experts on the busiest GPU: the grouped GEMMs (gate_up and down of every local
     expert, 3·hidden·moe_intermediate parameters each) over the token-expert pairs that GPU gets, as a roofline of
-    compute at each expert's M (`gemm_efficiency(M)`, the measured GEMM curve) and the bytes of the distinct
-    experts the step touches, plus the activation kernel over those rows. `rank_tokens`: tokens of this DP rank's
+    compute at each expert's M (`gemm_efficiency(M, narrow)`, the measured grouped-GEMM curve of the GEMM's shape)
+    and the bytes of the distinct experts the step touches, plus the activation kernel over those rows. `rank_tokens`: tokens of this DP rank's
     step; the layer sees `dp` times as many (all DP ranks' tokens, gathered)."""
     topk, experts, group = k["topk"], np.maximum(k["experts"], 1), k["moe_group"]
     tokens = np.maximum(rank_tokens * k["dp"], 1.0)
@@ -78,8 +78,13 @@ def expert_seconds(k: dict, rank_tokens, gemm_efficiency, hbm_bytes_s):
     # efficiency (the measured curve is interpolated in log M, which would credit the extra rows with efficiency
     # they do not have in the bandwidth-bound range): the busiest GPU pays its extra pairs in full.
     rows = pairs / np.maximum(touched, 1.0)
-    eff = gemm_efficiency(np.where(k["int4"], np.maximum(rows, 256.0), rows))
-    compute = 2.0 * worst * k["expert_params"] / (k["peak"] * eff)
+    rows = np.where(k["int4"], np.maximum(rows, 256.0), rows)
+    # gate_up (N = 2·I/s, K = h) and down (N = h, K = I/s) of each expert slice: s = the group under TP (sliced
+    # experts), 1 under EP; each at the measured grouped-GEMM efficiency of its shape's narrow dimension
+    inter = k["moe_inter"] / k["expert_slice"]
+    eff_up = gemm_efficiency(rows, np.minimum(2.0 * inter, k["hidden"]))
+    eff_down = gemm_efficiency(rows, np.minimum(inter, k["hidden"]))
+    compute = 2.0 * worst * k["expert_params"] * (2.0 / 3.0 / eff_up + 1.0 / 3.0 / eff_down) / k["peak"]
     reads = touched / group * k["expert_params"] * k["bpw"] / hbm_bytes_s
     activation = worst * 3 * k["moe_inter"] * k["act"] / hbm_bytes_s  # silu_and_mul: reads 2, writes 1 x inter
     return np.maximum(compute, reads) + activation
@@ -102,6 +107,7 @@ def consts(m, tp: int, dp: int, expert_parallel: bool) -> dict:
     group = tp * dp
     ep = bool(expert_parallel and m.is_moe and group > 1)
     return {"dp": dp, "moe_group": group, "ep": ep, "z_group": expected_max_normal(group) if ep else 0.0,
+            "expert_slice": 1 if ep else group,
             "experts": m.num_experts, "topk": m.num_experts_per_tok,
             "moe_inter": m.moe_intermediate_size or m.intermediate_size,
             "expert_params": 3 * m.hidden_size * (m.moe_intermediate_size or m.intermediate_size)}

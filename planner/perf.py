@@ -68,7 +68,7 @@ class StepModel:
     @functools.cached_property
     def _consts(self) -> dict:
         m, gpu, tp = self.model, self.gpu, self.tp
-        cal = calibration(self.calibrated_on or gpu.name)
+        cal = calibration(self.calibrated_on or gpu.name).on_host(gpu.interpreter_speed_mops)
         c = memory.param_counts(m)
         act = memory.DTYPE_BYTES[self.dtype.value]
         bpw = act if self.quant is Quantization.none else memory.QUANT_BYTES_PER_WEIGHT[self.quant]
@@ -85,34 +85,19 @@ class StepModel:
         link = intra_node_bus_gb_s(cal, self.hw, gpu, tp)
         return {
             "cal": cal, "bpw": bpw, "act": act, "fp8": fp8_compute, "gemm_kind": gemm_kind,
-            # attention runs in bf16 whatever the weights (FP8 attention is not modelled)
-            "peak_attn": ((gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32
-                          else (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * 1e12
-            * cpu_thread_share(gpu, tp * self.pp),
             # the quantisation kernel o_proj's input runs on its own under FP8 (the other GEMM inputs' fuse into
             # RMSNorm / SiLU-and-mul): its floor, and bf16 in + fp8 out per element of the attention output
             "quant_floor": float(cal.quant_seconds(gemm_kind)) if fp8_compute else 0.0,
             "quant_bytes": 3.0 * m.num_attention_heads * m.head_dim_eff / tp if fp8_compute else 0.0,
-            "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4),
+            "int4": self.quant in (Quantization.awq, Quantization.gptq, Quantization.nvfp4, Quantization.mxfp4),
             "peak": peak_tflops * 1e12, "bw": gpu.hbm_bandwidth_gb_s * 1e9,
             "layers": layers, "moe_layers": moe_layers, "dense_layers": layers - moe_layers,
             "attn_params": (c.attn_per_layer + c.norms_per_layer) / tp,
             "dense_mlp_params": c.dense_mlp_per_layer / tp,
             "shared_params": 3 * m.hidden_size * (moe_inter * m.num_shared_experts
                                                   + (m.shared_expert_intermediate_size or 0)) / tp,
-            **moe.consts(m, tp, self.dp, self.expert_parallel),
+            **moe.consts(m, tp, self.dp, self.expert_parallel), **self._attention_consts(cal),
             "kv_layer": memory.kv_bytes_per_token_layer(m, tp, act_kv(self.kv, self.dtype)),
-            # causal prefill: QK^T and PV, 2 FLOPs per multiply-add, per head and (query, context) pair; MLA prefill
-            # decompresses K and V per head (qk_nope + qk_rope for QK, v_head_dim for PV; vLLM MLA forward_mha)
-            "attn_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
-                (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) + (m.v_head_dim or 0) if m.is_mla
-                else 2 * m.head_dim_eff),
-            # MLA decode with absorbed weights (DeepSeek-V2 paper §2.1.3; vLLM MLACommonImpl forward_mqa): every head
-            # scores the latent + rope key and sums the latent value, 2·(kv_lora + rope) + 2·kv_lora FLOPs per
-            # context token, at FlashMLA's compute efficiency on the bf16 peak (perf-default.yaml mla_decode)
-            "mla_decode_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
-                2 * (m.kv_lora_rank or 0) + (m.qk_rope_head_dim or 0)) if m.is_mla else 0.0,
-            "mla_peak": (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) * 1e12 * cal.mla_decode_efficiency,
             "lm_head_params": m.vocab_size * m.hidden_size / tp,
             "link": link * 1e9, "tp": tp, "pp": self.pp,
             # the MoE group of attention DP spans tp x dp GPUs (on an xGMI mesh: that many links)
@@ -131,6 +116,27 @@ class StepModel:
                                  + 2 * (m.num_attention_heads + m.num_key_value_heads) * m.head_dim_eff / tp
                                  + 4 * m.num_key_value_heads * m.head_dim_eff / tp),
             "elem_dense_mlp": act * 3 * m.intermediate_size / tp if m.is_moe else 0.0,
+        }
+
+    def _attention_consts(self, cal: Calibration) -> dict:
+        """The attention terms of _consts: its peak, and FLOPs per context token of prefill and of MLA decode."""
+        m, gpu, tp = self.model, self.gpu, self.tp
+        return {
+            # attention runs in bf16 whatever the weights (FP8 attention is not modelled)
+            "peak_attn": ((gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) if self.dtype is not Dtype.float32
+                          else (gpu.dense_tflops_fp32 or gpu.dense_tflops_fp16)) * 1e12
+            * cpu_thread_share(gpu, tp * self.pp),
+            # causal prefill: QK^T and PV, 2 FLOPs per multiply-add, per head and (query, context) pair; MLA prefill
+            # decompresses K and V per head (qk_nope + qk_rope for QK, v_head_dim for PV; vLLM MLA forward_mha)
+            "attn_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
+                (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) + (m.v_head_dim or 0) if m.is_mla
+                else 2 * m.head_dim_eff),
+            # MLA decode with absorbed weights (DeepSeek-V2 paper §2.1.3; vLLM MLACommonImpl forward_mqa): every head
+            # scores the latent + rope key and sums the latent value, 2·(kv_lora + rope) + 2·kv_lora FLOPs per
+            # context token, at FlashMLA's compute efficiency on the bf16 peak (perf-default.yaml mla_decode)
+            "mla_decode_flops_per_ctx": 2 * (m.num_attention_heads / tp) * (
+                2 * (m.kv_lora_rank or 0) + (m.qk_rope_head_dim or 0)) if m.is_mla else 0.0,
+            "mla_peak": (gpu.dense_tflops_bf16 or gpu.dense_tflops_fp16) * 1e12 * cal.mla_decode_efficiency,
         }
 
     def step_seconds(self, decode_seqs, decode_context, prefill_tokens, prefill_context, busiest_prefill=None,
@@ -206,7 +212,8 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     # An MoE layer: attention and shared experts as dense GEMMs of this rank's tokens; the routed experts as grouped
     # GEMMs on the busiest GPU of the expert group (planner/moe.py).
     # (each local expert's GEMM at its rows, on the measured grouped-GEMM curve of the weights' kernel)
-    routed = moe.expert_seconds(k, mean_tokens, lambda m: cal.grouped_efficiency(m, k["gemm_kind"]), hbm)
+    routed = moe.expert_seconds(k, mean_tokens, lambda m, narrow: cal.grouped_efficiency(m, k["gemm_kind"], narrow),
+                                hbm)
     moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)

@@ -25,6 +25,65 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class PrefillPool:
+    """The prefill instances of a disaggregated plan: prompt-only servers whose KV goes to the decode pool."""
+
+    replicas: int
+    tensor_parallel: int
+    expert_parallel: bool
+    gpus_per_replica: int
+    max_num_batched_tokens: int
+
+
+@dataclass(frozen=True)
+class DecodePool:
+    """The decode instances of a disaggregated plan (the plan's top-level layout fields describe the same pool)."""
+
+    replicas: int
+    tensor_parallel: int
+    expert_parallel: bool
+    gpus_per_replica: int
+    max_num_seqs: int
+
+
+@dataclass(frozen=True)
+class Disaggregation:
+    """Prefill/decode disaggregation (xPyD): x prefill instances hand each prompt's KV cache to one of y decode
+    instances through a KV connector over a link; a router in front sends each request to both."""
+
+    prefill: PrefillPool
+    decode: DecodePool
+    kv_connector: str  # conf/calibration/kv-transfer.yaml `connectors` key: nixl, mooncake, lmcache
+    kv_link: str  # nvlink, xgmi, pcie (one node) or rdma (InfiniBand/RoCE between nodes)
+
+    def summary(self) -> str:
+        p, d = self.prefill, self.decode
+        return (f"{p.replicas}P{d.replicas}D: prefill {p.replicas} x TP{p.tensor_parallel}, decode {d.replicas} x "
+                f"TP{d.tensor_parallel} ({self.kv_connector} over {self.kv_link})")
+
+
+@dataclass(frozen=True)
+class Band:
+    """Requests/s from `low_rps` up to `high_rps` need `replicas` replicas (instances of the pool)."""
+
+    low_rps: float
+    high_rps: float
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleRule:
+    """Autoscaling of one pool over target.request_rate_range: what one replica sustains within the SLOs, the replica
+    count at the range's ends, and the count per rate band (rendered as a KEDA ScaledObject or the stack's own)."""
+
+    pool: str  # "replicas" (an aggregated plan), or "prefill" / "decode" (plan.disaggregation)
+    replica_rps: float  # requests/s one replica sustains within the target's SLOs
+    min_replicas: int
+    max_replicas: int
+    bands: tuple[Band, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """The concrete serving configuration; keys as in DESIGN.md's plan document."""
 
@@ -50,6 +109,12 @@ class Plan:
     kv_cache_space_gib: Optional[int] = None  # CPU only: VLLM_CPU_KVCACHE_SPACE
     max_loras: int = 0  # LoRA adapter slots (0: LoRA off)
     max_lora_rank: Optional[int] = None
+    # The checkpoint's own quant_method when the plan serves it in its stored format (compressed-tensors, gptq,
+    # awq, fp8, modelopt, modelopt_fp4, mxfp4, bitsandbytes): the engine reads the format from the checkpoint, so no
+    # --quantization flag is rendered. None: unquantized, or quantized by the engine at load (--quantization fp8).
+    quantization_method: Optional[str] = None
+    disaggregation: Optional[Disaggregation] = None  # None: aggregated (every replica prefills and decodes)
+    autoscaling: tuple[ScaleRule, ...] = ()  # with target.request_rate_range: replicas per rate band, per pool
 
     @property
     def served_model_name(self) -> str:
@@ -110,7 +175,7 @@ class OfferedLoad:
     source: str  # which input set it (workload.request_rate, target.min_request_rate, ..., or plan.max_num_seqs)
 
     def describe(self) -> str:
-        if self.request_rate_rps:
+        if self.request_rate_rps is not None:
             return (f"{self.request_rate_rps * self.replicas:g} req/s ({self.source}) over {self.replicas} "
                     f"replica(s)")
         return f"{self.concurrency * self.replicas} concurrent requests ({self.source}) over {self.replicas} replica(s)"
@@ -142,6 +207,7 @@ class Prediction:
     percentile: float
     violations: tuple[Violation, ...] = ()
     binding_constraint: Optional[str] = None
+    kv_transfer_ms: Optional[Dist] = None  # disaggregated plans: a prompt's KV from prefill to decode instance
 
     @property
     def meets_target(self) -> bool:
@@ -163,6 +229,7 @@ class Alternative:
     summary: str
     rejected_because: str
     prediction: Optional[Brief] = None
+    layout: str = "aggregated"  # or "xPyD": prefill and decode pools (Disaggregation)
 
 
 @dataclass(frozen=True)
@@ -221,7 +288,8 @@ _DIGITS = {(MemoryBreakdown, "kv_bytes_per_token"): 1, (MemoryBreakdown, "max_co
            (Prediction, "cost_usd_per_mtok"): 3, (Dist, "mean"): 3, (Dist, "quantiles"): 3,
            (Brief, "ttft_ms"): 1, (Brief, "tpot_ms"): 2, (Brief, "output_tok_s_per_gpu"): 1,
            (FrontPoint, "ttft_ms"): 1, (FrontPoint, "tpot_ms"): 2, (FrontPoint, "output_tok_s_per_gpu"): 1,
-           (Violation, "value"): 3, (Violation, "limit"): 3}
+           (Violation, "value"): 3, (Violation, "limit"): 3, (ScaleRule, "replica_rps"): 3,
+           (Band, "low_rps"): 3, (Band, "high_rps"): 3}
 
 
 def round_float(value: float, digits: int) -> float:

@@ -83,7 +83,7 @@ class Grid:
 
 def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max_num_batched_tokens,
                kv_capacity_seqs, prefix_caching: bool, explicit: bool,
-               spec: Optional[steady.Speculation] = None) -> Grid:
+               spec: Optional[steady.Speculation] = None, mixed=True) -> Grid:
     """The analytic steady state and the SLO verdict of every candidate in one numpy pass. Arrays have an entry per
     candidate; the load each replica sees is the workload's split over its replicas (`explicit`) or, for a
     throughput objective with no load given, a full batch (max_num_seqs requests in flight), as slo.offered."""
@@ -105,7 +105,7 @@ def score_grid(req: Request, grid: perf.StepGrid, *, replicas, max_num_seqs, max
     s = steady.steady_state(grid, wl.input_len, wl.output_len, max_num_seqs=seqs,
                           max_num_batched_tokens=np.asarray(max_num_batched_tokens, dtype=float),
                           kv_capacity_seqs=np.asarray(kv_capacity_seqs, dtype=float), concurrency=conc, rate=rate,
-                          prefix_cached=prefix, spec=spec)
+                          prefix_cached=prefix, spec=spec, mixed=mixed)
     gpus = grid.tp * grid.pp * ranks
     tok = s.output_tok_s * ranks
     ttft, tpot = s.ttft_s * 1e3, s.tpot_s * 1e3
@@ -139,11 +139,52 @@ def _dist(values: np.ndarray, percentile: float) -> Dist:
     return Dist(mean=float(np.mean(values)), quantiles=tuple((q, float(np.percentile(values, q))) for q in qs))
 
 
-def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad, max_num_seqs: int,
-                         max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-                         prefix_caching: bool, spec: Optional[steady.Speculation] = None) -> Estimate:
-    """Refine a candidate with the discrete-event simulation of one replica under `load`: the distributions of
-    TTFT, TPOT and E2E (the target's percentile among them), throughput, and the verdict at that percentile."""
+def sim_step_time(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float = 1.0,
+                  others: Optional[float] = None, input_len: float = 0.0):
+    """The simulation's step-time model: the step model (with speculation's verify and draft work, and with
+    attention DP the busiest other rank's prefill `others` of prompts `input_len` long), times the CPU host's
+    front-end slowdown `slow` (steady.host_slowdown; 1 on a GPU host)."""
+    busy = (None, None) if others is None else (others, others * input_len / 2)
+
+    def step_time(st) -> float:
+        return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
+                                              st.prefill_tokens, st.prefill_context, *busy))
+    return step_time
+
+
+def outside_s(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float, batch: float,
+              ctx: float) -> float:
+    """Seconds every request spends outside the simulated engine: admission and the first token's way back
+    (`request_ms`), and under async scheduling the step a new request waits because the next one was scheduled
+    before it came (a decode step at the running batch)."""
+    cal = sm._consts["cal"]
+    return cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
+        steady._spec_step(sm, spec, max(batch, 1.0), ctx, 0, 0))
+
+
+def run_length(concurrency: Optional[int], rate: Optional[float], num_prompts: int, batch: float
+               ) -> tuple[int, slice]:
+    """(requests simulated, the measured ones) of a steady-state run. A closed loop as verify sends it
+    (LoadSpec.settle): `concurrency` requests fill the loop, the measured ones follow, and up to twice the loop more
+    keep it full until they end. An open loop: the running batch reaches what Little's law gives only after about
+    one batch of requests, and the last batch drains at a falling load, so both are dropped and enough remain
+    between them."""
+    if concurrency and not rate:
+        warm = int(concurrency)
+        measured = int(min(num_prompts, 1024))
+        return warm + measured + 2 * warm, slice(warm, warm + measured)
+    inflight = max(1, math.ceil(batch))
+    n = int(min(max(120, 3 * inflight + 120), 3000))
+    edge = min(inflight, n // 3)
+    return n, slice(edge, n - edge)
+
+
+def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, load: OfferedLoad,
+                         server: "simulate.Server", spec: Optional[steady.Speculation] = None) -> Estimate:
+    """Refine a candidate with the discrete-event simulation of one engine under its share of `load`, scheduled as
+    its engine schedules (server.engine: vLLM, TensorRT-LLM or SGLang, planner/sched/): the steady-state
+    distributions of TTFT, TPOT and E2E (the target's percentile among them), throughput, and the verdict at that
+    percentile."""
     from planner import simulate
 
     wl = req.workload
@@ -152,12 +193,7 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     replicas = load.replicas * dp
     concurrency = math.ceil(load.concurrency / dp) if load.concurrency else None
     rate = load.request_rate_rps / dp if load.request_rate_rps else None
-    # Steady state, not the cold start: a closed loop begins with `concurrency` requests at once, a burst whose
-    # queued prefills would dominate the percentiles of a short run. As verify sends it (LoadSpec.settle): `warm`
-    # requests fill the loop, the measured ones follow, and up to 2 x `warm` more keep it full until they end.
-    warm = int(concurrency) if concurrency and not rate else 0
-    measured = int(min(wl.num_prompts, 1024)) if warm else 120  # an open loop: 120 Poisson arrivals
-    n = warm + measured + 2 * warm
+    n, m = run_length(concurrency, rate, wl.num_prompts, est.batch)
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
     per_step = spec.tokens_per_step if spec else 1.0
@@ -166,37 +202,22 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     batch = max(est.batch, 1.0) * per_step
     slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas,
                                       est.output_tok_s / replicas / batch))
-
     # attention DP: the other ranks' busiest prefill chunk in a step, which this rank waits for (moe.py)
-    others = steady.other_ranks_prefill(sm, est.batch, wl.input_len - (wl.shared_prefix_len if prefix_caching
-                                                                       else 0), wl.output_len, max_num_batched_tokens)
-
-    def step_time(st) -> float:  # on a CPU host the front end's share of the cores slows every step (steady.py)
-        busy = None if others is None else (others, others * wl.input_len / 2)
-        return slow * float(steady._spec_step(sm, spec, st.decode_seqs, st.decode_context / max(st.decode_seqs, 1),
-                                              st.prefill_tokens, st.prefill_context, *(busy or (None, None))))
-
+    prefill = wl.input_len - (wl.shared_prefix_len if server.prefix_caching else 0)
+    others = steady.other_ranks_prefill(sm, est.batch, prefill, wl.output_len, server.max_num_batched_tokens)
     arrivals = simulate.Arrivals(request_rate=rate, burstiness=wl.burstiness, max_concurrency=concurrency)
-    res = simulate.simulate(step_time, ins, steps, arrivals, max_num_seqs=max_num_seqs,
-                            max_num_batched_tokens=max_num_batched_tokens, kv_blocks=kv_blocks,
-                            block_size=block_size, prefix_cached_tokens=wl.shared_prefix_len if prefix_caching else 0)
+    res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
+                       shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes)
     p = req.target.percentile
-    m = slice(warm, warm + measured) if warm else slice(0, n)
-    cal = sm._consts["cal"]
-    # Outside the simulated engine: admission and the first token's way back (request_ms), and under async
-    # scheduling the step a new request waits because the next one was scheduled before it came (a decode step at
-    # the running batch)
-    ctx = wl.input_len + wl.output_len / 2
-    around = cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
-        steady._spec_step(sm, spec, max(est.batch, 1.0), ctx, 0, 0))
+    around = outside_s(sm, spec, slow, est.batch, wl.input_len + wl.output_len / 2)
     ttft = (res.ttft_s[m] + around) * 1e3
     e2e = (res.e2e_s[m] + around) * 1e3
     ok = outs[m] > 1
     tpot = (e2e - ttft)[ok] / (outs[m][ok] - 1)  # per emitted token (speculation emits several per step)
     out = res.output_throughput() * replicas * (float(outs.sum()) / float(steps.sum()))
     rps = res.request_throughput() * replicas
-    if warm:  # a full loop of `warm` requests: Little's law, as verify computes it (LoadResult.in_flight)
-        rps = warm / float(np.mean(e2e)) * 1e3 * replicas
+    if concurrency and not rate:  # a full loop: Little's law, as verify computes it (LoadResult.in_flight)
+        rps = concurrency / float(np.mean(e2e)) * 1e3 * replicas
         out = rps * float(outs[m].mean())
     if rate:  # an open loop: what the engine sustains, not the run's ramp and drain
         rps = rate * res.kept_up() * replicas

@@ -52,7 +52,8 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
              f"target={req.target.name}, workload={req.workload.name}")
 
     decided = {d.field: d for d in compiled.decisions}  # a rule that explains a field comes after the search's
-    _decisions(console, f"Plan: {title}", [(key, _fmt(value), decided[key].by if key in decided else "",
+    _decisions(console, f"Plan: {title}", [(key, _fmt(_plan_value(plan, key, value)),
+                                            decided[key].by if key in decided else "",
                                             decided[key].why if key in decided else "")
                                            for key, value in plain(plan).items()])
 
@@ -74,12 +75,15 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
                   f"requests of max_model_len {plan.max_model_len:,} at once" + (" on each" if dp > 1 else "") + ".")
     if compiled.prediction is not None:
         _prediction(compiled.prediction, console)
+    if plan.autoscaling:
+        _bands(plan.autoscaling, console)
     if compiled.alternatives:
         a = Table(title="Considered and rejected", box=box.SIMPLE, title_justify="left")
         a.add_column("candidate", overflow="fold")
+        a.add_column("layout")
         a.add_column("rejected because", overflow="fold", ratio=1)
         for alt in compiled.alternatives:
-            a.add_row(alt.summary, alt.rejected_because)
+            a.add_row(alt.summary, alt.layout, alt.rejected_because)
         console.print(a)
     if compiled.pareto_front:
         f = Table(title="Pareto front (analytic): output tok/s per GPU against TPOT", box=box.SIMPLE,
@@ -95,6 +99,27 @@ def show(req, compiled, console: Optional[Console] = None, saved_to: Optional[st
         console.print(f"[yellow]note:[/] {escape(note)}")
     if saved_to:
         console.print(f"plan written to {saved_to}")
+
+
+def _bands(rules, console: Console) -> None:
+    b = Table(title="Autoscaling: replicas per request-rate band (target.request_rate_range)", box=box.SIMPLE,
+              title_justify="left")
+    for col in ("pool", "req/s from", "to", "replicas", "one replica sustains"):
+        b.add_column(col, justify="left" if col == "pool" else "right")
+    for r in rules:
+        for band in r.bands:
+            b.add_row(r.pool, f"{band.low_rps:,.2f}", f"{band.high_rps:,.2f}", str(band.replicas),
+                      f"{r.replica_rps:,.2f} req/s")
+    console.print(b)
+
+
+def _plan_value(plan, key: str, value):
+    """A plan field as the table shows it: the disaggregation and autoscaling objects in a line."""
+    if key == "disaggregation" and plan.disaggregation is not None:
+        return plan.disaggregation.summary()
+    if key == "autoscaling" and plan.autoscaling:
+        return ", ".join(f"{r.pool} {r.min_replicas}-{r.max_replicas}" for r in plan.autoscaling)
+    return value
 
 
 def _decisions(console: Console, title: str, rows: list[tuple[str, str, str, str]]) -> None:
@@ -120,7 +145,9 @@ def _prediction(pred, console: Console) -> None:
     p = Table(title=f"Prediction ({pred.load.describe()})", box=box.SIMPLE, title_justify="left")
     p.add_column("metric")
     p.add_column("value", justify="right", overflow="fold")
-    for label, dist in (("ttft_ms", pred.ttft_ms), ("tpot_ms", pred.tpot_ms), ("e2e_latency_ms", pred.e2e_latency_ms)):
+    dists = (("ttft_ms", pred.ttft_ms), ("tpot_ms", pred.tpot_ms), ("e2e_latency_ms", pred.e2e_latency_ms)) + \
+        ((("kv_transfer_ms", pred.kv_transfer_ms),) if pred.kv_transfer_ms is not None else ())
+    for label, dist in dists:
         p.add_row(label, ", ".join([f"p{q:g} {_fmt(v)}" for q, v in dist.quantiles] + [f"mean {_fmt(dist.mean)}"]))
     for label, value in (("output_throughput_tok_s", pred.output_throughput_tok_s),
                          ("output_throughput_tok_s_per_gpu", pred.output_throughput_tok_s_per_gpu),
@@ -151,6 +178,27 @@ def compare(plans: list, console: Optional[Console] = None) -> None:
         for j, label in enumerate(labels):
             t.add_row(label, *(row[j] for row in rows))
     console.print(t)
+
+
+def hardware(options, percentile: float, shown: int = 6, console: Optional[Console] = None) -> None:
+    """hw=any: the hardware options ranked (the chosen one first), each with its layout, cost and prediction."""
+    console = console or _console(200)
+    t = Table(title="Hardware considered (hw=any): cheapest that meets the target first", box=box.SIMPLE,
+              title_justify="left")
+    for col in ("GPU", "GPUs", "layout", "$/hour", "$/Mtok", f"TTFT p{percentile:g}", f"TPOT p{percentile:g}",
+                "meets"):
+        t.add_column(col, justify="left" if col in ("GPU", "layout") else "right", overflow="fold")
+    planned = [o for o in options if o.compiled is not None]
+    for o in planned[:shown]:
+        p = o.compiled.prediction
+        t.add_row(o.hw.gpu.name, str(o.gpus), o.layout(), f"{o.usd_per_hour:,.2f}",
+                  "-" if o.usd_per_mtok is None else f"{o.usd_per_mtok:,.3f}", _fmt(p.ttft_ms.at(percentile)),
+                  _fmt(p.tpot_ms.at(percentile)), "yes" if o.meets else "no")
+    console.print(t)
+    unplanned = [o for o in options if o.compiled is None]
+    if unplanned:
+        console.print(f"not planned: {len(unplanned)} option(s), e.g. " +
+                      "; ".join(escape(f"{o.hw.name}: {o.why}") for o in unplanned[:3]))
 
 
 def _compared(req, c) -> tuple[str, ...]:
@@ -287,6 +335,10 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
         console.print(f"[yellow]Other processes took {host['other_processes_cores']:.2f} of this host's "
                       f"{host['host_cores']} cores during the run (the run itself {host['run_cores']:.2f}): what was "
                       "measured is not this plan alone (report.json server.host).[/]")
+    if host.get("steal_cores", 0.0) > NOTABLE_CORES:
+        console.print(f"[yellow]The hypervisor took {host['steal_cores']:.2f} of this virtual machine's "
+                      f"{host['host_cores']} cores during the run (steal time): what was measured is not this plan "
+                      "alone (report.json server.host).[/]")
     if kv.get("kv_cache_tokens_reported") is not None:
         console.print(f"KV cache: server reports {kv['kv_cache_tokens_reported']:,} tokens, plan said "
                       f"{kv['kv_cache_tokens_planned']:,}.")

@@ -99,6 +99,9 @@ class Server:
         self._stopped = False
         self._sigkilled: list[str] = []
         self._hurry = threading.Event()  # a second Ctrl-C during teardown: skip to SIGKILL
+        # the signal that stopped it (install_signal_handlers): the handler's SystemExit can be swallowed when it
+        # lands inside a weakref or __del__ callback ("Exception ignored in ..."), so loops check this as well
+        self.interrupted: Optional[int] = None
 
     # -- start ---------------------------------------------------------------------------------------------
     def _secrets(self, env: dict[str, str]) -> list[str]:
@@ -362,6 +365,7 @@ def install_signal_handlers(server: Server, grace_s: float = 10) -> Iterator[Ser
             server._hurry.set()
             return
         teardown.set()
+        server.interrupted = signum
         log.warning("%s received: stopping the server", signal.Signals(signum).name)
         server.stop(grace_s)
         raise SystemExit(128 + signum)

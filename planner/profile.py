@@ -46,6 +46,11 @@ def check(plan, gpu) -> None:
         raise InputError(f"profile=nsys with backend={plan.backend.value}: the planner wraps vLLM only, whose "
                          "/start_profile and /stop_profile endpoints bound the capture (--profiler-config profiler "
                          "cuda). Fix: backend=vllm, or wrap the engine's command in nsys yourself.")
+    if plan.disaggregation is not None:
+        raise InputError(f"profile=nsys with a disaggregated plan ({plan.disaggregation.summary()}): argv.txt is "
+                         "the decode server's, and the prefill server and router (pd/*.argv.txt) would run "
+                         "unprofiled, so one report would not show the plan. Fix: plan.disaggregation=false to "
+                         "profile one server, or wrap each role's command in nsys yourself.")
     if gpu.kind is DeviceKind.cpu or gpu.vendor != "nvidia":
         raise InputError(f"profile=nsys on {gpu.name}: Nsight Systems traces NVIDIA GPUs (CUDA), and vLLM's cuda "
                          "profiler needs one. Fix: profile on an NVIDIA GPU plan (hw=h100x1 ...), or drop profile=.")

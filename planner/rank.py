@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from planner import perf, predict, slo, steady
+from planner import perf, predict, simulate, slo, steady
 from planner.candidates import Sized, Space, fits, seqs_cap, size
 from planner.plan import FrontPoint, SearchStats
 from planner.rules import Constraints
@@ -22,6 +22,7 @@ from planner.specs import KvPrecision, Request
 
 CHUNK_TOLL = 0.01  # a non-default max_num_batched_tokens must buy at least 1% of the objective
 FINALISTS = 3  # candidates the simulation refines, best first
+QPS_FINALISTS = 12  # for a QPS target: on to more replicas when the simulation rejects the fewest
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def rank(req: Request, cons: Constraints, sp: Space, fitting: list[Sized]
     kv_seqs = np.array([lay.mem.kv_cache_tokens / sp.mean_len for lay in layouts])[idx]
     g = predict.score_grid(req, perf.StepGrid(models, idx), replicas=replicas, max_num_seqs=seqs,
                            max_num_batched_tokens=mnbt, kv_capacity_seqs=kv_seqs,
-                           prefix_caching=sp.enable_prefix_caching, explicit=explicit, spec=spec)
+                           prefix_caching=sp.enable_prefix_caching, explicit=explicit, spec=spec,
+                           mixed=np.array([lay.engine.mixed_batches for lay in layouts])[idx])
     quant_rank = {q: i for i, q in enumerate(cons.choices["quantization"])}
     kv_rank = {k: i for i, k in enumerate(cons.choices["kv_cache_dtype"])}
     fmt_q = np.array([quant_rank.get(lay.quant.value, 99) for lay in layouts])[idx]
@@ -128,19 +130,22 @@ def refine(req: Request, cons: Constraints, sp: Space, r: Ranked) -> Ranked:
     """The candidate's percentiles and verdict from the simulation under the load it is offered."""
     t = r.cand
     seqs = t.seqs or req.pins.max_num_seqs or seqs_cap(sp, t)
+    server = simulate.Server(t.engine, seqs, t.mnbt, t.mem.kv_cache_blocks, t.mem.block_size,
+                             chunked_prefill=sp.enable_chunked_prefill, prefix_caching=sp.enable_prefix_caching)
     est = predict.simulate_percentiles(
-        req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), max_num_seqs=seqs,
-        max_num_batched_tokens=t.mnbt, kv_blocks=t.mem.kv_cache_blocks, block_size=t.mem.block_size,
-        prefix_caching=sp.enable_prefix_caching, spec=steady.speculation(cons.setting("speculative"),
-                                                                      req.hw.gpu.name))
+        req, step_model(req, sp, t), r.est, load=offered(req, sp, replace(t, seqs=seqs)), server=server,
+        spec=steady.speculation(cons.setting("speculative"), req.hw.gpu.name))
     return Ranked(t, est)
 
 
 def choose(req: Request, cons: Constraints, sp: Space, ranked: list[Ranked]) -> tuple[Ranked, Optional[Ranked]]:
     """The first finalist the simulation confirms meets the target (else the top one, refined), and its analytic
-    estimate (what the alternatives were compared with)."""
+    estimate (what the alternatives were compared with). For a QPS target the finalists run on into larger counts
+    (QPS_FINALISTS): the analytic mean can take a replica count whose percentiles the simulation rejects, and the
+    next count is then the answer, not exit 3."""
     best, analytic = None, None
-    for r in ranked[:FINALISTS]:
+    finalists = QPS_FINALISTS if req.target.min_request_rate is not None else FINALISTS
+    for r in ranked[:finalists]:
         refined = refine(req, cons, sp, r)
         if refined.est.meets or r is ranked[0]:
             best, analytic = refined, r

@@ -29,8 +29,11 @@ def rendered(compiled: CompiledPlan, request: Request, api_key_env: Optional[str
     `api_key_env` the server requires the API key that environment variable holds (`${NAME}` only); with
     profile="nsys" its argv runs under Nsight Systems (planner/profile.py). Warnings the adapter raises while
     rendering (e.g. a memory fraction the engine reads differently) join the plan's notes."""
+    from backends.autoscale_k8s import note
+
     art = artifacts(compiled.plan, request, api_key_env)
-    warnings = art.warnings
+    scaling = note(compiled.plan)
+    warnings = art.warnings + ((scaling,) if scaling else ())
     block = launch_block(art)
     if profile == "nsys":
         from planner import profile as nsys
@@ -52,7 +55,12 @@ def artifacts(plan: Plan, request: Request, api_key_env: Optional[str] = None) -
         raise InputError(f"backend={plan.backend.value}: cannot render this plan: {reason}. Fix: pick another "
                          "backend (backend=vllm renders every layout the planner makes) or pin the plan field "
                          "the reason names.")
-    return get(plan.backend).render(plan, k8s_name(request.model.name, plan.backend), api_key_env, request.hw.gpu)
+    name = k8s_name(request.model.name, plan.backend)
+    if plan.disaggregation is not None:  # prefill and decode pools behind a router
+        from backends import disagg
+
+        return disagg.render(plan, name, api_key_env, request.hw.gpu)
+    return get(plan.backend).render(plan, name, api_key_env, request.hw.gpu)
 
 
 def launch_block(art: Artifacts) -> Launch:

@@ -66,6 +66,8 @@ def freeze(obj: Any, spec_cls: type) -> Any:
             tp = inner[0] if len(inner) == 1 else tp
         if value is not None and _is_spec(tp):
             value = freeze(value, tp)
+        elif isinstance(value, list) and typing.get_origin(tp) is tuple:
+            value = tuple(value)  # OmegaConf gives a Tuple field back as a list; frozen specs stay hashable
         kwargs[f.name] = value
     return spec_cls(**kwargs)
 

@@ -1,17 +1,17 @@
-"""Discrete-event simulation of vLLM V1's continuous-batching scheduler: a per-step time model in, request-level
-latency distributions (TTFT, TPOT, ITL, E2E, throughput) out, for the few candidates the analytic model ranks best.
+"""Discrete-event simulation of an engine's continuous batching: a per-step time model in, request-level latency
+distributions (TTFT, TPOT, ITL, E2E, throughput) out, for the few candidates the analytic model ranks best.
 
-Mirrors vLLM 0.32.0's `vllm/v1/core/sched/scheduler.py` (line numbers below are from that file unless another is
-named) for the default configuration: FCFS policy, chunked prefill, no speculative decoding, no KV connector,
-`long_prefill_token_threshold=0`, `watermark=0`, `scheduler_reserve_full_isl=True`, one token per decode step.
-Arrivals and metrics follow `vllm/benchmarks/serve.py` (the `vllm bench serve` client) of the same version.
+Each engine's own scheduler decides the steps (planner/sched/: vLLM 0.32's V1 scheduler, TensorRT-LLM's
+GUARANTEED_NO_EVICT in-flight batching, SGLang's prefill-first scheduler with new_token_ratio admission and
+retraction), over a KV pool with a prefix cache per prompt group. Arrivals and metrics follow
+`vllm/benchmarks/serve.py` (the `vllm bench serve` client) of vLLM 0.32.0 (line numbers below are that file's).
 """
 
 import difflib
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class SimResult:
     completed: int
     """Requests finished (all of them: the simulation runs to completion)."""
     preemptions: int
-    """Times a running request lost its KV blocks and went back to waiting."""
+    """Times a running request lost its KV blocks and went back to waiting (vLLM preemption, SGLang retraction)."""
     mean_batch: float
     """Mean decode sequences per executed step."""
     steps: int
@@ -196,134 +196,104 @@ def _check(input_lens: np.ndarray, output_lens: np.ndarray, max_num_seqs: int, m
             "gpu_memory_utilization, more tensor_parallel, fp8 KV) or shorter requests.")
 
 
+def prefix_groups(n: int, num_prefixes: int, seed: int) -> np.ndarray:
+    """Each of `n` requests' prompt group: which of `num_prefixes` shared prefixes its prompt starts with. As vllm
+    bench serve's prefix_repetition dataset (vllm/benchmarks/datasets/datasets.py PrefixRepetitionRandomDataset:
+    num_requests // num_prefixes prompts per prefix, then shuffled), with the remainder dealt round-robin so every
+    request has a group. 1 prefix: every request shares it."""
+    k = max(1, min(num_prefixes, n))
+    groups = np.concatenate([np.repeat(np.arange(k), n // k), np.arange(n % k)])
+    return np.random.default_rng(seed).permutation(groups) if k > 1 else groups
+
+
+@dataclass(frozen=True)
+class Server:
+    """One replica as its scheduler sees it: the engine, the batch limits and the KV pool."""
+
+    engine: object  # planner.engines.EngineModel
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_blocks: int
+    block_size: int
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+
+
+def run(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, server: Server, *,
+        shared_prefix_len: int = 0, num_prefixes: int = 1, seed: int = 0) -> SimResult:
+    """`simulate` for a Server and a workload's prefix model (`num_prefixes` groups sharing `shared_prefix_len`
+    prompt tokens each); prefix caching off: no prompt tokens are reused."""
+    prefix = shared_prefix_len if server.prefix_caching else 0
+    groups = prefix_groups(int(np.size(input_lens)), num_prefixes, seed + 3) if prefix else None
+    return simulate(step_time, input_lens, output_lens, arrivals, max_num_seqs=server.max_num_seqs,
+                    max_num_batched_tokens=server.max_num_batched_tokens, kv_blocks=server.kv_blocks,
+                    block_size=server.block_size, seed=seed, prefix_cached_tokens=prefix, groups=groups,
+                    engine=server.engine, chunked_prefill=server.chunked_prefill)
+
+
 def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, *,
              max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int, block_size: int,
-             seed: int = 0, prefix_cached_tokens: int = 0) -> SimResult:
-    """Run every request through the scheduler, one engine step at a time, and collect its token times.
+             seed: int = 0, prefix_cached_tokens: int = 0, groups: Optional[np.ndarray] = None,
+             engine=None, chunked_prefill: bool = True, send_s: np.ndarray | None = None,
+             remote_prefill: bool = False) -> SimResult:
+    """Run every request through `engine`'s scheduler (planner/sched/; None: vLLM's), one engine step at a time,
+    and collect its token times.
 
     A step's time is `step_time(Step)`; its tokens are emitted at its end. Idle time jumps to the next send.
-    `prefix_cached_tokens` leading prompt tokens are one prefix shared by all requests: the first to allocate it
-    computes it, later ones hit it in the prefix cache (whole blocks only) and skip that compute.
+    `prefix_cached_tokens` leading prompt tokens are shared by the requests of one prefix group (`groups[r]`; None:
+    all requests in one group): the first to compute them publishes them to the prefix cache, later ones hit them
+    (whole blocks only) and skip that compute; an unused group's blocks are evicted when the pool needs room.
+    `send_s`: each request's send time (non-decreasing) instead of `arrivals`' schedule (its concurrency cap holds).
+    `remote_prefill`: a disaggregated decode instance (vLLM's scheduler only). The KV of every prompt token arrives
+    from a prefill instance through the KV connector; the request allocates blocks for its whole prompt when admitted
+    and recomputes only the last prompt token to sample its first output token (vLLM 0.32
+    v1/core/sched/scheduler.py _update_waiting_for_remote_kv: num_computed_tokens == num_tokens becomes
+    num_tokens - 1). A preempted request recomputes its prompt here (the prefill instance has freed those blocks).
     """
+    from planner import engines
+    from planner.sched import Limits, Requests, make
+    from planner.sched.kvcache import KvCache
+
     ins = np.asarray(input_lens, dtype=np.int64)
     outs = np.asarray(output_lens, dtype=np.int64)
     _check(ins, outs, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size, prefix_cached_tokens)
-    n, bs = int(ins.size), block_size
-    ready = send_times(arrivals, n, seed).tolist()
+    n = int(ins.size)
+    ready = send_times(arrivals, n, seed).tolist() if send_s is None else np.asarray(send_s, dtype=float).tolist()
     cap = arrivals.max_concurrency or n
     free_slots = deque([0.0] * min(cap, n))  # times the client's semaphore slots became free, oldest first
-
-    prompt, out = ins.tolist(), outs.tolist()
-    ntok = list(prompt)     # request.num_tokens: prompt + output so far
-    computed = [0] * n      # request.num_computed_tokens
-    gen = [0] * n           # output tokens emitted
-    own = [0] * n           # KV blocks the request holds alone
-    shared = [0] * n        # blocks of the shared prefix it references
+    prompt = ins.tolist()
+    R = Requests(prompt=prompt, out=outs.tolist(), ntok=list(prompt), computed=[0] * n, gen=[0] * n,
+                 remote=[bool(remote_prefill)] * n)
+    if remote_prefill and (engine or engines.VLLM).admission is not engines.VLLM.admission:
+        raise ValueError("remote_prefill: only vLLM's scheduler is modelled as a disaggregated decode instance")
+    group = [0] * n if groups is None else [int(g) for g in groups]
+    kv = KvCache(kv_blocks, block_size, group if prefix_cached_tokens else [-1] * n, prefix_cached_tokens)
+    sched = make(engine or engines.VLLM, R, kv, Limits(max_num_seqs, max_num_batched_tokens, chunked_prefill))
     sent, first, last, done = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
     itl: list[float] = []
-    prefix_blocks = prefix_cached_tokens // bs  # only full blocks are cached (kv_cache_manager.py lines 264-295)
-    cached = 0  # blocks of the shared prefix resident in the cache; kept resident once computed (see below)
-    used = 0    # blocks held by `own`; free = kv_blocks − used − cached
-    running: list[int] = []
-    waiting: deque[int] = deque()
-    need_tokens = [0] * n   # tokens scheduled for each request in the current step
-    now, nxt, finished, preemptions, steps, decoded, stalls = 0.0, 0, 0, 0, 0, 0, 0
-
-    def release(r: int) -> None:  # _free_request_blocks (scheduler.py lines 2766-2776)
-        nonlocal used
-        used -= own[r]
-        own[r] = shared[r] = 0
-
-    def allocate(r: int, need: int) -> None:
-        """Give `r` `need` more blocks; if it extends the shared prefix, publish those blocks to the cache.
-
-        allocate_slots caches the blocks a chunk fills at allocation time (kv_cache_manager.py line 616), so a
-        request admitted later in the same step already hits them. Once cached they stay resident: vLLM evicts
-        them only when no request references them, which rarely happens while every request shares the prefix.
-        """
-        nonlocal used, cached
-        own[r] += need
-        used += need
-        full = (computed[r] + need_tokens[r]) // bs
-        if shared[r] == cached < prefix_blocks and full > cached:
-            grow = min(prefix_blocks, full) - cached
-            own[r] -= grow
-            shared[r] += grow
-            used -= grow
-            cached += grow
+    now, nxt, finished, steps, decoded, stalls = 0.0, 0, 0, 0, 0, 0
 
     while finished < n:
         # Send what is due, FIFO through the semaphore (serve.py lines 969-985); TTFT counts from the send.
         while nxt < n and free_slots and max(ready[nxt], free_slots[0]) <= now:
             sent[nxt] = max(ready[nxt], free_slots.popleft())
-            waiting.append(nxt)  # add_request → _enqueue_waiting_request (lines 2616-2640)
+            sched.add(nxt)
             nxt += 1
-        if not running and not waiting:  # idle: jump to the next send
+        if not sched.busy():  # idle: jump to the next send
             now = max(ready[nxt], free_slots[0])
             continue
-
-        # schedule() (lines 591-1410): token_budget = max_num_batched_tokens (lines 137-141, 611).
-        budget = max_num_batched_tokens
-        batch: list[int] = []
-        preempted = False
-        # First the RUNNING requests, in order (lines 658-858): each asks for num_tokens − num_computed_tokens
-        # (1 for a decode, the rest of the prompt for a chunked prefill), capped by the budget (lines 703-712).
-        i = 0
-        while i < len(running) and budget > 0:
-            r = running[i]
-            k = min(ntok[r] - computed[r], budget)
-            need = -(-(computed[r] + k) // bs) - own[r] - shared[r]  # allocate_slots → cdiv(num_tokens, block_size)
-            # Not enough free blocks: preempt the last running request (FCFS: running[-1], lines 802 and 834),
-            # possibly this one, until it fits (lines 776-845); _preempt_request (lines 1571-1614) frees the blocks,
-            # zeroes num_computed_tokens and prepends the request to the waiting queue.
-            while need > kv_blocks - used - cached:
-                victim = running.pop()
-                release(victim)
-                computed[victim] = 0
-                waiting.appendleft(victim)
-                preemptions += 1
-                preempted = True
-                if victim == r:
-                    break
-            if i == len(running):
-                break  # it preempted itself: `if new_blocks is None: break` (line 846), nothing after it runs
-            need_tokens[r] = k
-            allocate(r, need)
-            batch.append(r)
-            budget -= k  # line 856
-            i += 1
-
-        # Then the WAITING requests, FCFS, only if nothing was preempted (line 900), while budget and a running
-        # slot remain (lines 912-925: max_num_active_reqs defaults to max_num_seqs, lines 129-136).
-        while not preempted and budget > 0 and waiting and len(running) < max_num_seqs:
-            r = waiting[0]
-            # A fresh or preempted request (num_computed_tokens == 0) looks up the prefix cache (lines 959-965)
-            # and hits the whole blocks of the shared prefix cached so far.
-            hit = cached
-            k = min(ntok[r] - hit * bs, budget)  # lines 1129 and 1169: the rest, capped by the budget
-            # scheduler_reserve_full_isl (config/scheduler.py line 190, default True) admits a request only if all
-            # its tokens fit (kv_cache_manager.py lines 533-539); it then allocates blocks for the first chunk only.
-            if -(-ntok[r] // bs) - hit > kv_blocks - used - cached:
-                break  # `if new_blocks is None: break` (line 1275): FCFS, no one overtakes
-            waiting.popleft()
-            running.append(r)  # line 1345
-            computed[r], shared[r], need_tokens[r] = hit * bs, hit, k
-            allocate(r, -(-(hit * bs + k) // bs) - hit)
-            batch.append(r)
-            budget -= k  # line 1366
-
+        batch = sched.schedule()
         if not batch:  # no forward pass runs; only a preemption can leave a step empty, and it frees room
             stalls += 1
             if stalls > 1:
-                raise RuntimeError(f"scheduler stalled at t={now:.3f}s with {len(running)} running and "
-                                   f"{len(waiting)} waiting requests; kv_blocks={kv_blocks} is too tight.")
+                raise RuntimeError(f"scheduler stalled at t={now:.3f}s with {n - finished} requests unfinished; "
+                                   f"kv_blocks={kv_blocks} is too tight.")
             continue
         stalls = 0
-
         dseqs = dctx = ptok = pctx = 0
-        for r in batch:
-            c, k = computed[r], need_tokens[r]
-            if k == 1 and c >= prompt[r]:
+        for r, k in batch:
+            c = R.computed[r]
+            if k == 1 and c >= R.prompt[r]:
                 dseqs += 1
                 dctx += c
             else:  # chunk token j attends to its c + j predecessors: Σ ≈ k·(c + k/2)
@@ -332,31 +302,26 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
         now += step_time(Step(dseqs, dctx, ptok, pctx))
         steps += 1
         decoded += dseqs
-
-        # _update_after_schedule (lines 1616-1642) then update_from_output (lines 2026-2300): a request whose
-        # computed tokens reach num_tokens samples a token; it stops at its output length (check_stop) and frees.
-        ended = False
-        for r in batch:
-            computed[r] += need_tokens[r]
-            if computed[r] < ntok[r]:
+        # A request whose computed tokens reach num_tokens samples a token (vLLM _update_after_schedule and
+        # update_from_output, scheduler.py lines 1616-1642 and 2026-2300); it stops at its output length.
+        for r, k in batch:
+            R.computed[r] += k
+            if R.computed[r] < R.ntok[r]:
                 continue  # a partial prefill chunk samples nothing
-            gen[r] += 1
-            ntok[r] += 1
-            if gen[r] == 1:
+            R.gen[r] += 1
+            R.ntok[r] += 1
+            if R.gen[r] == 1:
                 first[r] = now
             else:
                 itl.append(now - last[r])
             last[r] = now
-            if gen[r] == out[r]:
+            if R.gen[r] == R.out[r]:
                 done[r] = now
-                release(r)
+                sched.finish(r)
                 free_slots.append(now)
                 finished += 1
-                ended = True
-        if ended:
-            running = [r for r in running if gen[r] < out[r]]
 
-    return _result(np.array(sent), np.array(first), np.array(done), itl, ins, outs, preemptions, decoded, steps)
+    return _result(np.array(sent), np.array(first), np.array(done), itl, ins, outs, sched.preemptions, decoded, steps)
 
 
 def _result(sent: np.ndarray, first: np.ndarray, done: np.ndarray, itl: list[float], ins: np.ndarray,

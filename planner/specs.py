@@ -5,139 +5,49 @@ from these classes, so the YAML, the validation and the code share one definitio
 """
 
 import dataclasses
-import enum
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from planner.bounds import at_least_zero, bounded, catalog_name, not_blank, positive, positive_int
+from planner.enums import (  # noqa: F401 (re-exported: the specs' vocabularies)
+    Arch, DeviceKind, Interconnect, Objective, Weights, KvPrecision, Dtype, Quantization, BackendName, DeployTarget,
+    Profiler, Action, Format)
 
 
 _TFLOPS = "a positive number of TFLOP/s, or null where the format is not supported"
 _SLO = "a positive number, or null for no bound"
+_RATE = "a rate of at least 0.001 requests/s (3.6 an hour), or null for no bound"
 _PIN = "a positive integer, or null to let the planner choose"
 
 
-class Arch(str, enum.Enum):
-    """GPU (or CPU) micro-architecture; decides which number formats the hardware runs natively."""
+@dataclass(frozen=True)
+class CheckpointQuant:
+    """How a quantized checkpoint stores its weights, read from its quantization_config (or hf_quant_config.json) by
+    planner/quantconfig.py; method "" is an unquantized checkpoint. Field names follow compressed-tensors'
+    QuantizationArgs; what each costs in memory is planner/weights.py."""
 
-    volta = "volta"
-    turing = "turing"
-    ampere = "ampere"
-    ada = "ada"
-    hopper = "hopper"
-    blackwell = "blackwell"
-    cdna3 = "cdna3"  # AMD Instinct MI300X / MI325X (gfx942)
-    cdna4 = "cdna4"  # AMD Instinct MI350X / MI355X (gfx950)
-    cpu = "cpu"
+    method: str = ""  # quant_method as the engines name it: compressed-tensors, fp8, gptq, awq, modelopt, ...
+    weight_bits: int = 16  # bits of one stored weight
+    weight_type: str = "float"  # int (GPTQ, AWQ, W8A8-INT8, W4A16) or float (FP8 e4m3, FP4 e2m1); nf4
+    strategy: str = "tensor"  # one scale per: tensor | channel (output row) | group (of inputs) | block;
+    # tensor_group (NVFP4): group scales under one fp32 global scale per tensor
+    group_size: int = 0  # inputs sharing one scale (strategy group)
+    block_n: int = 0  # strategy block: output rows per scale
+    block_k: int = 0  # strategy block: inputs per scale
+    scale_bytes: int = 4  # bytes of one stored scale (fp32 4, fp16/bf16 2, fp8/e8m0 1)
+    zero_point: bool = False  # asymmetric: one zero point (packed to weight_bits) per scale
+    act_order: bool = False  # GPTQ desc_act with groups: weights ordered by activation (a g_idx per input)
+    activation_bits: int = 16  # 8: W8A8 (FP8/INT8 activations), 4: W4A4 (NVFP4), 16: weight-only
+    sparsity: str = ""  # "2:4" for a 2:4-sparse checkpoint
+    targets: Tuple[str, ...] = ("Linear",)  # what is quantized: Linear, Embedding, experts, names or re: regexes
+    ignore: Tuple[str, ...] = ()  # modules left in the compute dtype: names, re: regexes, * wildcards
+    ignore_match: str = "exact"  # exact (compressed-tensors, fp8), substring (AWQ, mxfp4), glob (ModelOpt)
+    kv_cache_dtype: str = ""  # the KV-cache dtype the checkpoint declares (kv_cache_scheme): fp8, or "" for none
 
-
-class DeviceKind(str, enum.Enum):
-    gpu = "gpu"
-    cpu = "cpu"
-
-
-class Interconnect(str, enum.Enum):
-    """How the devices of one node talk to each other."""
-
-    nvlink = "nvlink"
-    pcie = "pcie"
-    xgmi = "xgmi"
-    none = "none"
-
-
-class Objective(str, enum.Enum):
-    latency = "latency"
-    throughput = "throughput"
-    cost = "cost"
-
-
-class Weights(str, enum.Enum):
-    """Weight precision asked for in precision/ (auto: the planner chooses)."""
-
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    float32 = "float32"
-    fp8 = "fp8"
-    int8 = "int8"
-    awq = "awq"
-    gptq = "gptq"
-    nvfp4 = "nvfp4"
-
-
-class KvPrecision(str, enum.Enum):
-    """KV-cache element type asked for in precision/ (auto: the compute dtype, unless a rule chooses fp8)."""
-
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    float32 = "float32"
-    fp8 = "fp8"
-
-
-class Dtype(str, enum.Enum):
-    """Compute (activation) dtype of the plan."""
-
-    bf16 = "bf16"
-    fp16 = "fp16"
-    float32 = "float32"
-
-
-class Quantization(str, enum.Enum):
-    """Weight quantization of the plan (none: weights in the compute dtype)."""
-
-    none = "none"
-    fp8 = "fp8"
-    int8 = "int8"
-    awq = "awq"
-    gptq = "gptq"
-    nvfp4 = "nvfp4"
-
-
-class BackendName(str, enum.Enum):
-    auto = "auto"
-    vllm = "vllm"
-    trtllm = "trtllm"
-    tgi = "tgi"
-    sglang = "sglang"
-    triton_trtllm = "triton-trtllm"  # Triton Inference Server + TensorRT-LLM's backend (backends/triton_trtllm.py)
-    triton_vllm = "triton-vllm"  # Triton Inference Server + its vLLM backend (backends/triton_vllm.py)
-
-
-class DeployTarget(str, enum.Enum):
-    """`deploy=`: the cluster stack action=render writes files for (backends/deploy/), or all of them."""
-
-    kserve = "kserve"
-    llmd = "llmd"
-    dynamo = "dynamo"
-    lws = "lws"
-    ray = "ray"
-    slurm = "slurm"
-    all = "all"
-
-
-class Profiler(str, enum.Enum):
-    """`profile=`: the profiler the server launch runs under (planner/profile.py)."""
-
-    nsys = "nsys"
-
-
-class Action(str, enum.Enum):
-    plan = "plan"
-    render = "render"
-    launch = "launch"
-    verify = "verify"
-    explain = "explain"
-    rules = "rules"
-    diagnose = "diagnose"
-    preflight = "preflight"  # nccl-tests output (log=FILE) against the plan's communication model
-
-
-class Format(str, enum.Enum):
-    table = "table"
-    json = "json"
-    yaml = "yaml"
+    @property
+    def quantized(self) -> bool:
+        return bool(self.method)
 
 
 @dataclass(frozen=True)
@@ -161,7 +71,18 @@ class ModelSpec:
     head_dim: Optional[int] = positive_int(None)  # None: hidden_size / num_attention_heads
     torch_dtype: str = "bfloat16"  # the checkpoint's dtype
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # biases on q/k/v (Qwen2)
+    attention_bias: bool = False  # biases on q/k/v (Qwen2, gpt-oss, Phi-2)
+    o_proj_bias: bool = False  # a bias on the attention output projection (gpt-oss, Phi-2; not Qwen2)
+    qk_norm: bool = False  # RMSNorm over each head's q and k (Qwen3, Gemma 3): head_dim weights each
+    # share of head_dim that rotary embedding turns (Phi-2: 0.4)
+    partial_rotary_factor: float = bounded("a share of head_dim above 0, at most 1", 1.0, gt=0, le=1)
+    attention_sinks: bool = False  # one learned sink logit per head and layer (gpt-oss)
+    mlp_gated: bool = True  # gate/up/down (SwiGLU, GeGLU); False: fc1/fc2 (Phi-2, GPT-2 style)
+    mlp_bias: bool = False  # biases on the MLP projections (Phi-2)
+    # norms of hidden size per layer (Gemma 2/3: 4, pre and post attention and MLP)
+    norms_per_layer: int = at_least_zero(2)
+    norm_bias: bool = False  # LayerNorm with a bias (Phi-2) instead of RMSNorm
+    lm_head_bias: bool = False  # a bias on the output projection (Phi-2)
     # Mixture of experts (0 experts: dense).
     num_experts: int = at_least_zero(0)  # routed experts per MoE layer
     num_experts_per_tok: int = at_least_zero(0)
@@ -170,6 +91,8 @@ class ModelSpec:
     # Qwen2-MoE style single shared expert (0 or None: none; Qwen3-MoE configs say 0)
     shared_expert_intermediate_size: Optional[int] = at_least_zero(None, "zero or more, or null (0: no shared expert)")
     first_dense_layers: int = at_least_zero(0)  # DeepSeek first_k_dense_replace: leading layers with a dense MLP
+    moe_layer_step: int = positive_int(1)  # Llama 4 interleave_moe_layer_step: every step-th layer is MoE
+    expert_bias: bool = False  # biases on the experts' projections and the router (gpt-oss)
     # Multi-head latent attention (DeepSeek-V2/V3); None: ordinary (GQA/MHA) attention.
     kv_lora_rank: Optional[int] = positive_int(None)
     q_lora_rank: Optional[int] = positive_int(None)
@@ -179,9 +102,13 @@ class ModelSpec:
     # Sliding-window attention: window in tokens, and how many layers use it (the rest attend globally).
     sliding_window: Optional[int] = positive_int(None, "a positive number of tokens, or null")
     sliding_window_layers: int = at_least_zero(0)
+    # Chunked local attention (Llama 4): tokens attend within their chunk of this many, in that many layers.
+    attention_chunk_size: Optional[int] = positive_int(None, "a positive number of tokens, or null")
+    chunked_attention_layers: int = at_least_zero(0)
     # Checkpoint quantization (from quantization_config), e.g. fp8, awq, gptq; None: unquantized.
     quantization: Optional[str] = None
     quantization_bits: Optional[int] = bounded("a number of bits from 1 to 16, or null", None, ge=1, le=16)
+    quant: CheckpointQuant = field(default_factory=CheckpointQuant)  # its layout, when the checkpoint says it
     # FP8 checkpoints: how the weights are scaled, which decides the GEMM kernel the engines run (docs/perf-model.md):
     # "tensor" (one scale per tensor: ModelOpt, AutoFP8), "channel" (per output channel with per-token activations:
     # compressed-tensors FP8-dynamic, Meta's FP8), "block" (128x128 blocks: DeepSeek-V3, Qwen3-FP8); None: tensor.
@@ -236,6 +163,9 @@ class GpuSpec:
     # indicative on-demand price of one GPU
     price_usd_per_hour: Optional[float] = at_least_zero(None, "zero or more US dollars an hour, or null")
     price_source: str = ""
+    # the CPU profile only: the host's CPython speed, millions of probe iterations a second (planner/discover.py
+    # measure_interpreter); the engine's Python costs calibrated on another host scale by it. None: not measured
+    interpreter_speed_mops: Optional[float] = positive(None, "a positive number of million iterations a second, or null")
 
     def supports(self, fmt: str) -> bool:
         """True if the hardware has native math for `fmt` (bf16, fp8, int8, fp4)."""
@@ -255,6 +185,7 @@ class HwSpec:
     # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
     inter_node_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")
     discover: bool = False  # fill gpu and gpus_per_node from this machine (pynvml / psutil)
+    catalog: bool = False  # hw=any: search every priced GPU of conf/gpu instead (planner/hardware.py)
 
     @property
     def total_gpus(self) -> int:
@@ -279,9 +210,12 @@ class TargetSpec:
     # replica) and verification checks
     percentile: float = bounded("a percentile from 50 to 99, the ones the planner's simulation predicts (at least "
                                 "120 requests per replica) and verification checks", 90.0, ge=50, le=99)
-    min_request_rate: Optional[float] = positive(None, _SLO)  # requests/s to sustain
+    # requests/s to sustain; a plan's rates print and simulate to a thousandth of a request a second
+    min_request_rate: Optional[float] = bounded(_RATE, None, ge=0.001)
     min_output_throughput_tok_s: Optional[float] = positive(None, _SLO)
     max_usd_per_hour: Optional[float] = positive(None, _SLO)
+    # [low, high] requests/s over the day: the replicas per rate band for an autoscaler (planner/autoscale.py)
+    request_rate_range: Optional[List[float]] = None
     min_concurrency: int = positive_int(32)  # requests of the workload's mean length the KV cache must hold at once
     quantize_for_speed: bool = False  # take FP8 weights/KV for speed even when bf16 fits (accuracy trade accepted)
     # the accuracy a quantized plan may lose against its unquantized baseline on the quality task (action=verify
@@ -302,12 +236,15 @@ class WorkloadSpec:
     # lengths uniform in [len*(1-r), len*(1+r)] (vllm bench serve --random-range-ratio)
     range_ratio: float = bounded("in [0, 1): lengths vary within ±ratio of the mean", 0.0, ge=0, lt=1)
     # requests/s (Poisson); None: as fast as possible
-    request_rate: Optional[float] = positive(None, "a positive rate in requests/s, or null for as fast as possible")
+    request_rate: Optional[float] = bounded(_RATE.replace("no bound", "as fast as possible"), None, ge=0.001)
     burstiness: float = positive(1.0, "positive (1 = Poisson)")  # gamma shape of inter-arrival times; 1 = Poisson
     # requests in flight; None: unbounded
     max_concurrency: Optional[int] = positive_int(None, "a positive integer, or null for unbounded")
-    # tokens of prompt shared by all requests (system prompt, RAG context)
+    # leading prompt tokens shared by the requests of one prefix group (system prompt, RAG context)
     shared_prefix_len: int = at_least_zero(0, "zero or more tokens")
+    # prompt groups, each with its own shared prefix: 1 = every request shares it; N = a pool of N prompts that the
+    # traffic rotates through (vllm bench serve --prefix-repetition-num-prefixes; requests split evenly, shuffled)
+    num_prefixes: int = positive_int(1, "one or more prompt groups")
     stream: bool = True
     num_prompts: int = positive_int(200)  # requests in a verification run
     untrusted_prefixes: bool = False  # tenants who must not learn each other's prompts (prefix-cache timing)
@@ -369,6 +306,8 @@ class Pins:
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
     kv_cache_space_gib: Optional[int] = positive_int(None, _PIN)  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
+    disaggregation: Optional[bool] = None  # true: only prefill/decode splits (xPyD); false: aggregated only
+    kv_connector: Optional[str] = None  # xPyD: conf/calibration/kv-transfer.yaml connector (nixl, mooncake, lmcache)
 
     def given(self) -> dict:
         """The pinned fields only, by name."""

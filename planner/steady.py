@@ -2,6 +2,7 @@
 of requests in flight or an open loop at a rate, with speculative decoding's tokens per step; every batch limit
 may be a numpy array (one entry per candidate of the search)."""
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from typing import Optional
@@ -110,12 +111,36 @@ def host_slowdown(sm, output_tok_s, request_rps, steps_per_s=0.0):
     return engine / np.maximum(engine - excess, 0.25 * engine)
 
 
+FIRST_TOKEN = """A new request is admitted by the API server (`request_ms` of the calibration: HTTP, request processing,
+hand-off to the engine core, and the first token's way back), waits for the running step to end (half a step on
+average; one more under async scheduling, `async_scheduling_steps`), then its prompt goes in chunks of what the
+budget leaves; the steps that carry it hold at least its own chunk of prefill. Without mixing (SGLang) its prompt runs
+in prefill batches of the whole budget, without the decodes (steady_state's first_token)."""
+
+
+def _with_host_share(sm: StepModel, solve):
+    """solve(slow) at the fixed point of `slow`, the engine's step time multiplier for the share of a CPU host's cores
+    the front end takes at the throughput solve() gives (host_slowdown; 1 on a GPU host, solved once)."""
+    slow = 1.0
+    out = solve(slow)
+    for _ in range(8 if sm._consts["cal"].host_cpu_s_per_token else 0):
+        new = host_slowdown(sm, out.output_tok_s, out.request_rps, 1.0 / np.asarray(out.step_s, dtype=float))
+        if np.all(np.abs(new - slow) < 1e-3 * slow):
+            break
+        slow = 0.5 * (slow + new)
+        out = solve(slow)
+    return out
+
+
 def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_seqs, max_num_batched_tokens,
                  kv_capacity_seqs, concurrency: Optional[float] = None, rate: Optional[float] = None,
-                 prefix_cached: float = 0.0, spec: Optional[Speculation] = None) -> SteadyState:
+                 prefix_cached: float = 0.0, spec: Optional[Speculation] = None, mixed=True) -> SteadyState:
     """Fixed point of Little's law for one replica: either a closed loop of `concurrency` requests, or an open
     loop at `rate` requests/s (Poisson), or (neither) as many requests as the batch limits hold. The batch limits
-    may be numpy arrays (one entry per candidate): the search scores a whole ladder of batch sizes in one call."""
+    may be numpy arrays (one entry per candidate): the search scores a whole ladder of batch sizes in one call.
+    `mixed` (per candidate, planner/engines.py `mixed_batches`): prefill chunks ride in the decode steps (vLLM,
+    TensorRT-LLM); False: prefills run as batches of their own between decode steps (SGLang), so the decodes wait
+    for them and a new prompt gets the whole chunk budget."""
     scalar = np.ndim(max_num_seqs) == 0 and np.ndim(max_num_batched_tokens) == 0 and np.ndim(kv_capacity_seqs) == 0
     seqs = np.asarray(max_num_seqs, dtype=float)
     budget = np.asarray(max_num_batched_tokens, dtype=float)
@@ -126,39 +151,43 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     steps_out = max(output_len / per_step, 1.0)  # decode steps a request lives for
 
     dp = np.asarray(getattr(sm, "dp", 1), dtype=float)
+    mixed = np.asarray(mixed, dtype=bool)
+    alone = np.minimum(budget, prefill)  # a prefill batch of its own holds at most the chunk budget
 
-    def step(b, p=None):
+    def step(b, p=None, slow=1.0):
         p = np.minimum(b * prefill / steps_out, np.maximum(budget - b, 1.0)) if p is None else p
         # attention DP: every rank waits for the busiest one's prefill chunk (moe.busiest_rank_prefill)
         busy = moe.busiest_rank_prefill(dp, p, np.minimum(prefill, np.maximum(budget - b, 1.0))) \
             if np.any(dp > 1) else None
-        return np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2), busy,
-                                     None if busy is None else busy * (prefill / 2)), dtype=float) * slow
+        together = np.asarray(_spec_step(sm, spec, b, ctx, p, p * (prefill / 2), busy,
+                                         None if busy is None else busy * (prefill / 2)), dtype=float)
+        if np.all(mixed):
+            return together * slow
+        # apart (SGLang): a decode step, plus this step's share p / P of a prefill batch of P tokens on its own
+        batch = np.maximum(alone, np.minimum(p, budget))
+        apart = np.asarray(_spec_step(sm, spec, b, ctx, 0.0, 0.0), dtype=float) + p / batch * \
+            np.asarray(sm.step_seconds(0.0, 0.0, batch, batch * (prefill / 2)), dtype=float)
+        return np.where(mixed, together, apart) * slow
 
-    def first_token(b, t):
-        """A new request is admitted by the API server (`request_ms` of the calibration: HTTP, request processing,
-        hand-off to the engine core, and the first token's way back), waits for the running step to end (half a
-        step on average; one more under async scheduling, `async_scheduling_steps`), then its prompt goes in chunks of what the budget leaves; the steps that carry it hold
-        at least its own chunk of prefill."""
+    def first_token(b, t, slow=1.0):  # FIRST_TOKEN below says what it counts
         chunk = np.maximum(budget - b, 1.0)
         own = np.maximum(np.minimum(b * prefill / steps_out, chunk), np.minimum(prefill, chunk))
-        return around + (0.5 + wait_steps) * t + np.ceil(prefill / chunk) * step(b, own)
+        together = around + (0.5 + wait_steps) * t + np.ceil(prefill / chunk) * step(b, own, slow)
+        if np.all(mixed):
+            return together
+        prefill_alone = np.asarray(sm.step_seconds(0.0, 0.0, alone, alone * (prefill / 2)), dtype=float) * slow
+        return np.where(mixed, together, around + (0.5 + wait_steps) * t
+                        + np.ceil(prefill / np.maximum(budget, 1.0)) * prefill_alone)
 
-    def solve():
+    def solve(slow):
+        st, ft = functools.partial(step, slow=slow), functools.partial(first_token, slow=slow)
         if rate is None:
-            return _closed_loop(step, first_token, cap, concurrency, steps_out, per_step, output_len)
-        return _open_loop(step, first_token, cap, rate, steps_out, per_step, output_len, prefill, budget)
+            return _closed_loop(st, ft, cap, concurrency, steps_out, per_step, output_len)
+        return _open_loop(st, ft, cap, rate, steps_out, per_step, output_len, prefill, budget)
 
     around = sm._consts["cal"].request_s  # admission and the first token's way back, outside the engine step
     wait_steps = async_wait_steps(sm)  # async scheduling: scheduled one step later
-    slow = 1.0  # the engine's step time x this: the share of a CPU host's cores the front end takes
-    out = solve()
-    for _ in range(8 if sm._consts["cal"].host_cpu_s_per_token else 0):
-        new = host_slowdown(sm, out.output_tok_s, out.request_rps, 1.0 / np.asarray(out.step_s, dtype=float))
-        if np.all(np.abs(new - slow) < 1e-3 * slow):
-            break
-        slow = 0.5 * (slow + new)
-        out = solve()
+    out = _with_host_share(sm, solve)
     if scalar:
         return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
                                                              out.output_tok_s, out.request_rps, out.saturated)))

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # Bump when the generator's code changes in a way that alters its output, so old caches are not reused.
 GENERATOR_VERSION = 3
@@ -93,9 +93,15 @@ def ensure_tiny_model(cache_dir: Path | None = None, params: TinyLlamaParams = D
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     target = root / f"tiny-llama-{params_hash(params)}"
+    return build_once(target, lambda tmp: _build(tmp, params), params_hash(params))
+
+
+def build_once(target: Path, build: Callable[[Path], None], marker: str) -> Path:
+    """Build `target` once, safely against concurrent callers: `build` fills a private temp dir beside the target,
+    which is published with one atomic rename once it holds COMPLETE_MARKER (text `marker`)."""
     if (target / COMPLETE_MARKER).is_file():
         return target
-
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     if target.exists():
         # Our builds only ever appear via rename of a finished dir, so this is debris from something else
@@ -106,8 +112,9 @@ def ensure_tiny_model(cache_dir: Path | None = None, params: TinyLlamaParams = D
     # Same parent as the target so os.rename stays on one file system (and therefore atomic).
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
     try:
-        _build(tmp, params)
-        (tmp / COMPLETE_MARKER).write_text(params_hash(params) + "\n")
+        build(tmp)
+        (tmp / COMPLETE_MARKER).write_text(marker + "\n")
+        os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -84,6 +84,7 @@ def load_spec(req: Request, compiled: CompiledPlan, endpoint: str, model_name: s
         base_url=endpoint.rstrip("/"), model=model_name, input_len=wl.input_len, output_len=wl.output_len,
         num_prompts=num_prompts or wl.num_prompts, request_rate=offered.request_rate_rps, burstiness=wl.burstiness,
         max_concurrency=offered.concurrency, range_ratio=wl.range_ratio, shared_prefix_len=wl.shared_prefix_len,
+        num_prefixes=wl.num_prefixes,
         settle=int(offered.concurrency) if offered.concurrency and not offered.request_rate_rps else 0,
         vocab_size=req.model.vocab_size, timeout_s=time_limit_s, slo_ttft_ms=target.ttft_ms,
         slo_tpot_ms=target.tpot_ms, slo_e2el_ms=target.e2e_latency_ms)

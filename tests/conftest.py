@@ -20,7 +20,7 @@ def pytest_addoption(parser):
 @pytest.fixture(autouse=True)
 def _fixed_cpu(monkeypatch):
     """hw=cpu measures bandwidth with numpy; tests get fixed numbers so plans are reproducible."""
-    monkeypatch.setattr(discover, "measured_cpu", lambda cores: (20.0, 0.5, 0.5))
+    monkeypatch.setattr(discover, "measured_cpu", lambda cores: (20.0, 0.5, 0.5, 10.5))
 
 
 def request_for(*overrides: str) -> Request:

@@ -14,7 +14,7 @@ from conftest import compiled_or_closest, on, request_for
 
 from backends import ADAPTERS, get, unsupported
 from backends.base import Artifacts, Support
-from planner.plan import Plan
+from planner.plan import DecodePool, Disaggregation, Plan, PrefillPool
 from planner.specs import BackendName, Dtype, Quantization
 
 BACKENDS = [pytest.param(b, id=b.value) for b in ADAPTERS]
@@ -185,13 +185,16 @@ def asks(plan: Plan, two_nodes_plan: Plan) -> dict[str, Plan]:
         "multi_node": dataclasses.replace(two_nodes_plan, tensor_parallel=16, pipeline_parallel=1),  # 2 nodes only
         "prefix_caching": dataclasses.replace(plan, enable_prefix_caching=True),
         "chunked_prefill": dataclasses.replace(plan, enable_chunked_prefill=True),
+        "disaggregation": dataclasses.replace(plan, disaggregation=Disaggregation(
+            PrefillPool(1, 2, False, 2, 8192), DecodePool(1, 2, False, 2, 64), "nixl", "nvlink")),
     }
 
 
 # The table field whose flag carries each capability (a supported one has a Flag, an unsupported one a NoFlag).
 FIELD = {"tensor_parallel": "tensor_parallel", "pipeline_parallel": "pipeline_parallel",
          "data_parallel": "data_parallel", "expert_parallel": "expert_parallel", "multi_node": "nodes",
-         "prefix_caching": "enable_prefix_caching", "chunked_prefill": "enable_chunked_prefill"}
+         "prefix_caching": "enable_prefix_caching", "chunked_prefill": "enable_chunked_prefill",
+         "disaggregation": "disaggregation"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -206,6 +209,15 @@ def test_capability_answers_are_consistent(backend, h100x4, two_nodes):
         reason = unsupported(backend, asking, gpu)
         if support.supported:
             assert reason is None or f"capability: {cap};" not in reason, reason
+            if cap == "disaggregation":  # per role: backends/disagg.py's role table renders it
+                from backends.disagg import ROLE_FLAGS
+
+                assert ROLE_FLAGS[backend] and impl.table.no_flag_for(FIELD[cap]), cap
+                continue
+            if cap == "multi_node" and not impl.table.rows_for(FIELD[cap]):  # the launcher spreads the ranks
+                assert "leaderworkerset.yaml" in impl.render(asking, "x", gpu=gpu).k8s, cap
+                assert impl.table.no_flag_for(FIELD[cap]).source == support.source.split(":")[0], cap
+                continue
             assert impl.table.rows_for(FIELD[cap]), f"{cap} supported but no flag renders it"
         else:
             assert isinstance(reason, str) and f"capability: {cap};" in reason and support.source in reason, reason

@@ -225,8 +225,6 @@ UNSUPPORTED = [
                  "quantization=fp8", "fp8.py", id="vllm-fp8-on-v100"),
     pytest.param(BackendName.tgi, ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), {},
                  "pipeline_parallel=2", "main.rs", id="tgi-has-no-pipeline-parallel"),
-    pytest.param(BackendName.trtllm, ("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), {},
-                 "nodes=2", "trtllm-llmapi-launch", id="trtllm-multi-node-not-rendered"),
     pytest.param(BackendName.tgi, ("model=llama3-70b", "hw=h100x4"), {"dtype": Dtype.float32},
                  "dtype=float32", "matrix", id="tgi-has-no-float32"),
     pytest.param(BackendName.trtllm, ("model=llama3-70b", "hw=h100x4"), {"data_parallel": 2},

@@ -134,3 +134,29 @@ def test_written_artifacts_are_deterministic_and_relative(plans, tmp_path):
     for text in first.values():
         assert str(tmp_path).encode() not in text
     assert b"HF_TOKEN=${HF_TOKEN}" in first[Path("env")]
+
+
+def test_two_node_trtllm_plan_is_one_mpi_world_over_the_group(plans):
+    """TensorRT-LLM over two nodes: the leader runs mpirun with one rank per GPU under trtllm-llmapi-launch over the
+    group's pods, the workers run sshd, both mount the SSH keys; the host list the leader computes from LWS's pod
+    names is right (run in a real shell)."""
+    import subprocess
+
+    from backends.k8s import mpi_hosts
+
+    art = _rendered(BackendName.trtllm, "two-nodes", plans)
+    lws = yaml.safe_load(art.k8s["leaderworkerset.yaml"])["spec"]["leaderWorkerTemplate"]
+    leader = lws["leaderTemplate"]["spec"]["containers"][0]["command"][2]
+    worker = lws["workerTemplate"]["spec"]["containers"][0]["command"][2]
+    assert "exec mpirun --allow-run-as-root -np 16 --host \"$MPI_HOSTS\"" in leader
+    assert "trtllm-llmapi-launch trtllm-serve meta-llama/Meta-Llama-3.1-405B-Instruct --tp_size 8 --pp_size 2" in leader
+    assert worker.endswith("/usr/sbin/sshd -p 2222 -D")
+    for role in ("leaderTemplate", "workerTemplate"):
+        spec = lws[role]["spec"]
+        assert {"name": "ssh", "secret": {"secretName": "mpi-ssh", "defaultMode": 0o600}} in spec["volumes"]
+    req, compiled = plans["two-nodes"]
+    plan = dataclasses.replace(compiled.plan, backend=BackendName.trtllm)
+    out = subprocess.run(["sh", "-c", mpi_hosts(plan) + 'echo "$MPI_HOSTS"'], capture_output=True, text=True,
+                         env={"LWS_LEADER_ADDRESS": "llama-0.llama.ns", "LWS_GROUP_SIZE": "3", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "llama-0.llama.ns:8,llama-0-1.llama.ns:8,llama-0-2.llama.ns:8", out.stderr
+    assert "MPI_HOSTS=<node 0>:8" in art.docker and '"$HOME/.ssh/mpi":/root/.ssh:ro' in art.docker

@@ -124,3 +124,28 @@ def test_cpu_engine_costs_are_the_measured_fit():
     assert cal.host_cpu_s_per_step == pytest.approx(
         sum(fit[p]["us_per_step"] for p in ("api", "loadgen", "engine_io")) / 1e6)
     assert perf.calibration("h100-sxm").per_seq_s == 0.0  # GPUs: the step overhead alone
+
+
+def test_cpu_engine_costs_scale_by_the_hosts_measured_python_speed():
+    """The engine's Python costs were measured on one host (cpu.yaml interpreter_speed_mops): on a host whose CPython
+    runs at half that speed they double, the model's arithmetic (numpy-measured peaks) does not change, and a plan's
+    TPOT grows by the engine's share of the step; a GPU's calibration is left as it is."""
+    from conftest import request_for
+    from planner import rules as rule_engine
+    from planner import search
+
+    cal = perf.calibration("cpu")
+    ref = _load("cpu.yaml")["interpreter_speed_mops"]
+    assert cal.interpreter_speed_mops == ref
+    slow = cal.on_host(ref / 2)
+    assert slow.engine_seconds(64, 10) == pytest.approx(2 * cal.engine_seconds(64, 10))
+    assert (slow.request_s, slow.host_cpu_s_per_token) == pytest.approx((2 * cal.request_s, 2 * cal.host_cpu_s_per_token))
+    assert (slow.gemm_bf16, slow.hbm_efficiency) == (cal.gemm_bf16, cal.hbm_efficiency)
+    assert cal.on_host(None) is cal and perf.calibration("h100-sxm").on_host(5.0) == perf.calibration("h100-sxm")
+
+    def tpot(speed):
+        req = request_for("model=tiny-llama", "hw=cpu", f"hw.gpu.interpreter_speed_mops={speed}")
+        plan = search.compile_plan(req, rule_engine.evaluate(req, rule_engine.load()))
+        return dict(plan.prediction.tpot_ms.quantiles)[50.0]
+
+    assert 1.3 < tpot(ref / 2) / tpot(ref) < 2.0

@@ -22,6 +22,11 @@ CATALOG_DIRS = {
     # architecture (transformers 4.44.2, num_nextn_predict_layers 1) and moves the weight format to
     # hf_quant_config.json, so the catalog's FP8 format (the V3.1 model card: UE8M0 FP8 scales) is not compared.
     "deepseek-v3.1": ("nvidia/DeepSeek-V3.1-NVFP4", "h200x8", {"quantization", "quantization_bits", "quant"}),
+    "gpt-oss-120b": ("openai/gpt-oss-120b", "h100x1", set()),
+    "gpt-oss-20b": ("openai/gpt-oss-20b", "l4x1", set()),
+    "llama4-scout": ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "h100x4", set()),
+    "llama4-maverick": ("meta-llama/Llama-4-Maverick-17B-128E-Instruct", "h200x8", set()),
+    "mistral-small-3.1": ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", "h100x1", set()),
 }
 
 # Fields that name the entry or record knowledge no config.json holds (published counts, drafters, VLM towers), and
@@ -65,3 +70,13 @@ def test_hf_directory_plans_without_a_catalog_entry(rel):
     hw = next(v[1] for v in CATALOG_DIRS.values() if v[0] == rel)
     plan = plan_or_closest("model=hf", f"model.path={HF / rel}", f"hw={hw}").plan
     assert plan.model_path == str((HF / rel).resolve())
+
+
+@pytest.mark.parametrize("name", sorted(n for n, v in CATALOG_DIRS.items() if "quant" not in v[2]))
+def test_catalog_quant_layout_is_the_checkpoints(name):
+    """Where the catalog spells out the checkpoint's byte layout (quant), it is the one quantization_config gives
+    (gpt-oss: MXFP4 experts in groups of 32, attention, router, embeddings and lm_head left in bf16)."""
+    rel = CATALOG_DIRS[name][0]
+    imported = request_for("model=hf", f"model.path={HF / rel}").model
+    entry = request_for(f"model={name}").model
+    assert entry.quant == imported.quant, f"conf/model/{name}.yaml quant vs {rel}/config.json quantization_config"

@@ -122,3 +122,12 @@ def test_verdict_reads_on_80_columns():
     present.verdict(report, "plans/tiny-llama-cpu-balanced/report.json", ["plans/x/latency_cdf.png"], console)
     text = console.export_text()
     assert "…" not in text and _whole(text, "p90_output_throughput_tok_s_per_gpu") and "2,557.30" in text
+
+
+def test_sweep_shows_a_job_that_meets_nothing_by_its_closest_plan(cli, tmp_path):
+    """A sweep point no candidate meets (exit 3) is a column too: its closest plan, 'meets' no; the sweep exits 3."""
+    out = cli("-m", "hw=h100x4", "model=llama3-70b", "target.tpot_ms=50,2", "save=false", cwd=tmp_path, env=NARROW)
+    assert out.returncode == 3, out.stderr[-2000:]
+    sweep = out.stdout.split("Sweep: plans side by side", 1)[1]
+    meets = next(line for line in sweep.splitlines() if line.strip().startswith("meets"))
+    assert meets.split()[1:] == ["yes", "no"], meets

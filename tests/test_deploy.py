@@ -56,14 +56,28 @@ SCHEMAS = {
     "lws": _load("leaderworkerset-v1.schema.json"),
     "ray": _load("ray-serve-deploy.schema.json.gz"),
     "ray-llm": _load("ray-serve-llm-config.schema.json.gz"),
+    "keda": strict(_load("keda-scaledobject-v1alpha1.schema.json.gz")),
 }
 
 PLANS = {
     "405b-2xh100x8": ("model=llama3.1-405b", "hw=2xh100x8"),
     "deepseek-v3-h200x8": ("model=deepseek-v3", "hw=h200x8"),
     "70b-h100x4": ("model=llama3-70b", "hw=h100x4"),
+    # xPyD: long prompts at 20 req/s with a 15 ms TPOT (tests/test_disagg.py): prefill and decode pools
+    "8b-h100x8-xpyd": ("model=llama3.1-8b", "hw=h100x8", "workload=summarization", "target=qps",
+                       "target.min_request_rate=20", "target.tpot_ms=15", "target.request_rate_range=[4,30]"),
+    # autoscaling: replicas per band over the day's range, rendered as KEDA ScaledObjects / KServe spec.scaling
+    "8b-h100x8-autoscaled": ("model=llama3.1-8b", "hw=h100x8", "target=qps", "target.min_request_rate=40",
+                             "target.request_rate_range=[5,60]"),
+    # a disaggregated MoE plan over two nodes: TP8 + EP pools (prefill on one node, decode on the other, KV over
+    # RDMA), each pool autoscaled
+    "r1-2xh200x8-xpyd": ("model=deepseek-r1", "hw=2xh200x8", "plan.disaggregation=true",
+                         "target.request_rate_range=[2,20]"),
 }
-ENGINES = {"70b-h100x4-sglang": BackendName.sglang, "70b-h100x4-trtllm": BackendName.trtllm}  # the same plan
+ENGINES = {"70b-h100x4-sglang": ("70b-h100x4", BackendName.sglang),  # the same plan on another engine
+           "70b-h100x4-trtllm": ("70b-h100x4", BackendName.trtllm),
+           "8b-h100x8-xpyd-sglang": ("8b-h100x8-xpyd", BackendName.sglang),
+           "r1-2xh200x8-xpyd-sglang": ("r1-2xh200x8-xpyd", BackendName.sglang)}
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +86,11 @@ def plans():
     for key, overrides in PLANS.items():
         req = request_for(*overrides)
         out[key] = (req, compiled_or_closest(req))
-    req, compiled = out["70b-h100x4"]
-    for key, backend in ENGINES.items():
+    for key, (base, backend) in ENGINES.items():
+        req, compiled = out[base]
         out[key] = (req, dataclasses.replace(compiled, plan=dataclasses.replace(compiled.plan, backend=backend)))
+    assert out["8b-h100x8-xpyd"][1].plan.disaggregation is not None
+    assert out["r1-2xh200x8-xpyd"][1].plan.disaggregation is not None
     return out
 
 
@@ -105,6 +121,12 @@ def validate(target: str, file: str, text: str) -> None:
             _container_pod({"name": "main", **svc["extraPodSpec"]["mainContainer"]})
     elif obj["kind"] == "DisaggregatedSet":
         jsonschema.validate(obj, SCHEMAS["dset"])
+        for role in obj["spec"]["roles"]:
+            kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "check"},
+                                          "template": role["spec"]["leaderWorkerTemplate"]["workerTemplate"]},
+                                         K8S_VERSION, strict=True)
+    elif obj["kind"] == "ScaledObject":
+        jsonschema.validate(obj, SCHEMAS["keda"])
     elif obj["kind"] == "LeaderWorkerSet":
         jsonschema.validate(obj, SCHEMAS["lws"])
     else:
@@ -237,3 +259,76 @@ def test_cli_renders_every_stack_that_can_and_refuses_one_that_cannot(tmp_path):
     assert "deploy=kserve: not rendered:" in ok.stderr
     refused = run_cli("model=llama3.1-405b", "hw=2xh100x8", "action=render", "deploy=llmd", f"out={tmp_path}/q.yaml")
     assert refused.returncode == 2 and "deploy=llmd: cannot render this plan" in refused.stderr
+
+
+def test_trtllm_405b_on_two_nodes_plans_and_renders_for_slurm_and_lws(tmp_path):
+    """backend=trtllm plans the two-node 405B layout (the capability matrix serves multi-node through MPI) and renders
+    for Slurm (srun --mpi=pmix, trtllm-llmapi-launch) and LeaderWorkerSet; each file validates."""
+    from conftest import run_cli
+
+    out = tmp_path / "p.yaml"
+    ok = run_cli("model=llama3.1-405b", "hw=2xh100x8", "backend=trtllm", "action=render", "deploy=all", f"out={out}")
+    assert ok.returncode == 0, ok.stderr
+    plan = yaml.safe_load(out.read_text())["plan"]
+    assert (plan["backend"], plan["nodes"], plan["tensor_parallel"] * plan["pipeline_parallel"]) == ("trtllm", 2, 16)
+    written = {p.parent.name: p for p in (tmp_path / "p" / "deploy").glob("*/*")}
+    assert set(written) == {"lws", "slurm"}
+    for path in (tmp_path / "p" / "deploy").glob("*/*"):
+        validate(path.parent.name, path.name, path.read_text())
+    script = (tmp_path / "p" / "deploy" / "slurm" / "serve.sbatch").read_text()
+    assert "srun --mpi=pmix --ntasks=16 --ntasks-per-node=8" in script and "trtllm-llmapi-launch" in script
+
+
+def test_a_disaggregated_plan_renders_a_disaggregated_set_and_dynamo_workers_per_pool(plans):
+    """deploy=lws: one DisaggregatedSet role per pool (prefill kv_producer, decode kv_consumer) and the router that
+    finds them by label; deploy=dynamo: a prefill worker (--is-prefill-worker) and a decode worker; the stacks that
+    do not render pools here say so."""
+    req, compiled = plans["8b-h100x8-xpyd"]
+    d = compiled.plan.disaggregation
+    files = get("lws").render(compiled.plan, "x", req.hw.gpu).files
+    dset = yaml.safe_load(files["disaggregatedset.yaml"])
+    roles = {r["name"]: r["spec"] for r in dset["spec"]["roles"]}
+    assert (roles["prefill"]["replicas"], roles["decode"]["replicas"]) == (d.prefill.replicas, d.decode.replicas)
+    args = {name: r["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["args"]
+            for name, r in roles.items()}
+    assert '"kv_role":"kv_producer"' in args["prefill"][-1] and '"kv_role":"kv_consumer"' in args["decode"][-1]
+    router = yaml.safe_load(files["router-deployment.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert "--prefill-selector app=x role=prefill --decode-selector app=x role=decode" in router["command"][2]
+    dgd = yaml.safe_load(get("dynamo").render(compiled.plan, "x", req.hw.gpu).files["dynamographdeployment.yaml"])
+    services = dgd["spec"]["services"]
+    assert services["VllmPrefillWorker"]["replicas"] == d.prefill.replicas
+    assert "--is-prefill-worker" in services["VllmPrefillWorker"]["extraPodSpec"]["mainContainer"]["args"][0]
+    assert "--is-prefill-worker" not in services["VllmDecodeWorker"]["extraPodSpec"]["mainContainer"]["args"][0]
+    for target in ("kserve", "llmd", "ray", "slurm"):
+        assert "renders for deploy=lws (DisaggregatedSet) and deploy=dynamo only" in reason(target, compiled, req)
+
+
+@pytest.mark.parametrize("backend,ep", [(BackendName.vllm, ["--enable-expert-parallel"]),
+                                        (BackendName.sglang, ["--ep-size", "8"])])
+def test_a_disaggregated_moe_plan_keeps_expert_parallel_in_every_pool_of_every_stack(plans, backend, ep):
+    """DeepSeek-R1 split over two H200 nodes: both roles of the DisaggregatedSet and both Dynamo workers run the
+    pool's TP8 + expert-parallel layout with their KV role, one ScaledObject per pool validates against KEDA's CRD,
+    and the stacks that render no pools say why."""
+    req, compiled = plans["r1-2xh200x8-xpyd" if backend is BackendName.vllm else "r1-2xh200x8-xpyd-sglang"]
+    plan = compiled.plan
+    d = plan.disaggregation
+    assert d.prefill.expert_parallel and d.decode.expert_parallel and d.kv_link == "rdma"
+    assert {r.pool for r in plan.autoscaling} == {"prefill", "decode"}
+    files = get("lws").render(plan, "x", req.hw.gpu).files
+    roles = {r["name"]: r["spec"] for r in yaml.safe_load(files["disaggregatedset.yaml"])["spec"]["roles"]}
+    for name, pool in (("prefill", d.prefill), ("decode", d.decode)):
+        args = roles[name]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["args"]
+        assert _contains(args, ep) and str(pool.tensor_parallel) in args, (name, args)
+    dyn = get("dynamo").render(plan, "x", req.hw.gpu).files
+    workers = {n: s for n, s in yaml.safe_load(dyn["dynamographdeployment.yaml"])["spec"]["services"].items()
+               if n.endswith("Worker")}
+    assert len(workers) == 2
+    for svc in workers.values():
+        assert _contains(_words(svc["extraPodSpec"]["mainContainer"]["args"][0]), ep)
+    for target, fs in (("lws", files), ("dynamo", dyn)):
+        scaled = sorted(f for f in fs if f.startswith("scaledobject-"))
+        assert scaled == ["scaledobject-decode.yaml", "scaledobject-prefill.yaml"], (target, list(fs))
+        for f in scaled:
+            validate(target, f, fs[f])
+    for target in ("kserve", "llmd", "ray", "slurm"):
+        assert reason(target, compiled, req)

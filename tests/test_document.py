@@ -15,6 +15,8 @@ CASES = [
     pytest.param(("model=deepseek-v3", "hw=h200x8"), id="moe-closest"),
     pytest.param(("model=llama3.1-405b", "hw=2xh100x8", "precision=bf16"), id="two-nodes"),
     pytest.param(("model=llama3-70b", "hw=h100x4", "backend=trtllm"), id="trtllm"),
+    pytest.param(("model=llama3.1-8b", "hw=h100x8", "workload=summarization", "target=qps",
+                  "target.min_request_rate=20", "target.tpot_ms=15"), id="xpyd"),
 ]
 
 

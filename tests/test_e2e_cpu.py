@@ -7,6 +7,7 @@ import sys
 
 import psutil
 import pytest
+import yaml
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -204,8 +205,10 @@ def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     """README's whole loop as it is (the plan's load: 128 requests in flight, the workload's 200, settled as the
     plan predicts it): exit 0, and output throughput, p50 TPOT and p50 E2E within 35% of the prediction. Before the
     served engine's calibration (benchmarks/cpu_serve.py) and the settled loop, this run measured 2.6x less
-    throughput than predicted; 35% is loose enough for a 2-core CI machine and fails on that. A run during which
-    other processes took half a core or more measures the machine's load, not the plan: it is skipped, with the
+    throughput than predicted; 35% is loose enough for a 2-core CI machine and fails on that. The engine's Python costs
+    were calibrated on another host and scale by this one's measured CPython speed (printed: a CI runner once served
+    this loop 26% slower per token than the calibrating host). A run during which other processes or the hypervisor
+    (steal time) took half a core or more measures the machine's load, not the plan: it is skipped, with the
     numbers. TTFT is not bounded here: on this 2-core host vLLM's API server delivers first tokens hundreds of ms
     after the engine made them (docs/perf-model.md, 'Largest known misses')."""
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "action=verify"],
@@ -215,10 +218,13 @@ def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     rows = {r["metric"]: r for r in report["predicted_vs_measured"]}
     table = "; ".join(f"{m} predicted {r['predicted']:.1f} measured {r['measured']:.1f} ({r['error_pct']:+.0f}%)"
                       for m, r in rows.items())
-    print(f"{table}; host {host}")
-    if host["other_processes_cores"] >= 0.5:
-        pytest.skip(f"other processes took {host['other_processes_cores']} of {host['host_cores']} cores during the "
-                    f"run: not a measurement of the plan alone ({table})")
+    speed = yaml.safe_load((tmp_path / "plans" / "tiny-llama-cpu-balanced.yaml").read_text())["request"]["hw"]["gpu"]
+    print(f"{table}; host {host}; CPython {speed.get('interpreter_speed_mops')} M probe iterations/s (calibrated at "
+          "conf/calibration/cpu.yaml's interpreter_speed_mops)")
+    if host["other_processes_cores"] >= 0.5 or host.get("steal_cores", 0.0) >= 0.5:
+        pytest.skip(f"other processes took {host['other_processes_cores']} and the hypervisor "
+                    f"{host.get('steal_cores', 0.0)} of {host['host_cores']} cores during the run: not a measurement "
+                    f"of the plan alone ({table})")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]  # the plan said it meets the target
     assert report["load"]["settle"] == report["load"]["max_concurrency"] == 128
     for metric in ("output_throughput", "p50_tpot_ms", "p50_e2el_ms"):

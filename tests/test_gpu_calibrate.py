@@ -65,6 +65,29 @@ def test_unknown_section_says_fix(tmp_path):
     assert r.returncode != 0 and "--only flux is no section. Fix:" in r.stderr
 
 
+def test_kernels_only_run_extends_a_base_file(tmp_path):
+    """--kernels-only --base after a live run: the base's sections kept, the new ones added, the file written (a live
+    run's TorchVersion in its environment made yaml fail after the measurements, losing them)."""
+    pytest.importorskip("torch")
+    out = tmp_path / "h200.yaml"
+    r = subprocess.run([sys.executable, str(GPU_BENCH / "calibrate.py"), "--dry-run", "--kernels-only", "--base",
+                        str(ROOT / "conf" / "calibration" / "h200.yaml"), "--only", "fp8_quant", "--out", str(out),
+                        "--time-budget", "120"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    d = yaml.safe_load(out.read_text())
+    assert d["gemm_bf16"] == _yaml("h200.yaml")["gemm_bf16"]
+    assert d["provenance_kernels"]["sections"] == ["fp8_quant"] and isinstance(d["provenance_kernels"]["torch"], str)
+
+
+def test_gpu_named_for_another_device_is_refused():
+    sys.path.insert(0, str(GPU_BENCH))
+    import calibrate
+
+    assert calibrate.conf_gpu_name("NVIDIA H100 80GB HBM3", "h100-pcie") == "h100-pcie"
+    with pytest.raises(SystemExit, match="--gpu h200 names another GPU than the one measured"):
+        calibrate.conf_gpu_name("NVIDIA H100 80GB HBM3", "h200")
+
+
 def test_h100_kernel_sections_are_the_committed_raw_run():
     """conf/calibration/h100.yaml's kernel sections are calibration_summary's reading of the raw H100 run."""
     h100 = _yaml("h100.yaml")

@@ -1,5 +1,7 @@
 """The memory model against numbers computed by hand from the architectures (and vLLM's own rules)."""
 
+from pathlib import Path
+
 import pytest
 
 from planner import memory
@@ -60,12 +62,13 @@ def test_pp_kv_counts_the_fullest_stage():
 def test_llama3_70b_tp4_bf16_weights_by_hand():
     # Per layer: q 8192² + k,v 2·8192·1024 + o 8192² = 150,994,944; MLP 3·8192·28672 = 704,643,072;
     # split 4 ways, 2 bytes: 427,819,008 B; plus 2 norms of 8192 (replicated) = 32,768 B; x 80 layers.
-    # Embedding and lm_head: 128,256/4 = 32,064 rows x 8192 x 2 B each; final norm 16,384 B.
+    # Embedding and lm_head: 128,256/4 = 32,064 rows x 8192 x 2 B each; final norm 16,384 B; the rotary cos/sin
+    # cache every rank keeps: 8,192 positions x head_dim 128 x 2 B.
     per_layer = (150_994_944 + 704_643_072) // 4 * 2 + 2 * 8192 * 2
-    expected = 80 * per_layer + 2 * 32_064 * 8192 * 2 + 8192 * 2
+    expected = 80 * per_layer + 2 * 32_064 * 8192 * 2 + 8192 * 2 + 8192 * 128 * 2
     got = memory.weight_bytes_per_gpu(model("llama3-70b"), 4, 1, Dtype.bf16, Quantization.none)
     assert got == expected
-    assert got / GIB == pytest.approx(32.856, abs=0.001)
+    assert got / GIB == pytest.approx(32.858, abs=0.001)
 
 
 def test_fp8_keeps_embeddings_in_bf16():
@@ -83,7 +86,8 @@ def test_awq_is_a_bit_over_four_bits_per_weight():
 def test_tied_embeddings_are_stored_once_on_one_stage():
     m = model("llama3.2-1b")  # tie_word_embeddings: true
     one = memory.weight_bytes_per_gpu(m, 1, 1, Dtype.bf16, Quantization.none)
-    assert one == pytest.approx(memory.param_counts(m).total * 2, rel=1e-4)
+    rope = m.max_position_embeddings * m.head_dim_eff * 2  # the rotary cos/sin cache, not a parameter
+    assert one - rope == pytest.approx(memory.param_counts(m).total * 2, rel=1e-4)
 
 
 @pytest.mark.parametrize("budget,per_token,block,tokens", [
@@ -193,3 +197,30 @@ def test_lora_comes_out_of_the_kv_budget():
     lora = memory.breakdown(r.model, r.hw.gpu, max_loras=8, max_lora_rank=64, **kw)
     extra = memory.lora_bytes_per_gpu(r.model, 1, 1, Dtype.bf16, 8, 64) / GIB
     assert lora.kv_cache_gib == pytest.approx(plain.kv_cache_gib - extra)
+
+
+def test_llama4_chunked_local_attention_is_its_own_kv_group():
+    """Llama-4-Scout (real config.json): attention_chunk_size 8192 in the 36 RoPE layers, the other 12 (NoPE) attend
+    globally; vLLM 0.32 groups them 12 + 3 x 12 and a request needs ceil(min(8192 + in-flight, L) / 16) blocks in each
+    chunked group (kv_cache_interface.py:813)."""
+    cfg = Path(__file__).parent / "data" / "hf_configs" / "meta-llama" / "Llama-4-Scout-17B-16E-Instruct"
+    m = request_for("model=hf", f"model.path={cfg}").model
+    assert (m.attention_chunk_size, m.chunked_attention_layers) == (8192, 36)
+    assert memory.kv_groups(m, 48) == [("full", 12), ("chunked", 12), ("chunked", 12), ("chunked", 12)]
+    in_flight = 2 * 8192  # async scheduling: PP + 1 = 2 batches of max_num_batched_tokens
+    assert memory.blocks_per_request(m, "chunked", 131072, 16, in_flight) == (8192 + in_flight) // 16
+    assert memory.blocks_per_request(m, "full", 131072, 16, in_flight) == 131072 // 16
+    gpu = request_for("hw=h100x4").hw.gpu
+    b = memory.breakdown(m, gpu, tp=4, pp=1, dtype=Dtype.bf16, quant=Quantization.none, kv_dtype=KvPrecision.auto,
+                         max_model_len=131072, max_num_seqs=1024, max_num_batched_tokens=8192,
+                         gpu_memory_utilization=0.95)
+    need = 8192 + 3 * 1536  # blocks per request: one full group, three chunked groups
+    assert b.max_concurrency_at_max_len == pytest.approx(b.kv_cache_blocks / need)
+
+
+def test_gpt_oss_alternates_sliding_and_full_groups():
+    cfg = Path(__file__).parent / "data" / "hf_configs" / "openai" / "gpt-oss-20b"
+    m = request_for("model=hf", f"model.path={cfg}").model
+    assert (m.sliding_window, m.sliding_window_layers) == (128, 12)
+    assert memory.kv_groups(m, 24) == [("full", 12), ("sliding", 12)]
+    assert memory.blocks_per_request(m, "sliding", 8192, 16, 2 * 8192) == 8192 // 16 + 1

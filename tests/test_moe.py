@@ -277,3 +277,21 @@ def test_every_catalog_moe_model_is_searched_in_every_layout_and_each_is_priced(
                                kv_dtype=KvPrecision.fp8, max_model_len=4096, max_num_seqs=256,
                                max_num_batched_tokens=2048, gpu_memory_utilization=0.9, dp=dp, ep=ep)
         assert 0 < t < 10 and mem.weights_gib > 0, (tp, pp, dp, ep)
+
+
+def test_sliced_experts_run_at_their_narrow_shapes_measured_efficiency():
+    """Measured on an H100 (conf/calibration/h100.yaml grouped_gemm): a TP 8 slice of a Qwen3-235B expert (down
+    projection K = 192) reaches about half the efficiency of the whole expert at 256 rows per expert, so the same
+    prefill costs the sliced layout more expert time than EP."""
+    from planner.calibration import calibration
+
+    cal = calibration("h100-sxm")
+    assert float(cal.grouped_efficiency(256, 0, 192)) < 0.6 * float(cal.grouped_efficiency(256, 0, 1536))
+    tp, ep = (_sm("qwen3-235b-a22b", "h100x8", 8, ep=e, quant=Quantization.none, kv=KvPrecision.bf16)
+              for e in (False, True))
+
+    def experts(sm):
+        k = sm._consts
+        hbm = k["bw"] * k["cal"].hbm_efficiency
+        return float(moe.expert_seconds(k, 4096.0, lambda m, n: k["cal"].grouped_efficiency(m, 0, n), hbm))
+    assert experts(tp) > experts(ep)

@@ -256,3 +256,20 @@ def test_readiness_sends_the_key_from_the_named_variable(tmp_path, monkeypatch):
         assert server.wait_ready(progress=False) < 15
         server.stop(grace_s=GRACE_S)
     assert "sk-fake-key" not in (tmp_path / "server.log").read_text(), "the key is redacted from the log"
+
+
+def test_keep_serving_exits_when_the_handlers_exit_was_swallowed(tmp_path, capsys):
+    """The SIGINT handler stops the server and raises SystemExit; landing inside a weakref callback, that exception is
+    printed and dropped ("Exception ignored in ...": CI, 2026-12-07, a launch then served on for 120 s after Ctrl-C).
+    The serving loop sees the server's `interrupted` mark and exits 130 itself."""
+    from planner import launch
+
+    class Stopped:
+        interrupted = signal.SIGINT
+
+        def watch(self):
+            raise AssertionError("kept watching a server the signal handler already stopped")
+
+    with pytest.raises(SystemExit) as stop:
+        launch._keep_serving(Stopped(), "tiny", "http://127.0.0.1:1", tmp_path / "server.log")
+    assert stop.value.code == 130

@@ -60,6 +60,8 @@ def test_vllms_own_parser_takes_the_profiler_config(h100):
 @pytest.mark.parametrize("overrides, match", [
     pytest.param(("model=llama3-8b", "hw=h100x1", "backend=trtllm"), "backend=trtllm", id="trtllm"),
     pytest.param(("model=llama3.2-1b", "hw=cpu"), "Nsight Systems traces NVIDIA GPUs", id="cpu"),
+    pytest.param(("model=llama3.1-8b", "hw=h100x8", "backend=vllm", "workload=summarization", "target=qps",
+                  "target.min_request_rate=20", "plan.disaggregation=true"), "disaggregated plan", id="xpyd"),
 ])
 def test_what_nsys_cannot_profile_is_refused(overrides, match):
     req = request_for(*overrides)

@@ -79,6 +79,24 @@ def test_pins_are_respected():
     assert [d.by for d in c.decisions if d.field == "tensor_parallel"][0] == "pin"
 
 
+def test_a_pinned_layout_the_engine_can_start_gets_a_plan_with_a_small_kv_warning():
+    # vLLM runs Qwen2.5-72B bf16 at TP 2 on 2 x H100 80GB at 0.95 (tests/data/reference/vllm_memory_logs.yaml,
+    # llmd-qwen25-72b-tp2-8k); at the default 0.92 the planner's KV budget is empty, so it raises the fraction.
+    c = search.compile_plan(request_for("model=qwen2.5-72b", "hw=h100x2", "plan.tensor_parallel=2", "precision=bf16",
+                                        "plan.max_model_len=8192"))
+    assert c.plan.tensor_parallel == 2 and c.plan.quantization is Quantization.none
+    assert 0.92 < c.plan.gpu_memory_utilization <= 0.95
+    assert c.memory.max_concurrency_at_max_len >= 1
+    d = next(d for d in c.decisions if d.field == "gpu_memory_utilization")
+    assert d.by == "search" and "pinned layout" in d.why
+    assert any("plan.tensor_parallel=2" in n and "small KV cache" in n for n in c.notes)
+
+
+def test_a_pinned_layout_that_cannot_start_is_still_exit_3():
+    with pytest.raises(NoFeasiblePlan, match=r"does not fit"):
+        search.compile_plan(request_for("model=llama3-70b", "hw=h100x1", "plan.tensor_parallel=1", "precision=bf16"))
+
+
 def test_max_num_seqs_is_bounded_by_kv_capacity():
     c = plan_for("model=llama3-70b", "hw=h100x1")  # fits only as int4, little KV left
     assert c.plan.max_num_seqs <= c.memory.kv_cache_tokens // (512 + 256)

@@ -1,7 +1,9 @@
 """Start real vLLM (CPU) on the tiny model and check the "KV cache size: N tokens" line against our formula.
 
 This is the ground truth the planner's memory model is checked against; see docs/vllm-memory.md for the source
-of each term. TP 1 only, to keep CI short (one startup is ~40-60 s on 2 cores).
+of each term. The tiny model is also served quantized, in every checkpoint format the CPU build loads
+(planner/tinyquant.py: compressed-tensors FP8 with an FP8 KV-cache scheme, INT8 W8A8 and W4A16, GPTQ, AWQ), each
+planned with `model=hf` from its own config.json. One startup is ~40-90 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -145,10 +147,21 @@ def tiny_model() -> Path:
 CASES = [
     # max_model_len 2000 is not a multiple of the CPU block size (128): vLLM then reports
     # int(blocks / blocks-per-request × max_model_len), not blocks × 128 (docs/vllm-memory.md (e)).
-    pytest.param((1, 2000), id="tp1-len2000"),
+    pytest.param((1, 2000, None), id="tp1-len2000"),
     # TP 2: each worker holds VLLM_CPU_KVCACHE_SPACE and one of the two KV heads (one core per worker).
-    pytest.param((2, 2048), id="tp2-len2048"),
+    pytest.param((2, 2048, None), id="tp2-len2048"),
+    # Quantized checkpoints (planner/tinyquant.py). The KV capacity depends on the KV dtype only: the FP8 KV-cache
+    # scheme doubles it; the others check that each format is planned, rendered and served as it is stored.
+    pytest.param((1, 2000, ("ct-fp8", True)), id="ct-fp8-w8a8-kv-fp8"),
+    pytest.param((1, 2000, ("ct-int8", False)), id="ct-int8-w8a8"),
+    pytest.param((1, 2000, ("ct-w4a16", False)), id="ct-w4a16-group128"),
+    pytest.param((1, 2000, ("gptq", False)), id="gptq-int4"),
+    pytest.param((1, 2000, ("awq", False)), id="awq-int4"),
 ]
+# The plan's (quantization, quantization_method, kv_cache_dtype) for each quantized checkpoint.
+EXPECTED = {"ct-fp8": ("fp8", "compressed-tensors", "fp8"), "ct-int8": ("int8", "compressed-tensors", "bf16"),
+            "ct-w4a16": ("gptq", "compressed-tensors", "bf16"), "gptq": ("gptq", "gptq", "bf16"),
+            "awq": ("awq", "awq", "bf16")}
 
 
 def planned(tiny_model: Path, tp: int, max_model_len: int):
@@ -166,9 +179,15 @@ def planned(tiny_model: Path, tp: int, max_model_len: int):
 
 @pytest.fixture(params=CASES)
 def vllm_cpu_server(request, tiny_model: Path, tmp_path: Path):
-    tp, max_model_len = request.param
+    tp, max_model_len, quant = request.param
+    if quant is not None:
+        from planner.tinyquant import ensure_tiny_quantized
+
+        tiny_model = ensure_tiny_quantized(quant[0], kv_fp8=quant[1])
     compiled = planned(tiny_model, tp, max_model_len)
     plan = compiled.plan
+    if quant is not None:
+        assert (plan.quantization.value, plan.quantization_method, plan.kv_cache_dtype.value) == EXPECTED[quant[0]]
     log = tmp_path / "vllm.log"
     env = dict(
         os.environ,
@@ -186,6 +205,8 @@ def vllm_cpu_server(request, tiny_model: Path, tmp_path: Path):
     from planner.launch import local_argv
 
     cmd = local_argv(list(get(plan.backend).render(plan, "kv-check").argv), _free_port())
+    if quant is not None:  # vLLM reads the format from the checkpoint's quantization_config
+        assert "--quantization" not in cmd
     with open(log, "wb") as f:
         # Own session = own process group, so one killpg reaches the EngineCore and Worker children too.
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)

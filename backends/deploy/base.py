@@ -99,3 +99,13 @@ def engine_unsupported(target: str, engines: tuple[BackendName, ...], plan: Plan
 def gpus_per_node(plan: Plan) -> int:
     """GPUs one pod (one node of a replica) asks for."""
     return plan.gpus_per_replica // plan.nodes
+
+
+def disaggregated_unsupported(target: str, plan: Plan, native: str) -> Optional[str]:
+    """The reason string when `plan` is disaggregated and this target does not render prefill/decode pools here;
+    `native` says what the stack itself offers for them (so the user knows it is this planner's gap)."""
+    if plan.disaggregation is None:
+        return None
+    return (f"deploy={target}: the plan is disaggregated ({plan.disaggregation.summary()}), which this planner renders "
+            f"for deploy=lws (DisaggregatedSet) and deploy=dynamo only; {native}. Fix: deploy=lws or dynamo, or "
+            "plan.disaggregation=false for an aggregated plan")

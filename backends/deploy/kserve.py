@@ -16,7 +16,8 @@ from typing import Optional
 
 import yaml
 
-from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, engine_flags, engine_unsupported
+from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, disaggregated_unsupported
+from backends.deploy.base import engine_flags, engine_unsupported
 from backends.deploy.base import gpus_per_node
 from backends.deploy.pods import gpu_resource, hf_env
 from planner.plan import Plan
@@ -38,6 +39,11 @@ def _table(plan: Plan, gpu: GpuSpec) -> DeployTable:
                   f"{TEMPLATE}: --served-model-name"),
     ]
     taken = ("--tensor-parallel-size",)
+    for r in plan.autoscaling:  # spec.scaling (CRD serving.kserve.io_llminferenceservices.yaml, aaac4e2)
+        rows += [Placement("autoscaling.min_replicas", FILE, ("spec", "scaling", "minReplicas"),
+                           lambda p: p.autoscaling[0].min_replicas, "LLMInferenceServiceSpec.scaling"),
+                 Placement("autoscaling.max_replicas", FILE, ("spec", "scaling", "maxReplicas"),
+                           lambda p: p.autoscaling[0].max_replicas, "LLMInferenceServiceSpec.scaling")]
     if plan.nodes > 1:
         rows += [Placement("data_parallel", FILE, ("spec", "parallelism", "data"), lambda p: p.data_parallel, WORKER),
                  Placement("nodes", FILE, ("spec", "parallelism", "dataLocal"), lambda p: p.data_parallel // p.nodes,
@@ -59,6 +65,9 @@ class KServe:
 
     def unsupported(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         reason = engine_unsupported(self.name, self.engines, plan, TEMPLATE)
+        reason = reason or disaggregated_unsupported(
+            self.name, plan, "KServe's LLMInferenceService has spec.prefill for a prefill pool [source: CRD "
+                             "serving.kserve.io_llminferenceservices.yaml, aaac4e2]")
         if reason:
             return reason
         if plan.model_path.startswith("/"):
@@ -88,6 +97,12 @@ class KServe:
             parallelism.update(data=plan.data_parallel, dataLocal=plan.data_parallel // plan.nodes,
                                expert=plan.expert_parallel)
             spec["worker"] = {"containers": [dict(container)]}
+        rule = next((r for r in plan.autoscaling if r.pool == "replicas"), None)
+        if rule is not None:  # LLMInferenceServiceSpec.scaling: min/max replicas and KEDA triggers (the CRD)
+            from backends.autoscale_k8s import trigger
+
+            spec["scaling"] = {"minReplicas": rule.min_replicas, "maxReplicas": rule.max_replicas,
+                               "keda": {"triggers": [trigger(plan, rule)]}}
         obj = {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
                "metadata": {"name": name}, "spec": spec}
         notes = ("deploy=kserve: the router block asks KServe for a managed Gateway route and the llm-d inference "

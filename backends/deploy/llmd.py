@@ -17,7 +17,8 @@ from typing import Optional
 
 import yaml
 
-from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, engine_flags, engine_unsupported
+from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, disaggregated_unsupported
+from backends.deploy.base import engine_flags, engine_unsupported
 from backends.deploy.base import gpus_per_node
 from backends.deploy.pods import gpu_resource
 from backends.k8s import SECRET_NAME
@@ -57,6 +58,9 @@ class Llmd:
 
     def unsupported(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         reason = engine_unsupported(self.name, self.engines, plan, HELPERS)
+        reason = reason or disaggregated_unsupported(
+            self.name, plan, f"llm-d-modelservice has prefill.create beside its decode pool [source: {CHART} "
+                             "examples/values-pd.yaml]")
         if reason:
             return reason
         if plan.model_path.startswith("/"):

@@ -1,7 +1,8 @@
 """LeaderWorkerSet (leaderworkerset.x-k8s.io/v1): the engine adapters' own Kubernetes manifests (backends/k8s.py).
 
 A replica that spans nodes is one LeaderWorkerSet group (size = nodes; the leader serves, workers join it); a replica
-on one node is a Deployment, since a group of size 1 adds nothing. Every engine renders here.
+on one node is a Deployment, since a group of size 1 adds nothing. Every engine renders here. A disaggregated plan is
+LWS's DisaggregatedSet (disaggregatedset.x-k8s.io/v1): a role per pool, plus the router (backends/pd_k8s.py).
 """
 
 from typing import Optional
@@ -17,7 +18,30 @@ TYPES = "kubernetes-sigs/lws api/leaderworkerset/v1/leaderworkerset_types.go (06
 LEADER = ("spec", "leaderWorkerTemplate", "leaderTemplate", "spec", "containers", 0)
 
 
+DSET_FILE = "disaggregatedset.yaml"
+DSET_TYPES = "kubernetes-sigs/lws api/disaggregatedset/v1 (060ab4d): spec.roles[].spec.replicas, leaderWorkerTemplate"
+
+
+def _roles_table(plan: Plan, gpu: GpuSpec) -> DeployTable:
+    """A disaggregated plan: one DisaggregatedSet role per pool (prefill first), one pod per instance."""
+    role = ("spec", "roles")
+    pod = ("leaderWorkerTemplate", "workerTemplate", "spec", "containers", 0)
+    rows = (Placement("disaggregation.prefill.replicas", DSET_FILE, (*role, 0, "spec", "replicas"),
+                      lambda p: p.disaggregation.prefill.replicas, DSET_TYPES),
+            Placement("disaggregation.decode.replicas", DSET_FILE, (*role, 1, "spec", "replicas"),
+                      lambda p: p.disaggregation.decode.replicas, DSET_TYPES),
+            Placement("disaggregation.prefill.gpus_per_replica", DSET_FILE,
+                      (*role, 0, "spec", *pod, "resources", "limits", gpu_resource(gpu)),
+                      lambda p: p.disaggregation.prefill.gpus_per_replica, "one pod per prefill instance"),
+            Placement("gpus_per_replica", DSET_FILE, (*role, 1, "spec", *pod, "resources", "limits", gpu_resource(gpu)),
+                      lambda p: p.gpus_per_replica, "one pod per decode instance"))
+    args = EngineArgs(DSET_FILE, (*role, 1, "spec", *pod, "args"), (), "the decode role's container args")
+    return DeployTable(plan.backend, args, rows)
+
+
 def _table(plan: Plan, gpu: GpuSpec) -> DeployTable:
+    if plan.disaggregation is not None:
+        return _roles_table(plan, gpu)
     if plan.nodes > 1:
         rows = (Placement("replicas", LWS_FILE, ("spec", "replicas"), lambda p: p.replicas, TYPES),
                 Placement("nodes", LWS_FILE, ("spec", "leaderWorkerTemplate", "size"), lambda p: p.nodes, TYPES),
@@ -47,7 +71,12 @@ class Lws:
     def render(self, plan: Plan, name: str, gpu: GpuSpec) -> Deployment:
         from backends import get
 
-        art = get(plan.backend).render(plan, name, gpu=gpu)
+        if plan.disaggregation is not None:  # the DisaggregatedSet and the router (backends/pd_k8s.py)
+            from backends import disagg
+
+            art = disagg.render(plan, name, None, gpu)
+        else:
+            art = get(plan.backend).render(plan, name, gpu=gpu)
         return Deployment(self.name, dict(art.k8s), ())
 
 

@@ -17,7 +17,8 @@ from typing import Optional
 
 import yaml
 
-from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, engine_flags, engine_unsupported
+from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, disaggregated_unsupported
+from backends.deploy.base import engine_flags, engine_unsupported
 from backends.table import Where
 from planner.plan import Plan
 from planner.specs import BackendName, GpuSpec
@@ -76,6 +77,9 @@ class RayServe:
 
     def unsupported(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
         reason = engine_unsupported(self.name, self.engines, plan, SOURCE)
+        reason = reason or disaggregated_unsupported(
+            self.name, plan, f"Ray Serve LLM has a prefill/decode builder of its own, not rendered here [source: "
+                             f"{SOURCE}]")
         if reason:
             return reason
         if gpu.name not in ACCELERATOR:

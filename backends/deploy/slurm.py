@@ -15,7 +15,8 @@ from typing import Optional
 
 import yaml
 
-from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, engine_flags, engine_unsupported
+from backends.deploy.base import DeployTable, Deployment, EngineArgs, Placement, disaggregated_unsupported
+from backends.deploy.base import engine_flags, engine_unsupported
 from backends.deploy.base import gpus_per_node
 from planner.plan import Plan
 from planner.specs import BackendName, GpuSpec
@@ -76,7 +77,9 @@ class Slurm:
         return _table(plan, gpu)
 
     def unsupported(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
-        return engine_unsupported(self.name, self.engines, plan, f"{RAY}; {TRTLLM}")
+        return engine_unsupported(self.name, self.engines, plan, f"{RAY}; {TRTLLM}") or \
+            disaggregated_unsupported(self.name, plan, f"a script would start both pools and a router, not rendered "
+                                                       f"here [source: this script renders one replica, {RAY}]")
 
     def render(self, plan: Plan, name: str, gpu: GpuSpec) -> Deployment:
         lines = ["#!/bin/bash",

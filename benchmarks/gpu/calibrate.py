@@ -51,6 +51,11 @@ ELEMENTWISE_ROWS = [1, 4, 8]
 def conf_gpu_name(device_name: str, explicit: str | None) -> str:
     """The conf/gpu entry of this device: --gpu, else the device name's key when conf/gpu has that file."""
     if explicit:
+        family = rc.gpu_key(device_name)
+        if family in ("h200", "h100", "a100", "l40s", "l4", "b200") and not explicit.startswith(family):
+            raise SystemExit(f"calibrate: --gpu {explicit} names another GPU than the one measured ('{device_name}'): "
+                             f"its curves would be divided by the wrong datasheet peaks. Fix: drop --gpu, or pass the "
+                             f"conf/gpu name of this device (one starting with '{family}').")
         return explicit
     key = rc.gpu_key(device_name)
     known = {"h100": "h100-sxm"}  # NVIDIA H100 80GB HBM3 is the SXM part
@@ -63,6 +68,8 @@ def conf_gpu_name(device_name: str, explicit: str | None) -> str:
 
 
 def peaks_of(gpu: str) -> dict:
+    if gpu == "dryrun":
+        return rc.catalog_peaks("dryrun")
     import yaml
 
     c = yaml.safe_load((REPO / "conf" / "gpu" / f"{gpu}.yaml").read_text())
@@ -133,7 +140,7 @@ def run(args) -> tuple[dict, str]:
 
 def summarize(raw: dict, gpu: str, raw_name: str, base: dict | None, summary_cmd: str | None) -> tuple[dict, str]:
     """The calibration file: roofline_calibration's sections, the kernel sections, and base's unmeasured ones."""
-    pk = peaks_of(gpu) if gpu != "dryrun" else rc.catalog_peaks("dryrun")
+    pk = peaks_of(gpu)
     summary, _ = rc.summarize(raw, raw_name, summary_cmd, peaks=pk)
     summary["provenance"]["conf_gpu"] = gpu
     summary["provenance"]["sections"] = sorted(k for k in raw["results"])
@@ -211,6 +218,9 @@ def main() -> None:
     else:
         args.raw = args.raw or str(out.with_name(f"calibrate_{out.stem}.json"))
         raw, gpu = run(args)
+        # plain types, as --summarize reads them back: the live environment holds torch.__version__ (a
+        # TorchVersion), which yaml cannot dump (a --kernels-only --base run failed on it after measuring)
+        raw = json.loads(json.dumps(raw, default=str))
         raw_name, cmd = args.raw, None
     if args.kernels_only and base:
         summary, header = add_kernels(raw, gpu, raw_name, base, cmd, tuple(args.only.split(",")) if args.only else ())

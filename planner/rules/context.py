@@ -1,7 +1,8 @@
 """The values a rule's `when` can read: the typed request, flattened into namespaces, plus a few derived numbers.
 
-Namespaces: model, gpu, hw, target, workload, precision, backend, pins, derived. Their field names come from the
-spec dataclasses, so a rule that names a field that does not exist fails when the rules load.
+Namespaces: model, checkpoint (the model's quantized layout, specs.CheckpointQuant), gpu, hw, target, workload,
+precision, backend, pins, derived. Their field names come from the spec dataclasses, so a rule that names a field
+that does not exist fails when the rules load.
 """
 
 import dataclasses
@@ -9,7 +10,7 @@ import enum
 import math
 
 from planner import memory
-from planner.specs import BackendSpec, GpuSpec, HwSpec, ModelSpec, Pins, PrecisionSpec, Request, TargetSpec, \
+from planner.specs import BackendSpec, CheckpointQuant, GpuSpec, HwSpec, ModelSpec, Pins, PrecisionSpec, Request, TargetSpec, \
     WorkloadSpec
 
 # Derived values: name → what it is (the docs table lists them).
@@ -26,7 +27,7 @@ DERIVED = {
     "active_params_b": "billions of parameters touched per token (MoE: the routed experts only)",
 }
 
-_SPECS = {"model": ModelSpec, "gpu": GpuSpec, "hw": HwSpec, "target": TargetSpec, "workload": WorkloadSpec,
+_SPECS = {"model": ModelSpec, "checkpoint": CheckpointQuant, "gpu": GpuSpec, "hw": HwSpec, "target": TargetSpec, "workload": WorkloadSpec,
           "precision": PrecisionSpec, "backend": BackendSpec, "pins": Pins}
 _EXTRA = {
     "model": ("is_moe", "is_mla", "head_dim_eff"),
@@ -91,6 +92,6 @@ def build(req: Request) -> dict:
         "kv_gib_per_request": kv_bytes * context_len / memory.GIB,
         "active_params_b": memory.active_params(m) / 1e9,
     }
-    return {"model": model, "gpu": g, "hw": hw, "target": _flat(req.target), "workload": _flat(wl),
+    return {"model": model, "checkpoint": _flat(m.quant), "gpu": g, "hw": hw, "target": _flat(req.target), "workload": _flat(wl),
             "precision": _flat(req.precision), "backend": _flat(req.backend), "pins": _flat(pins),
             "derived": derived}

@@ -26,7 +26,7 @@ from planner.errors import InputError, did_you_mean
 from planner.rules import context
 from planner.rules.parser_tables import import_rule_engine
 from planner.rules.model import CHOICE_FIELDS, Rule, parse
-from planner.specs import Request
+from planner.specs import Quantization, Request
 
 rule_engine = import_rule_engine()
 
@@ -34,7 +34,7 @@ rule_engine = import_rule_engine()
 DOMAINS = {
     "backend": ("vllm", "sglang", "trtllm", "tgi", "triton-vllm", "triton-trtllm"),
     "dtype": ("bf16", "fp16", "float32"),
-    "quantization": ("none", "fp8", "int8", "awq", "gptq", "nvfp4"),
+    "quantization": tuple(q.value for q in Quantization),
     "kv_cache_dtype": ("auto", "fp8"),  # auto: the compute dtype
 }
 # rule fields → plan fields they decide (for the pin check and decisions)
