@@ -13,8 +13,12 @@ are fixed when it is built, so every planned limit is both a build flag and a co
 """
 
 import dataclasses
+import functools
 import shlex
+from importlib import resources
 from typing import Optional
+
+import yaml
 
 from backends import triton
 from backends import trtllm as trtllm_adapter
@@ -73,6 +77,9 @@ TABLE = FlagTable(
     ),
     no_flag=(
         NoFlag("backend", "selects this adapter"),
+        NoFlag("quantization_method", "pre-quantized checkpoints are refused (check): build_engine.sh converts "
+                                      "unquantized weights or quantizes them to fp8 itself"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
         NoFlag("expert_parallel", "not rendered for the engine build (moe_ep_size); use backend=trtllm"),
         NoFlag("data_parallel", "one engine per Triton server: scale with replicas"),
         NoFlag("nodes", "single-node repositories only (multi-node needs MPI across hosts)"),
@@ -81,6 +88,7 @@ TABLE = FlagTable(
                             "vLLM"),
         NoFlag("max_lora_rank", "LoRA engines are not rendered here"),
         NoFlag("kv_cache_space_gib", "CPU plans only; TensorRT-LLM has no CPU build"),
+        NoFlag("disaggregation", "not rendered for Triton (capability disaggregation: unsupported here)"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
     ),
@@ -104,22 +112,48 @@ def engine_dir(name: str) -> str:
     return f"{ENGINE_ROOT}/{name}"
 
 
-def _tensorrt_llm(cfg: dict, engine: str) -> str:
+# The models' tensors and the ensemble's wiring, as upstream declares them (conf/triton/trtllm-ensemble.yaml).
+INTERFACE = "trtllm-ensemble.yaml"
+LOGITS_TYPE = "TYPE_FP32"  # logits_datatype in TensorRT-LLM's docs/source/.../triton fill_template examples
+COMPUTE_TYPES = {Dtype.bf16: "TYPE_BF16", Dtype.fp16: "TYPE_FP16", Dtype.float32: "TYPE_FP32"}
+# preprocessing_instance_count / postprocessing_instance_count of upstream's quick start (fill_template ... :1); the
+# tokenizers run on CPU beside the engine, one instance each
+TOKENIZER_INSTANCES = 1
+EXECUTOR_WORKER = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"  # upstream tensorrt_llm/config.pbtxt
+
+
+@functools.lru_cache(maxsize=1)
+def interface() -> dict:
+    return yaml.safe_load(resources.files("conf").joinpath("triton", INTERFACE).read_text())
+
+
+def _tensors(specs: list, dtype: Dtype) -> list:
+    """The tensors of conf/triton/trtllm-ensemble.yaml as ModelInput/ModelOutput messages."""
+    types = {"logits": LOGITS_TYPE, "compute": COMPUTE_TYPES[dtype]}
+    out = []
+    for spec in specs:
+        extra = {"allow_ragged_batch": True} if spec.get("ragged") else {}
+        if spec.get("scalar"):
+            extra["reshape"] = {"shape": []}
+        out.append(triton.tensor(spec["name"], types.get(spec["type"], spec["type"]), spec["dims"],
+                                 spec.get("optional", False), **extra))
+    return out
+
+
+def _batching(cfg: dict) -> dict:
+    return {"preferred_batch_size": [cfg["max_batch_size"]], "max_queue_delay_microseconds": 0}
+
+
+def _tensorrt_llm(cfg: dict, engine: str, dtype: Dtype) -> str:
+    """The C++ backend's model: the engine, in-flight batching, decoupled (streaming) responses, the planned KV-cache
+    share, reuse and chunked context; empty strings for the parameters it reads unconditionally but this plan does not
+    use (tokenizer_dir, guided decoding: model_instance_state.cc treats "" as unset)."""
+    spec = interface()["models"]["tensorrt_llm"]
     return triton.pbtxt({
         "name": "tensorrt_llm", "backend": "tensorrtllm", "max_batch_size": cfg["max_batch_size"],
         "model_transaction_policy": {"decoupled": True},  # streaming: one response per token
-        "dynamic_batching": {"preferred_batch_size": [cfg["max_batch_size"]], "max_queue_delay_microseconds": 0},
-        "input": [triton.tensor("input_ids", "TYPE_INT32", [-1], allow_ragged_batch=True),
-                  triton.tensor("input_lengths", "TYPE_INT32", [1], reshape={"shape": []}),
-                  triton.tensor("request_output_len", "TYPE_INT32", [1], reshape={"shape": []}),
-                  triton.tensor("end_id", "TYPE_INT32", [1], True, reshape={"shape": []}),
-                  triton.tensor("pad_id", "TYPE_INT32", [1], True, reshape={"shape": []}),
-                  triton.tensor("stop_words_list", "TYPE_INT32", [2, -1], True, allow_ragged_batch=True),
-                  triton.tensor("bad_words_list", "TYPE_INT32", [2, -1], True, allow_ragged_batch=True),
-                  triton.tensor("temperature", "TYPE_FP32", [1], True, reshape={"shape": []}),
-                  triton.tensor("streaming", "TYPE_BOOL", [1], True, reshape={"shape": []})],
-        "output": [triton.tensor("output_ids", "TYPE_INT32", [-1, -1]),
-                   triton.tensor("sequence_length", "TYPE_INT32", [-1])],
+        "dynamic_batching": _batching(cfg),
+        "input": _tensors(spec["input"], dtype), "output": _tensors(spec["output"], dtype),
         # The C++ backend runs in-process with one instance; its executor owns the GPUs of the MPI world.
         "instance_group": [{"count": 1, "kind": triton.Sym("KIND_CPU")}],
         "parameters": triton.parameters({
@@ -128,72 +162,46 @@ def _tensorrt_llm(cfg: dict, engine: str) -> str:
             "enable_kv_cache_reuse": cfg["enable_kv_cache_reuse"],
             "enable_chunked_context": cfg["enable_chunked_context"],
             "batch_scheduler_policy": "guaranteed_no_evict", "max_beam_width": 1,
-            "exclude_input_in_output": True, "FORCE_CPU_ONLY_INPUT_TENSORS": "no"}),
+            "exclude_input_in_output": True, "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+            "executor_worker_path": EXECUTOR_WORKER,
+            "tokenizer_dir": "", "guided_decoding_backend": "", "xgrammar_tokenizer_info_path": ""}),
     })
 
 
-def _preprocessing(cfg: dict) -> str:
+def _preprocessing(cfg: dict, engine: str, dtype: Dtype) -> str:
+    spec = interface()["models"]["preprocessing"]
     return triton.pbtxt({
         "name": "preprocessing", "backend": "python", "max_batch_size": cfg["max_batch_size"],
-        "input": [triton.tensor("QUERY", "TYPE_STRING", [1]),
-                  triton.tensor("REQUEST_OUTPUT_LEN", "TYPE_INT32", [1]),
-                  triton.tensor("BAD_WORDS_DICT", "TYPE_STRING", [-1], True),
-                  triton.tensor("STOP_WORDS_DICT", "TYPE_STRING", [-1], True),
-                  triton.tensor("END_ID", "TYPE_INT32", [1], True),
-                  triton.tensor("PAD_ID", "TYPE_INT32", [1], True)],
-        "output": [triton.tensor("INPUT_ID", "TYPE_INT32", [-1]),
-                   triton.tensor("REQUEST_INPUT_LEN", "TYPE_INT32", [1]),
-                   triton.tensor("BAD_WORDS_IDS", "TYPE_INT32", [2, -1]),
-                   triton.tensor("STOP_WORDS_IDS", "TYPE_INT32", [2, -1]),
-                   triton.tensor("REQUEST_OUTPUT_LEN", "TYPE_INT32", [-1]),
-                   triton.tensor("OUT_END_ID", "TYPE_INT32", [1]),
-                   triton.tensor("OUT_PAD_ID", "TYPE_INT32", [1])],
-        "parameters": triton.parameters({"tokenizer_dir": cfg["tokenizer_dir"], "add_special_tokens": True}),
-        "instance_group": [{"count": 1, "kind": triton.Sym("KIND_CPU")}],
+        "dynamic_batching": _batching(cfg),
+        "input": _tensors(spec["input"], dtype), "output": _tensors(spec["output"], dtype),
+        # multimodal_model_path "": a text model (preprocessing/1/model.py reads the key unconditionally)
+        "parameters": triton.parameters({"tokenizer_dir": cfg["tokenizer_dir"], "add_special_tokens": True,
+                                         "multimodal_model_path": "", "gpt_model_path": engine}),
+        "instance_group": [{"count": TOKENIZER_INSTANCES, "kind": triton.Sym("KIND_CPU")}],
     })
 
 
-def _postprocessing(cfg: dict) -> str:
+def _postprocessing(cfg: dict, dtype: Dtype) -> str:
+    spec = interface()["models"]["postprocessing"]
     return triton.pbtxt({
         "name": "postprocessing", "backend": "python", "max_batch_size": cfg["max_batch_size"],
-        "input": [triton.tensor("TOKENS_BATCH", "TYPE_INT32", [-1, -1]),
-                  triton.tensor("SEQUENCE_LENGTH", "TYPE_INT32", [-1])],
-        "output": [triton.tensor("OUTPUT", "TYPE_STRING", [-1])],
+        "dynamic_batching": {},
+        "input": _tensors(spec["input"], dtype), "output": _tensors(spec["output"], dtype),
         "parameters": triton.parameters({"tokenizer_dir": cfg["tokenizer_dir"], "skip_special_tokens": True}),
-        "instance_group": [{"count": 1, "kind": triton.Sym("KIND_CPU")}],
+        "instance_group": [{"count": TOKENIZER_INSTANCES, "kind": triton.Sym("KIND_CPU")}],
     })
 
 
-def _ensemble(cfg: dict) -> str:
-    def step(model: str, inputs: dict, outputs: dict) -> dict:
-        return {"model_name": model, "model_version": -1,
-                "input_map": [{"key": k, "value": v} for k, v in inputs.items()],
-                "output_map": [{"key": k, "value": v} for k, v in outputs.items()]}
-
+def _ensemble(cfg: dict, dtype: Dtype) -> str:
+    spec = interface()["ensemble"]
+    steps = [{"model_name": step["model"], "model_version": -1,
+              "input_map": [{"key": k, "value": v} for k, v in step["input_map"].items()],
+              "output_map": [{"key": k, "value": v} for k, v in step["output_map"].items()]}
+             for step in spec["steps"]]
     return triton.pbtxt({
         "name": "ensemble", "platform": "ensemble", "max_batch_size": cfg["max_batch_size"],
-        "input": [triton.tensor("text_input", "TYPE_STRING", [1]), triton.tensor("max_tokens", "TYPE_INT32", [1]),
-                  triton.tensor("bad_words", "TYPE_STRING", [-1], True),
-                  triton.tensor("stop_words", "TYPE_STRING", [-1], True),
-                  triton.tensor("end_id", "TYPE_INT32", [1], True), triton.tensor("pad_id", "TYPE_INT32", [1], True),
-                  triton.tensor("temperature", "TYPE_FP32", [1], True),
-                  triton.tensor("stream", "TYPE_BOOL", [1], True)],
-        "output": [triton.tensor("text_output", "TYPE_STRING", [-1])],
-        "ensemble_scheduling": {"step": [
-            step("preprocessing", {"QUERY": "text_input", "REQUEST_OUTPUT_LEN": "max_tokens",
-                                   "BAD_WORDS_DICT": "bad_words", "STOP_WORDS_DICT": "stop_words",
-                                   "END_ID": "end_id", "PAD_ID": "pad_id"},
-                 {"INPUT_ID": "_INPUT_ID", "REQUEST_INPUT_LEN": "_REQUEST_INPUT_LEN",
-                  "REQUEST_OUTPUT_LEN": "_REQUEST_OUTPUT_LEN", "BAD_WORDS_IDS": "_BAD_WORDS_IDS",
-                  "STOP_WORDS_IDS": "_STOP_WORDS_IDS", "OUT_END_ID": "_END_ID", "OUT_PAD_ID": "_PAD_ID"}),
-            step("tensorrt_llm", {"input_ids": "_INPUT_ID", "input_lengths": "_REQUEST_INPUT_LEN",
-                                  "request_output_len": "_REQUEST_OUTPUT_LEN", "end_id": "_END_ID",
-                                  "pad_id": "_PAD_ID", "stop_words_list": "_STOP_WORDS_IDS",
-                                  "bad_words_list": "_BAD_WORDS_IDS", "temperature": "temperature",
-                                  "streaming": "stream"},
-                 {"output_ids": "_TOKENS_BATCH", "sequence_length": "_SEQUENCE_LENGTH"}),
-            step("postprocessing", {"TOKENS_BATCH": "_TOKENS_BATCH", "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH"},
-                 {"OUTPUT": "text_output"})]},
+        "input": _tensors(spec["input"], dtype), "output": _tensors(spec["output"], dtype),
+        "ensemble_scheduling": {"step": steps},
     })
 
 
@@ -261,11 +269,11 @@ class TritonTrtllmBackend:
                gpu: Optional[GpuSpec] = None) -> Artifacts:
         cfg = apply(TABLE, plan).config
         engine, world = engine_dir(name), plan.tensor_parallel * plan.pipeline_parallel
-        files = {f"{triton.REPO}/ensemble/config.pbtxt": _ensemble(cfg),
+        files = {f"{triton.REPO}/ensemble/config.pbtxt": _ensemble(cfg, plan.dtype),
                  f"{triton.REPO}/ensemble/1/.keep": "", f"{triton.REPO}/tensorrt_llm/1/.keep": "",
-                 f"{triton.REPO}/preprocessing/config.pbtxt": _preprocessing(cfg),
-                 f"{triton.REPO}/tensorrt_llm/config.pbtxt": _tensorrt_llm(cfg, engine),
-                 f"{triton.REPO}/postprocessing/config.pbtxt": _postprocessing(cfg),
+                 f"{triton.REPO}/preprocessing/config.pbtxt": _preprocessing(cfg, engine, plan.dtype),
+                 f"{triton.REPO}/tensorrt_llm/config.pbtxt": _tensorrt_llm(cfg, engine, plan.dtype),
+                 f"{triton.REPO}/postprocessing/config.pbtxt": _postprocessing(cfg, plan.dtype),
                  "build_engine.sh": build_script(cfg["build"], engine)}
         local = triton.serve_command(triton.REPO, world, ("tensorrt_llm",))
         inside = triton.serve_command(WORK_REPO, world, ("tensorrt_llm",))
@@ -289,6 +297,11 @@ class TritonTrtllmBackend:
                 "scheduler (planner/engines.py).")
 
     def check(self, plan: Plan, gpu: GpuSpec) -> Optional[str]:
+        if plan.quantization_method:
+            return (f"backend=triton-trtllm ({VERSION}) builds its engine from unquantized weights (convert_checkpoint.py,"
+                    f" or quantize.py --qformat fp8); the checkpoint is already quantized "
+                    f"({plan.quantization_method}). Fix: backend=trtllm, which reads the checkpoint's quantization "
+                    f"[capability: pre-quantized checkpoints; source: build_engine.sh]")
         return trtllm_adapter.BACKEND.check(plan, gpu)
 
     def kv_cache_tokens(self, log: str) -> Optional[int]:

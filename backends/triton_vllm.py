@@ -18,7 +18,7 @@ from backends import triton
 from backends import vllm as vllm_adapter
 from backends.base import Artifacts, Metrics, Precision, Support
 from backends.server import ApiKey, CONFIG_DIR, Server, assemble
-from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value
+from backends.table import Flag, FlagTable, NoFlag, Where, apply, enum_value, quantization_value
 from planner.plan import Plan
 from planner.specs import BackendName, GpuSpec
 
@@ -44,8 +44,9 @@ TABLE = FlagTable(
         Flag("expert_parallel", "enable_expert_parallel", Where.config, _value("expert_parallel"),
              f"{ARGS}.enable_expert_parallel"),
         Flag("dtype", "dtype", Where.config, enum_value("dtype", vllm_adapter.DTYPES), f"{ARGS}.dtype"),
-        Flag("quantization", "quantization", Where.config, enum_value("quantization", vllm_adapter.QUANT),
-             f"{ARGS}.quantization", "none: no key; vLLM reads the checkpoint's quantization_config"),
+        Flag("quantization", "quantization", Where.config, quantization_value(vllm_adapter.QUANT),
+             f"{ARGS}.quantization", "none, or a pre-quantized checkpoint: no key; vLLM reads the checkpoint's "
+                                     "quantization_config"),
         Flag("kv_cache_dtype", "kv_cache_dtype", Where.config, enum_value("kv_cache_dtype", vllm_adapter.KV),
              f"{ARGS}.kv_cache_dtype"),
         Flag("max_model_len", "max_model_len", Where.config, _value("max_model_len"), f"{ARGS}.max_model_len"),
@@ -69,11 +70,15 @@ TABLE = FlagTable(
     ),
     no_flag=(
         NoFlag("backend", "selects this adapter"),
+        NoFlag("quantization_method", "vLLM reads a pre-quantized checkpoint's quantization_config itself (as for "
+                                      "backend=vllm); set, model.json carries no quantization key"),
+        NoFlag("autoscaling", "deployment shape: a KEDA ScaledObject on the replicas (backends/autoscale_k8s.py)"),
         NoFlag("data_parallel", "one vLLM engine per Triton model instance here: scale with replicas",
                f"{SRC} _validate_device_config (KIND_MODEL)"),
         NoFlag("nodes", "this adapter renders single-node model repositories (vLLM's Ray executor is not set up "
                         "inside Triton here)"),
         NoFlag("kv_cache_space_gib", "CPU plans only; Triton's vLLM container is a CUDA build"),
+        NoFlag("disaggregation", "not rendered for Triton (capability disaggregation: unsupported here)"),
         NoFlag("replicas", "deployment shape: Deployment spec.replicas"),
         NoFlag("gpus_per_replica", "deployment shape: nvidia.com/gpu per pod"),
     ),
@@ -90,6 +95,8 @@ CAPABILITIES = dataclasses.replace(
                   rocm_source=_CUDA_ONLY),
     data_parallel=Support(False, f"{SRC} _validate_device_config", "one engine per model instance; use replicas"),
     multi_node=Support(False, "this adapter", "single-node model repositories only; use backend=vllm with Ray"),
+    disaggregation=Support(False, "this adapter", "one vLLM engine per model repository; prefill/decode pools with a "
+                                                  "KV connector render for backend=vllm"),
 )
 
 METRICS = dataclasses.replace(
