@@ -82,6 +82,8 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
         c["args"] = [refs.get(a, a) for a in args]
     c["env"] = env
     c["ports"] = [{"name": "http", "containerPort": server.port}]
+    if server.metrics_port:  # Prometheus on its own port (Triton's --metrics-port)
+        c["ports"].append({"name": "metrics", "containerPort": server.metrics_port})
     if server.gpu:
         c["resources"] = {"limits": {gpu_resource(server): gpus_per_pod(plan)}}
     if probes:
@@ -187,7 +189,9 @@ def _service(server: "Server", name: str, selector: dict) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": server.port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": server.port, "targetPort": "http", "protocol": "TCP"}]
+            + ([{"name": "metrics", "port": server.metrics_port, "targetPort": "metrics", "protocol": "TCP"}]
+               if server.metrics_port else []),
         },
     }
 

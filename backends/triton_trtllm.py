@@ -282,6 +282,7 @@ class TritonTrtllmBackend:
             backend=self.name, image=triton.IMAGE_TRTLLM, command=(), container_command=("sh", "-c"),
             args=local, container_args=(script,), env=(), files=tuple(sorted(files.items())),
             port=triton.HTTP_PORT, health_path=self.health_path, metrics_path=self.metrics_path,
+            metrics_port=triton.METRICS_PORT,
             warnings=self.notes(plan), api_key=API_KEY)
         return assemble(server, plan, name, api_key_env)
 

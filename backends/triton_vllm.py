@@ -140,6 +140,7 @@ class TritonVllmBackend:
             container_command=(), args=triton.serve_command(triton.REPO),
             container_args=triton.serve_command(f"{CONFIG_DIR}/{triton.REPO}"), env=(), files=files,
             port=triton.HTTP_PORT, health_path=self.health_path, metrics_path=self.metrics_path,
+            metrics_port=triton.METRICS_PORT,
             warnings=self.notes(plan), api_key=API_KEY)
         return assemble(server, plan, name, api_key_env)
 
