@@ -6,6 +6,7 @@ import re
 import shlex
 
 import pytest
+import triton_repo
 import yaml
 from conftest import compiled_or_closest, on, request_for
 
@@ -88,11 +89,13 @@ def variants(plan: Plan, backend: BackendName):
     yield "flipped", on(plan, backend, enable_prefix_caching=not plan.enable_prefix_caching,
                         enable_chunked_prefill=not plan.enable_chunked_prefill)
     yield "fp8", on(plan, backend, quantization=Quantization.fp8, kv_cache_dtype=KvPrecision.fp8)
-    if backend is not BackendName.tgi:
+    caps = get(backend).capabilities  # Triton's TensorRT-LLM build renders neither EP nor drafters: skipped there
+    if caps.expert_parallel.supported:
         yield "expert-parallel", on(plan, backend, expert_parallel=True)
     method = {BackendName.tgi: "ngram"}.get(backend, "eagle3")
-    yield "speculative", on(plan, backend, speculative={"method": method, "model": "org/drafter",
-                                                        "num_speculative_tokens": 3})
+    if method in caps.speculative_methods:
+        yield "speculative", on(plan, backend, speculative={"method": method, "model": "org/drafter",
+                                                            "num_speculative_tokens": 3})
 
 
 def _pairs(words: list[str]) -> set[tuple[str, str]]:
@@ -118,6 +121,8 @@ def assert_flag_everywhere(art: Artifacts, row, value) -> None:
         assert art.env[row.name] == str(value)
         assert f"{row.name}={value}" in docker
         assert {"name": row.name, "value": str(value)} in pod["env"]
+    elif art.backend in (BackendName.triton_trtllm, BackendName.triton_vllm):  # a model repository, parsed
+        assert triton_repo.value(art, row.name) == value, row.name
     else:  # config file: in the files, in the ConfigMap, and the file is named in every command line
         (name, text), = art.files.items()
         assert get_path(yaml.safe_load(text), row.name) == value
@@ -160,6 +165,8 @@ LIMIT_FLAGS = {
     BackendName.sglang: {"max_num_seqs": "--max-running-requests", "max_model_len": "--context-length",
                          "max_num_batched_tokens": "--max-prefill-tokens", "tensor_parallel": "--tp-size",
                          "gpu_memory_utilization": "--mem-fraction-static"},
+    # Triton: no limit in the argv; the model repository carries them (tests/test_backends_triton.py)
+    BackendName.triton_trtllm: {}, BackendName.triton_vllm: {},
 }
 
 
