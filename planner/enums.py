@@ -92,6 +92,7 @@ class BackendName(str, enum.Enum):
     trtllm = "trtllm"
     tgi = "tgi"
     sglang = "sglang"
+    mii = "mii"  # DeepSpeed-MII (backends/mii.py): served only when asked (rule backend.mii-when-asked)
 
 
 class DeployTarget(str, enum.Enum):
