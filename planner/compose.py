@@ -5,6 +5,7 @@ goes through @hydra.main in planner.app, which then calls `request_from_cfg` her
 """
 
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 from planner import discover, schema
@@ -29,6 +30,7 @@ class Composer:
         from hydra.core.global_hydra import GlobalHydra
 
         schema.register_configs()
+        self._options: dict[str, list[str]] = {}
         if not GlobalHydra.instance().is_initialized():
             self._ctx = initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3")
             self._ctx.__enter__()
@@ -47,9 +49,12 @@ class Composer:
         self.close()
 
     def options(self, group: str) -> list[str]:
+        """The options of a config group (conf/<group>/ and the ConfigStore), listed once per Composer."""
         from hydra.core.global_hydra import GlobalHydra
 
-        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+        if group not in self._options:
+            self._options[group] = sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+        return self._options[group]
 
     def compose(self, overrides: list[str]) -> Any:
         """The composed DictConfig, or InputError listing every bad override at once."""
@@ -81,7 +86,7 @@ class Composer:
         from planner import overrides as keys
 
         found = self._check_choices(overrides)
-        options = {g: self.options(g) for g in GROUPS}
+        options = _GroupOptions(self)  # listed only for an override that needs them (`~group`)
         for override in overrides:
             if override not in found:
                 found.update({override: p for p in keys.problems([override], options)})
@@ -100,6 +105,27 @@ class Composer:
                         f"Valid: {', '.join(valid)}. Fix: pick one of these, or add conf/{group}/{value}.yaml."
                     )
         return problems
+
+
+class _GroupOptions(Mapping):
+    """GROUPS -> their options, each listed (a directory scan) only when asked for."""
+
+    def __init__(self, composer: Composer) -> None:
+        self.composer = composer
+
+    def __getitem__(self, group: str) -> list[str]:
+        if group not in GROUPS:
+            raise KeyError(group)
+        return self.composer.options(group)
+
+    def __contains__(self, group: object) -> bool:
+        return group in GROUPS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(GROUPS)
+
+    def __len__(self) -> int:
+        return len(GROUPS)
 
 
 def check_options(cfg: Any) -> None:

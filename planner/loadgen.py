@@ -157,7 +157,7 @@ class _Progress:
         return RequestRecord(
             sent_s=self.sent - t0, ttft_s=self.first - self.sent, e2e_s=self.last - self.sent if ok else math.nan,
             output_tokens=self.usage_tokens if self.usage_tokens else self.chunks,
-            input_tokens=self.input_tokens, itl_s=tuple(self.itl), ok=ok, error=error)
+            input_tokens=self.input_tokens, itl_s=tuple(self.itl), ok=ok, error=error, chunks=self.chunks)
 
 
 class _Driver:

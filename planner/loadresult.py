@@ -29,11 +29,45 @@ class RequestRecord:
     """Whether at least one chunk arrived and the stream ended cleanly (erf lines 278-285)."""
     error: str = ""
     """Why it failed: HTTP status and body, exception, timeout or cancellation."""
+    chunks: int = 0
+    """Chunks with `choices` received. One token each while the server keeps up; vLLM merges a stream's pending
+    outputs into one chunk when its API server falls behind the engine (RequestOutputCollector, "RequestOutputs are
+    merged if the producer gets ahead of the consumer": vllm/v1/engine/output_processor.py, 0.32.0), so a whole
+    answer in one chunk makes TTFT equal E2E and TPOT 0 by serve's definitions."""
 
     @property
     def tpot_s(self) -> float:
         """(E2E − TTFT) / (output tokens − 1); 0 with ≤ 1 output token (serve lines 625-631)."""
         return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """How the answers arrived: token by token, or merged into lumps by a server that fell behind its engine."""
+
+    mean_tokens_per_chunk: float
+    """Output tokens over chunks with choices, over the completed requests (1.0: one token per chunk)."""
+    one_chunk_requests: int
+    """Completed requests of more than one output token that arrived in a single chunk."""
+    multi_token_requests: int
+    """Completed requests of more than one output token."""
+
+    @property
+    def merged(self) -> bool:
+        """Most multi-token answers came in one chunk: TPOT and ITL measured at the client say nothing about the
+        engine's step (they are 0), and TTFT is the time to the whole answer."""
+        return self.one_chunk_requests * 2 > self.multi_token_requests > 0
+
+    def warning(self) -> str:
+        """One sentence for the report and the log; empty when the streams came token by token."""
+        if not self.merged:
+            return ""
+        return (f"{self.one_chunk_requests} of {self.multi_token_requests} answers arrived in one chunk (mean "
+                f"{self.mean_tokens_per_chunk:.1f} tokens per chunk): the server's API process fell behind its engine "
+                "and merged each stream's pending tokens (vLLM's RequestOutputCollector), so TPOT and ITL as "
+                "measured here are 0 and TTFT is the time to the whole answer. Fix: fewer requests in flight "
+                "(workload.max_concurrency), or more CPU for the API server (api-server processes, a less loaded "
+                "host)")
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,14 @@ class LoadResult:
         """Any percentile of `ttft`, `tpot`, `itl` or `e2el` in ms, as summary() computes its fixed ones."""
         values = self._series([r for r in self.records if r.ok])[name]
         return float(np.percentile(np.asarray(values or [0.0]) * 1000, percentile))
+
+    def streaming(self) -> Streaming:
+        """Tokens per chunk over the completed requests (RequestRecord.chunks)."""
+        done = [r for r in self.records if r.ok and r.chunks]
+        multi = [r for r in done if r.output_tokens > 1]
+        return Streaming(
+            mean_tokens_per_chunk=sum(r.output_tokens for r in done) / max(sum(r.chunks for r in done), 1),
+            one_chunk_requests=sum(r.chunks == 1 for r in multi), multi_token_requests=len(multi))
 
     def errors(self) -> list[str]:
         """The failed requests' messages, in arrival order."""

@@ -172,6 +172,8 @@ def _layer_comm(k: dict, hidden: int, tokens, mean_tokens):
     layer and scatters them back instead (moe.dispatch_combine_seconds), over the tp x dp GPUs' links."""
     cal = k["cal"]
     ar = cal.allreduce_seconds(tokens * hidden * k["act"], k["tp"], k["link"])
+    if not np.any(k["moe_layers"]):
+        return ar, 0.0
     gathered = moe.dispatch_combine_seconds(k, mean_tokens,
                                             lambda nbytes, group: cal.allreduce_seconds(nbytes, group, k["moe_link"]))
     return ar, np.where(k["dp"] > 1, gathered, ar)
@@ -212,9 +214,11 @@ def _step_time(k: dict, hidden: int, decode_seqs, decode_context, prefill_tokens
     # An MoE layer: attention and shared experts as dense GEMMs of this rank's tokens; the routed experts as grouped
     # GEMMs on the busiest GPU of the expert group (planner/moe.py).
     # (each local expert's GEMM at its rows, on the measured grouped-GEMM curve of the weights' kernel)
-    routed = moe.expert_seconds(k, mean_tokens, lambda m, narrow: cal.grouped_efficiency(m, k["gemm_kind"], narrow),
-                                hbm)
-    moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
+    moe_layer = 0.0  # dense models (every candidate without MoE layers) skip the grouped-GEMM pricing
+    if np.any(k["moe_layers"]):
+        routed = moe.expert_seconds(k, mean_tokens,
+                                    lambda m, narrow: cal.grouped_efficiency(m, k["gemm_kind"], narrow), hbm)
+        moe_layer = linear(k["attn_params"] + k["shared_params"]) + routed
     seqs = np.maximum(np.asarray(decode_seqs, dtype=float), 1.0)
     attn_eff = cal.attention_efficiency(seqs, np.asarray(decode_context, dtype=float) / seqs)
     # decode: the KV cache streamed once (MLA: the latent, compute-bound at many heads per GPU); prefill: FLOPs

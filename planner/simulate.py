@@ -271,6 +271,7 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
     sched = make(engine or engines.VLLM, R, kv, Limits(max_num_seqs, max_num_batched_tokens, chunked_prefill))
     sent, first, last, done = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
     itl: list[float] = []
+    computed, ntok, gen = R.computed, R.ntok, R.gen  # the per-step loops' lists, bound once
     now, nxt, finished, steps, decoded, stalls = 0.0, 0, 0, 0, 0, 0
 
     while finished < n:
@@ -292,8 +293,8 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
         stalls = 0
         dseqs = dctx = ptok = pctx = 0
         for r, k in batch:
-            c = R.computed[r]
-            if k == 1 and c >= R.prompt[r]:
+            c = computed[r]
+            if k == 1 and c >= prompt[r]:
                 dseqs += 1
                 dctx += c
             else:  # chunk token j attends to its c + j predecessors: Σ ≈ k·(c + k/2)
@@ -305,17 +306,17 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
         # A request whose computed tokens reach num_tokens samples a token (vLLM _update_after_schedule and
         # update_from_output, scheduler.py lines 1616-1642 and 2026-2300); it stops at its output length.
         for r, k in batch:
-            R.computed[r] += k
-            if R.computed[r] < R.ntok[r]:
+            computed[r] += k
+            if computed[r] < ntok[r]:
                 continue  # a partial prefill chunk samples nothing
-            R.gen[r] += 1
-            R.ntok[r] += 1
-            if R.gen[r] == 1:
+            gen[r] += 1
+            ntok[r] += 1
+            if gen[r] == 1:
                 first[r] = now
             else:
                 itl.append(now - last[r])
             last[r] = now
-            if R.gen[r] == R.out[r]:
+            if gen[r] == R.out[r]:
                 done[r] = now
                 sched.finish(r)
                 free_slots.append(now)

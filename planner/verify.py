@@ -10,6 +10,9 @@ Schema of report.json:
     predicted_vs_measured: [{metric, predicted, measured, error_pct}]
     server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
     server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
+    streaming: {mean_tokens_per_chunk, one_chunk_requests, multi_token_requests, merged, warning}: whether the
+               answers came token by token or merged into lumps by an API server that fell behind (then TPOT/ITL
+               as measured are 0 and TTFT is the time to the whole answer; the warning says so and what to do)
     sweep: [{request_rate, goodput, output_throughput, passed}] when sweep=true asked for a rate sweep
     quality: with quality=true, the accuracy gate (planner/quality.py): {accuracy: {task, metric, value, stderr,
              samples, model, endpoint, lm_eval_version, argv}, baseline (the same, or null: this plan is the
@@ -24,13 +27,17 @@ Schema of report.json:
 """
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from planner import loadgen, slo
 from planner.plan import CompiledPlan, Prediction
+from planner.loadresult import Streaming
 from planner.specs import Request
+
+logger = logging.getLogger("planner")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Report:
     binding_constraint: Optional[str] = None  # the SLO furthest from its limit, when one was missed
     quality: dict = field(default_factory=dict)  # the accuracy gate's verdict (planner/quality.py), when asked
     profile: dict = field(default_factory=dict)  # profile=nsys: the .nsys-rep beside report.json (planner/profile.py)
+    streaming: Optional[Streaming] = None  # tokens per chunk: whether TPOT/ITL were measurable at the client
 
     @property
     def passed(self) -> bool:
@@ -67,6 +75,8 @@ class Report:
         d = asdict(self)
         d["checks"] = [asdict(c) for c in self.checks]
         d["sweep"] = [asdict(p) for p in self.sweep]
+        if self.streaming is not None:
+            d["streaming"].update(merged=self.streaming.merged, warning=self.streaming.warning())
         d["passed"] = self.passed
         d["complete"] = True
         return d
@@ -150,7 +160,10 @@ def build(req: Request, compiled: CompiledPlan, plan_name: str, endpoint: str, s
     load = {k: v for k, v in asdict(spec).items() if k != "api_key_env"}
     if compiled.prediction is not None:
         load["offered"] = plain(compiled.prediction.load)  # the load the plan was predicted under, per replica
-    return Report(plan=plan_name, endpoint=endpoint, target=plain(req.target), load=load, summary=summary,
+    streaming = result.streaming()
+    if streaming.merged:
+        logger.warning("%s", streaming.warning())
+    return Report(streaming=streaming, plan=plan_name, endpoint=endpoint, target=plain(req.target), load=load, summary=summary,
                   checks=found, predicted_vs_measured=compare(summary, compiled.prediction, replicas),
                   server=server, remediation=remediation, server_metrics=server_metrics(result),
                   binding_constraint=slo.describe(worst, req.target.percentile))

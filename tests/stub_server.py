@@ -69,6 +69,9 @@ class StubConfig:
     """vLLM's --api-key: when set, the guarded paths need `Authorization: Bearer <api_key>`."""
     max_model_len: int = 2048
     """Reported in /v1/models (ModelCard.max_model_len)."""
+    tokens_per_chunk: int = 1
+    """Tokens merged into each streamed chunk, as vLLM's API server does when it falls behind its engine (a value of
+    max_tokens or more sends the whole answer in one chunk)."""
 
 
 @dataclass
@@ -230,14 +233,17 @@ class StubServer:
             if chat:  # the role chunk, sent before the first token (chat_completion/serving.py:549-588)
                 self.chunk(writer, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                          "logprobs": None, "finish_reason": None}]})
-            for i in range(n):
+            step = max(1, cfg.tokens_per_chunk)
+            for first in range(0, n, step):
+                i = min(first + step, n) - 1  # the chunk's last token
                 # Absolute schedule, so sleep overshoot does not accumulate over a long stream.
                 due = arrived + (cfg.first_token_delay_ms + i * cfg.token_delay_ms) / 1000
                 if due > time.perf_counter():
                     await asyncio.sleep(due - time.perf_counter())
                 finish = "length" if i == n - 1 else None
-                choice = ({"index": 0, "delta": {"content": f" t{i}"}, "logprobs": None, "finish_reason": finish}
-                          if chat else {"index": 0, "text": f" t{i}", "logprobs": None, "finish_reason": finish,
+                text = "".join(f" t{k}" for k in range(first, i + 1))
+                choice = ({"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+                          if chat else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
                                         "stop_reason": None})
                 self.chunk(writer, {**base, "choices": [choice]})
                 await writer.drain()

@@ -60,10 +60,20 @@ def test_plan_launch_verify_report_teardown(tmp_path):
     report = json.loads((outdir / "report.json").read_text())
     s = report["summary"]
     assert s["completed"] == 16 and s["failed"] == 0 and report["passed"] and report["complete"]
-    assert s["output_throughput"] > 0 and s["mean_ttft_ms"] < s["mean_e2el_ms"]
+    assert s["output_throughput"] > 0
     checks = {c["metric"]: c for c in report["checks"]}
     assert set(checks) == {"p90_ttft_ms", "p90_tpot_ms", "p90_e2el_ms"}, report["checks"]
-    assert all(0 < c["measured"] <= c["limit"] and c["passed"] for c in checks.values())
+    assert all(c["measured"] <= c["limit"] and c["passed"] for c in checks.values())
+    # A 2-core runner's API server can fall behind 500 streams and send each answer in one chunk (CI, 2026-12-07:
+    # mean TTFT == mean E2E): the report must say so rather than present TPOT 0 as a measurement.
+    streaming = report["streaming"]
+    assert streaming["multi_token_requests"] == 16 and streaming["mean_tokens_per_chunk"] >= 1
+    if streaming["merged"]:
+        assert "one chunk" in streaming["warning"] and "one chunk" in run.stderr
+        assert s["mean_ttft_ms"] <= s["mean_e2el_ms"] and checks["p90_ttft_ms"]["measured"] > 0
+    else:
+        assert streaming["warning"] == "" and s["mean_ttft_ms"] < s["mean_e2el_ms"]
+        assert all(c["measured"] > 0 for c in checks.values())
     assert checks["p90_tpot_ms"]["measured"] == pytest.approx(s["p90_tpot_ms"])  # the server's own p90
     assert report["load"]["offered"]["concurrency"] == report["load"]["max_concurrency"]  # the predicted load
     requested = report["load"]["output_len"]

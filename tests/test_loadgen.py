@@ -28,6 +28,23 @@ def record(ttft_ms: float, e2e_ms: float, tokens: int, ok: bool = True) -> Reque
 
 # --- against the stub ----------------------------------------------------------------------------------------------
 
+def test_answers_merged_into_one_chunk_are_flagged_not_taken_for_tpot():
+    """vLLM's API server merges a stream's pending tokens when it falls behind (CI, 2026-12-07: every answer in one
+    chunk, mean TTFT == mean E2E): the streaming summary says so, token-by-token streams are not flagged."""
+    with running(StubConfig(token_delay_ms=2, tokens_per_chunk=1000)) as (url, _):
+        merged = run_sync(spec(url, num_prompts=6, output_len=12, max_concurrency=3))
+    with running(StubConfig(token_delay_ms=2, tokens_per_chunk=4)) as (url, _):
+        lumpy = run_sync(spec(url, num_prompts=6, output_len=12, max_concurrency=3))
+    with running(StubConfig(token_delay_ms=2)) as (url, _):
+        steady = run_sync(spec(url, num_prompts=6, output_len=12, max_concurrency=3))
+    m = merged.streaming()
+    assert (m.one_chunk_requests, m.multi_token_requests, m.mean_tokens_per_chunk, m.merged) == (6, 6, 12.0, True)
+    assert "6 of 6 answers arrived in one chunk" in m.warning() and "max_concurrency" in m.warning()
+    assert merged.summary()["mean_tpot_ms"] == 0.0  # serve's definition, hence the flag
+    assert lumpy.streaming().mean_tokens_per_chunk == 4.0 and not lumpy.streaming().merged
+    assert steady.streaming().mean_tokens_per_chunk == 1.0 and steady.streaming().warning() == ""
+
+
 def test_counts_and_latencies_match_the_stub():
     with running(StubConfig(token_delay_ms=5, first_token_delay_ms=30)) as (url, stub):
         result = run_sync(spec(url, num_prompts=12, output_len=20, request_rate=100, input_len=24))

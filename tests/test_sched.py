@@ -8,19 +8,8 @@ import numpy as np
 import pytest
 
 from planner import engines
-from planner.simulate import Arrivals, Step, prefix_groups, simulate
-
-DT = 0.25
-OFFLINE = Arrivals(request_rate=None)
-
-
-class Recorder:
-    def __init__(self, seconds: float = DT) -> None:
-        self.seconds, self.steps = seconds, []
-
-    def __call__(self, step: Step) -> float:
-        self.steps.append(step)
-        return self.seconds
+from planner.simulate import Arrivals, prefix_groups, simulate
+from test_simulate import DT, OFFLINE, Recorder  # the constant-time step model those tests use
 
 
 def run(engine, input_lens, output_lens, step_time=None, arrivals=OFFLINE, **config):

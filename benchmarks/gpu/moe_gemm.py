@@ -94,12 +94,9 @@ class ExpertWeights:
         return float((got - ref).norm() / ref.norm())
 
 
-def run_grouped_gemm(b) -> dict:
-    """Every variant x slice x projection x tokens-per-expert that fits the time budget."""
-    slices = TINY_SLICES if b.dry else MOE_SLICES
-    ms = [1, 4, 16] if b.dry else TOKENS_PER_EXPERT
-    variants = [v for v in VARIANTS if b.cuda or v == "bf16"]
-    rows, skipped, checks = [], [], {}
+def _each_family(b, slices: dict, skipped: list, time_family) -> None:
+    """`time_family(family, experts, n, k, weights)` for each slice's gate_up and down projection while the time
+    budget lasts (the rest go to `skipped`); each family's weights are freed before the next one's are made."""
     for name, (experts, hidden, inter) in slices.items():
         for proj, n, k in (("gate_up", 2 * inter, hidden), ("down", hidden, inter)):
             family = f"{name}.{proj}"
@@ -107,30 +104,45 @@ def run_grouped_gemm(b) -> dict:
                 skipped.append(family)
                 continue
             ew = ExpertWeights(b, experts, n, k)
-            for variant in variants:
-                if b.cuda and variant in ("bf16", "triton_bf16") and family not in checks:
-                    try:
-                        checks[f"{family}.{variant}"] = ew.check(variant)
-                    except Exception as e:  # noqa: BLE001
-                        checks[f"{family}.{variant}"] = f"{type(e).__name__}: {str(e)[:160]}"
-                for m in ms:
-                    r = {"family": family, "variant": variant, "experts": experts, "m": m, "n": n, "k": k}
-                    try:
-                        t = b.timeit(ew.call(variant, m)[0])
-                        ms_ = t["median_ms"]
-                        eb = 2 if variant in ("bf16", "triton_bf16") else 1
-                        moved = experts * n * k * eb + experts * m * (k * eb + 2 * n)
-                        r.update({"median_ms": ms_, "tflops": 2.0 * experts * m * n * k / ms_ / 1e9,
-                                  "total_gb_s": moved / ms_ / 1e6, "timing": t})
-                    except Exception as e:  # noqa: BLE001
-                        r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    rows.append(r)
+            time_family(family, experts, n, k, ew)
             del ew
             if b.cuda:
                 b.torch.cuda.empty_cache()
-            got = [r for r in rows if r["family"] == family and "tflops" in r and r["m"] in (ms[0], ms[-1])]
-            print(f"  moe {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T/{r['total_gb_s']:.0f}G"
-                                                 for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
+
+
+def _rates(experts: int, m: int, n: int, k: int, ms_: float, weight_bytes: int) -> dict:
+    """TFLOP/s and GB/s moved (every expert's weights, its m rows in and out) of a launch that took ms_."""
+    moved = experts * n * k * weight_bytes + experts * m * (k * weight_bytes + 2 * n)
+    return {"median_ms": ms_, "tflops": 2.0 * experts * m * n * k / ms_ / 1e9, "total_gb_s": moved / ms_ / 1e6}
+
+
+def run_grouped_gemm(b) -> dict:
+    """Every variant x slice x projection x tokens-per-expert that fits the time budget."""
+    slices = TINY_SLICES if b.dry else MOE_SLICES
+    ms = [1, 4, 16] if b.dry else TOKENS_PER_EXPERT
+    variants = [v for v in VARIANTS if b.cuda or v == "bf16"]
+    rows, skipped, checks = [], [], {}
+    def time_family(family, experts, n, k, ew):
+        for variant in variants:
+            if b.cuda and variant in ("bf16", "triton_bf16") and family not in checks:
+                try:
+                    checks[f"{family}.{variant}"] = ew.check(variant)
+                except Exception as e:  # noqa: BLE001
+                    checks[f"{family}.{variant}"] = f"{type(e).__name__}: {str(e)[:160]}"
+            for m in ms:
+                r = {"family": family, "variant": variant, "experts": experts, "m": m, "n": n, "k": k}
+                try:
+                    t = b.timeit(ew.call(variant, m)[0])
+                    r.update(_rates(experts, m, n, k, t["median_ms"], 2 if variant in ("bf16", "triton_bf16") else 1),
+                             timing=t)
+                except Exception as e:  # noqa: BLE001
+                    r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                rows.append(r)
+        got = [r for r in rows if r["family"] == family and "tflops" in r and r["m"] in (ms[0], ms[-1])]
+        print(f"  moe {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T/{r['total_gb_s']:.0f}G"
+                                             for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
+
+    _each_family(b, slices, skipped, time_family)
     return {"tokens_per_expert": ms, "variants": variants, "rows": rows, "skipped": skipped, "checks": checks}
 
 
@@ -141,37 +153,28 @@ def run_grouped_tuned(b) -> dict:
     configs = TUNE_CONFIGS[:2] if b.dry else TUNE_CONFIGS
     variants = ["triton_bf16", "triton_fp8_block"] if b.cuda else []  # Triton needs a GPU (a CPU dry run skips)
     rows, skipped = [], []
-    for name, (experts, hidden, inter) in slices.items() if variants else ():
-        for proj, n, k in (("gate_up", 2 * inter, hidden), ("down", hidden, inter)):
-            family = f"{name}.{proj}"
-            if b.time_left() < 30:
-                skipped.append(family)
-                continue
-            ew = ExpertWeights(b, experts, n, k)
-            for variant in variants:
-                for m in ms:
-                    best, tried = None, {}
-                    for tune in configs:
-                        try:
-                            t = b.timeit(ew.call(variant, m, tune)[0], target_ms=10)["median_ms"]
-                        except Exception as e:  # noqa: BLE001  (a config the shape cannot take)
-                            tried[str(tune)] = f"{type(e).__name__}: {str(e)[:80]}"
-                            continue
-                        tried[str(tune)] = t
-                        if best is None or t < best[0]:
-                            best = (t, tune)
-                    r = {"family": family, "variant": f"{variant}_tuned", "experts": experts, "m": m, "n": n, "k": k,
-                         "configs": tried}
-                    if best:
-                        eb = 2 if variant == "triton_bf16" else 1
-                        moved = experts * n * k * eb + experts * m * (k * eb + 2 * n)
-                        r.update({"median_ms": best[0], "best_config": list(best[1]),
-                                  "tflops": 2.0 * experts * m * n * k / best[0] / 1e9, "total_gb_s": moved / best[0] / 1e6})
-                    rows.append(r)
-            del ew
-            if b.cuda:
-                b.torch.cuda.empty_cache()
-            got = [r for r in rows if r["family"] == family and "tflops" in r and r["m"] == ms[-1]]
-            print(f"  moe tuned {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T {r['best_config']}"
-                                                       for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
+    def time_family(family, experts, n, k, ew):
+        for variant in variants:
+            for m in ms:
+                best, tried = None, {}
+                for tune in configs:
+                    try:
+                        t = b.timeit(ew.call(variant, m, tune)[0], target_ms=10)["median_ms"]
+                    except Exception as e:  # noqa: BLE001  (a config the shape cannot take)
+                        tried[str(tune)] = f"{type(e).__name__}: {str(e)[:80]}"
+                        continue
+                    tried[str(tune)] = t
+                    if best is None or t < best[0]:
+                        best = (t, tune)
+                r = {"family": family, "variant": f"{variant}_tuned", "experts": experts, "m": m, "n": n, "k": k,
+                     "configs": tried}
+                if best:
+                    r.update(_rates(experts, m, n, k, best[0], 2 if variant == "triton_bf16" else 1),
+                             best_config=list(best[1]))
+                rows.append(r)
+        got = [r for r in rows if r["family"] == family and "tflops" in r and r["m"] == ms[-1]]
+        print(f"  moe tuned {family}: " + " ".join(f"{r['variant']}@{r['m']}:{r['tflops']:.0f}T {r['best_config']}"
+                                                   for r in got) + f" ({b.time_left():.0f}s left)", flush=True)
+
+    _each_family(b, slices if variants else {}, skipped, time_family)
     return {"tokens_per_expert": ms, "variants": [f"{v}_tuned" for v in variants], "rows": rows, "skipped": skipped}

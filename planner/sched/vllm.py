@@ -50,15 +50,22 @@ class VllmScheduler:
         batch: list[tuple[int, int]] = []
         before = self.preemptions
         i = 0
-        while i < len(self.running) and budget > 0:  # lines 658-858
-            r = self.running[i]
-            k = min(R.ntok[r] - R.computed[r], budget)  # lines 703-712
-            if not self.lim.chunked_prefill and R.computed[r] < R.prompt[r] and k < R.ntok[r] - R.computed[r]:
+        # the hot loop of the simulation (every running request, every step): its lists bound to locals
+        running, ntok, computed, own, shared, groups = self.running, R.ntok, R.computed, kv.own, kv.shared, kv.groups
+        chunked = self.lim.chunked_prefill
+        while i < len(running) and budget > 0:  # lines 658-858 (a preemption shortens `running`)
+            r = running[i]
+            done = computed[r]
+            k = min(ntok[r] - done, budget)  # lines 703-712
+            if not chunked and done < R.prompt[r] and k < ntok[r] - done:
                 break
-            need = self._blocks(R.computed[r] + k) - kv.holds(r)  # allocate_slots -> cdiv(num_tokens, block_size)
-            if need > 0 and not self._preempt_until(r, need):
-                break  # it preempted itself: `if new_blocks is None: break` (line 846)
-            kv.grow(r, max(need, 0), R.computed[r] + k)
+            need = -(-(done + k) // bs) - own[r] - shared[r]  # allocate_slots -> cdiv(num_tokens, block_size)
+            if need > 0:
+                if not self._preempt_until(r, need):
+                    break  # it preempted itself: `if new_blocks is None: break` (line 846)
+                kv.grow(r, need, done + k)
+            elif groups[r] >= 0:
+                kv.grow(r, 0, done + k)  # no new block, but the prefix blocks it fills are published
             batch.append((r, k))
             budget -= k  # line 856
             i += 1
