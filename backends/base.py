@@ -102,6 +102,7 @@ class Artifacts:
     health_path: str  # readiness: 200 once the engine serves
     metrics_path: str  # Prometheus exposition
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    metrics_port: Optional[int] = None  # where metrics_path is served when not on `port` (Triton: 8002)
 
 
 class Backend(Protocol):

@@ -26,7 +26,8 @@ SSH_KEYS = '"$HOME/.ssh/mpi":/root/.ssh:ro'  # an MPI launch (TensorRT-LLM over 
 def command(server: "Server", plan: Plan, config_dir: str) -> str:
     """One `docker run` line; for a multi-node plan a shell `case` that runs the leader's or a worker's line."""
     if server.multinode is None:
-        return _line(server, plan, config_dir, ["-p", f"{server.port}:{server.port}"],
+        ports = [server.port] + ([server.metrics_port] if server.metrics_port else [])
+        return _line(server, plan, config_dir, [w for p in ports for w in ("-p", f"{p}:{p}")],
                      list(server.container_command) + list(server.container_args))
     mn = server.multinode
     net = ["--network=host", "-e", "LEADER_ADDRESS", "-e", "NODE_RANK"]

@@ -82,6 +82,8 @@ def _container(server: "Server", plan: Plan, config_dir: str, command: Optional[
         c["args"] = [refs.get(a, a) for a in args]
     c["env"] = env
     c["ports"] = [{"name": "http", "containerPort": server.port}]
+    if server.metrics_port:  # Prometheus on its own port (Triton's --metrics-port)
+        c["ports"].append({"name": "metrics", "containerPort": server.metrics_port})
     if server.gpu:
         c["resources"] = {"limits": {gpu_resource(server): gpus_per_pod(plan)}}
     if probes:
@@ -104,7 +106,10 @@ def _volumes(server: "Server", plan: Plan, name: str) -> list[dict]:
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
                {"name": "hf-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}]
     if server.files:
-        volumes.append({"name": "config", "configMap": {"name": f"{name}-config"}})
+        config_map = {"name": f"{name}-config"}
+        if any("/" in file for file, _ in server.files):  # a tree (Triton's model repository): keys map to paths
+            config_map["items"] = [{"key": config_key(file), "path": file} for file, _ in sorted(server.files)]
+        volumes.append({"name": "config", "configMap": config_map})
     if plan.model_path.startswith("/"):
         volumes.append({"name": "model", "hostPath": {"path": plan.model_path, "type": "Directory"}})
     return volumes
@@ -184,7 +189,9 @@ def _service(server: "Server", name: str, selector: dict) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": server.port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": server.port, "targetPort": "http", "protocol": "TCP"}]
+            + ([{"name": "metrics", "port": server.metrics_port, "targetPort": "metrics", "protocol": "TCP"}]
+               if server.metrics_port else []),
         },
     }
 
@@ -194,5 +201,10 @@ def _configmap(server: "Server", name: str) -> dict:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"{name}-config"},
-        "data": dict(sorted(server.files)),
+        "data": {config_key(file): text for file, text in sorted(server.files)},
     }
+
+
+def config_key(file: str) -> str:
+    """A ConfigMap key for a file of the artifacts (keys are [-._a-zA-Z0-9]+: a path's '/' becomes '__')."""
+    return file.replace("/", "__")

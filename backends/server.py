@@ -73,6 +73,7 @@ class Server:
     port: int = 8000
     health_path: str = "/health"
     metrics_path: str = "/metrics"
+    metrics_port: Optional[int] = None  # a separate Prometheus port (Triton's 8002); None: served on `port`
     gpu: bool = True  # False: a CPU plan (no GPU resources, no --gpus)
     rocm: bool = False  # an AMD GPU: /dev/kfd + /dev/dri in docker, amd.com/gpu in Kubernetes
     multinode: Optional[MultiNode] = None
@@ -121,6 +122,7 @@ def assemble(server: Server, plan: Plan, name: str, api_key_env: Optional[str] =
         port=server.port,
         health_path=server.health_path,
         metrics_path=server.metrics_path,
+        metrics_port=server.metrics_port,
         warnings=server.warnings,
     )
 

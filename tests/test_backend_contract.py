@@ -5,6 +5,7 @@ config file the engine reads); no secret value reaches any artifact; health path
 what is unsupported says why in a string."""
 
 import dataclasses
+import json
 import shlex
 
 import pytest
@@ -18,6 +19,7 @@ from planner.specs import BackendName, Dtype, Quantization
 
 BACKENDS = [pytest.param(b, id=b.value) for b in ADAPTERS]
 V, T, G, S, M = BackendName.vllm, BackendName.trtllm, BackendName.tgi, BackendName.sglang, BackendName.mii
+TT, TV = BackendName.triton_trtllm, BackendName.triton_vllm
 
 # Distinct numbers, so a value found in the argv can only have come from its own field.
 LIMITS = dict(max_num_seqs=97, max_model_len=12345, max_num_batched_tokens=4321, gpu_memory_utilization=0.87,
@@ -35,6 +37,7 @@ ARGV = {
         ("--dtype", "bfloat16")],
     S: [("--max-running-requests", "97"), ("--context-length", "12345"), ("--max-prefill-tokens", "4321"),
         ("--tp-size", "4"), ("--mem-fraction-static", "0.87"), ("--dtype", "bfloat16")],
+    TT: [], TV: [],  # Triton: the limits live in the model repository (REPOSITORY below), not in the argv
     # MII: its OpenAI server attaches to the deployment the config file starts (openai_api_server.py --load-balancer)
     M: [("--load-balancer", "localhost:50050"), ("--deployment-name", "planner-mii"), ("--port", "8000")],
 }
@@ -48,12 +51,26 @@ CONFIG = {T: ("extra_llm_api_options.yaml", "--extra_llm_api_options",
                ("model_config.inference_engine_config.state_manager.max_ragged_sequence_count", 97),
                ("model_config.inference_engine_config.state_manager.max_ragged_batch_size", 4321),
                ("model_config.inference_engine_config.state_manager.max_context", 12345)])}
+# Triton: (file of the model repository, dotted key, value) where each backend reads the limit: the vLLM backend's
+# model.json (AsyncEngineArgs fields), the TensorRT-LLM backend's tensorrt_llm/config.pbtxt (ModelConfig, parameters
+# as strings) and the engine build (trtllm-build flags). Checked in tests/test_backends_triton.py by parsing.
+REPOSITORY = {
+    TV: ("model_repository/vllm_model/1/model.json",
+         [("max_num_seqs", 97), ("max_model_len", 12345), ("max_num_batched_tokens", 4321), ("tensor_parallel_size", 4),
+          ("gpu_memory_utilization", 0.87), ("dtype", "bfloat16"), ("enable_chunked_prefill", True)]),
+    TT: ("build_engine.sh",
+         [("--max_batch_size", "97"), ("--max_seq_len", "12345"), ("--max_input_len", "12344"),
+          ("--max_num_tokens", "4321"), ("--tp_size", "4"), ("--dtype", "bfloat16")]),
+}
 # fp8 weights: the flag each engine reads; TRT-LLM's PyTorch backend takes it from the checkpoint (no flag), and
 # TGI refuses --dtype together with --quantize (launcher/src/main.rs:629).
-FP8 = {V: ("--quantization", "fp8"), T: None, G: ("--quantize", "fp8"), S: ("--quantization", "fp8"), M: None}
+FP8 = {V: ("--quantization", "fp8"), T: None, G: ("--quantize", "fp8"), S: ("--quantization", "fp8"), TT: None,
+       TV: None, M: None}
 NOT_WITH_FP8 = {G: "--dtype"}
-HEALTH = {V: "/health", T: "/health", G: "/health", S: "/health", M: "/health"}
-METRICS = {V: "/metrics", T: "/prometheus/metrics", G: "/metrics", S: "/metrics", M: ""}  # MII has no /metrics
+HEALTH = {V: "/health", T: "/health", G: "/health", S: "/health", TT: "/v2/health/ready", TV: "/v2/health/ready",
+          M: "/health"}
+METRICS = {V: "/metrics", T: "/prometheus/metrics", G: "/metrics", S: "/metrics", TT: "/metrics", TV: "/metrics",
+           M: ""}  # MII has no /metrics
 SECRET = "hf_contract_secret_9f3a"
 
 
@@ -119,6 +136,16 @@ def test_every_planned_limit_reaches_the_engine(backend, h100x4):
         for where, words in places(art).items():
             assert any((f == flag or flag is None) and v.endswith(name) for f, v in pairs(words)), \
                 f"{where} does not name {name}"
+    elif backend in REPOSITORY:
+        name, keys = REPOSITORY[backend]
+        if name.endswith(".json"):
+            doc = json.loads(art.files[name])
+            assert [(k, doc[k]) for k, _ in keys] == keys
+        else:
+            words = [w for line in art.files[name].splitlines() for w in shlex.split(line, comments=True)]
+            assert [p for p in keys if p not in pairs(words)] == []
+        for where, words in places(art).items():
+            assert any("--model-repository=" in w for w in words), f"{where} names no model repository"
     else:
         assert art.files == {}, "the engine reads everything from its argv"
 

@@ -6,6 +6,7 @@ import re
 import shlex
 
 import pytest
+import triton_repo
 import yaml
 from conftest import compiled_or_closest, on, request_for
 
@@ -96,7 +97,7 @@ def variants(plan: Plan, backend: BackendName):
     if get(backend).capabilities.prefix_caching.supported:  # MII: prefix caching off, chunked prefill always on
         yield "flipped", on(plan, backend, enable_prefix_caching=not plan.enable_prefix_caching,
                             enable_chunked_prefill=not plan.enable_chunked_prefill)
-    caps = get(backend).capabilities  # DeepSpeed-MII has no FP8, EP or drafters: those variants are skipped there
+    caps = get(backend).capabilities  # MII has no FP8, EP or drafters; Triton's TensorRT-LLM build no EP or drafters: skipped there
     if Quantization.fp8 in caps.quantizations:
         yield "fp8", on(plan, backend, quantization=Quantization.fp8, kv_cache_dtype=KvPrecision.fp8)
     if caps.expert_parallel.supported:
@@ -130,6 +131,8 @@ def assert_flag_everywhere(art: Artifacts, row, value) -> None:
         assert art.env[row.name] == str(value)
         assert f"{row.name}={value}" in docker
         assert {"name": row.name, "value": str(value)} in pod["env"]
+    elif art.backend in (BackendName.triton_trtllm, BackendName.triton_vllm):  # a model repository, parsed
+        assert triton_repo.value(art, row.name) == value, row.name
     else:  # config file: in the files, in the ConfigMap, and the file is named in every command line
         (name, text), = art.files.items()
         assert get_path(yaml.safe_load(text), row.name) == value
@@ -173,6 +176,8 @@ LIMIT_FLAGS = {
                          "max_num_batched_tokens": "--max-prefill-tokens", "tensor_parallel": "--tp-size",
                          "gpu_memory_utilization": "--mem-fraction-static"},
     BackendName.mii: {},  # the limits live in mii_config.json (tests/test_backends_mii.py)
+    # Triton: no limit in the argv; the model repository carries them (tests/test_backends_triton.py)
+    BackendName.triton_trtllm: {}, BackendName.triton_vllm: {},
 }
 
 

@@ -29,6 +29,11 @@ PROGRAM = ("vllm", "serve")
 
 @pytest.fixture(scope="module")
 def parser():
+    return serve_parser()
+
+
+def serve_parser():
+    """The parser `vllm serve` parses its flags with."""
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
