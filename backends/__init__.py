@@ -16,11 +16,11 @@ __all__ = ["ADAPTERS", "Artifacts", "Backend", "Capabilities", "get", "unsupport
 
 def get(name: BackendName) -> Backend:
     """The adapter for `name` (BackendName.auto is the search's choice, not an adapter: ValueError)."""
-    from backends import sglang, tgi, triton_trtllm, triton_vllm, trtllm, vllm
+    from backends import mii, sglang, tgi, triton_trtllm, triton_vllm, trtllm, vllm
 
     adapters = {BackendName.vllm: vllm.BACKEND, BackendName.trtllm: trtllm.BACKEND, BackendName.tgi: tgi.BACKEND,
                 BackendName.sglang: sglang.BACKEND, BackendName.triton_trtllm: triton_trtllm.BACKEND,
-                BackendName.triton_vllm: triton_vllm.BACKEND}
+                BackendName.triton_vllm: triton_vllm.BACKEND, BackendName.mii: mii.BACKEND}
     if name not in adapters:
         raise ValueError(f"backend={name.value}: not an adapter; choose one of "
                          f"{', '.join(b.value for b in adapters)}")
@@ -28,4 +28,4 @@ def get(name: BackendName) -> Backend:
 
 
 ADAPTERS = (BackendName.vllm, BackendName.trtllm, BackendName.tgi, BackendName.sglang, BackendName.triton_trtllm,
-            BackendName.triton_vllm)
+            BackendName.triton_vllm, BackendName.mii)

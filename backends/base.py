@@ -1,6 +1,6 @@
 """The Backend protocol, the artifacts it renders, its capability matrix, and `unsupported()` over that matrix.
 
-Every backend module (vllm, trtllm, tgi, sglang) implements `Backend`; `backends.get(name)` returns it. The search
+Every backend module (vllm, trtllm, tgi, sglang, mii) implements `Backend`; `backends.get(name)` returns it. The search
 and the rules call `unsupported(backend, plan, gpu)` to reject a candidate with a reason that names the capability
 and the source it was read from.
 """
@@ -65,6 +65,8 @@ class Capabilities:
     # Attention data parallel (data_parallel > 1) by model: the HF architectures whose implementation in this engine
     # runs it (architecture → source); None: every MoE model the engine serves (a generic MoE layer)
     attention_dp_architectures: Optional[Mapping[str, str]] = None
+    # The HF model_type values the engine implements (model_type → source); None: every model the planner sizes
+    model_types: Optional[Mapping[str, str]] = None
     # prefill/decode pools with a KV connector (plan.disaggregation), rendered per role by backends/disagg.py
     disaggregation: Support = Support(False, "backends/disagg.py ROLES", "no disaggregated serving rendered here")
 
@@ -150,7 +152,13 @@ def unsupported(backend: BackendName, plan: Plan, gpu: GpuSpec, model: Optional[
 
 
 def _model_reason(caps: Capabilities, plan: Plan, model: Optional[ModelSpec]) -> Optional[str]:
-    """Attention data parallel where the engine implements it only for some architectures."""
+    """A model type the engine does not implement; attention data parallel where the engine implements it only for
+    some architectures."""
+    types = caps.model_types
+    if model is not None and types is not None and model.model_type not in types:
+        return (f"backend={caps.backend.value} ({caps.version}) does not implement model_type {model.model_type!r} "
+                f"({model.name}); it serves {', '.join(sorted(types))} [capability: model_types; source: "
+                f"{sorted(set(types.values()))[0]}]")
     archs = caps.attention_dp_architectures
     if model is None or plan.data_parallel <= 1 or archs is None or model.architecture in archs:
         return None

@@ -59,10 +59,9 @@ def run(overrides: list[str]) -> Outcome:
         fmt, action = cfg.format.value, cfg.action.value
         if cfg.plan_file:
             return actions.saved_plan(cfg, *document.load(cfg.plan_file))
-        if action in ("launch", "verify") and cfg.model.name == "tiny-llama" and not cfg.model.path:
-            from planner.tinymodel import ensure_tiny_model
-
-            overrides = overrides + [f"model.path={ensure_tiny_model()}"]  # generated once, then reused
+        named = overrides  # the user's: the plan file's name comes from them, not from what is added here
+        if cfg.model.name == "tiny-llama" and not cfg.model.path:
+            overrides = overrides + _tiny_checkpoint(cfg, action in ("launch", "verify"))
             cfg = composer.compose(overrides)
         rule_set = rule_engine.load(tuple(cfg.rules.extra), tuple(cfg.rules.disable))
         if action == "rules":
@@ -99,8 +98,24 @@ def run(overrides: list[str]) -> Outcome:
         compiled = exc.closest
     if action == "explain":
         return _explain(req, compiled, constraints, fmt)
-    path = plan_path(req, opts.out, overrides)
+    path = plan_path(req, opts.out, named)
     return actions.act(action, req, compiled, path, fmt, opts)
+
+
+def _tiny_checkpoint(cfg, generate: bool) -> list[str]:
+    """The tiny model's checkpoint for this config: on the CPU, in the weight format `precision` names where the
+    project builds one that vLLM's CPU build serves (planner/tinyquant.py CPU_CHECKPOINTS); with `generate`
+    (launch, verify) its path, built once and reused."""
+    from planner import tinyquant
+    from planner.specs import DeviceKind
+
+    on_cpu = DeviceKind(cfg.hw.gpu.kind) is DeviceKind.cpu
+    quantized = tinyquant.cpu_overrides(cfg.precision.weights, cfg.precision.kv_cache, generate) if on_cpu else []
+    if quantized or not generate:
+        return quantized
+    from planner.tinymodel import ensure_tiny_model
+
+    return [f"model.path={ensure_tiny_model()}"]  # generated once, then reused
 
 
 def _explain(req, compiled, constraints, fmt: str) -> Outcome:

@@ -3,14 +3,15 @@ band needs, per pool (plan.autoscaling), from what one replica sustains within t
 
 An aggregated replica's capacity is the highest rate at which the analytic steady state meets the SLOs (the same
 capacity mix.py prices), stepped down by 10% until the simulation of one replica at that rate meets them at the
-target's percentile. A disaggregated plan scales each pool by the rate one of its instances was planned and
-simulated at (the planned rate over its count). Replicas for a rate R = ceil(R / replica capacity).
+target's percentile. A disaggregated plan scales each pool by what one of its instances sustains within the SLOs,
+the other pool loaded to its own capacity (planner/poolscale.py: the pools' analytic models, then both instances
+simulated together, stepping down the pool that misses). Replicas for a rate R = ceil(R / replica capacity).
 """
 
 import math
 from typing import Optional
 
-from planner import mix
+from planner import mix, poolscale
 from planner.errors import InputError
 from planner.plan import Band, CompiledPlan, ScaleRule
 from planner.specs import Request
@@ -58,13 +59,15 @@ def replica_rps(req: Request, compiled: CompiledPlan) -> float:
     return cap
 
 
-def rules(req: Request, compiled: CompiledPlan) -> tuple[ScaleRule, ...]:
-    """plan.autoscaling for `compiled` (() without target.request_rate_range)."""
+def rules(req: Request, compiled: CompiledPlan, split: Optional[poolscale.Priced] = None) -> tuple[ScaleRule, ...]:
+    """plan.autoscaling for `compiled` (() without target.request_rate_range); a disaggregated plan needs `split`,
+    the split its disaggregation came from as the search priced it."""
     span = rate_range(req)
     if span is None:
         return ()
-    d = compiled.plan.disaggregation
-    if d is None:
+    if compiled.plan.disaggregation is None:
         return (rule("replicas", replica_rps(req, compiled), *span),)
-    planned = compiled.prediction.request_throughput_rps
-    return (rule("prefill", planned / d.prefill.replicas, *span), rule("decode", planned / d.decode.replicas, *span))
+    if split is None:
+        raise ValueError("autoscale.rules: a disaggregated plan's pools are scaled from the split it came from")
+    prefill, decode = poolscale.capacities(req, split, compiled.prediction.request_throughput_rps)
+    return (rule("prefill", prefill, *span), rule("decode", decode, *span))

@@ -150,15 +150,7 @@ def model_fields(path: str) -> dict:
         out["rope_cache_positions"] = _rope_cache(cfg, out)
     _check_quantization(path, cfg.get("quantization_config"))
     d = Path(path).expanduser().resolve()
-    quant = quantconfig.read(cfg, d)
-    if quant is not None:
-        fmt = quantconfig.format_of(quant)
-        if fmt is not Quantization.none:
-            out["quantization"] = fmt.value
-            out["quantization_bits"] = quant.weight_bits
-        if fmt is Quantization.fp8:  # the FP8 GEMM kernel the perf model picks (specs.ModelSpec.fp8_scaling)
-            out["fp8_scaling"] = quant.strategy if quant.strategy in ("tensor", "channel", "block") else "tensor"
-        out["quant"] = quant
+    out.update(_quantization_fields(quantconfig.read(cfg, d)))
     out["name"] = re.sub(r"[^\w.-]+", "-", d.name).strip("-").lower() or "hf-model"
     out["hf_repo"] = _text(path, cfg, "_name_or_path") or d.name
     out["source"] = f"{d.name}/config.json (local)"
@@ -198,6 +190,26 @@ def _rope_cache(cfg: dict, fields_: dict) -> int:
     local = positions if scaled != positions and fields_.get("sliding_window_layers") and \
         str(cfg.get("model_type")) == "gemma3_text" else 0
     return scaled + local
+
+
+def _quantization_fields(quant) -> dict:
+    """ModelSpec fields of a checkpoint's quantization (CheckpointQuant, or None: unquantized)."""
+    if quant is None:
+        return {}
+    out: dict = {"quant": quant}
+    fmt = quantconfig.format_of(quant)
+    if fmt is not Quantization.none:
+        out["quantization"] = fmt.value
+        out["quantization_bits"] = quant.weight_bits
+    if fmt is Quantization.fp8:  # the FP8 GEMM kernel the perf model picks (specs.ModelSpec.fp8_scaling)
+        out["fp8_scaling"] = quant.strategy if quant.strategy in ("tensor", "channel", "block") else "tensor"
+    return out
+
+
+def quantization_overrides(quantization_config: dict) -> list[str]:
+    """The model overrides a checkpoint's `quantization_config` alone implies (quantization, its bits, FP8 scaling
+    and the model.quant.* layout), as model=hf imports them from config.json."""
+    return _as_overrides(_quantization_fields(quantconfig.read({"quantization_config": quantization_config})))
 
 
 def _architecture(cfg: dict, fields_: dict) -> dict:
@@ -304,8 +316,12 @@ def _check_quantization(path: str, q) -> None:
 
 def model_overrides(path: str) -> list[str]:
     """Hydra overrides that describe the model at `path` (the user's own overrides are applied after)."""
+    return _as_overrides(model_fields(path))
+
+
+def _as_overrides(values: dict) -> list[str]:
     out = []
-    for k, v in sorted(model_fields(path).items()):
+    for k, v in sorted(values.items()):
         if isinstance(v, CheckpointQuant):
             out += [f"model.quant.{f.name}={_value(getattr(v, f.name))}" for f in fields(v)]
         else:

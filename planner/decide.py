@@ -169,6 +169,8 @@ def _fraction(req: Request, cons: Constraints, chosen: Sized, plan) -> Decision:
                "share of the memory the profiling run leaves (weights, activations and workspaces already counted)",
                engines.KvBudget.static_fraction: "--mem-fraction-static: weights plus KV pool are this share of the "
                "memory free before loading; the rest holds activations and CUDA graphs",
+               engines.KvBudget.free_less_reserve: "memory_config reserve: the KV cache takes the memory free after "
+               "the weights load less a fixed reserve (1 - this share of the GPU) that holds the activations",
                engines.KvBudget.total_fraction: "the engine's share of device memory"}[e.kv_budget]
     return Decision("gpu_memory_utilization", value, "default",
                     f"{e.backend.value} {e.version}'s default, in its own meaning ({meaning})", e.source)

@@ -11,6 +11,8 @@ TensorRT-LLM runs it. Numbers: conf/calibration/engines.yaml (and vllm-memory.ya
     TRT-LLM     fraction x (total - profiling peak)         prompt + max_new reserved, no evict  contexts + generations
     SGLang      fraction x memory before load - weights     prompt + max_new x new_token_ratio   prefill batches alone
     TGI         as vLLM (TGI's router is not modelled: vLLM's scheduler stands in)
+    MII         free after load - reserve bytes                as vLLM (MII's ragged batching: decodes first, then
+                                                            prompt chunks; frees a request's KV on a stall)
 """
 
 import enum
@@ -35,6 +37,7 @@ class KvBudget(str, enum.Enum):
     total_fraction = "total_fraction"  # vLLM gpu_memory_utilization, TGI cuda_memory_fraction
     free_after_peak = "free_after_peak"  # TRT-LLM free_gpu_memory_fraction
     static_fraction = "static_fraction"  # SGLang mem_fraction_static
+    free_less_reserve = "free_less_reserve"  # DeepSpeed-MII: free memory after load less memory_config.size bytes
 
 
 class Admission(str, enum.Enum):
@@ -105,6 +108,8 @@ class EngineModel:
             return float(self.consts["free_gpu_memory_fraction"])
         if self.kv_budget is KvBudget.static_fraction:
             return sglang_mem_fraction_static(gpu, tp, pp, model)
+        if self.kv_budget is KvBudget.free_less_reserve:
+            return mii_fraction(gpu, self.consts["reserve_bytes_default"])
         return float(_vllm_memory()["gpu_memory_utilization_default"])
 
     def kv_sizing(self, parts: MemoryParts, fraction: float) -> KvSizing:
@@ -120,6 +125,10 @@ class EngineModel:
             budget = before_load * fraction - p.weights
             slack = before_load * (1 - fraction)  # holds the activations and CUDA graphs at run time
             return KvSizing(budget, before_load * fraction, starts=slack >= p.activations, overhead=p.non_torch)
+        if self.kv_budget is KvBudget.free_less_reserve:  # the reserve (total x (1 - fraction)) holds activations
+            usable = p.total * fraction
+            return KvSizing(usable - p.cuda_context - p.non_torch - p.weights, usable,
+                            starts=p.total - usable >= p.activations, overhead=p.non_torch)
         usable = math.ceil(p.total * fraction)
         overhead = p.non_torch + p.cuda_graphs
         return KvSizing(usable - p.weights - p.activations - overhead, usable,
@@ -143,6 +152,12 @@ class EngineModel:
                                  f"SGLang {self.version}'s chunked_prefill_size {chunk} for a "
                                  f"{gpu.memory_gib:.0f} GiB GPU; max_running_requests follows the KV pool",
                                  "python/sglang/srt/arg_groups/memory_hook.py:88-170")
+        if self.backend is BackendName.mii:
+            c = self.consts
+            return BatchDefaults(int(c["max_ragged_sequence_count"]), int(c["max_ragged_batch_size"]),
+                                 f"DeepSpeed-MII {self.version}'s ragged batch defaults (max_ragged_sequence_count "
+                                 f"{c['max_ragged_sequence_count']}, max_ragged_batch_size {c['max_ragged_batch_size']})",
+                                 "deepspeed/inference/v2/ragged/manager_configs.py (DeepSpeed 0.16.5)")
         return _vllm_batch_defaults(gpu)
 
     def max_running(self, kv_tokens: int, max_model_len: int, asked: int) -> int:
@@ -218,6 +233,11 @@ def sglang_mem_fraction_static(gpu: GpuSpec, tp: int, pp: int, model: ModelSpec)
     return round((mib - reserved) / mib, 3)
 
 
+def mii_fraction(gpu: GpuSpec, reserve_bytes: float) -> float:
+    """DeepSpeed-MII's memory reserve as the share of the GPU it leaves the engine: 1 - reserve / total (4 digits)."""
+    return round(1 - reserve_bytes / (gpu.memory_gib * GIB), 4)
+
+
 def sglang_prefill_graph_sizes(max_bs: int) -> list[int]:
     """Token counts SGLang captures prefill CUDA graphs for (arg_groups/cuda_graph_hook.py:557-574)."""
     sizes = (list(range(4, 33, 4)) + list(range(48, 257, 16)) + list(range(288, 513, 32))
@@ -269,3 +289,9 @@ TGI = EngineModel(BackendName.tgi, VLLM.version, "TGI is modelled with vLLM's ac
                   "(its own router is not modelled; TGI is in maintenance mode)",
                   KvBudget.total_fraction, Admission.prompt_then_preempt, mixed_batches=True, block_size=16,
                   compiled_forward=True, profiles_sampler=True, chunked_prefill=True)
+MII = EngineModel(BackendName.mii, "0.3.3", "conf/calibration/engines.yaml mii (DeepSpeed 0.16.5 ragged/kv_cache.py); "
+                  "MII's scheduler (mii/batching/ragged_batching.py) is modelled by vLLM's: decodes first, then prompt "
+                  "chunks up to the token budget, a prompt admitted when its blocks fit, the newest request's KV "
+                  "freed and recomputed on a stall", KvBudget.free_less_reserve, Admission.prompt_then_preempt,
+                  mixed_batches=True, block_size=64, compiled_forward=False, profiles_sampler=False,
+                  chunked_prefill=True)

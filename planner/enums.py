@@ -94,6 +94,7 @@ class BackendName(str, enum.Enum):
     sglang = "sglang"
     triton_trtllm = "triton-trtllm"  # Triton Inference Server + TensorRT-LLM's backend (backends/triton_trtllm.py)
     triton_vllm = "triton-vllm"  # Triton Inference Server + its vLLM backend (backends/triton_vllm.py)
+    mii = "mii"  # DeepSpeed-MII (backends/mii.py): served only when asked (rule backend.mii-when-asked)
 
 
 class DeployTarget(str, enum.Enum):

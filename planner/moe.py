@@ -65,7 +65,8 @@ def expert_seconds(k: dict, rank_tokens, gemm_efficiency, hbm_bytes_s):
     """One MoE layer's routed experts on the busiest GPU: the grouped GEMMs (gate_up and down of every local
     expert, 3·hidden·moe_intermediate parameters each) over the token-expert pairs that GPU gets, as a roofline of
     compute at each expert's M (`gemm_efficiency(M, narrow)`, the measured grouped-GEMM curve of the GEMM's shape)
-    and the bytes of the distinct experts the step touches, plus the activation kernel over those rows. `rank_tokens`: tokens of this DP rank's
+    and the bytes of the distinct experts the step touches, plus the activation kernel over those rows and the combine
+    (moe_sum over every token's top-k rows). `rank_tokens`: tokens of this DP rank's
     step; the layer sees `dp` times as many (all DP ranks' tokens, gathered)."""
     topk, experts, group = k["topk"], np.maximum(k["experts"], 1), k["moe_group"]
     tokens = np.maximum(rank_tokens * k["dp"], 1.0)
@@ -87,7 +88,12 @@ def expert_seconds(k: dict, rank_tokens, gemm_efficiency, hbm_bytes_s):
     compute = 2.0 * worst * k["expert_params"] * (2.0 / 3.0 / eff_up + 1.0 / 3.0 / eff_down) / k["peak"]
     reads = touched / group * k["expert_params"] * k["bpw"] / hbm_bytes_s
     activation = worst * 3 * k["moe_inter"] * k["act"] / hbm_bytes_s  # silu_and_mul: reads 2, writes 1 x inter
-    return np.maximum(compute, reads) + activation
+    # The combine: the down GEMM writes each of this GPU's (token, expert) rows at full hidden size (every pair's
+    # partial sum under TP, its own experts' pairs under EP) and moe_sum reads them back and writes one row per token
+    # (vLLM 0.32 fused_moe/experts/triton_moe.py TritonExperts.moe_sum: under EP it skips the slots of remote experts)
+    local_rows = np.where(k["ep"], worst, pairs)
+    combine = (local_rows + tokens) * k["hidden"] * k["act"] / hbm_bytes_s
+    return np.maximum(compute, reads) + activation + combine
 
 
 def dispatch_combine_seconds(k: dict, rank_tokens, allreduce):

@@ -192,16 +192,33 @@ def load(req: Request, explicit: bool, rate_rps: float) -> OfferedLoad:
                                           "as the rate they sustain, through the router")
 
 
-def refine(req: Request, s: Split, est: predict.Estimate, spec: Optional[steady.Speculation],
-           prefix_caching: bool, n: int = 160) -> tuple[predict.Estimate, Dist]:
-    """One split's percentiles and verdict from simulating one prefill and one decode instance (simulate.py): the
-    prefill instance at its share of the rate (prompts only: one output token), each prompt's KV over the link, then
-    the decode instance from when each request's KV arrived (remote_prefill). A closed loop is simulated as the open
-    loop at the throughput the analytic model gives it (Little's law), Poisson, so its tails are no better than the
-    closed loop's. Returns the refined estimate and the KV transfer times."""
-    wl, p = req.workload, req.target.percentile
-    rate = est.request_rps if not (req.workload.request_rate or req.target.min_request_rate) else \
-        slo.deployment_load(req)[0]
+@dataclass(frozen=True)
+class Simulated:
+    """One prefill and one decode instance simulated together: each request's latencies (ms, in the decode
+    instance's order) and how much of its offered rate each instance kept up with."""
+
+    ttft_ms: np.ndarray
+    tpot_ms: np.ndarray  # requests with more than one output token
+    e2e_ms: np.ndarray
+    prefill_ms: np.ndarray  # the prefill instance's part of each TTFT (its queue and the prompt)
+    xfer_ms: np.ndarray  # the KV transfer's part
+    prefill_kept_up: float
+    decode_kept_up: float
+    mean_output: float  # output tokens of a mean simulated request
+    decode_batch: float  # the decode instance's mean running batch
+
+    def observed(self, p: float) -> slo.Observed:
+        """The latencies at percentile `p` (slo.check's input)."""
+        def at(v: np.ndarray) -> float:
+            return float(np.percentile(v, p))
+        return slo.Observed(ttft_ms=at(self.ttft_ms), tpot_ms=at(self.tpot_ms), e2e_latency_ms=at(self.e2e_ms))
+
+
+def simulate_pools(req: Request, s: Split, spec: Optional[steady.Speculation], prefix_caching: bool,
+                   prefill_rps: float, decode_rps: float, n: int = 160) -> Simulated:
+    """One prefill instance offered `prefill_rps` (prompts only: one output token), each prompt's KV over the link,
+    then one decode instance offered `decode_rps`, from when each request's KV arrived (remote_prefill)."""
+    wl = req.workload
     ins = simulate.lengths(wl.input_len, wl.range_ratio, n, seed=1)
     outs = simulate.lengths(wl.output_len, wl.range_ratio, n, seed=2)
     per_step = spec.tokens_per_step if spec else 1.0
@@ -210,12 +227,12 @@ def refine(req: Request, s: Split, est: predict.Estimate, spec: Optional[steady.
     prefix = wl.shared_prefix_len if prefix_caching else 0
     pre = simulate.simulate(memoized(lambda st: float(sm_p.step_seconds(st.decode_seqs, st.decode_context,
                                                                         st.prefill_tokens, st.prefill_context))),
-                            ins, np.ones(n, dtype=int), simulate.Arrivals(rate / s.x, wl.burstiness),
+                            ins, np.ones(n, dtype=int), simulate.Arrivals(prefill_rps, wl.burstiness),
                             max_num_seqs=int(s.prefill.seqs), max_num_batched_tokens=s.prefill.mnbt,
                             kv_blocks=s.prefill.mem.kv_cache_blocks, block_size=s.prefill.mem.block_size,
                             prefix_cached_tokens=prefix)
     xfer = kvtransfer.seconds(req.model, s.prefill.kv, s.dtype, ins, s.prefill.tp, s.decode.tp, s.link, s.conn)
-    arrive = simulate.send_times(simulate.Arrivals(rate / s.y, wl.burstiness), n, seed=3) + pre.ttft_s + xfer
+    arrive = simulate.send_times(simulate.Arrivals(decode_rps, wl.burstiness), n, seed=3) + pre.ttft_s + xfer
     order = np.argsort(arrive, kind="stable")
 
     def decode_step(st) -> float:
@@ -223,20 +240,35 @@ def refine(req: Request, s: Split, est: predict.Estimate, spec: Optional[steady.
                                        st.prefill_tokens, st.prefill_context))
 
     dec = simulate.simulate(memoized(decode_step), ins[order], steps[order],
-                            simulate.Arrivals(rate / s.y, wl.burstiness),
+                            simulate.Arrivals(decode_rps, wl.burstiness),
                             max_num_seqs=int(s.decode.seqs), max_num_batched_tokens=s.decode.mnbt,
                             kv_blocks=s.decode.mem.kv_cache_blocks, block_size=s.decode.mem.block_size,
                             send_s=arrive[order], remote_prefill=True)
     before = (pre.ttft_s + xfer)[order]
-    ttft, e2e = (before + dec.ttft_s) * 1e3, (before + dec.e2e_s) * 1e3
     o = outs[order]
     ok = o > 1
-    tpot = (dec.e2e_s - dec.ttft_s)[ok] * 1e3 / (o[ok] - 1)
-    rps = float(rate * min(pre.kept_up(), dec.kept_up()))
-    out = rps * float(outs.mean())
+    return Simulated(ttft_ms=(before + dec.ttft_s) * 1e3, tpot_ms=(dec.e2e_s - dec.ttft_s)[ok] * 1e3 / (o[ok] - 1),
+                     e2e_ms=(before + dec.e2e_s) * 1e3, prefill_ms=pre.ttft_s[order] * 1e3,
+                     xfer_ms=np.asarray(xfer, dtype=float) * np.ones(n) * 1e3,
+                     prefill_kept_up=float(pre.kept_up()), decode_kept_up=float(dec.kept_up()),
+                     mean_output=float(outs.mean()), decode_batch=float(dec.mean_batch))
+
+
+def refine(req: Request, s: Split, est: predict.Estimate, spec: Optional[steady.Speculation],
+           prefix_caching: bool, n: int = 160) -> tuple[predict.Estimate, Dist]:
+    """One split's percentiles and verdict from simulating one prefill and one decode instance (simulate_pools), each
+    at its share of the rate. A closed loop is simulated as the open loop at the throughput the analytic model gives
+    it (Little's law), Poisson, so its tails are no better than the closed loop's. Returns the refined estimate and
+    the KV transfer times."""
+    p = req.target.percentile
+    rate = est.request_rps if not (req.workload.request_rate or req.target.min_request_rate) else \
+        slo.deployment_load(req)[0]
+    sim = simulate_pools(req, s, spec, prefix_caching, rate / s.x, rate / s.y, n)
+    rps = float(rate * min(sim.prefill_kept_up, sim.decode_kept_up))
+    out = rps * sim.mean_output
     price = req.hw.gpu.price_usd_per_hour
-    refined = replace(est, ttft_ms=predict._dist(ttft, p), tpot_ms=predict._dist(tpot, p), e2e_ms=predict._dist(e2e, p),
-                      output_tok_s=out, output_tok_s_per_gpu=out / s.gpus, request_rps=rps,
-                      batch=float(dec.mean_batch * s.y),
+    refined = replace(est, ttft_ms=predict._dist(sim.ttft_ms, p), tpot_ms=predict._dist(sim.tpot_ms, p),
+                      e2e_ms=predict._dist(sim.e2e_ms, p), output_tok_s=out, output_tok_s_per_gpu=out / s.gpus,
+                      request_rps=rps, batch=sim.decode_batch * s.y,
                       usd_per_mtok=price * s.gpus / (out * 3600) * 1e6 if price and out > 0 else None)
-    return predict.verdict(req, refined), predict._dist(xfer * 1e3, p)
+    return predict.verdict(req, refined), predict._dist(sim.xfer_ms, p)

@@ -137,7 +137,10 @@ def baseline_overrides(overrides: list[str]) -> list[str]:
     if "model=tiny-llama" in kept and any(o.startswith("model.path=") for o in kept):
         from planner.tinymodel import ensure_tiny_model
 
-        kept = [o for o in kept if not o.startswith("model.path=")] + [f"model.path={ensure_tiny_model()}"]
+        # the quantized tiny checkpoint's path and layout (app.py _tiny_checkpoint) give way to the unquantized one
+        tiny_quant = ("model.path=", "model.quant.", "model.quantization=", "model.quantization_bits=",
+                      "model.fp8_scaling=")
+        kept = [o for o in kept if not o.startswith(tiny_quant)] + [f"model.path={ensure_tiny_model()}"]
     return kept + ["plan.quantization=none", "plan.kv_cache_dtype=auto"]
 
 

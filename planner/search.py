@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Optional
 
 from backends import get
-from planner import candidates, decide, disagg, explain, perf, pools, predict, rank, slo
+from planner import candidates, decide, disagg, explain, perf, pools, poolscale, predict, rank, slo
 from planner.errors import NoFeasiblePlan
 from planner.plan import Alternative, CompiledPlan, settled
 from planner.rules import Constraints, constraints_for
@@ -74,16 +74,18 @@ def compile_plan(req: Request, cons: Optional[Constraints] = None) -> CompiledPl
         # for what cannot start at all).
         compiled = replace(compiled, notes=compiled.notes + (f"The pinned layout misses the target: {message}",))
         return with_autoscaling(req, compiled, meets=False)
-    return with_autoscaling(req, compiled)
+    return with_autoscaling(req, compiled, poolscale.priced(req, cons, sp, split.split) if split.wins else None)
 
 
-def with_autoscaling(req: Request, compiled: CompiledPlan, meets: bool = True) -> CompiledPlan:
-    """The plan with its replicas per rate band over target.request_rate_range (planner/autoscale.py) and the
-    decision that explains them (none for a plan that misses its target)."""
+def with_autoscaling(req: Request, compiled: CompiledPlan, split: Optional[poolscale.Priced] = None,
+                     meets: bool = True) -> CompiledPlan:
+    """The plan with its replicas per rate band over target.request_rate_range (planner/autoscale.py; a disaggregated
+    plan's pools from `split`, the split it came from) and the decision that explains them (none for a plan that
+    misses its target)."""
     from planner import autoscale
     from planner.plan import Decision
 
-    scale = autoscale.rules(req, compiled) if meets else ()
+    scale = autoscale.rules(req, compiled, split) if meets else ()
     why = "; ".join(f"{r.pool}: one sustains {r.replica_rps:,.2f} req/s within the SLOs, so {r.min_replicas} at "
                     f"{req.target.request_rate_range[0]:g} req/s to {r.max_replicas} at "
                     f"{req.target.request_rate_range[1]:g} req/s" for r in scale) or \

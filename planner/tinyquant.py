@@ -32,6 +32,26 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AutoAWQ's nibble order within an int32
 GENERATOR_VERSION = 1
 
 
+# precision.weights → the tiny checkpoint in that format, for a CPU plan of model=tiny-llama: vLLM's CPU build loads
+# each of these (tests/test_vllm_cpu_kv.py serves them) but quantizes nothing at load, so `precision=int8` on the
+# CPU means serving a checkpoint already in that format, and the unquantized tiny model is its twin (the baseline).
+CPU_CHECKPOINTS = {"int8": "ct-int8", "fp8": "ct-fp8", "gptq": "gptq", "awq": "awq"}
+
+
+def cpu_overrides(weights: str, kv_cache: str, generate: bool) -> list[str]:
+    """Model overrides that make a CPU plan of the tiny model serve its checkpoint in format `weights` (with the
+    FP8 KV-cache scheme when `kv_cache` is fp8): the quantization its config.json declares, and with `generate` the
+    checkpoint's path (built here once). [] when the format has no tiny checkpoint."""
+    from planner.catalog import quantization_overrides
+
+    fmt = CPU_CHECKPOINTS.get(weights)
+    if fmt is None:
+        return []
+    kv_fp8 = kv_cache == "fp8"
+    out = quantization_overrides(CONFIGS[fmt](kv_fp8))
+    return out + ([f"model.path={ensure_tiny_quantized(fmt, kv_fp8=kv_fp8)}"] if generate else [])
+
+
 def ensure_tiny_quantized(fmt: str, kv_fp8: bool = False, cache_dir: Path | None = None) -> Path:
     """A directory holding the tiny model in format `fmt` (FORMATS), built once from the tiny model and cached."""
     if fmt not in FORMATS:

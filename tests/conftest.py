@@ -83,8 +83,13 @@ def two_nodes():
 
 
 def on(plan, backend, **changes):
-    """`plan` served by `backend` (and any other fields changed)."""
+    """`plan` served by `backend` (and any other fields changed). DeepSpeed-MII takes no memory fraction (it keeps
+    its default reserve, backends/mii.py), so a vLLM plan's fraction becomes None (the engine's default) there."""
     import dataclasses
 
+    from planner.specs import BackendName
+
+    if backend is BackendName.mii:
+        changes.setdefault("gpu_memory_utilization", None)
     return dataclasses.replace(plan, backend=backend, **changes)
 

@@ -1,5 +1,5 @@
 """Autoscaling hints: replicas per request-rate band over target.request_rate_range, from what one replica sustains
-within the SLOs (checked by the simulation), per pool; rendered as KEDA ScaledObjects (vendored CRD, strict) on the
+within the SLOs (checked by the simulation), per pool (a disaggregated plan's from planner/poolscale.py); rendered as KEDA ScaledObjects (vendored CRD, strict) on the
 Deployment, the DisaggregatedSet's role scalers, Dynamo's scaling adapters, and KServe's spec.scaling."""
 
 import gzip
@@ -10,8 +10,12 @@ import pytest
 import yaml
 from conftest import compiled_or_closest, request_for
 
+import math
+
+import numpy as np
+
 from backends.deploy import get
-from planner import autoscale, document, mix, render
+from planner import autoscale, document, mix, pools, poolscale, render, search
 from planner.errors import InputError
 from planner.hardware import Option
 
@@ -90,6 +94,75 @@ def test_each_pool_of_a_disaggregated_plan_scales_on_its_own(plans):
     dynamo = get("dynamo").render(compiled.plan, "x", req.hw.gpu).files
     targets = {yaml.safe_load(t)["spec"]["scaleTargetRef"]["name"] for f, t in dynamo.items() if f.startswith("scaled")}
     assert targets == {"x-vllmprefillworker", "x-vllmdecodeworker"}
+
+
+@pytest.fixture(scope="module")
+def xpyd_pools():
+    """The XPYD plan compiled with its split as autoscale.rules got it (the plan document does not carry it)."""
+    seen = []
+    capacities = poolscale.capacities
+
+    def spy(req, m, planned):
+        seen.append((m, planned))
+        return capacities(req, m, planned)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(poolscale, "capacities", spy)
+        req = request_for(*XPYD)
+        compiled = search.compile_plan(req)
+    (m, planned), = seen
+    return req, compiled, m, planned
+
+
+def test_a_pool_scales_by_what_one_instance_sustains_not_its_planned_share(xpyd_pools):
+    req, compiled, m, planned = xpyd_pools
+    low, high = req.target.request_rate_range
+    for rule, count in zip(compiled.plan.autoscaling, (m.split.x, m.split.y)):
+        assert rule.replica_rps >= planned / count - 1e-9
+        assert rule.max_replicas == math.ceil(high / rule.replica_rps - 1e-9)
+        # (the plan keeps rates to 3 decimals: each replica's rounding may lose 0.0005 req/s)
+        assert all(b.replicas * rule.replica_rps >= b.high_rps - 1e-3 * b.replicas for b in rule.bands)
+    # the prefill pool's instance sustains well above its planned share (20/3 req/s): fewer at the range's top than
+    # the planned share gives (30 / (20/3) -> 5)
+    prefill = compiled.plan.autoscaling[0]
+    assert prefill.replica_rps > 1.1 * planned / m.split.x
+    assert prefill.max_replicas < math.ceil(high / (planned / m.split.x) - 1e-9)
+
+
+def test_the_pool_capacities_meet_the_target_and_ten_percent_more_does_not(xpyd_pools):
+    req, compiled, m, _ = xpyd_pools
+    prefill, decode = (r.replica_rps for r in compiled.plan.autoscaling)
+    sim = pools.simulate_pools(req, m.split, m.spec, m.prefix_caching, prefill, decode)
+    assert poolscale.blame(req, sim) == ()
+    assert sim.prefill_kept_up >= 0.999 and sim.decode_kept_up >= 0.999
+    o = sim.observed(req.target.percentile)
+    assert o.ttft_ms <= req.target.ttft_ms and o.tpot_ms <= req.target.tpot_ms
+    # 11% above either (the other at its capacity): the analytic models or the simulation say it misses
+    up_p, up_d = prefill / poolscale.STEP_DOWN, decode / poolscale.STEP_DOWN
+    over_p = pools.simulate_pools(req, m.split, m.spec, m.prefix_caching, up_p, decode)
+    over_d = pools.simulate_pools(req, m.split, m.spec, m.prefix_caching, prefill, up_d)
+    assert not poolscale.prefill_meets(req, m, decode, np.array([up_p]))[0] or "prefill" in poolscale.blame(req, over_p)
+    assert not poolscale.decode_meets(req, m, prefill, np.array([up_d]))[0] or "decode" in poolscale.blame(req, over_d)
+
+
+def _sim(ttft, prefill, tpot, kept=(1.0, 1.0)) -> pools.Simulated:
+    n = np.ones(10)
+    return pools.Simulated(ttft_ms=ttft * n, tpot_ms=tpot * n, e2e_ms=(ttft + 100 * tpot) * n, prefill_ms=prefill * n,
+                           xfer_ms=5 * n, prefill_kept_up=kept[0], decode_kept_up=kept[1], mean_output=100,
+                           decode_batch=8)
+
+
+@pytest.mark.parametrize("sim,pools_to_blame", [
+    pytest.param(_sim(500, 450, 10), (), id="meets"),
+    pytest.param(_sim(500, 450, 20), ("decode",), id="tpot-is-the-decode-pool's"),
+    pytest.param(_sim(500, 450, 10, kept=(1.0, 0.9)), ("decode",), id="decode-falls-behind"),
+    pytest.param(_sim(500, 450, 10, kept=(0.9, 1.0)), ("prefill",), id="prefill-falls-behind"),
+    pytest.param(_sim(1500, 1400, 10), ("prefill", "decode"), id="ttft-mostly-prefill"),
+    pytest.param(_sim(1500, 100, 10), ("decode", "prefill"), id="ttft-mostly-decode-queue"),
+])
+def test_a_simulated_miss_steps_down_the_pool_that_causes_it(plans, sim, pools_to_blame):
+    req, _ = plans["xpyd"]  # TTFT 1000 ms, TPOT 15 ms at p90
+    assert poolscale.blame(req, sim) == pools_to_blame
 
 
 def test_a_plan_with_autoscaling_reads_back_equal(plans, tmp_path):

@@ -18,7 +18,7 @@ from planner.plan import DecodePool, Disaggregation, Plan, PrefillPool
 from planner.specs import BackendName, Dtype, Quantization
 
 BACKENDS = [pytest.param(b, id=b.value) for b in ADAPTERS]
-V, T, G, S = BackendName.vllm, BackendName.trtllm, BackendName.tgi, BackendName.sglang
+V, T, G, S, M = BackendName.vllm, BackendName.trtllm, BackendName.tgi, BackendName.sglang, BackendName.mii
 TT, TV = BackendName.triton_trtllm, BackendName.triton_vllm
 
 # Distinct numbers, so a value found in the argv can only have come from its own field.
@@ -38,10 +38,19 @@ ARGV = {
     S: [("--max-running-requests", "97"), ("--context-length", "12345"), ("--max-prefill-tokens", "4321"),
         ("--tp-size", "4"), ("--mem-fraction-static", "0.87"), ("--dtype", "bfloat16")],
     TT: [], TV: [],  # Triton: the limits live in the model repository (REPOSITORY below), not in the argv
+    # MII: its OpenAI server attaches to the deployment the config file starts (openai_api_server.py --load-balancer)
+    M: [("--load-balancer", "localhost:50050"), ("--deployment-name", "planner-mii"), ("--port", "8000")],
 }
 # backend -> (dotted key, value) in the config file the engine reads (TRT-LLM's --extra_llm_api_options YAML).
 CONFIG = {T: ("extra_llm_api_options.yaml", "--extra_llm_api_options",
-              [("kv_cache_config.free_gpu_memory_fraction", 0.87), ("dtype", "bfloat16")])}
+              [("kv_cache_config.free_gpu_memory_fraction", 0.87), ("dtype", "bfloat16")]),
+          # MII: mii.serve's arguments (mii/config.py ModelConfig; DeepSpeed's DSStateManagerConfig), the file named
+          # as the launch program's first argument; its memory reserve stays MII's default (no fraction)
+          M: ("mii_config.json", None,
+              [("model_config.tensor_parallel", 4), ("model_config.max_length", 12345),
+               ("model_config.inference_engine_config.state_manager.max_ragged_sequence_count", 97),
+               ("model_config.inference_engine_config.state_manager.max_ragged_batch_size", 4321),
+               ("model_config.inference_engine_config.state_manager.max_context", 12345)])}
 # Triton: (file of the model repository, dotted key, value) where each backend reads the limit: the vLLM backend's
 # model.json (AsyncEngineArgs fields), the TensorRT-LLM backend's tensorrt_llm/config.pbtxt (ModelConfig, parameters
 # as strings) and the engine build (trtllm-build flags). Checked in tests/test_backends_triton.py by parsing.
@@ -56,10 +65,12 @@ REPOSITORY = {
 # fp8 weights: the flag each engine reads; TRT-LLM's PyTorch backend takes it from the checkpoint (no flag), and
 # TGI refuses --dtype together with --quantize (launcher/src/main.rs:629).
 FP8 = {V: ("--quantization", "fp8"), T: None, G: ("--quantize", "fp8"), S: ("--quantization", "fp8"), TT: None,
-       TV: None}
+       TV: None, M: None}
 NOT_WITH_FP8 = {G: "--dtype"}
-HEALTH = {V: "/health", T: "/health", G: "/health", S: "/health", TT: "/v2/health/ready", TV: "/v2/health/ready"}
-METRICS = {V: "/metrics", T: "/prometheus/metrics", G: "/metrics", S: "/metrics", TT: "/metrics", TV: "/metrics"}
+HEALTH = {V: "/health", T: "/health", G: "/health", S: "/health", TT: "/v2/health/ready", TV: "/v2/health/ready",
+          M: "/health"}
+METRICS = {V: "/metrics", T: "/prometheus/metrics", G: "/metrics", S: "/metrics", TT: "/metrics", TV: "/metrics",
+           M: ""}  # MII has no /metrics
 SECRET = "hf_contract_secret_9f3a"
 
 
@@ -67,6 +78,11 @@ SECRET = "hf_contract_secret_9f3a"
 
 
 
+
+
+def limits(backend: BackendName) -> dict:
+    """LIMITS for `backend`: DeepSpeed-MII takes no memory fraction (backends/mii.py keeps its default reserve)."""
+    return {k: v for k, v in LIMITS.items() if not (backend is M and k == "gpu_memory_utilization")}
 
 
 def places(art: Artifacts) -> dict[str, list[str]]:
@@ -95,7 +111,7 @@ def rendered(backend: BackendName, req, plan: Plan) -> Artifacts:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_render_returns_every_artifact(backend, h100x4):
     req, plan = h100x4
-    art = rendered(backend, req, on(plan, backend, **LIMITS))
+    art = rendered(backend, req, on(plan, backend, **limits(backend)))
     assert isinstance(art, Artifacts) and art.backend is backend
     assert art.argv and all(isinstance(w, str) and w for w in art.argv)
     assert art.docker.startswith("docker run") and art.image in art.docker
@@ -107,7 +123,7 @@ def test_render_returns_every_artifact(backend, h100x4):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_planned_limit_reaches_the_engine(backend, h100x4):
     req, plan = h100x4
-    art = rendered(backend, req, on(plan, backend, **LIMITS))
+    art = rendered(backend, req, on(plan, backend, **limits(backend)))
     for where, words in places(art).items():
         missing = [p for p in ARGV[backend] if p not in pairs(words)]
         assert missing == [], f"{backend.value} {where}: {missing} not in {words}"
@@ -118,7 +134,8 @@ def test_every_planned_limit_reaches_the_engine(backend, h100x4):
         configmap = yaml.safe_load(art.k8s["configmap.yaml"])
         assert yaml.safe_load(configmap["data"][name]) == doc, "the ConfigMap carries the same file"
         for where, words in places(art).items():
-            assert any(f == flag and v.endswith(name) for f, v in pairs(words)), f"{where} does not name {name}"
+            assert any((f == flag or flag is None) and v.endswith(name) for f, v in pairs(words)), \
+                f"{where} does not name {name}"
     elif backend in REPOSITORY:
         name, keys = REPOSITORY[backend]
         if name.endswith(".json"):
@@ -136,7 +153,11 @@ def test_every_planned_limit_reaches_the_engine(backend, h100x4):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_quantization_reaches_the_engine_where_it_has_a_flag(backend, h100x4):
     req, plan = h100x4
-    art = rendered(backend, req, on(plan, backend, quantization=Quantization.fp8, dtype=Dtype.bf16, **LIMITS))
+    if backend is M:  # no FP8 (MII's only quantization_mode is FP6 weights): refused with the reason
+        reason = unsupported(backend, on(plan, backend, quantization=Quantization.fp8), req.hw.gpu)
+        assert "quantization=fp8" in reason and "capability: quantizations" in reason
+        return
+    art = rendered(backend, req, on(plan, backend, quantization=Quantization.fp8, dtype=Dtype.bf16, **limits(backend)))
     for where, words in places(art).items():
         if FP8[backend] is None:
             assert not any(w.startswith(("--quantiz", "--quantize")) for w in words), words

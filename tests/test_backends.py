@@ -46,8 +46,8 @@ def test_backend_contract(backend, h100x4):
     assert all(f.source for f in impl.table.flags) and all(n.reason for n in impl.table.no_flag)
     assert re.search(r"\d+\.\d+", impl.capabilities.version)
     assert ":" in impl.image and not impl.image.endswith(":latest"), "the image is pinned"
-    assert impl.health_path.startswith("/") and impl.metrics_path.startswith("/")
-    assert impl.metrics.source and impl.metrics.kv_cache_usage
+    assert impl.health_path.startswith("/") and (impl.metrics_path.startswith("/") or impl.metrics_path == "")
+    assert impl.metrics.source and (impl.metrics.kv_cache_usage or impl.metrics_path == ""), "no metrics: says why"
     art = impl.render(on(plan, backend), "llama3-70b")
     assert isinstance(art, Artifacts) and art.backend is backend and art.image == impl.image
     assert art.argv and art.env["HF_TOKEN"] == "${HF_TOKEN}"
@@ -73,7 +73,15 @@ def test_tgi_says_it_is_in_maintenance_mode(h100x4):
     assert "archived" in tgi.capabilities.status
     assert tgi.warning and "maintenance" in tgi.warning
     assert tgi.warning in tgi.render(on(h100x4[1], BackendName.tgi), "x").warnings
-    assert all(get(b).warning is None for b in ADAPTERS if b is not BackendName.tgi)
+    unmaintained = (BackendName.tgi, BackendName.mii)
+    assert all(get(b).warning is None for b in ADAPTERS if b not in unmaintained)
+
+
+def test_mii_says_it_has_had_no_release_since_march_2025(h100x4):
+    mii = get(BackendName.mii)
+    assert "no release since v0.3.3 (2025-03-25" in mii.capabilities.status
+    assert mii.warning and mii.capabilities.status in mii.warning
+    assert mii.warning in mii.render(on(h100x4[1], BackendName.mii), "x").warnings
 
 
 # --- every planned field reaches every artifact --------------------------------------------------------------
@@ -86,10 +94,12 @@ PLANNED = ("tensor_parallel", "pipeline_parallel", "data_parallel", "expert_para
 def variants(plan: Plan, backend: BackendName):
     """The h100x4 plan as is, and with the switches flipped, fp8, expert parallel and a speculative drafter."""
     yield "as-planned", on(plan, backend)
-    yield "flipped", on(plan, backend, enable_prefix_caching=not plan.enable_prefix_caching,
-                        enable_chunked_prefill=not plan.enable_chunked_prefill)
-    yield "fp8", on(plan, backend, quantization=Quantization.fp8, kv_cache_dtype=KvPrecision.fp8)
-    caps = get(backend).capabilities  # Triton's TensorRT-LLM build renders neither EP nor drafters: skipped there
+    if get(backend).capabilities.prefix_caching.supported:  # MII: prefix caching off, chunked prefill always on
+        yield "flipped", on(plan, backend, enable_prefix_caching=not plan.enable_prefix_caching,
+                            enable_chunked_prefill=not plan.enable_chunked_prefill)
+    caps = get(backend).capabilities  # MII has no FP8, EP or drafters; Triton's TensorRT-LLM build no EP or drafters: skipped there
+    if Quantization.fp8 in caps.quantizations:
+        yield "fp8", on(plan, backend, quantization=Quantization.fp8, kv_cache_dtype=KvPrecision.fp8)
     if caps.expert_parallel.supported:
         yield "expert-parallel", on(plan, backend, expert_parallel=True)
     method = {BackendName.tgi: "ngram"}.get(backend, "eagle3")
@@ -165,6 +175,7 @@ LIMIT_FLAGS = {
     BackendName.sglang: {"max_num_seqs": "--max-running-requests", "max_model_len": "--context-length",
                          "max_num_batched_tokens": "--max-prefill-tokens", "tensor_parallel": "--tp-size",
                          "gpu_memory_utilization": "--mem-fraction-static"},
+    BackendName.mii: {},  # the limits live in mii_config.json (tests/test_backends_mii.py)
     # Triton: no limit in the argv; the model repository carries them (tests/test_backends_triton.py)
     BackendName.triton_trtllm: {}, BackendName.triton_vllm: {},
 }
@@ -249,11 +260,11 @@ def test_unsupported_names_the_capability_and_its_source(backend, overrides, cha
     assert "capability:" in reason
 
 
-def test_fp8_on_ada_and_hopper_is_supported_everywhere_but_tgi_on_ada():
+def test_fp8_on_ada_and_hopper_is_supported_everywhere_but_tgi_on_ada_and_mii():
     req = request_for("model=llama3-8b", "hw=l40sx1")
     plan = compiled_or_closest(req).plan
     fp8 = dict(quantization=Quantization.fp8)
-    assert [b.value for b in ADAPTERS if unsupported(b, on(plan, b, **fp8), req.hw.gpu)] == ["tgi"]
+    assert [b.value for b in ADAPTERS if unsupported(b, on(plan, b, **fp8), req.hw.gpu)] == ["tgi", "mii"]
 
 
 def test_render_refuses_an_unsupported_plan(h100x4, two_nodes):

@@ -32,7 +32,7 @@ rule_engine = import_rule_engine()
 
 # Every value a choice field can take, in the default order of preference.
 DOMAINS = {
-    "backend": ("vllm", "sglang", "trtllm", "tgi", "triton-vllm", "triton-trtllm"),
+    "backend": ("vllm", "sglang", "trtllm", "tgi", "triton-vllm", "triton-trtllm", "mii"),
     "dtype": ("bf16", "fp16", "float32"),
     "quantization": tuple(q.value for q in Quantization),
     "kv_cache_dtype": ("auto", "fp8"),  # auto: the compute dtype
