@@ -98,15 +98,18 @@ def _events(server: str, payload: dict) -> list:
 def test_stream_carries_usage_only_in_a_last_chunk_when_asked(server, include_usage):
     events = _events(server, {"stream_options": {"include_usage": include_usage}})
     tokens = [e for e in events if e["choices"]]
-    assert len(tokens) == 4 and all(e["object"] == "text_completion" and e["model"] == NAME for e in tokens)
+    # One chunk per token while the API server keeps up; a loaded host merges pending tokens into one chunk
+    # (vLLM's RequestOutputCollector; CI-equivalent run 2026-12-07: 3 chunks for 4 tokens), so 1 to 4 chunks.
+    assert 1 <= len(tokens) <= 4 and all(e["object"] == "text_completion" and e["model"] == NAME for e in tokens)
     assert all("usage" not in e for e in tokens), "vLLM leaves usage out of token chunks (exclude_unset)"
     assert tokens[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(e["choices"][0]["finish_reason"] is None for e in tokens[:-1])
     if include_usage:
         assert events[-1]["choices"] == [] and events[-1]["usage"] == {
             "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-        assert len(events) == 5
+        assert len(events) == len(tokens) + 1
     else:
-        assert len(events) == 4
+        assert len(events) == len(tokens)
 
 
 def test_stub_chat_stream_opens_with_the_role_and_ends_with_usage():
