@@ -207,6 +207,14 @@ def _matrix_reason(caps: Capabilities, plan: Plan, gpu: GpuSpec) -> Optional[str
         if missing:
             return (f"{who}: this adapter does not render LoRA adapters (max_loras={plan.max_loras}) "
                     f"[capability: lora; source: {missing.reason}]")
+    if plan.stream_interval > 1:
+        from backends import get
+
+        missing = get(caps.backend).table.no_flag_for("stream_interval")
+        if missing:
+            return (f"{who} streams every token here: no stream interval (stream_interval={plan.stream_interval}) "
+                    f"[capability: stream_interval; source: {missing.reason}]. Fix: plan.stream_interval=1, or "
+                    "backend=vllm or sglang")
     if plan.speculative:
         method = str(plan.speculative.get("method"))
         if method not in caps.speculative_methods:

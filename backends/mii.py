@@ -106,6 +106,7 @@ TABLE = FlagTable(
         NoFlag("enable_prefix_caching", "DeepSpeed 0.16.5's ragged engine has no prefix cache", MANAGER),
         NoFlag("speculative", "no speculative decoding in MII", OPENAI),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE)"),
+        NoFlag("stream_interval", "MII streams every token (no stream-interval option in its server)"),
         NoFlag("max_loras", "no LoRA adapters in MII's FastGen engine", CONFIG),
         NoFlag("max_lora_rank", "no LoRA adapters in MII's FastGen engine", CONFIG),
         NoFlag("disaggregation", "no prefill/decode disaggregation in MII", OPENAI),

@@ -95,6 +95,11 @@ TABLE = FlagTable(
              f"{F}/schedule.py:34"),
         Flag("enable_prefix_caching", "--disable-radix-cache", Where.argv, lambda p: not p.enable_prefix_caching,
              f"{F}/memory.py:65", "on: RadixAttention prefix caching is SGLang's default"),
+        Flag("stream_interval", "--stream-interval", Where.argv,
+             lambda p: str(p.stream_interval) if p.stream_interval > 1 else None,
+             "python/sglang/srt/server_args.py ServerArgs.stream_interval (default 1); used as --stream-interval 50 "
+             "by mlcommons/inference language/gpt-oss/infer-sglang/run_server.sh",
+             "1: every token as it comes (SGLang's default)"),
         Flag("speculative", "--speculative-algorithm", Where.argv, _spec("algorithm"), f"{F}/spec.py:37",
              "None: no speculative decoding"),
         Flag("speculative", "--speculative-num-steps", Where.argv, _spec("steps"), f"{F}/spec.py:60"),

@@ -81,6 +81,7 @@ TABLE = FlagTable(
         NoFlag("data_parallel", "no data-parallel copies in one launcher: scale with replicas", MAIN),
         NoFlag("expert_parallel", "no expert-parallel option", MAIN),
         NoFlag("nodes", "a launcher shards over the GPUs of one machine only", f"{MAIN}:606-612"),
+        NoFlag("stream_interval", "TGI streams every token (text-generation-launcher has no stream-interval option)"),
         NoFlag("max_loras", "LoRA adapters are not rendered for TGI by planner 0.1 (needs --lora-adapters with the adapter ids); plans with max_loras > 0 render for vLLM"),
         NoFlag("max_lora_rank", "LoRA adapters are not rendered for TGI by planner 0.1 (needs --lora-adapters with the adapter ids); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE)"),

@@ -84,6 +84,7 @@ TABLE = FlagTable(
         NoFlag("data_parallel", "one engine per Triton server: scale with replicas"),
         NoFlag("nodes", "single-node repositories only (multi-node needs MPI across hosts)"),
         NoFlag("speculative", "speculative decoding engines (draft/Medusa/EAGLE builds) are not rendered here"),
+        NoFlag("stream_interval", "not rendered by this adapter: every token is streamed (plans with stream_interval > 1 render for vLLM or SGLang)"),
         NoFlag("max_loras", "LoRA engines (--lora_plugin) are not rendered here; plans with max_loras > 0 render for "
                             "vLLM"),
         NoFlag("max_lora_rank", "LoRA engines are not rendered here"),

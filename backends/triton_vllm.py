@@ -69,6 +69,7 @@ TABLE = FlagTable(
              f"{ARGS}.max_lora_rank", "no adapters: the key is left out"),
     ),
     no_flag=(
+        NoFlag("stream_interval", "not rendered by this adapter: every token is streamed (plans with stream_interval > 1 render for vLLM or SGLang)"),
         NoFlag("backend", "selects this adapter"),
         NoFlag("quantization_method", "vLLM reads a pre-quantized checkpoint's quantization_config itself (as for "
                                       "backend=vllm); set, model.json carries no quantization key"),

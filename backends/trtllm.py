@@ -107,6 +107,7 @@ TABLE = FlagTable(
                                "way; there is no flag to quantize at load", SERVE),
         NoFlag("nodes", "no trtllm-serve flag: the MPI launcher spreads the tp x pp ranks over the nodes "
                         "(trtllm-llmapi-launch under mpirun or srun; render() sets it up)", LAUNCH),
+        NoFlag("stream_interval", "not rendered by this adapter: every token is streamed (plans with stream_interval > 1 render for vLLM or SGLang)"),
         NoFlag("max_loras", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
         NoFlag("max_lora_rank", "LoRA adapters are not rendered for TensorRT-LLM by planner 0.1 (needs lora_config in the LLM API options); plans with max_loras > 0 render for vLLM"),
         NoFlag("kv_cache_space_gib", "CPU plans only (vLLM's VLLM_CPU_KVCACHE_SPACE); TensorRT-LLM has no CPU build"),

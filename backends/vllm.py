@@ -101,6 +101,11 @@ TABLE = FlagTable(
         Flag("max_lora_rank", "--max-lora-rank", Where.argv,
              lambda p: str(p.max_lora_rank) if p.max_loras else None, f"{ARGS}:1578",
              default_note="no adapters: the flag is not passed"),
+        # "The interval (or buffer size) for streaming in terms of token length" (config/scheduler.py:213-217); the
+        # first token goes at once (v1/engine/output_processor.py:324-336)
+        Flag("stream_interval", "--stream-interval", Where.argv,
+             lambda p: str(p.stream_interval) if p.stream_interval > 1 else None, f"{ARGS}:1777",
+             "1: every token as it comes (SchedulerConfig.stream_interval default 1)"),
         Flag("kv_cache_space_gib", "VLLM_CPU_KVCACHE_SPACE", Where.env, number("kv_cache_space_gib"),
              "platforms/cpu.py:323-327 (GiB per CPU worker; envs.py:887)", "GPU plans: not a CPU build"),
         # One core per rank (measured: without it TP 2 on CPU fails "Not enough allowed NUMA nodes to bind threads").

@@ -48,12 +48,17 @@ sys.path.insert(0, str(ROOT))
 from planner import discover  # noqa: E402  (the repository root on the path first)
 
 PROBE = ROOT / "benchmarks" / "vllm_probe"
-# (concurrency, input_len, output_len, requests): the chat workload's lengths (512/256, +-50%) at loads from one
-# request to the plan's 128; short prompts for decode-only steps at small context; one-token answers one at a time
-# (per-request costs, and the time to first token around the engine step)
-RUNS = [(1, 512, 256, 6), (4, 512, 256, 16), (16, 512, 256, 48), (64, 512, 256, 160), (128, 512, 256, 320),
-             (32, 16, 128, 96), (128, 16, 128, 256), (1, 512, 1, 40), (1, 16, 1, 40), (8, 16, 1, 160)]
-RUNS_QUICK = [(4, 512, 256, 8), (1, 512, 1, 20), (64, 512, 256, 64)]  # --quick: a smoke run of the tool
+# (concurrency, input_len, output_len, requests, stream interval): the chat workload's lengths (512/256, +-50%) at
+# loads from one request to the plan's 128; short prompts for decode-only steps at small context; one-token answers
+# one at a time (per-request costs, and the time to first token around the engine step). The stream interval (tokens
+# per SSE chunk after the first, sent per request: vLLM takes the larger of it and the server's --stream-interval)
+# separates what the front end pays per token (output processing, detokenizing) from what it pays per chunk
+# (RequestOutput, SSE write, the client's parsing): the ladder runs at one token per chunk and again at 16.
+RUNS = [(1, 512, 256, 6, 1), (4, 512, 256, 16, 1), (16, 512, 256, 48, 1), (64, 512, 256, 160, 1),
+        (128, 512, 256, 320, 1), (32, 16, 128, 96, 1), (128, 16, 128, 256, 1), (1, 512, 1, 40, 1), (1, 16, 1, 40, 1),
+        (8, 16, 1, 160, 1), (16, 512, 256, 48, 16), (64, 512, 256, 160, 16), (128, 512, 256, 320, 16),
+        (128, 16, 128, 256, 16)]
+RUNS_QUICK = [(4, 512, 256, 8, 1), (1, 512, 1, 20, 1), (64, 512, 256, 64, 16)]  # --quick: a smoke run of the tool
 
 
 def _cpu(procs) -> float:
@@ -107,7 +112,9 @@ def probed_server(probe_dir: Path):
     from planner.tinymodel import ensure_tiny_model
 
     with compose.Composer() as c:
-        cfg, _ = compose.resolve(c, ["model=tiny-llama", "hw=cpu", f"model.path={ensure_tiny_model()}"])
+        # stream interval 1 on the server: each run sets its own per request (vLLM takes the larger of the two)
+        cfg, _ = compose.resolve(c, ["model=tiny-llama", "hw=cpu", f"model.path={ensure_tiny_model()}",
+                                     "plan.stream_interval=1"])
         req = compose.to_request(cfg)
     compiled = render.rendered(search.compile_plan(req), req)
     port = process.free_port()
@@ -131,11 +138,11 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
     rows = []
     with probed_server(probe_dir) as (req, compiled, base, roles, argv):
         for rep in range(repeats):
-            for conc, in_len, out_len, n in runs:
+            for conc, in_len, out_len, n, interval in runs:
                 ls = loadgen.LoadSpec(base_url=base, model=compiled.plan.served_model_name, input_len=in_len,
                                       output_len=out_len, range_ratio=0.5, num_prompts=n, max_concurrency=conc,
                                       vocab_size=req.model.vocab_size, scrape_metrics_every_s=None, warmup=0,
-                                      timeout_s=600, seed=rep)
+                                      timeout_s=600, seed=rep, stream_interval=interval)
                 before = _snapshot(roles, me)
                 result = loadgen.run_sync(ls, progress=False)
                 after = _snapshot(roles, me)
@@ -144,6 +151,7 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
                 ours = d["api"] + d["engine"] + d["worker"] + d["loadgen"]
                 rows.append({"repeat": rep, "concurrency": conc, "input_len": in_len, "output_len": out_len,
                              "requests": s["completed"], "output_tokens": s["total_output_tokens"],
+                             "stream_interval": interval, "chunks": sum(r.chunks for r in result.records if r.ok),
                              "t0": before["t"], "t1": after["t"], "wall_s": d["t"],
                              "cpu_s": {k: d[k] for k in ("api", "engine", "engine_io", "worker", "loadgen")},
                              "other_processes_cpu_s": round(max(d["machine"] - ours, 0.0), 3),
@@ -288,9 +296,14 @@ def fit(runs: list[dict], steps: list[dict]) -> dict:
     out["request"] = {"ttft_around_engine_ms": float(np.median(around)) if around else 0.0,
                       "samples_ms": [round(a, 3) for a in around]}
     for part in ("api", "loadgen", "engine_io"):
-        x = [[r["steps_kept"] * KEEP_EVERY, r["output_tokens"], r["requests"]] for r in runs]
-        per_step, per_token, per_request = _lstsq(x, [r["cpu_s"][part] for r in runs])
-        out[part] = {"us_per_step": per_step * 1e6, "us_per_token": per_token * 1e6, "ms_per_request": per_request * 1e3}
+        if all("chunks" in r for r in runs):  # per chunk apart from per token (runs at two stream intervals)
+            x = [[r["steps_kept"] * KEEP_EVERY, r["output_tokens"], r["chunks"], r["requests"]] for r in runs]
+            per_step, per_token, per_chunk, per_request = _lstsq(x, [r["cpu_s"][part] for r in runs])
+        else:  # an older file: every token was its own chunk
+            x = [[r["steps_kept"] * KEEP_EVERY, r["output_tokens"], r["requests"]] for r in runs]
+            (per_step, per_token, per_request), per_chunk = _lstsq(x, [r["cpu_s"][part] for r in runs]), 0.0
+        out[part] = {"us_per_step": per_step * 1e6, "us_per_token": per_token * 1e6, "us_per_chunk": per_chunk * 1e6,
+                     "ms_per_request": per_request * 1e3}
     return {k: {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in out.items()}
 
 
@@ -324,11 +337,13 @@ def main() -> None:
 
 def report(runs: list[dict], result: dict) -> None:
     t = Table(title="vLLM CPU server runs (reference only: what action=verify checks the model against)")
-    for col in ("conc", "in", "reqs", "steps", "tok/s", "TPOT p50", "API CPU s", "loadgen CPU s", "others' cores"):
+    for col in ("conc", "in", "tok/chunk", "reqs", "steps", "tok/s", "TTFT p50", "TPOT p50", "API CPU s",
+                "loadgen CPU s", "others' cores"):
         t.add_column(col, justify="right")
     for r in runs:
-        t.add_row(str(r["concurrency"]), str(r["input_len"]), str(r["requests"]), str(r["steps_kept"] * KEEP_EVERY),
-                  f"{r['output_throughput']:.0f}", f"{r['median_tpot_ms']:.2f}", f"{r['cpu_s']['api']:.2f}",
+        t.add_row(str(r["concurrency"]), str(r["input_len"]), str(r.get("stream_interval", 1)), str(r["requests"]),
+                  str(r["steps_kept"] * KEEP_EVERY), f"{r['output_throughput']:.0f}", f"{r['median_ttft_ms']:.1f}",
+                  f"{r['median_tpot_ms']:.2f}", f"{r['cpu_s']['api']:.2f}",
                   f"{r['cpu_s']['loadgen']:.2f}", f"{r['other_processes_cpu_s'] / r['wall_s']:.2f}")
     console = Console(width=140)
     console.print(t)

@@ -78,7 +78,8 @@ def predict_run(req: Request, compiled: CompiledPlan, run: Run) -> RunMetrics:
     replicas = max(1, plan.replicas) * dp  # engines: attention DP runs dp schedulers and KV caches per server
     one = _split(run, replicas)
     sm = perf.StepModel(req.model, req.hw.gpu, req.hw, plan.tensor_parallel, plan.pipeline_parallel, plan.dtype,
-                        plan.quantization, plan.kv_cache_dtype, expert_parallel=plan.expert_parallel, dp=dp)
+                        plan.quantization, plan.kv_cache_dtype, expert_parallel=plan.expert_parallel, dp=dp,
+                        stream_interval=plan.stream_interval)
     spec = steady.speculation(plan.speculative, req.hw.gpu.name)
     server = simulate.Server(engines.for_backend(plan.backend), plan.max_num_seqs, plan.max_num_batched_tokens,
                              mem.kv_cache_blocks, mem.block_size, chunked_prefill=plan.enable_chunked_prefill,
@@ -97,7 +98,10 @@ def predict_run(req: Request, compiled: CompiledPlan, run: Run) -> RunMetrics:
     res = simulate.run(predict.sim_step_time(sm, spec, slow, others, float(ins.mean())), ins, steps, one.arrivals,
                        server, shared_prefix_len=one.shared_prefix_len, num_prefixes=one.num_prefixes,
                        seed=one.seed)
-    around = predict.outside_s(sm, spec, slow, batch, float(ins.mean() + outs.mean() / 2))  # API server, async
+    wait = 0.0 if pred is None else float(steady.frontend_wait(
+        sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas,
+        pred.output_throughput_tok_s / replicas / batch))
+    around = predict.outside_s(sm, spec, slow, batch, float(ins.mean() + outs.mean() / 2), wait)  # API server, async
     ok = outs > 1
     tpot = (res.e2e_s - res.ttft_s)[ok] / (outs[ok] - 1) * 1e3
     duration = res.duration_s + around  # the last token reaches the client `around` after the engine emits it

@@ -61,9 +61,10 @@ class Calibration:
     per_seq_s: float = 0.0  # engine cost per running sequence per step (the CPU engine: conf/calibration/cpu.yaml)
     per_prefill_token_s: float = 0.0  # engine cost per prompt token scheduled in a step
     # CPU seconds the serving front end (API server, the EngineCore's socket threads, and the load generator of
-    # action=verify) spends on the host per output token, per request and per engine step: on a CPU host they take
-    # cores from the engine (conf/calibration/cpu.yaml `frontend`)
+    # action=verify) spends on the host per output token, per streamed chunk, per request and per engine step: on a
+    # CPU host they take cores from the engine (conf/calibration/cpu.yaml `frontend`)
     host_cpu_s_per_token: float = 0.0
+    host_cpu_s_per_chunk: float = 0.0
     host_cpu_s_per_request: float = 0.0
     host_cpu_s_per_step: float = 0.0
     # Time to first token outside the engine step: admission (HTTP, request processing, hand-off to the engine
@@ -108,6 +109,7 @@ class Calibration:
         return dataclasses.replace(
             self, step_overhead_s=self.step_overhead_s * r, per_seq_s=self.per_seq_s * r,
             per_prefill_token_s=self.per_prefill_token_s * r, host_cpu_s_per_token=self.host_cpu_s_per_token * r,
+            host_cpu_s_per_chunk=self.host_cpu_s_per_chunk * r,
             host_cpu_s_per_request=self.host_cpu_s_per_request * r, host_cpu_s_per_step=self.host_cpu_s_per_step * r,
             request_s=self.request_s * r, interpreter_speed_mops=speed_mops)
 
@@ -338,7 +340,7 @@ def calibration(gpu_name: str) -> Calibration:
         attn_grid=tuple(tuple(float(x) for x in row) for row in grid),
         elem_hidden=tuple(float(h) for h in elem.get("hidden", ())), elem_floor_us=tuple(elem_floor),
         per_seq_s=engine["per_seq_us"] * 1e-6, per_prefill_token_s=engine["per_prefill_token_us"] * 1e-6,
-        host_cpu_s_per_token=_frontend(d, "us_per_token") * 1e-6,
+        host_cpu_s_per_token=_frontend(d, "us_per_token") * 1e-6, host_cpu_s_per_chunk=_frontend(d, "us_per_chunk") * 1e-6,
         host_cpu_s_per_request=_frontend(d, "ms_per_request") * 1e-3,
         host_cpu_s_per_step=_frontend(d, "us_per_step") * 1e-6, request_s=float(d.get("request_ms", 0.0)) * 1e-3,
         async_steps=float(d.get("async_scheduling_steps", 0.0)),

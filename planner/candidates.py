@@ -158,6 +158,7 @@ class Space:
     enable_prefix_caching: bool
     enable_chunked_prefill: bool
     speculative: Optional[dict]
+    stream_interval: int = 1  # output tokens per streamed chunk (pin, rule, or every token)
 
     def kv_tokens_needed(self) -> int:
         return self.concurrency * self.mean_len
@@ -261,7 +262,8 @@ def space(req: Request, cons: Constraints) -> Space:
         bool(cons.setting("enable_prefix_caching", True)),
         enable_chunked_prefill=pins.enable_chunked_prefill if pins.enable_chunked_prefill is not None else
         bool(cons.setting("enable_chunked_prefill", True)),
-        speculative={k: v for k, v in spec.items() if v is not None} if spec else None)
+        speculative={k: v for k, v in spec.items() if v is not None} if spec else None,
+        stream_interval=int(pins.stream_interval or cons.setting("stream_interval", 1)))
 
 
 def size(req: Request, sp: Space, quant: Quantization, kv: KvPrecision, tp: int, pp: int,
@@ -331,7 +333,7 @@ def skeleton(req: Request, sp: Space, t: Sized, backend: BackendName) -> Plan:
         enable_prefix_caching=sp.enable_prefix_caching, enable_chunked_prefill=sp.enable_chunked_prefill,
         speculative=sp.speculative, kv_cache_space_gib=t.cpu_space, max_loras=wl.max_loras,
         max_lora_rank=wl.max_lora_rank if wl.max_loras else None,
-        quantization_method=weights.checkpoint_method(req.model, t.quant))
+        quantization_method=weights.checkpoint_method(req.model, t.quant), stream_interval=sp.stream_interval)
 
 
 def seqs_cap(sp: Space, t: Sized) -> int:

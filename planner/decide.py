@@ -204,6 +204,10 @@ def _limits(req: Request, cons: Constraints, sp: Space, chosen: Sized, plan, bat
                 by_rule("enable_prefix_caching")),
         _decide("enable_chunked_prefill", plan.enable_chunked_prefill, pins.enable_chunked_prefill is not None,
                 by_rule("enable_chunked_prefill")),
+        _decide("stream_interval", plan.stream_interval, pins.stream_interval is not None, by_rule("stream_interval"))
+        if pins.stream_interval or setting("stream_interval") else
+        Decision("stream_interval", plan.stream_interval, "default", "every token streamed as the engine makes it "
+                 "(the engines' default); a CPU host batches them (rule frontend.stream-interval-on-cpu)"),
         _decide("speculative", plan.speculative, False, by_rule("speculative")) if setting("speculative") else
         Decision("speculative", None, "search", "no speculative-decoding rule fired (not a low-batch latency target)"),
         Decision("max_loras", wl.max_loras, "search", f"workload.max_loras={wl.max_loras}" if wl.max_loras else

@@ -41,6 +41,15 @@ def check_endpoint(base_url: str, api_key_env: Optional[str] = None, timeout_s: 
     that cannot be reached, or refuses the key, has nothing to measure."""
     import httpx
 
+    try:
+        parsed = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        parsed, problem = None, str(exc)
+    else:
+        problem = "" if parsed.scheme in ("http", "https") and parsed.host else "no http(s) scheme and host"
+    if problem:
+        raise InputError(f"endpoint={base_url!r} is not a server URL ({problem}). Fix: give the server's root as "
+                         "http://HOST:PORT, e.g. endpoint=http://127.0.0.1:8000 (the port a number, no /v1).")
     url = base_url.rstrip("/") + "/v1/models"
     headers = auth_headers(api_key_env)
     try:

@@ -78,6 +78,9 @@ class LoadSpec:
     and counted as failed. Also each request's HTTP read timeout."""
     seed: int = 0
     """Seed of prompts, lengths and arrival times."""
+    stream_interval: int | None = None
+    """Sent as each request's `stream_interval` (vLLM 0.32 CompletionRequest; the server streams every
+    max(this, its --stream-interval) tokens after the first); None: not sent, the server's own interval."""
     slo_ttft_ms: float | None = None
     """Goodput SLO on time to first token, ms (serve `--goodput ttft:MS`)."""
     slo_tpot_ms: float | None = None
@@ -193,6 +196,8 @@ class _Driver:
     async def _stream(self, prompt: list[int], output_len: int, progress: _Progress) -> None:
         payload = {"model": self.spec.model, "prompt": prompt, "max_tokens": output_len, "min_tokens": output_len,
                    "ignore_eos": True, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        if self.spec.stream_interval:
+            payload["stream_interval"] = self.spec.stream_interval
         progress.sent = progress.last = time.perf_counter()  # "just before sending", erf line 228
         async with self.client.stream("POST", self.url, json=payload, headers=self.headers) as response:
             if response.status_code != 200:

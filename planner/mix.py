@@ -81,7 +81,8 @@ def buckets(req: Request) -> tuple[Bucket, ...]:
 def _model(req: Request, o) -> tuple[perf.StepModel, Optional[steady.Speculation]]:
     p = o.compiled.plan
     sm = perf.StepModel(req.model, o.hw.gpu, o.hw, p.tensor_parallel, p.pipeline_parallel, p.dtype, p.quantization,
-                        p.kv_cache_dtype, expert_parallel=p.expert_parallel, dp=p.data_parallel)
+                        p.kv_cache_dtype, expert_parallel=p.expert_parallel, dp=p.data_parallel,
+                        stream_interval=p.stream_interval)
     return sm, steady.speculation(p.speculative, o.hw.gpu.name)
 
 

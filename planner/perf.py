@@ -64,6 +64,7 @@ class StepModel:
     calibrated_on: Optional[str] = None  # use another GPU's calibration file (H100 -> H200 transfer check)
     expert_parallel: bool = False  # MoE experts spread whole over the server's tp x dp GPUs instead of sliced
     dp: int = 1  # attention data-parallel ranks: the step is one DP rank's, every rank carrying the same batch
+    stream_interval: int = 1  # output tokens per streamed chunk (the front end's work on a CPU host: steady.py)
 
     @functools.cached_property
     def _consts(self) -> dict:
@@ -253,6 +254,7 @@ class StepGrid:
         self.tp = np.array([m.tp for m in models])[index]
         self.pp = np.array([m.pp for m in models])[index]
         self.dp = np.array([m.dp for m in models])[index]
+        self.stream_interval = np.array([m.stream_interval for m in models])[index]
         consts = [m._consts for m in models]
         self._consts = {key: (consts[0][key] if key == "cal" else np.array([c[key] for c in consts])[index])
                         for key in consts[0]}

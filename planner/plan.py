@@ -115,6 +115,9 @@ class Plan:
     quantization_method: Optional[str] = None
     disaggregation: Optional[Disaggregation] = None  # None: aggregated (every replica prefills and decodes)
     autoscaling: tuple[ScaleRule, ...] = ()  # with target.request_rate_range: replicas per rate band, per pool
+    # Output tokens per streamed chunk after the first (vLLM/SGLang --stream-interval; 1: every token as it comes).
+    # Larger on a CPU host, where the API server that streams them shares the cores with the engine.
+    stream_interval: int = 1
 
     @property
     def served_model_name(self) -> str:

@@ -153,12 +153,13 @@ def sim_step_time(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: 
 
 
 def outside_s(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: float, batch: float,
-              ctx: float) -> float:
+              ctx: float, frontend: float = 0.0) -> float:
     """Seconds every request spends outside the simulated engine: admission and the first token's way back
-    (`request_ms`), and under async scheduling the step a new request waits because the next one was scheduled
-    before it came (a decode step at the running batch)."""
+    (`request_ms`), on a CPU host its wait behind the front end (`frontend`, steady.frontend_wait), and under async
+    scheduling the step a new request waits because the next one was scheduled before it came (a decode step at the
+    running batch)."""
     cal = sm._consts["cal"]
-    return cal.request_s + float(steady.async_wait_steps(sm)) * slow * float(
+    return cal.request_s + frontend + float(steady.async_wait_steps(sm)) * slow * float(
         steady._spec_step(sm, spec, max(batch, 1.0), ctx, 0, 0))
 
 
@@ -209,7 +210,9 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
                        shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes)
     p = req.target.percentile
-    around = outside_s(sm, spec, slow, est.batch, wl.input_len + wl.output_len / 2)
+    wait = float(steady.frontend_wait(sm, est.output_tok_s / replicas, est.request_rps / replicas,
+                                      est.output_tok_s / replicas / batch))
+    around = outside_s(sm, spec, slow, est.batch, wl.input_len + wl.output_len / 2, wait)
     ttft = (res.ttft_s[m] + around) * 1e3
     e2e = (res.e2e_s[m] + around) * 1e3
     ok = outs[m] > 1

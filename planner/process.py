@@ -125,8 +125,12 @@ class Server:
         for k in sorted(self.spec.env):
             logf.write(redact(f"# env {k}={self.spec.env[k]}\n"))
         logf.flush()
+        # Its own process group (stop() signals the group), in this session: Linux's scheduler autogroups are per
+        # session, and a server in a session of its own (setsid) was one group against the load generator's, which
+        # on a 2-core host left vLLM's API server a slice of what its busy-waiting EngineCore and worker shared:
+        # README's CPU loop then measured TTFT p90 0.75-5.6 s, against 45-56 ms in this session (docs/perf-model.md)
         self._proc = subprocess.Popen(self.spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, process_group=0)
         self._started_at = time.monotonic()
         self._leader = psutil.Process(self._proc.pid)
         log.info("started pid %d: %s (log %s)", self._proc.pid, shlex.join(self.spec.argv), self.spec.log_path)
@@ -174,7 +178,7 @@ class Server:
             return list(self._tail)[-n:]
 
     def _group(self) -> list[psutil.Process]:
-        """Processes still in the server's process group (pgid = the leader's pid; start_new_session=True)."""
+        """Processes still in the server's process group (pgid = the leader's pid; process_group=0)."""
         members = []
         for p in psutil.process_iter():
             with contextlib.suppress(OSError):

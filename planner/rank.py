@@ -35,7 +35,7 @@ class Ranked:
 
 def step_model(req: Request, sp: Space, t: Sized) -> perf.StepModel:
     return perf.StepModel(req.model, req.hw.gpu, req.hw, t.tp, t.pp, sp.dtype, t.quant, t.kv,
-                          expert_parallel=t.ep, dp=t.dp)
+                          expert_parallel=t.ep, dp=t.dp, stream_interval=sp.stream_interval)
 
 
 def seq_ladder(cap: int, explicit: bool) -> list[int]:

@@ -104,7 +104,8 @@ class AppConfig:
                                        doc="a saved plan: show, render, launch or verify it as is",
                                        metavar="FILE")
     endpoint: Optional[str] = bounded("the http:// or https:// URL of a running server, e.g. http://127.0.0.1:8000",
-                                      None, pattern=r"https?://[^\s/?#]+(/\S*)?", metavar="URL",
+                                      None, pattern=r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#:\[\]]+)(:\d{1,5})?(/\S*)?",
+                                      metavar="URL",
                                       doc="verify plan=FILE: load-test this running server")
     log: Optional[str] = not_blank("the path of a server log or of nccl-tests output", None,
                                    doc="the server log action=diagnose reads; nccl-tests output for preflight",

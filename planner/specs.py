@@ -314,6 +314,7 @@ class Pins:
     enable_prefix_caching: Optional[bool] = None
     enable_chunked_prefill: Optional[bool] = None
     kv_cache_space_gib: Optional[int] = positive_int(None, _PIN)  # CPU: VLLM_CPU_KVCACHE_SPACE per worker
+    stream_interval: Optional[int] = positive_int(None, _PIN)  # output tokens per streamed chunk (--stream-interval)
     disaggregation: Optional[bool] = None  # true: only prefill/decode splits (xPyD); false: aggregated only
     kv_connector: Optional[str] = None  # xPyD: conf/calibration/kv-transfer.yaml connector (nixl, mooncake, lmcache)
 

@@ -3,7 +3,7 @@ of requests in flight or an open loop at a rate, with speculative decoding's tok
 may be a numpy array (one entry per candidate of the search)."""
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Optional
 
@@ -88,27 +88,63 @@ def other_ranks_prefill(sm, batch: float, prefill: float, output_len: float, bud
     return float(moe.busiest_rank_prefill(sm.dp - 1, min(mean, chunk), chunk))
 
 
+def frontend_cores(sm, output_tok_s, request_rps, steps_per_s=0.0):
+    """Cores the serving front end keeps busy on a CPU host (conf/calibration/cpu.yaml `frontend`): per output token
+    (output processing, detokenizing), per streamed chunk (a RequestOutput, an SSE write, the client's parse: the
+    first token's chunk, then one per `stream_interval` tokens, vLLM 0.32 v1/engine/output_processor.py:324-336),
+    per request and per engine step. 0 on a GPU host."""
+    cal = sm._consts["cal"]
+    tok = np.asarray(output_tok_s, dtype=float)
+    rps = np.asarray(request_rps, dtype=float)
+    chunks = rps + np.maximum(tok - rps, 0.0) / np.maximum(np.asarray(sm.stream_interval, dtype=float), 1.0)
+    return tok * cal.host_cpu_s_per_token + chunks * cal.host_cpu_s_per_chunk + rps * cal.host_cpu_s_per_request + \
+        np.asarray(steps_per_s, dtype=float) * cal.host_cpu_s_per_step
+
+
 def host_slowdown(sm, output_tok_s, request_rps, steps_per_s=0.0):
     """How much longer an engine step takes when the serving front end (vLLM's API server, the EngineCore's socket
     threads, and the load generator of action=verify on the same host) needs more CPU than vLLM's CPU backend leaves
     it. vLLM 0.32 binds the worker's OpenMP threads to all cores but one per rank and leaves those
     (`reserve_cpu_num = local_world_size` on x86, vllm/utils/ompmultiprocessing.py:44-50) to the other processes;
     the step itself is serial (no async scheduling on CPU, vllm/platforms/cpu.py:331): while the worker computes,
-    the EngineCore waits, and the other way round, so the engine keeps one busy thread per rank. Front-end work
-    beyond the reserved cores takes time from the engine's: engine cores / (engine cores - the excess). The front
-    end's CPU seconds per output token, per request and per engine step are measured by benchmarks/cpu_serve.py
-    (conf/calibration/cpu.yaml `frontend`). 1 on a GPU host. Floored at a quarter of the engine's cores."""
+    the EngineCore waits, and the other way round, so the engine keeps one busy thread per rank. Nothing binds the
+    front end off the worker's cores, and the kernel spreads runnable threads over all of them (vLLM's EngineCore and
+    worker busy-wait on their shared-memory queues, shm_broadcast.py SpinCondition, so every core looks busy): the
+    engine's cores carry their share of the front end's work, engine cores / all cores of it, and the step
+    stretches by engine cores / (engine cores - that share). (A first version let the reserved cores absorb the
+    front end first; measured here, the worker lost ~30% of its core at 0.3-0.4 front-end cores, which that model
+    called no loss.) The front end's CPU seconds per output token, chunk, request and engine step are measured by
+    benchmarks/cpu_serve.py (conf/calibration/cpu.yaml `frontend`). 1 on a GPU host. Floored at a quarter of the
+    engine's cores."""
     cal = sm._consts["cal"]
     if not (cal.host_cpu_s_per_token or cal.host_cpu_s_per_request or cal.host_cpu_s_per_step):
         return 1.0
+    busy = frontend_cores(sm, output_tok_s, request_rps, steps_per_s)
     cores = float(sm.gpu.num_cores or 1)
     reserved = np.minimum(np.asarray(sm.tp * sm.pp, dtype=float), cores - 1)
     engine = cores - reserved
-    busy = np.asarray(output_tok_s, dtype=float) * cal.host_cpu_s_per_token + \
-        np.asarray(request_rps, dtype=float) * cal.host_cpu_s_per_request + \
-        np.asarray(steps_per_s, dtype=float) * cal.host_cpu_s_per_step
-    excess = np.maximum(busy - reserved, 0.0)
-    return engine / np.maximum(engine - excess, 0.25 * engine)
+    taken = busy * engine / cores
+    return engine / np.maximum(engine - taken, 0.25 * engine)
+
+
+def frontend_wait(sm, output_tok_s, request_rps, steps_per_s):
+    """Seconds a first token waits for the serving front end on a CPU host (0 on a GPU host). vLLM's API server
+    takes each engine step's outputs as one batch (v1/engine/async_llm.py output_handler: process_outputs over the
+    step's EngineCoreOutputs), so the new request's token leaves, on average, half way through its step's batch; and
+    that batch waits behind the front end's earlier work on the cores vLLM reserves for it (M/D/1: utilization rho
+    of the front end's cores by frontend_cores, service time the CPU work of one step's batch). rho is capped at
+    0.95: beyond it the closed loop synchronizes into waves instead (docs/perf-model.md), which no stationary queue
+    describes."""
+    cal = sm._consts["cal"]
+    if not (cal.host_cpu_s_per_token or cal.host_cpu_s_per_chunk):
+        return np.zeros_like(np.asarray(output_tok_s, dtype=float))
+    cores = float(sm.gpu.num_cores or 1)
+    reserved = np.maximum(np.minimum(np.asarray(sm.tp * sm.pp, dtype=float), cores - 1), 1.0)
+    steps = np.maximum(np.asarray(steps_per_s, dtype=float), 1e-9)
+    busy = frontend_cores(sm, output_tok_s, request_rps, steps)
+    rho = np.minimum(busy / reserved, 0.95)
+    batch_s = busy / steps  # one step's front-end work, on one of the reserved cores
+    return batch_s / 2 + rho * batch_s / (2 * (1 - rho))
 
 
 FIRST_TOKEN = """A new request is admitted by the API server (`request_ms` of the calibration: HTTP, request processing,
@@ -188,6 +224,8 @@ def steady_state(sm: StepModel, input_len: float, output_len: float, *, max_num_
     around = sm._consts["cal"].request_s  # admission and the first token's way back, outside the engine step
     wait_steps = async_wait_steps(sm)  # async scheduling: scheduled one step later
     out = _with_host_share(sm, solve)
+    out = replace(out, ttft_s=out.ttft_s + frontend_wait(sm, out.output_tok_s, out.request_rps,
+                                                           1.0 / np.asarray(out.step_s, dtype=float)))
     if scalar:
         return SteadyState(*(np.asarray(x).item() for x in (out.batch, out.step_s, out.tpot_s, out.ttft_s,
                                                              out.output_tok_s, out.request_rps, out.saturated)))

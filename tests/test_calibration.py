@@ -112,8 +112,9 @@ def test_cpu_engine_costs_are_the_measured_fit():
     fit = json.loads((ROOT / "tests/data/calibration/cpu_serve.json").read_text())["fit"]
     for part in ("worker", "scheduler", "handoff"):
         assert {k: v for k, v in fit[part].items() if k != "bins"} == d["engine_step"][part], part
+    stream = json.loads((ROOT / "tests/data/calibration/cpu_serve_stream.json").read_text())["fit"]
     for part, name in (("api", "api_server"), ("loadgen", "load_generator"), ("engine_io", "engine_io")):
-        assert fit[part] == d["frontend"][name], part
+        assert stream[part] == d["frontend"][name], part  # the run at two stream intervals (per chunk apart)
     assert d["request_ms"] == fit["request"]["ttft_around_engine_ms"]
     cal = perf.calibration("cpu")
     assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0 and cal.async_steps == 0
@@ -122,7 +123,9 @@ def test_cpu_engine_costs_are_the_measured_fit():
     assert cal.engine_seconds(128, 100) == pytest.approx(
         (overhead + (128 * per_seq + 100 * fit["worker"]["per_prefill_token_us"]) / 1e3) / 1e3)
     assert cal.host_cpu_s_per_step == pytest.approx(
-        sum(fit[p]["us_per_step"] for p in ("api", "loadgen", "engine_io")) / 1e6)
+        sum(stream[p]["us_per_step"] for p in ("api", "loadgen", "engine_io")) / 1e6)
+    assert cal.host_cpu_s_per_chunk == pytest.approx(
+        sum(stream[p]["us_per_chunk"] for p in ("api", "loadgen", "engine_io")) / 1e6)
     assert perf.calibration("h100-sxm").per_seq_s == 0.0  # GPUs: the step overhead alone
 
 

@@ -120,6 +120,8 @@ LAUNCH = ["model=tiny-llama", "hw=cpu", "target=best-effort", "format=json"]
     pytest.param(["action=verify", "endpoint="], ["endpoint=''", "http://"], id="empty-endpoint"),
     pytest.param(["action=verify", "endpoint=localhost:8000"], ["endpoint=localhost:8000", "http://"],
                  id="endpoint-without-scheme"),
+    pytest.param(["action=verify", "endpoint=http://127.0.0.1:80a1"], ["endpoint=http://127.0.0.1:80a1", "http://"],
+                 id="endpoint-port-not-a-number"),
     pytest.param(["action=launch", "api_key_env="], ["api_key_env=''"], id="empty-api-key-env"),
     pytest.param(["action=launch", "api_key_env='KEY; rm -rf ~'"], ["api_key_env='KEY; rm -rf ~'"],
                  id="api-key-env-not-a-variable-name"),

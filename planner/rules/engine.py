@@ -40,7 +40,8 @@ DOMAINS = {
 # rule fields → plan fields they decide (for the pin check and decisions)
 _PIN_OF = {"max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
            "gpu_memory_utilization": "gpu_memory_utilization", "enable_prefix_caching": "enable_prefix_caching",
-           "enable_chunked_prefill": "enable_chunked_prefill", "backend": "backend", "dtype": "dtype",
+           "enable_chunked_prefill": "enable_chunked_prefill", "stream_interval": "stream_interval",
+           "backend": "backend", "dtype": "dtype",
            "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype"}
 
 

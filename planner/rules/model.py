@@ -13,7 +13,8 @@ from planner.errors import InputError
 # Effects a plan rule may have, and the plan fields each may name (the search reads exactly these).
 CHOICE_FIELDS = ("backend", "dtype", "quantization", "kv_cache_dtype")  # allow / exclude / prefer
 SET_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching",
-              "enable_chunked_prefill", "speculative", "expert_parallel", "parallelism", "max_tensor_parallel")
+              "enable_chunked_prefill", "stream_interval", "speculative", "expert_parallel", "parallelism",
+              "max_tensor_parallel")
 PARALLELISM = ("narrow", "wide")  # narrow: the fewest GPUs per replica that fit; wide: all of a node's GPUs
 
 
