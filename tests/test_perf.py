@@ -150,21 +150,42 @@ def test_expert_parallel_changes_nothing_for_a_dense_model():
 
 @pytest.mark.parametrize("tok_s,rps,expected", [
     pytest.param(0.0, 0.0, 1.0, id="idle"),
-    pytest.param(4000.0, 0.0, 1.0, id="front-end-within-its-reserved-core"),
-    pytest.param(9000.0, 0.0, 2.0, id="half-a-core-over-takes-half-the-engine"),
+    pytest.param(3000.0, 0.0, 1 / (1 - 0.25), id="half-a-core-of-front-end-takes-a-quarter-of-the-engine"),
+    pytest.param(6000.0, 0.0, 2.0, id="a-core-of-front-end-takes-half-the-engine"),
     pytest.param(1e6, 0.0, 4.0, id="floored-at-a-quarter"),
 ])
-def test_the_front_end_slows_the_cpu_engine_only_beyond_its_reserved_core(tok_s, rps, expected):
-    """vLLM's CPU backend leaves one core per rank to the other processes (vllm/utils/ompmultiprocessing.py); the
-    front end's CPU seconds per token beyond that core come out of the engine's one core (2-core host, TP 1)."""
+def test_the_front_end_takes_its_share_of_the_cpu_engines_core(tok_s, rps, expected):
+    """Nothing binds vLLM's front end off the CPU worker's core, so the kernel spreads it over both cores of a
+    2-core host (TP 1): the worker's core carries half of the front end's CPU seconds."""
     from planner.perf import Calibration
 
     req = request_for("model=tiny-llama", "hw=cpu", "hw.gpu.num_cores=2")
     sm = perf.StepModel(req.model, req.hw.gpu, req.hw, 1, 1, Dtype.bf16, Quantization.none, KvPrecision.bf16)
-    cal = dataclasses.replace(sm._consts["cal"], host_cpu_s_per_token=1 / 6000, host_cpu_s_per_request=0.0)
+    cal = dataclasses.replace(sm._consts["cal"], host_cpu_s_per_token=1 / 6000, host_cpu_s_per_request=0.0,
+                              host_cpu_s_per_chunk=0.0, host_cpu_s_per_step=0.0)
     sm._consts["cal"] = cal  # one calibrated cost: 6000 tokens/s keep one core busy
     assert isinstance(cal, Calibration)
     assert steady.host_slowdown(sm, tok_s, rps) == pytest.approx(expected)
+
+
+def test_a_stream_interval_cuts_the_front_ends_work_per_chunk_not_per_token():
+    """The first token's chunk, then one per stream_interval tokens (vLLM output_processor.py): 100 requests/s of
+    100 tokens at interval 1 are 10,000 chunks/s; at 16, 100 + 9,900 / 16; the per-token work stays; and the
+    first token waits longer behind a busier front end."""
+    req = request_for("model=tiny-llama", "hw=cpu", "hw.gpu.num_cores=2")
+
+    def model(interval):
+        sm = perf.StepModel(req.model, req.hw.gpu, req.hw, 1, 1, Dtype.bf16, Quantization.none, KvPrecision.bf16,
+                            stream_interval=interval)
+        sm._consts["cal"] = dataclasses.replace(sm._consts["cal"], host_cpu_s_per_token=10e-6,
+                                                host_cpu_s_per_chunk=50e-6, host_cpu_s_per_request=0.0,
+                                                host_cpu_s_per_step=0.0)
+        return sm
+
+    assert float(steady.frontend_cores(model(1), 10000.0, 100.0)) == pytest.approx(0.1 + 0.5)
+    assert float(steady.frontend_cores(model(16), 10000.0, 100.0)) == pytest.approx(0.1 + (100 + 9900 / 16) * 50e-6)
+    slow, fast = (float(steady.frontend_wait(model(i), 10000.0, 100.0, 100.0)) for i in (1, 16))
+    assert slow > 2 * fast > 0.0
 
 
 def test_gpu_hosts_have_no_front_end_slowdown():
