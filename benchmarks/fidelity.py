@@ -44,9 +44,12 @@ HW = {"h100": ("h100x8", "h100-sxm"), "h100-sxm": ("h100x8", "h100-sxm"), "h200"
       "a100-80g": ("a100x8", "a100-80g"), "l40s": ("l40sx4", "l40s"), "b200": ("b200x8", "b200")}
 QUANT = {None: "none", "fp8": "fp8", "nvfp4": "nvfp4", "fp4": "nvfp4"}
 # FP8 checkpoints whose weights are not per-tensor scaled (each one's config.json quantization_config): Qwen's own FP8
-# releases are fine-grained (weight_block_size [128, 128]); the NVIDIA (ModelOpt) and neuralmagic (AutoFP8) ones are
-# per-tensor, the default.
-FP8_SCALING = {"Qwen/Qwen3-32B-FP8": "block"}
+# releases are fine-grained (weight_block_size [128, 128]; the 235B one per its model card, as the reference rows
+# note, and why vLLM runs it at TP 8 only with expert parallel: 1536 / 8 = 192 columns split a 128 block), and so are
+# DeepSeek's (conf/model/deepseek-r1.yaml); the NVIDIA (ModelOpt) and neuralmagic (AutoFP8) ones are per-tensor,
+# the default.
+FP8_SCALING = {"Qwen/Qwen3-32B-FP8": "block", "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": "block",
+               "deepseek-ai/DeepSeek-R1-0528": "block", "deepseek-ai/DeepSeek-R1": "block"}
 # Engine versions the product models (planner/engines.py); rows of older releases are reported as their own class.
 MODELLED = {"vllm": (0, 32), "trtllm": (1, 2), "sglang": (0, 5)}
 PRINTED_TOTALS = {"requests": re.compile(r"Successful requests:\s+(\d+)"),
