@@ -95,12 +95,12 @@ def predict_run(req: Request, compiled: CompiledPlan, run: Run) -> RunMetrics:
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(np.int64)
     others = steady.other_ranks_prefill(sm, batch, float(ins.mean()) - one.shared_prefix_len, float(outs.mean()),
                                         plan.max_num_batched_tokens)
-    res = simulate.run(predict.sim_step_time(sm, spec, slow, others, float(ins.mean())), ins, steps, one.arrivals,
-                       server, shared_prefix_len=one.shared_prefix_len, num_prefixes=one.num_prefixes,
-                       seed=one.seed)
     wait = 0.0 if pred is None else float(steady.frontend_wait(
         sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas,
         pred.output_throughput_tok_s / replicas / batch))
+    res = simulate.run(predict.sim_step_time(sm, spec, slow, others, float(ins.mean())), ins, steps, one.arrivals,
+                       server, shared_prefix_len=one.shared_prefix_len, num_prefixes=one.num_prefixes,
+                       seed=one.seed, loop_delay_s=predict.loop_delay_s(sm, wait))
     around = predict.outside_s(sm, spec, slow, batch, float(ins.mean() + outs.mean() / 2), wait)  # API server, async
     ok = outs > 1
     tpot = (res.e2e_s - res.ttft_s)[ok] / (outs[ok] - 1) * 1e3

@@ -163,6 +163,14 @@ def outside_s(sm: perf.StepModel, spec: Optional[steady.Speculation], slow: floa
         steady._spec_step(sm, spec, max(batch, 1.0), ctx, 0, 0))
 
 
+def loop_delay_s(sm: perf.StepModel, frontend: float = 0.0) -> float:
+    """A closed loop's gap between a request's last token at the engine and its successor's arrival there: the
+    token's way to the client and the new request's way in (`request_ms`, measured as both ways around one request),
+    and on a CPU host the wait behind the front end (steady.frontend_wait). The async-scheduling step of outside_s is
+    not in it: that one is the engine's, and the simulation's step boundaries already give it its place."""
+    return sm._consts["cal"].request_s + frontend
+
+
 def run_length(concurrency: Optional[int], rate: Optional[float], num_prompts: int, batch: float
                ) -> tuple[int, slice]:
     """(requests simulated, the measured ones) of a steady-state run. A closed loop as verify sends it
@@ -207,11 +215,12 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     prefill = wl.input_len - (wl.shared_prefix_len if server.prefix_caching else 0)
     others = steady.other_ranks_prefill(sm, est.batch, prefill, wl.output_len, server.max_num_batched_tokens)
     arrivals = simulate.Arrivals(request_rate=rate, burstiness=wl.burstiness, max_concurrency=concurrency)
-    res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
-                       shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes)
-    p = req.target.percentile
     wait = float(steady.frontend_wait(sm, est.output_tok_s / replicas, est.request_rps / replicas,
                                       est.output_tok_s / replicas / batch))
+    res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
+                       shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes,
+                       loop_delay_s=loop_delay_s(sm, wait))
+    p = req.target.percentile
     around = outside_s(sm, spec, slow, est.batch, wl.input_len + wl.output_len / 2, wait)
     ttft = (res.ttft_s[m] + around) * 1e3
     e2e = (res.e2e_s[m] + around) * 1e3

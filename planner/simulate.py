@@ -220,7 +220,7 @@ class Server:
 
 
 def run(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, server: Server, *,
-        shared_prefix_len: int = 0, num_prefixes: int = 1, seed: int = 0) -> SimResult:
+        shared_prefix_len: int = 0, num_prefixes: int = 1, seed: int = 0, loop_delay_s: float = 0.0) -> SimResult:
     """`simulate` for a Server and a workload's prefix model (`num_prefixes` groups sharing `shared_prefix_len`
     prompt tokens each); prefix caching off: no prompt tokens are reused."""
     prefix = shared_prefix_len if server.prefix_caching else 0
@@ -228,14 +228,14 @@ def run(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, ar
     return simulate(step_time, input_lens, output_lens, arrivals, max_num_seqs=server.max_num_seqs,
                     max_num_batched_tokens=server.max_num_batched_tokens, kv_blocks=server.kv_blocks,
                     block_size=server.block_size, seed=seed, prefix_cached_tokens=prefix, groups=groups,
-                    engine=server.engine, chunked_prefill=server.chunked_prefill)
+                    engine=server.engine, chunked_prefill=server.chunked_prefill, loop_delay_s=loop_delay_s)
 
 
 def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarray, arrivals: Arrivals, *,
              max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int, block_size: int,
              seed: int = 0, prefix_cached_tokens: int = 0, groups: Optional[np.ndarray] = None,
              engine=None, chunked_prefill: bool = True, send_s: np.ndarray | None = None,
-             remote_prefill: bool = False) -> SimResult:
+             remote_prefill: bool = False, loop_delay_s: float = 0.0) -> SimResult:
     """Run every request through `engine`'s scheduler (planner/sched/; None: vLLM's), one engine step at a time,
     and collect its token times.
 
@@ -249,6 +249,10 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
     and recomputes only the last prompt token to sample its first output token (vLLM 0.32
     v1/core/sched/scheduler.py _update_waiting_for_remote_kv: num_computed_tokens == num_tokens becomes
     num_tokens - 1). A preempted request recomputes its prompt here (the prefill instance has freed those blocks).
+    `loop_delay_s`: under a concurrency cap, how long after its last token a finished request's slot takes a new one
+    to the engine (the token's way to the client, the next request's way in: planner/predict.py outside_s). The engine
+    does not wait for it: it runs the next step meanwhile, so the new request joins the step after (a closed loop's
+    replacement never makes the step that starts as its predecessor ends).
     """
     from planner import engines
     from planner.sched import Limits, Requests, make
@@ -319,7 +323,7 @@ def simulate(step_time: StepTime, input_lens: np.ndarray, output_lens: np.ndarra
             if gen[r] == R.out[r]:
                 done[r] = now
                 sched.finish(r)
-                free_slots.append(now)
+                free_slots.append(now + loop_delay_s)
                 finished += 1
 
     return _result(np.array(sent), np.array(first), np.array(done), itl, ins, outs, sched.preemptions, decoded, steps)

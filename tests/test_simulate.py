@@ -190,6 +190,20 @@ def test_max_concurrency_caps_requests_in_flight(cap):
     assert result.duration_s == (16 // cap) * 8 * DT
 
 
+def test_a_closed_loops_replacement_joins_the_step_after_the_one_running_when_it_arrives():
+    """The engine does not wait for the client: a request that arrives `loop_delay_s` after its predecessor's last
+    token (the token's way out, the new request's way in) misses the step that started then and is scheduled in the
+    next one, so its TTFT from the send is the rest of that step plus its own (README's CPU loop measured ~2 steps)."""
+    delay = DT / 4
+    loop = Arrivals(request_rate=None, max_concurrency=2)
+    plain = run([100] * 3, [4, 8, 4], loop)  # the third replaces the first while the second still runs
+    late = run([100] * 3, [4, 8, 4], loop, loop_delay_s=delay)
+    assert plain.ttft_s.tolist() == [DT] * 3
+    assert late.ttft_s.tolist() == [DT, DT, 2 * DT - delay]
+    idle = run([100] * 3, [4, 4, 4], loop, loop_delay_s=delay)  # nothing else runs: the engine waits for it
+    assert idle.ttft_s.tolist() == [DT] * 3
+
+
 # --- prefix caching -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arrivals", [
