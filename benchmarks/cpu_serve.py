@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import psutil
@@ -132,7 +133,7 @@ def probed_server(probe_dir: Path):
 
 def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[dict], dict]:
     """Start the plan's server with the probe, run the load ladder `repeats` times; per-run rows and the plan."""
-    from planner import loadgen
+    from planner import hostload, loadgen
 
     me = psutil.Process()
     rows = []
@@ -144,7 +145,10 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
                                       vocab_size=req.model.vocab_size, scrape_metrics_every_s=None, warmup=0,
                                       timeout_s=600, seed=rep, stream_interval=interval)
                 before = _snapshot(roles, me)
+                # the host's speed on the worker's core while it serves (action=verify samples the same way)
+                sampler = hostload.SpeedSampler(cores=hostload.engine_cores((os.getpid(),)))
                 result = loadgen.run_sync(ls, progress=False)
+                speed = sampler.stop()
                 after = _snapshot(roles, me)
                 s = result.summary()
                 d = {k: round(after[k] - before[k], 4) for k in before}
@@ -158,7 +162,7 @@ def serve_and_measure(repeats: int, probe_dir: Path, runs: list) -> tuple[list[d
                              "loadavg_1m": round(psutil.getloadavg()[0], 2),
                              "output_throughput": round(s["output_throughput"], 1),
                              "median_ttft_ms": round(s["median_ttft_ms"], 2),
-                             "median_tpot_ms": round(s["median_tpot_ms"], 3)})
+                             "median_tpot_ms": round(s["median_tpot_ms"], 3), "cpu_speed": speed})
                 print(json.dumps(rows[-1]), flush=True)
     return rows, {"argv": argv, "cores": psutil.cpu_count(logical=False) or psutil.cpu_count()}
 
@@ -260,14 +264,36 @@ def _lstsq(x: list[list[float]], y: list[float]) -> list[float]:
     return [float(c) for c in coef]
 
 
+def reference_speed(runs: list[dict]) -> Optional[float]:
+    """The effective speed of the worker's core over every run that sampled it (harmonic mean, weighted by samples):
+    cpu.yaml's sampled_speed_mops, the speed the fit's worker terms are stated at."""
+    sampled = [r["cpu_speed"] for r in runs if r.get("cpu_speed")]
+    if not sampled:
+        return None
+    return sum(c["samples"] for c in sampled) / sum(c["samples"] / c["effective_mops"] for c in sampled)
+
+
+def _at_reference(runs: list[dict], steps: list[dict], ref: Optional[float]) -> None:
+    """Each step's worker CPU restated at the reference speed (x its run's speed / ref): the worker's core ran at
+    different speeds in different runs (planner/hostload.py), and the same work costs more CPU time on a slower one.
+    The scheduler and the front end run on the other core, whose speed is not sampled: they stay as measured."""
+    for st in steps:
+        run = next((r for r in runs if r["t0"] <= st["t"] < r["t1"]), None)
+        speed = (run or {}).get("cpu_speed") or {}
+        f = speed["effective_mops"] / ref if ref and speed.get("effective_mops") else 1.0
+        st["worker_cpu_ref"] = st["worker_cpu"] * f
+
+
 def fit(runs: list[dict], steps: list[dict]) -> dict:
     """The calibration: the engine step's parts per step (worker, scheduler, handoff) and the CPU seconds around it."""
     arith = arithmetic_ms()
     busy = [st for st in steps if st["interval"] < 0.2]  # longer: the engine was idle (between runs, or waiting)
+    ref = reference_speed(runs)
+    _at_reference(runs, busy, ref)
     for st in busy:
         st["arithmetic_ms"] = round(arith(st), 4)
     w0, w_seq, w_tok = _lstsq([[1, st["reqs"], st["tokens"] - st["decode"]] for st in busy],
-                              [st["worker_cpu"] * 1e3 - st["arithmetic_ms"] for st in busy])
+                              [st["worker_cpu_ref"] * 1e3 - st["arithmetic_ms"] for st in busy])
     s0, s_seq = _lstsq([[1, st["reqs"]] for st in busy], [st["sched_cpu"] * 1e3 for st in busy])
     # The handoff between the two processes (shared-memory queues, pickling, the output queue, new requests) per
     # step: wall time not in either call. The machine is shared, so a step's gap also holds time other processes
@@ -304,6 +330,8 @@ def fit(runs: list[dict], steps: list[dict]) -> dict:
             (per_step, per_token, per_request), per_chunk = _lstsq(x, [r["cpu_s"][part] for r in runs]), 0.0
         out[part] = {"us_per_step": per_step * 1e6, "us_per_token": per_token * 1e6, "us_per_chunk": per_chunk * 1e6,
                      "ms_per_request": per_request * 1e3}
+    out["speed"] = {"sampled_speed_mops": round(ref, 2) if ref else None,
+                    "note": "worker terms at this effective speed of the worker's core (hostload.SpeedSampler)"}
     return {k: {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in out.items()}
 
 

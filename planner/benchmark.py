@@ -86,18 +86,14 @@ def predict_run(req: Request, compiled: CompiledPlan, run: Run) -> RunMetrics:
                              prefix_caching=plan.enable_prefix_caching)
     pred = compiled.prediction
     batch = max(pred.concurrency, 1.0) if pred is not None else float(plan.max_num_seqs)
-    slow = 1.0 if pred is None else float(steady.host_slowdown(
-        sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas,
-        pred.output_throughput_tok_s / replicas / batch))
+    slow, wait = (1.0, 0.0) if pred is None else steady.host_terms(
+        sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas, batch)
     per_step = spec.tokens_per_step if spec else 1.0
     outs = np.asarray(one.output_lens, dtype=np.int64)
     ins = np.asarray(one.input_lens, dtype=np.int64)
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(np.int64)
     others = steady.other_ranks_prefill(sm, batch, float(ins.mean()) - one.shared_prefix_len, float(outs.mean()),
                                         plan.max_num_batched_tokens)
-    wait = 0.0 if pred is None else float(steady.frontend_wait(
-        sm, pred.output_throughput_tok_s / replicas, pred.request_throughput_rps / replicas,
-        pred.output_throughput_tok_s / replicas / batch))
     res = simulate.run(predict.sim_step_time(sm, spec, slow, others, float(ins.mean())), ins, steps, one.arrivals,
                        server, shared_prefix_len=one.shared_prefix_len, num_prefixes=one.num_prefixes,
                        seed=one.seed, loop_delay_s=predict.loop_delay_s(sm, wait))

@@ -97,6 +97,10 @@ class Calibration:
     # CPython speed of the host the engine and front-end costs were measured on (planner/discover.py's probe,
     # `interpreter_speed_mops` in conf/calibration/cpu.yaml); 0: not recorded, costs taken as they are
     interpreter_speed_mops: float = 0.0
+    # the median speed the same probe ran at, sampled on its own thread's CPU clock while the calibrating host served
+    # (planner/hostload.py SpeedSampler, `sampled_speed_mops` in cpu.yaml): what the host delivered while the costs
+    # above were measured. action=verify samples it again and sets the run's speed beside it. 0: not recorded
+    sampled_speed_mops: float = 0.0
 
     def on_host(self, speed_mops: Optional[float]) -> "Calibration":
         """These costs on a host whose CPython runs at `speed_mops` (planner/discover.py measure_interpreter): the
@@ -111,7 +115,8 @@ class Calibration:
             per_prefill_token_s=self.per_prefill_token_s * r, host_cpu_s_per_token=self.host_cpu_s_per_token * r,
             host_cpu_s_per_chunk=self.host_cpu_s_per_chunk * r,
             host_cpu_s_per_request=self.host_cpu_s_per_request * r, host_cpu_s_per_step=self.host_cpu_s_per_step * r,
-            request_s=self.request_s * r, interpreter_speed_mops=speed_mops)
+            request_s=self.request_s * r, interpreter_speed_mops=speed_mops,
+            sampled_speed_mops=self.sampled_speed_mops / r)
 
     def engine_seconds(self, decode_seqs, prefill_tokens):
         """The engine's own cost of a step besides the model's arithmetic (scheduling, inputs, sampling)."""
@@ -352,7 +357,8 @@ def calibration(gpu_name: str) -> Calibration:
         grouped_m=grouped_m, grouped_kinds=grouped, grouped_shapes=_grouped_shapes(d, grouped_m) if grouped else (),
         prefill_len=tuple(x for x, _ in pre_pts),
         prefill_eff=tuple(e for _, e in pre_pts), quant_floor_s=_quant_floors(d), transferred_from=src,
-        provenance=how, interpreter_speed_mops=float(d.get("interpreter_speed_mops") or 0.0))
+        provenance=how, interpreter_speed_mops=float(d.get("interpreter_speed_mops") or 0.0),
+        sampled_speed_mops=float(d.get("sampled_speed_mops") or 0.0))
 
 
 def _engine_terms(d: dict) -> dict[str, float]:

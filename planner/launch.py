@@ -150,7 +150,8 @@ def _once(req, compiled, plan_path: Path, *, keep_serving: bool, num_prompts, re
                                  time_limit_s=max(60.0, ready_timeout_s))
         lspec = replace(lspec, api_key_env=api_key_env)
         t0 = time.perf_counter()
-        host = hostload.HostLoad((os.getpid(),))  # this process (the load generator) and the server's tree
+        # this process (the load generator) and the server's tree; on a CPU host also the host's speed meanwhile
+        host = hostload.HostLoad((os.getpid(),), sample_speed=req.hw.gpu.kind is DeviceKind.cpu)
         with _profiling(cap, base, api_key_env):
             result = loadgen.run_sync(lspec)
         died = server.watch()

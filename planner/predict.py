@@ -209,14 +209,11 @@ def simulate_percentiles(req: Request, sm: perf.StepModel, est: Estimate, *, loa
     steps = np.maximum(np.ceil(outs / per_step), 1).astype(int)  # with speculation a decode step emits E tokens
 
     batch = max(est.batch, 1.0) * per_step
-    slow = float(steady.host_slowdown(sm, est.output_tok_s / replicas, est.request_rps / replicas,
-                                      est.output_tok_s / replicas / batch))
+    slow, wait = steady.host_terms(sm, est.output_tok_s / replicas, est.request_rps / replicas, batch)
     # attention DP: the other ranks' busiest prefill chunk in a step, which this rank waits for (moe.py)
     prefill = wl.input_len - (wl.shared_prefix_len if server.prefix_caching else 0)
     others = steady.other_ranks_prefill(sm, est.batch, prefill, wl.output_len, server.max_num_batched_tokens)
     arrivals = simulate.Arrivals(request_rate=rate, burstiness=wl.burstiness, max_concurrency=concurrency)
-    wait = float(steady.frontend_wait(sm, est.output_tok_s / replicas, est.request_rps / replicas,
-                                      est.output_tok_s / replicas / batch))
     res = simulate.run(sim_step_time(sm, spec, slow, others, wl.input_len), ins, steps, arrivals, server,
                        shared_prefix_len=wl.shared_prefix_len, num_prefixes=wl.num_prefixes,
                        loop_delay_s=loop_delay_s(sm, wait))

@@ -322,12 +322,17 @@ def verdict(report, path, pngs, console: Optional[Console] = None) -> None:
         console.print(f"accuracy gate: {q.get('why')}")
     if report.predicted_vs_measured:
         p = Table(title="Predicted vs measured (one server)", box=box.SIMPLE, title_justify="left")
-        for col in ("metric", "predicted", "measured", "error"):
+        scaled = all("at_host_speed" in r for r in report.predicted_vs_measured)
+        for col in ("metric", "predicted", "measured", "error") + (("at host speed", "error") if scaled else ()):
             p.add_column(col, justify="right" if col != "metric" else "left")
         for r in report.predicted_vs_measured:
-            p.add_row(r["metric"], f"{r['predicted']:,.2f}", f"{r['measured']:,.2f}", f"{r['error_pct']:+.1f}%")
+            p.add_row(r["metric"], f"{r['predicted']:,.2f}", f"{r['measured']:,.2f}", f"{r['error_pct']:+.1f}%",
+                      *((f"{r['at_host_speed']:,.2f}", f"{r['error_at_host_speed_pct']:+.1f}%") if scaled else ()))
         console.print(p)
     kv = report.server
+    if kv.get("host_speed"):
+        console.print(f"Host speed: {kv['host_speed']['why']} (report.json server.host_speed; a virtual core's speed "
+                      "varies with what else its physical core runs).")
     host = kv.get("host") or {}
     from planner.hostload import NOTABLE_CORES
 

@@ -147,6 +147,15 @@ def frontend_wait(sm, output_tok_s, request_rps, steps_per_s):
     return batch_s / 2 + rho * batch_s / (2 * (1 - rho))
 
 
+def host_terms(sm, output_tok_s: float, request_rps: float, batch: float) -> tuple[float, float]:
+    """(host_slowdown, frontend_wait) of one server at a throughput of `output_tok_s` and `request_rps` with `batch`
+    tokens per engine step (so output_tok_s / batch steps a second): what the simulation of a plan (planner/predict.py)
+    and of a benchmark replay (planner/benchmark.py) both need, from the same numbers. (1.0, 0.0) on a GPU host."""
+    steps = output_tok_s / max(batch, 1e-9)
+    return (float(host_slowdown(sm, output_tok_s, request_rps, steps)),
+            float(frontend_wait(sm, output_tok_s, request_rps, steps)))
+
+
 FIRST_TOKEN = """A new request is admitted by the API server (`request_ms` of the calibration: HTTP, request processing,
 hand-off to the engine core, and the first token's way back), waits for the running step to end (half a step on
 average; one more under async scheduling, `async_scheduling_steps`), then its prompt goes in chunks of what the

@@ -7,7 +7,11 @@ Schema of report.json:
     load: also `offered`: the load the plan was predicted under (per replica), which is what was sent
     checks: [{metric, measured, limit, passed}]   # one per bounded SLO, at the target's percentile (slo.check)
     binding_constraint: the missed SLO furthest from its limit (slo.binding), or null
-    predicted_vs_measured: [{metric, predicted, measured, error_pct}]
+    predicted_vs_measured: [{metric, predicted, measured, error_pct[, at_host_speed, error_at_host_speed_pct]}]
+        at_host_speed: on a CPU host under a closed loop, the prediction at the speed the host ran during the run
+        (server.host_speed); see host_speed()
+    server.host_speed: {run_mops, calibrated_mops, ratio, why}: the host's CPython speed sampled during the run over
+        the speed sampled while the calibration was measured (CPU hosts; planner/hostload.py SpeedSampler)
     server: {kv_cache_tokens_reported, kv_cache_tokens_planned, ready_s}; remediation: [{what, why}]
     server_metrics: peaks of vLLM's running/waiting requests and KV usage over the run (/metrics scrapes)
     streaming: {mean_tokens_per_chunk, one_chunk_requests, multi_token_requests, merged, warning}: whether the
@@ -126,8 +130,39 @@ def _label(metric: str, percentile: float) -> str:
     return f"p{percentile:g}_{_SERIES[metric]}_ms" if metric in _SERIES else metric
 
 
-def compare(summary: dict, prediction: Optional[Prediction], replicas: int) -> tuple:
-    """Predicted vs measured, one server (a replica): medians and p90s of latencies, output throughput."""
+def host_speed(req: Request, spec: loadgen.LoadSpec, host: dict) -> Optional[dict]:
+    """On a CPU host: how fast the worker's core ran during the load (hostload.SpeedSampler's effective speed,
+    `host["cpu_speed"]`) against how fast it ran while the calibration behind the prediction was measured (the
+    calibration's `sampled_speed_mops`, moved to this host by its CPython speed: Calibration.on_host). A virtual
+    core's speed changes by 2x within minutes (planner/hostload.py), and the worker's step follows it. Under a closed
+    loop (a fixed concurrency, no think time) every time then stretches by 1 / ratio and the throughput shrinks by
+    the ratio; the worker's step is most of a CPU step, and the scheduler and front end on the other core, whose speed
+    is not sampled, are taken to move alike (an approximation). None on a GPU host, without samples or a calibrated
+    speed; `ratio` None under an open loop (a fixed arrival rate does not slow down with the host: the queue
+    changes, not only the times)."""
+    from planner import calibration
+    from planner.enums import DeviceKind
+
+    run = (host.get("cpu_speed") or {}).get("effective_mops")
+    if req.hw.gpu.kind is not DeviceKind.cpu or not run:
+        return None
+    gpu = req.hw.gpu
+    cal = calibration.calibration(gpu.name).on_host(gpu.interpreter_speed_mops)
+    if not cal.sampled_speed_mops:
+        return None
+    closed = spec.max_concurrency is not None and spec.request_rate is None
+    ratio = run / cal.sampled_speed_mops
+    return {"run_mops": run, "calibrated_mops": round(cal.sampled_speed_mops, 2),
+            "ratio": round(ratio, 3) if closed else None,
+            "why": f"the worker's core ran the speed probe at {run:g} M iterations/s (effective, over the run); the "
+                   f"prediction assumed {cal.sampled_speed_mops:.2f} (the calibration's runs, moved to this host by "
+                   f"its CPython speed): {ratio:.2f}x"
+                   + ("" if closed else "; an open loop's prediction does not scale with it, not adjusted")}
+
+
+def compare(summary: dict, prediction: Optional[Prediction], replicas: int, speed: Optional[float] = None) -> tuple:
+    """Predicted vs measured, one server (a replica): medians and p90s of latencies, output throughput. `speed`
+    (host_speed's ratio): each row also says the prediction at that speed (times / speed, throughput x speed)."""
     if prediction is None:
         return ()
     rows = []
@@ -137,15 +172,20 @@ def compare(summary: dict, prediction: Optional[Prediction], replicas: int) -> t
             measured = summary.get(f"{'median' if q == 50 else 'p90'}_{short}_ms")
             pred = dist.get(q)
             if measured and pred:
-                rows.append({"metric": f"p{q:g}_{short}_ms", "predicted": round(pred, 3),
-                             "measured": round(measured, 3), "error_pct": round((pred - measured) / measured * 100, 1)})
+                rows.append(_row(f"p{q:g}_{short}_ms", pred, measured, 1 / speed if speed else None))
     if prediction.output_throughput_tok_s and summary.get("output_throughput"):
-        pred = prediction.output_throughput_tok_s / max(1, replicas)
-        rows.append({"metric": "output_throughput", "predicted": round(pred, 2),
-                     "measured": round(summary["output_throughput"], 2),
-                     "error_pct": round((pred - summary["output_throughput"]) / summary["output_throughput"] * 100,
-                                        1)})
+        rows.append(_row("output_throughput", prediction.output_throughput_tok_s / max(1, replicas),
+                         summary["output_throughput"], speed))
     return tuple(rows)
+
+
+def _row(metric: str, pred: float, measured: float, scale: Optional[float]) -> dict:
+    row = {"metric": metric, "predicted": round(pred, 3), "measured": round(measured, 3),
+           "error_pct": round((pred - measured) / measured * 100, 1)}
+    if scale:
+        row |= {"at_host_speed": round(pred * scale, 3),
+                "error_at_host_speed_pct": round((pred * scale - measured) / measured * 100, 1)}
+    return row
 
 
 def build(req: Request, compiled: CompiledPlan, plan_name: str, endpoint: str, spec: loadgen.LoadSpec, result,
@@ -160,11 +200,15 @@ def build(req: Request, compiled: CompiledPlan, plan_name: str, endpoint: str, s
     load = {k: v for k, v in asdict(spec).items() if k != "api_key_env"}
     if compiled.prediction is not None:
         load["offered"] = plain(compiled.prediction.load)  # the load the plan was predicted under, per replica
+    speed = host_speed(req, spec, server.get("host") or {})
+    if speed:
+        server = server | {"host_speed": speed}
     streaming = result.streaming()
     if streaming.merged:
         logger.warning("%s", streaming.warning())
     return Report(streaming=streaming, plan=plan_name, endpoint=endpoint, target=plain(req.target), load=load, summary=summary,
-                  checks=found, predicted_vs_measured=compare(summary, compiled.prediction, replicas),
+                  checks=found, predicted_vs_measured=compare(summary, compiled.prediction, replicas,
+                                                                (speed or {}).get("ratio")),
                   server=server, remediation=remediation, server_metrics=server_metrics(result),
                   binding_constraint=slo.describe(worst, req.target.percentile))
 

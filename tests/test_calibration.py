@@ -112,10 +112,11 @@ def test_cpu_engine_costs_are_the_measured_fit():
     fit = json.loads((ROOT / "tests/data/calibration/cpu_serve.json").read_text())["fit"]
     for part in ("worker", "scheduler", "handoff"):
         assert {k: v for k, v in fit[part].items() if k != "bins"} == d["engine_step"][part], part
-    stream = json.loads((ROOT / "tests/data/calibration/cpu_serve_stream.json").read_text())["fit"]
+    stream = fit  # the ladder at two stream intervals (per chunk apart from per token)
     for part, name in (("api", "api_server"), ("loadgen", "load_generator"), ("engine_io", "engine_io")):
         assert stream[part] == d["frontend"][name], part  # the run at two stream intervals (per chunk apart)
     assert d["request_ms"] == fit["request"]["ttft_around_engine_ms"]
+    assert d["sampled_speed_mops"] == fit["speed"]["sampled_speed_mops"]  # the speed the worker terms are stated at
     cal = perf.calibration("cpu")
     assert cal.elementwise_floor_seconds(256) == 0.0 and cal.hbm_efficiency == 1.0 and cal.async_steps == 0
     overhead = sum(fit[p]["overhead_ms"] for p in ("worker", "scheduler", "handoff"))
@@ -144,10 +145,13 @@ def test_cpu_engine_costs_scale_by_the_hosts_measured_python_speed():
     assert slow.engine_seconds(64, 10) == pytest.approx(2 * cal.engine_seconds(64, 10))
     assert (slow.request_s, slow.host_cpu_s_per_token) == pytest.approx((2 * cal.request_s, 2 * cal.host_cpu_s_per_token))
     assert (slow.gemm_bf16, slow.hbm_efficiency) == (cal.gemm_bf16, cal.hbm_efficiency)
+    assert slow.sampled_speed_mops == pytest.approx(cal.sampled_speed_mops / 2)  # what verify expects the run to see
     assert cal.on_host(None) is cal and perf.calibration("h100-sxm").on_host(5.0) == perf.calibration("h100-sxm")
 
     def tpot(speed):
-        req = request_for("model=tiny-llama", "hw=cpu", f"hw.gpu.interpreter_speed_mops={speed}")
+        # the batch pinned: at half the speed the search would pick a smaller one to keep TPOT under the target
+        req = request_for("model=tiny-llama", "hw=cpu", f"hw.gpu.interpreter_speed_mops={speed}",
+                          "plan.max_num_seqs=32")
         plan = search.compile_plan(req, rule_engine.evaluate(req, rule_engine.load()))
         return dict(plan.prediction.tpot_ms.quantiles)[50.0]
 

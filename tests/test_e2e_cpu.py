@@ -214,28 +214,30 @@ def test_api_key_from_the_environment(tmp_path, extra, code, says):
 def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     """README's whole loop as it is (the plan's load: 128 requests in flight, the workload's 200, settled as the
     plan predicts it): exit 0 (the plan said it meets the target, and it must), and output throughput, p50 TPOT and
-    p50 E2E within a factor of 2 of the prediction. Before the served engine's calibration (benchmarks/cpu_serve.py)
-    and the settled loop, this run measured 2.6x less throughput than predicted, which fails that. It is not tighter
-    because the engine's share of the 2 cores against vLLM's own API server varies from run to run: seven runs of the
-    final model with no or little other load measured throughput +17% to +70% off and TPOT -15% to -37%
-    (docs/perf-model.md, 'The front end, fixed and modelled'; CI-equivalent runs failed bounds of 35% at +54% and of
-    60% at +70%). Pinning the front end to vLLM's reserved core is the fix that would let this bound tighten. The engine's Python costs
-    were calibrated on another host and scale by this one's measured CPython speed (printed: a CI runner once served
-    this loop 26% slower per token than the calibrating host). A run during which other processes or the hypervisor
-    (steal time) took half a core or more measures the machine's load, not the plan: it is skipped, with the
-    numbers. TTFT is bounded by the exit code (p90 within the target's 1,000 ms): CI once measured 1,623 ms when the
-    server ran in a session of its own and streamed every token (docs/perf-model.md, 'The front end, fixed and
-    modelled'); the plan now streams every 16th token, and the served chunks say so."""
+    p50 E2E within -33%/+50% of the prediction at the speed the host ran (report.json `at_host_speed`).
+
+    Why at the host's speed: this project's 2-core VM ran vLLM's worker step at 12 ms and then 23 ms of thread CPU
+    time for the same batch in one run, and served this loop between 3,667 and 8,616 tokens/s on one day; CI measured
+    4,818 against a prediction of 10,105 calibrated in a fast hour. A bound on the raw prediction measures the hour,
+    not the model. The report samples the worker core's speed during the run (planner/hostload.py, whose speed
+    followed the worker's step with correlation 0.96) and states the prediction at it; the raw error is printed. On
+    the calibrating machine, at the calibration's own speed, the raw errors were -12% to +10% (docs/perf-model.md).
+    A run during which other processes or the hypervisor (steal time) took half a core or more measures the
+    machine's load, not the plan: it is skipped, with the numbers. TTFT is bounded by the exit code (p90 within the
+    target's 1,000 ms): CI once measured 1,623 ms when the server ran in a session of its own and streamed every
+    token (docs/perf-model.md, 'The front end, fixed and modelled'); the plan now streams every 16th token, and the
+    served chunks say so."""
     run = subprocess.run([sys.executable, "-m", "planner", "model=tiny-llama", "hw=cpu", "action=verify"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     report = json.loads((tmp_path / "plans" / "tiny-llama-cpu-balanced" / "report.json").read_text())
     host = report["server"]["host"]
     rows = {r["metric"]: r for r in report["predicted_vs_measured"]}
-    table = "; ".join(f"{m} predicted {r['predicted']:.1f} measured {r['measured']:.1f} ({r['error_pct']:+.0f}%)"
-                      for m, r in rows.items())
+    table = "; ".join(f"{m} predicted {r['predicted']:.1f} (at host speed {r.get('at_host_speed', float('nan')):.1f}) "
+                      f"measured {r['measured']:.1f} ({r['error_pct']:+.0f}%, at host speed "
+                      f"{r.get('error_at_host_speed_pct', float('nan')):+.0f}%)" for m, r in rows.items())
     speed = yaml.safe_load((tmp_path / "plans" / "tiny-llama-cpu-balanced.yaml").read_text())["request"]["hw"]["gpu"]
-    print(f"{table}; host {host}; CPython {speed.get('interpreter_speed_mops')} M probe iterations/s (calibrated at "
-          "conf/calibration/cpu.yaml's interpreter_speed_mops)")
+    print(f"{table}; host {host}; {report['server'].get('host_speed')}; CPython {speed.get('interpreter_speed_mops')} "
+          "M probe iterations/s (calibrated at conf/calibration/cpu.yaml's interpreter_speed_mops)")
     if host["other_processes_cores"] >= 0.5 or host.get("steal_cores", 0.0) >= 0.5:
         pytest.skip(f"other processes took {host['other_processes_cores']} and the hypervisor "
                     f"{host.get('steal_cores', 0.0)} of {host['host_cores']} cores during the run: not a measurement "
@@ -244,7 +246,10 @@ def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     assert report["load"]["settle"] == report["load"]["max_concurrency"] == 128
     assert "--stream-interval 16" in (tmp_path / "plans" / "tiny-llama-cpu-balanced" / "argv.txt").read_text()
     assert 8 < report["streaming"]["mean_tokens_per_chunk"] <= 16, report["streaming"]
+    assert report["server"]["host_speed"]["ratio"] > 0, report["server"]  # sampled on the worker's core
+    # vLLM binds the worker to all cores but one (reserved for the other processes): sampled there
+    assert host["cpu_speed"]["cores"] and len(host["cpu_speed"]["cores"]) < host["host_cores"], host
     for metric in ("output_throughput", "p50_tpot_ms", "p50_e2el_ms"):
-        err = rows[metric]["error_pct"] / 100
-        assert 0.5 <= 1 + err <= 2.0, f"{metric}: {err:+.0%} (limit: a factor of 2); {table}"
+        err = rows[metric]["error_at_host_speed_pct"] / 100
+        assert 2 / 3 <= 1 + err <= 1.5, f"{metric}: {err:+.0%} at the host's speed (limit: -33%/+50%); {table}"
     _none_left(tmp_path)

@@ -164,3 +164,53 @@ def test_kept_up_tells_a_stable_server_from_an_overloaded_one():
     assert kept_up(sent, sent + 0.5) == pytest.approx(1.0)  # every request done 0.5 s after it was sent
     served = np.arange(101) / 5.0 + 0.5  # the server finishes 5 per second, however fast they come
     assert kept_up(sent, served) == pytest.approx(0.5, rel=0.02)
+
+
+def test_host_speed_scales_a_closed_loop_prediction_by_what_the_host_delivered():
+    """A CPU host that ran the speed probe at half its calibrated speed: under a closed loop each predicted time
+    doubles and the throughput halves (verify.host_speed, compare); an open loop and a GPU host are not adjusted."""
+    from conftest import request_for
+    from planner import calibration, loadgen, verify
+    from types import SimpleNamespace
+
+    from planner.plan import Dist
+
+    cpu = request_for("model=tiny-llama", "hw=cpu")
+    cal = calibration.calibration(cpu.hw.gpu.name).on_host(cpu.hw.gpu.interpreter_speed_mops)
+    assert cal.sampled_speed_mops > 0, "conf/calibration/cpu.yaml records the speed it was measured at"
+    host = {"cpu_speed": {"effective_mops": cal.sampled_speed_mops / 2, "p10_mops": 1.0, "p90_mops": 9.0,
+                          "samples": 40}}
+    closed = loadgen.LoadSpec(base_url="http://127.0.0.1:1", model="m", input_len=8, output_len=8, num_prompts=8,
+                              max_concurrency=8)
+    speed = verify.host_speed(cpu, closed, host)
+    assert speed["ratio"] == pytest.approx(0.5, abs=2e-3), speed
+    opened = loadgen.LoadSpec(base_url="http://127.0.0.1:1", model="m", input_len=8, output_len=8, num_prompts=8,
+                              request_rate=2.0)
+    assert verify.host_speed(cpu, opened, host)["ratio"] is None
+    assert verify.host_speed(request_for("model=llama3-8b", "hw=h100x1"), closed, host) is None
+    assert verify.host_speed(cpu, closed, {}) is None  # not sampled
+
+    d = Dist(mean=10.0, quantiles=((50.0, 10.0), (90.0, 12.0)))
+    pred = SimpleNamespace(ttft_ms=d, tpot_ms=d, e2e_latency_ms=d, output_throughput_tok_s=1000.0)  # what compare reads
+    summary = {"median_ttft_ms": 20.0, "p90_ttft_ms": 24.0, "median_tpot_ms": 20.0, "p90_tpot_ms": 24.0,
+               "median_e2el_ms": 20.0, "p90_e2el_ms": 24.0, "output_throughput": 500.0}
+    rows = {r["metric"]: r for r in verify.compare(summary, pred, 1, speed["ratio"])}
+    assert rows["p50_ttft_ms"]["error_pct"] == -50.0
+    assert rows["p50_ttft_ms"]["at_host_speed"] == pytest.approx(20.0, rel=1e-2)
+    assert abs(rows["p90_tpot_ms"]["error_at_host_speed_pct"]) < 1
+    assert rows["output_throughput"]["error_pct"] == 100.0
+    assert rows["output_throughput"]["at_host_speed"] == pytest.approx(500.0, rel=1e-2)
+    assert all("at_host_speed" not in r for r in verify.compare(summary, pred, 1, None))
+
+
+def test_speed_sampler_measures_the_probe_on_its_own_thread_clock():
+    import time
+
+    from planner import hostload
+
+    sampler = hostload.SpeedSampler(every_s=0.02)
+    time.sleep(0.5)
+    got = sampler.stop()
+    assert got is not None and got["samples"] >= 4, got
+    assert 0 < got["p10_mops"] <= got["median_mops"] <= got["p90_mops"], got
+    assert hostload.SpeedSampler(every_s=10).stop() is None  # no sample: no figure
