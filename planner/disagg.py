@@ -82,14 +82,27 @@ def enumerate_splits(req: Request, cons: Constraints, sp: Space, fitting: list[S
     for d in layouts:
         cap = req.pins.max_num_seqs or seqs_cap(sp, d)
         for p in prefill:
-            for x in range(1, total // p.tp + 1):
-                for y in range(1, (total - x * p.tp) // d.tp + 1):
+            for x in _counts(total // p.tp):
+                rest = total - x * p.tp
+                # a QPS target may leave GPUs idle; otherwise the decode pool takes exactly the rest
+                ys = _counts(rest // d.tp) if qps else [rest // d.tp] if rest >= d.tp and rest % d.tp == 0 else []
+                for y in ys:
                     used = x * p.tp + y * d.tp
                     path = kvtransfer.link(req.hw, used, conn)
-                    if (not qps and used != total) or path is None:
+                    if path is None:
                         continue
                     out += [pools.Split(p, replace(d, seqs=s), x, y, path, conn, ep, sp.dtype)
                             for s in rank.seq_ladder(cap, explicit)]
+    return out
+
+
+def _counts(n: int) -> list[int]:
+    """Instance counts to try for a pool of at most `n`: every count up to 32, then steps of about 1/8 and `n`
+    itself, so a QPS search over thousands of GPUs (every x for every y) stays in seconds; below 33 instances a pool
+    is sized exactly."""
+    out = list(range(1, min(n, 32) + 1))
+    while out and out[-1] < n:
+        out.append(min(n, max(out[-1] + 1, int(out[-1] * 1.125))))
     return out
 
 

@@ -187,8 +187,9 @@ class HwSpec:
     name: str = catalog_name()
     source: str
     gpu: GpuSpec
-    gpus_per_node: int = positive_int()
-    nodes: int = positive_int(1)
+    # at most 72: the largest NVLink domain one server's engine addresses (GB200 NVL72); more GPUs are more nodes
+    gpus_per_node: int = bounded("a whole number of GPUs from 1 to 72 (more GPUs: hw.nodes)", ge=1, le=72)
+    nodes: int = bounded("a whole number of nodes from 1 to 1024", 1, ge=1, le=1024)
     intra_node: Interconnect = Interconnect.nvlink
     # per node, per direction (e.g. 8 x 400 Gb/s = 400 GB/s)
     inter_node_bandwidth_gb_s: Optional[float] = positive(None, "a positive number of GB/s, or null")

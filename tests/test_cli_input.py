@@ -160,6 +160,9 @@ def test_bad_options_of_a_saved_plan_exit_2_before_launching(capsys, no_launch, 
     pytest.param(["hw.gpu.price_usd_per_hour=-2"], ["hw.gpu.price_usd_per_hour=-2"], id="negative-price"),
     pytest.param(["workload.max_lora_rank=0"], ["workload.max_lora_rank=0"], id="zero-lora-rank"),
     pytest.param(["model.quantization_bits=0"], ["model.quantization_bits=0"], id="zero-bits"),
+    # found by tests/test_fuzz.py: 104,079 GPUs in one node made the disaggregated-split search run for hours
+    pytest.param(["hw.gpus_per_node=104079"], ["hw.gpus_per_node=104079", "hw.nodes"], id="a-node-of-104079-gpus"),
+    pytest.param(["hw.nodes=5000"], ["hw.nodes=5000", "1024"], id="5000-nodes"),
 ])
 def test_bad_spec_values_exit_2_and_write_nothing(capsys, tmp_path, monkeypatch, args, needles):
     monkeypatch.chdir(tmp_path)
