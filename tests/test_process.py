@@ -73,13 +73,18 @@ def test_oom_exit_is_launch_failed_with_code_tail_and_diagnosis(tmp_path):
 
 
 def test_fatal_log_line_fails_fast_while_the_process_still_runs(tmp_path, monkeypatch):
+    """The fatal line ends the wait at once (not at the 20 s ready timeout); the teardown after it is the signal
+    ladder's (stop(): SIGINT, then SIGTERM after its grace), timed by the tests of stop(), not here: a CI-equivalent
+    run on a loaded machine once took 11.8 s in all, 10 s of it one grace period."""
     monkeypatch.setattr(process, "FATAL_EXIT_WAIT_S", 0.5)
     t0 = time.monotonic()
-    with process.Server(fake_spec(tmp_path, "fatal")) as server, pytest.raises(LaunchFailed) as info:
-        server.wait_ready(progress=False)
+    with process.Server(fake_spec(tmp_path, "fatal")) as server:
+        with pytest.raises(LaunchFailed) as info:
+            server.wait_ready(progress=False)
+        raised_after_s = time.monotonic() - t0
     assert "fatal error (trouble.kv-cache-too-small)" in str(info.value)
     assert "still running" in str(info.value)
-    assert time.monotonic() - t0 < 5
+    assert raised_after_s < 5, raised_after_s
     assert not server.alive()
 
 
