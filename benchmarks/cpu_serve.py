@@ -33,6 +33,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -270,7 +271,7 @@ def reference_speed(runs: list[dict]) -> Optional[float]:
     sampled = [r["cpu_speed"] for r in runs if r.get("cpu_speed")]
     if not sampled:
         return None
-    return sum(c["samples"] for c in sampled) / sum(c["samples"] / c["effective_mops"] for c in sampled)
+    return statistics.harmonic_mean([c["effective_mops"] for c in sampled], weights=[c["samples"] for c in sampled])
 
 
 def _at_reference(runs: list[dict], steps: list[dict], ref: Optional[float]) -> None:

@@ -97,7 +97,7 @@ class Calibration:
     # CPython speed of the host the engine and front-end costs were measured on (planner/discover.py's probe,
     # `interpreter_speed_mops` in conf/calibration/cpu.yaml); 0: not recorded, costs taken as they are
     interpreter_speed_mops: float = 0.0
-    # the median speed the same probe ran at, sampled on its own thread's CPU clock while the calibrating host served
+    # the effective (harmonic-mean) speed the same probe ran at, sampled on its own thread's CPU clock while the calibrating host served
     # (planner/hostload.py SpeedSampler, `sampled_speed_mops` in cpu.yaml): what the host delivered while the costs
     # above were measured. action=verify samples it again and sets the run's speed beside it. 0: not recorded
     sampled_speed_mops: float = 0.0

@@ -61,7 +61,6 @@ class SpeedSampler:
         self._round, self._batch, self._rounds, self.cores = _probe_round, [_Seq(i) for i in range(256)], rounds, cores
         self._every, self._stop = every_s, threading.Event()
         self.samples: list[float] = []
-        self.times: list[float] = []  # time.monotonic() of each sample
         self._thread = threading.Thread(target=self._run, name="host-speed", daemon=True)
         self._thread.start()
 
@@ -78,7 +77,6 @@ class SpeedSampler:
             spent = time.thread_time() - c0
             if spent > 0:
                 self.samples.append(n / spent / 1e6)
-                self.times.append(time.monotonic())
 
     def stop(self) -> Optional[dict]:
         """{effective_mops (harmonic mean), median_mops, p10_mops, p90_mops, samples, cores}, or None with fewer than 4
@@ -147,7 +145,8 @@ def engine_cores(roots: tuple[int, ...]) -> Optional[frozenset]:
     best: Optional[set] = None
     for pid in roots:
         try:
-            procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+            root = psutil.Process(pid)
+            procs = [root] + root.children(recursive=True)
         except psutil.Error:
             continue
         for p in procs:
